@@ -1,0 +1,191 @@
+"""The table of encoder backends, ``auto`` resolution, and building the encoder's ONNX file.
+
+Backends come from the hand-written ``BACKENDS`` table below, never from a subclass scan. A
+backend that fails to load raises; nothing here tries another one in its place. ``auto`` is
+resolved once, at start, by what the machine has, and the choice is logged.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import onnx
+
+from engines.base import Engine, ModelManifest, Precision, TensorSpecModel
+from engines.convert.dlib_resnet import (
+    CHIP_SIZE_PX,
+    DESCRIPTOR_SIZE,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    convert_dlib_resnet,
+)
+from engines.errors import ConfigError, ModelFileError
+from engines.store import (
+    ENCODER_NAME,
+    ModelStore,
+    StoredModel,
+    default_encoder_source,
+    encoder_model_id,
+    sha256_file,
+)
+
+__all__ = [
+    "BACKENDS",
+    "EngineSettings",
+    "build_encoder_onnx",
+    "encoder_manifest",
+    "load_encoder",
+    "resolve_backend",
+]
+
+_log = logging.getLogger(__name__)
+
+BackendName = Literal["onnxruntime", "tensorrt", "torch"]
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    """Which backend runs the encoder, and how.
+
+    backend: a key of ``BACKENDS`` or ``auto``; device: ``cpu`` or ``cuda``;
+    threads: CPU threads per engine (0: the library's default); batch sizes: faces per call.
+    """
+
+    backend: str = "onnxruntime"
+    device: Literal["cpu", "cuda"] = "cpu"
+    precision: Precision = "fp32"
+    threads: int = 0
+    min_batch: int = 1
+    opt_batch: int = 16
+    max_batch: int = 64
+    source: Path | None = field(default=None)  # dlib .dat; None: the installed wheel's file
+
+    def __post_init__(self) -> None:
+        valid = [*BACKENDS, "auto"]
+        if self.backend not in valid:
+            raise ConfigError(f"unknown engine backend {self.backend!r}; valid: {', '.join(valid)}")
+        if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:
+            raise ConfigError(f"batch sizes must satisfy 1 <= min ({self.min_batch}) <= opt "
+                              f"({self.opt_batch}) <= max ({self.max_batch})")
+
+    @property
+    def source_path(self) -> Path:
+        """The dlib weights the encoder is converted from."""
+        return self.source if self.source is not None else default_encoder_source()
+
+
+def encoder_manifest(model: onnx.ModelProto, data: bytes, *, source_sha256: str) -> ModelManifest:
+    """Manifest of the converted encoder ONNX (fp32, dynamic batch)."""
+    import hashlib  # noqa: PLC0415  (kept local: only this helper hashes bytes in memory)
+
+    return ModelManifest(
+        model_id=encoder_model_id(source_sha256),
+        format="onnx",
+        precision="fp32",
+        source_sha256=source_sha256,
+        artifact_sha256=hashlib.sha256(data).hexdigest(),
+        inputs=(TensorSpecModel(name=INPUT_NAME, dtype="float32",
+                                shape=(None, 3, CHIP_SIZE_PX, CHIP_SIZE_PX)),),
+        outputs=(TensorSpecModel(name=OUTPUT_NAME, dtype="float32",
+                                 shape=(None, DESCRIPTOR_SIZE)),),
+        library_versions={"onnx": onnx.__version__, "opset": str(model.opset_import[0].version)},
+        build={"converter": "engines.convert.dlib_resnet"},
+    )
+
+
+def build_encoder_onnx(store: ModelStore, *, source: Path | None = None,
+                       force: bool = False) -> StoredModel:
+    """Convert dlib's encoder into ``store`` unless an up-to-date copy is there already.
+
+    An existing model is kept when its manifest names the same source sha256 and the file's
+    hash matches; otherwise (or with ``force``) it is rebuilt atomically.
+    """
+    source = source if source is not None else default_encoder_source()
+    source_sha256 = sha256_file(source)
+    path = store.model_path(ENCODER_NAME)
+    if not force and path.exists():
+        try:
+            stored = store.open(path)
+        except ModelFileError as exc:
+            _log.warning("rebuilding %s: %s", path, exc)
+        else:
+            if stored.manifest.source_sha256 == source_sha256:
+                return stored
+            _log.info("rebuilding %s: source weights changed", path)
+    model = convert_dlib_resnet(source, model_id=encoder_model_id(source_sha256))
+    data = model.SerializeToString()
+    stored = store.save(path, data, encoder_manifest(model, data, source_sha256=source_sha256))
+    _log.info("built %s from %s (model id %s)", path, source, stored.manifest.model_id)
+    return stored
+
+
+def _load_onnxruntime(store: ModelStore, settings: EngineSettings) -> Engine:
+    from engines.onnxrt import OrtEngine, OrtSettings  # noqa: PLC0415
+
+    if settings.precision != "fp32":
+        raise ConfigError(f"onnxruntime runs the encoder in fp32, not {settings.precision} "
+                          "(INT8 ONNX models come from `facestream calibrate`)")
+    path = build_encoder_onnx(store, source=settings.source).path
+    return OrtEngine(path, store, OrtSettings(device=settings.device,
+                                              intra_op_threads=settings.threads))
+
+
+def _load_torch(store: ModelStore, settings: EngineSettings) -> Engine:
+    from engines.torchrt import TorchEngine, TorchSettings  # noqa: PLC0415
+
+    if settings.precision == "int8":
+        raise ConfigError("torch backend runs fp32 or fp16, not int8")
+    path = build_encoder_onnx(store, source=settings.source).path
+    torch_settings = TorchSettings(device=settings.device, precision=settings.precision,
+                                   threads=settings.threads)
+    return TorchEngine(path, store, source=settings.source_path, settings=torch_settings)
+
+
+def _load_tensorrt(store: ModelStore, settings: EngineSettings) -> Engine:
+    from engines.tensorrt import load_or_build_encoder_plan  # noqa: PLC0415
+
+    onnx_path = build_encoder_onnx(store, source=settings.source).path
+    return load_or_build_encoder_plan(onnx_path, store, settings)
+
+
+BACKENDS: dict[str, Callable[[ModelStore, EngineSettings], Engine]] = {
+    "onnxruntime": _load_onnxruntime,
+    "tensorrt": _load_tensorrt,
+    "torch": _load_torch,
+}
+
+
+def _has_tensorrt() -> bool:
+    if importlib.util.find_spec("tensorrt") is None:
+        return False
+    import tensorrt  # noqa: PLC0415
+
+    return hasattr(tensorrt, "Builder")  # an empty stub package is not TensorRT
+
+
+def resolve_backend(settings: EngineSettings) -> EngineSettings:
+    """Turn ``auto`` into a concrete backend by what this machine has; log the choice.
+
+    tensorrt when TensorRT is importable and the device is cuda, otherwise onnxruntime.
+    """
+    if settings.backend != "auto":
+        return settings
+    chosen = "tensorrt" if settings.device == "cuda" and _has_tensorrt() else "onnxruntime"
+    _log.info("engine backend auto resolved to %s on %s", chosen, settings.device)
+    return EngineSettings(backend=chosen, device=settings.device, precision=settings.precision,
+                          threads=settings.threads, min_batch=settings.min_batch,
+                          opt_batch=settings.opt_batch, max_batch=settings.max_batch,
+                          source=settings.source)
+
+
+def load_encoder(store: ModelStore, settings: EngineSettings) -> Engine:
+    """Build (if needed) and load the face encoder with the configured backend."""
+    resolved = resolve_backend(settings)
+    engine = BACKENDS[resolved.backend](store, resolved)
+    _log.info("face encoder loaded: backend %s, model %s", engine.backend, engine.model_id)
+    return engine
