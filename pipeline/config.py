@@ -1,0 +1,82 @@
+"""Service configuration: strict pydantic models, validated before anything starts.
+
+Files are TOML. Every section forbids unknown keys, so a typo is an error that names the key,
+not a silently ignored setting. ``facestream check-config FILE`` runs exactly this validation.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from engines.backends import EngineSettings
+from pipeline.errors import ConfigFileError
+
+__all__ = ["EngineConfig", "FaceStreamConfig", "StrictModel", "load_config"]
+
+
+class StrictModel(BaseModel):
+    """Base of every config section: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EngineConfig(StrictModel):
+    """The face encoder's runtime."""
+
+    backend: Literal["auto", "onnxruntime", "tensorrt", "torch"] = Field(
+        default="onnxruntime",
+        description="model runtime; 'auto' picks tensorrt on a GPU with TensorRT, else "
+                    "onnxruntime, and logs the choice")
+    device: Literal["cpu", "cuda"] = Field(default="cpu", description="where the encoder runs")
+    precision: Literal["fp32", "fp16", "int8"] = Field(
+        default="fp32", description="fp16/int8 need tensorrt (or torch fp16 on cuda)")
+    threads: int = Field(default=0, ge=0, le=256,
+                         description="CPU threads per engine; 0 lets the library choose")
+    min_batch: int = Field(default=1, ge=1, le=4096, description="smallest batch (faces)")
+    opt_batch: int = Field(default=16, ge=1, le=4096, description="batch tuned for (faces)")
+    max_batch: int = Field(default=64, ge=1, le=4096, description="largest batch (faces)")
+
+    @model_validator(mode="after")
+    def _batches_ordered(self) -> EngineConfig:
+        if not self.min_batch <= self.opt_batch <= self.max_batch:
+            raise ValueError("need min_batch <= opt_batch <= max_batch")
+        return self
+
+    def settings(self) -> EngineSettings:
+        """The engines-layer settings this section describes."""
+        return EngineSettings(backend=self.backend, device=self.device, precision=self.precision,
+                              threads=self.threads, min_batch=self.min_batch,
+                              opt_batch=self.opt_batch, max_batch=self.max_batch)
+
+
+class FaceStreamConfig(StrictModel):
+    """The whole service configuration."""
+
+    data_dir: Path = Field(default=Path("data"),
+                           description="models, compiled plans and the embedded Redis live here")
+    engine: EngineConfig = EngineConfig()
+
+
+def load_config(path: Path | None) -> FaceStreamConfig:
+    """Read and validate a TOML config file; ``None`` gives the embedded defaults."""
+    if path is None:
+        return FaceStreamConfig()
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigFileError(f"{path}: config file not found") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigFileError(f"{path}: cannot read the config file: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigFileError(f"{path}: not valid TOML: {exc}") from exc
+    try:
+        return FaceStreamConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or '(top level)'}: {error['msg']}"
+            for error in exc.errors())
+        raise ConfigFileError(f"{path}: {problems}") from exc

@@ -1,0 +1,77 @@
+"""Shared fixtures: the real encoder built into a temporary store, dlib as the oracle, and
+real face chips (from ../shared/data when present, plus scikit-image's public-domain astronaut)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from engines.backends import build_encoder_onnx
+from engines.onnxrt import OrtEngine, OrtSettings
+from engines.parity import DlibOracle, image_files, read_rgb
+from engines.store import ModelStore, StoredModel, default_encoder_source, installed_dlib_model
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data, or a skip when this machine does not have it."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared test data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def session_store(tmp_path_factory: pytest.TempPathFactory) -> ModelStore:
+    """A model store holding the converted encoder, shared by the whole session."""
+    store = ModelStore(tmp_path_factory.mktemp("store"))
+    build_encoder_onnx(store)
+    return store
+
+
+@pytest.fixture(scope="session")
+def encoder_model(session_store: ModelStore) -> StoredModel:
+    """The converted encoder ONNX with its manifest."""
+    return build_encoder_onnx(session_store)
+
+
+@pytest.fixture
+def ort_engine(session_store: ModelStore, encoder_model: StoredModel) -> Iterator[OrtEngine]:
+    """A fresh ONNX Runtime CPU engine on the converted encoder."""
+    with OrtEngine(encoder_model.path, session_store, OrtSettings(intra_op_threads=2)) as engine:
+        yield engine
+
+
+@pytest.fixture(scope="session")
+def oracle() -> DlibOracle:
+    """dlib's detector, aligner and encoder (the reference implementation)."""
+    return DlibOracle(encoder_path=default_encoder_source(),
+                      predictor_path=installed_dlib_model("shape_predictor_5_face_landmarks.dat"))
+
+
+@pytest.fixture(scope="session")
+def astronaut_chips(oracle: DlibOracle) -> list[npt.NDArray[np.uint8]]:
+    """Chips cut from scikit-image's astronaut photo (public domain, ships with the package)."""
+    from skimage import data  # noqa: PLC0415
+
+    chips = oracle.chips(np.asarray(data.astronaut(), dtype=np.uint8))
+    assert chips, "dlib found no face in the astronaut photo"
+    return chips
+
+
+@pytest.fixture(scope="session")
+def face_chips(oracle: DlibOracle, shared_data: Path,
+               astronaut_chips: list[npt.NDArray[np.uint8]]) -> list[npt.NDArray[np.uint8]]:
+    """At least 30 real face chips: every face dlib finds in ../shared/data/faces, + astronaut."""
+    chips = list(astronaut_chips)
+    for path in image_files([shared_data / "faces"]):
+        chips.extend(oracle.chips(read_rgb(path), upsample=0))
+        if len(chips) >= 64:
+            break
+    assert len(chips) >= 30, f"only {len(chips)} chips found in {shared_data / 'faces'}"
+    return chips
