@@ -1,0 +1,87 @@
+"""Config validation and the `facestream` command's behaviour on bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from engines.backends import EngineSettings
+from engines.errors import ConfigError
+from pipeline.cli import app
+from pipeline.config import load_config
+from pipeline.errors import ConfigFileError
+
+runner = CliRunner()
+
+
+def test_defaults_need_no_file() -> None:
+    """With no file the embedded defaults apply: ONNX Runtime on the CPU, fp32."""
+    config = load_config(None)
+    assert config.engine.backend == "onnxruntime"
+    assert config.engine.settings().device == "cpu"
+
+
+def test_typo_names_the_key(tmp_path: Path) -> None:
+    """An unknown key is an error naming the key, never silently ignored."""
+    path = tmp_path / "facestream.toml"
+    path.write_text("[engine]\nbackend = 'onnxruntime'\nthread = 2\n")
+    with pytest.raises(ConfigFileError, match=r"engine\.thread: Extra inputs are not permitted"):
+        load_config(path)
+
+
+def test_out_of_range_and_unknown_backend(tmp_path: Path) -> None:
+    """Bounds and the backend list are checked; the message names the field."""
+    path = tmp_path / "facestream.toml"
+    path.write_text("[engine]\nbackend = 'openvino'\nmin_batch = 0\n")
+    with pytest.raises(ConfigFileError) as caught:
+        load_config(path)
+    assert "engine.backend" in str(caught.value)
+    assert "engine.min_batch" in str(caught.value)
+
+
+def test_invalid_toml_is_reported(tmp_path: Path) -> None:
+    """A file that is not TOML fails with the file name."""
+    path = tmp_path / "broken.toml"
+    path.write_text("[engine\n")
+    with pytest.raises(ConfigFileError, match=r"broken\.toml: not valid TOML"):
+        load_config(path)
+
+
+def test_engine_settings_reject_unknown_backend() -> None:
+    """The engines layer lists the valid backends when given an unknown one."""
+    with pytest.raises(ConfigError, match="valid: onnxruntime, tensorrt, torch, auto"):
+        EngineSettings(backend="openvino")
+
+
+def test_check_config_prints_one_line_and_exits_2(tmp_path: Path) -> None:
+    """`facestream check-config` on a bad file prints one error line and exits non-zero."""
+    path = tmp_path / "facestream.toml"
+    path.write_text("[engin]\n")
+    result = runner.invoke(app, ["check-config", str(path)])
+    assert result.exit_code == 2
+    assert result.output.count("\n") == 1
+    assert "engin" in result.output
+
+
+def test_check_config_accepts_valid_file(tmp_path: Path) -> None:
+    """A valid file is echoed back as JSON with defaults filled in."""
+    path = tmp_path / "facestream.toml"
+    path.write_text(f"data_dir = '{tmp_path}'\n[engine]\nthreads = 2\n")
+    result = runner.invoke(app, ["check-config", str(path)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["engine"]["threads"] == 2
+
+
+def test_engines_list_json(tmp_path: Path) -> None:
+    """`facestream engines build` then `list --json` shows the encoder with its model id."""
+    path = tmp_path / "facestream.toml"
+    path.write_text(f"data_dir = '{tmp_path / 'data'}'\n")
+    built = runner.invoke(app, ["engines", "build", "--config", str(path)])
+    assert built.exit_code == 0, built.output
+    assert "engine ready: onnxruntime-cpu" in built.output
+    listed = runner.invoke(app, ["engines", "list", "--config", str(path), "--json"])
+    entries = json.loads(listed.output.strip().splitlines()[-1])
+    assert [entry["model_id"][:15] for entry in entries] == ["dlib_resnet_v1-"]
