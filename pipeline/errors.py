@@ -1,7 +1,7 @@
 """Errors of the pipeline layer; all derive from ``engines.errors.FaceStreamError``.
 
-    FaceStreamError                  (engines.errors)
-    └── ConfigFileError(ConfigError) the config file is missing, unparsable or invalid
+FaceStreamError                  (engines.errors)
+└── ConfigFileError(ConfigError) the config file is missing, unparsable or invalid
 """
 
 from __future__ import annotations

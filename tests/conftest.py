@@ -12,7 +12,7 @@ import pytest
 
 from engines.backends import build_encoder_onnx
 from engines.onnxrt import OrtEngine, OrtSettings
-from engines.parity import DlibOracle, image_files, read_rgb
+from engines.parity import DlibOracle, astronaut_rgb, image_files, read_rgb
 from engines.store import ModelStore, StoredModel, default_encoder_source, installed_dlib_model
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -50,23 +50,24 @@ def ort_engine(session_store: ModelStore, encoder_model: StoredModel) -> Iterato
 @pytest.fixture(scope="session")
 def oracle() -> DlibOracle:
     """dlib's detector, aligner and encoder (the reference implementation)."""
-    return DlibOracle(encoder_path=default_encoder_source(),
-                      predictor_path=installed_dlib_model("shape_predictor_5_face_landmarks.dat"))
+    return DlibOracle(
+        encoder_path=default_encoder_source(),
+        predictor_path=installed_dlib_model("shape_predictor_5_face_landmarks.dat"),
+    )
 
 
 @pytest.fixture(scope="session")
 def astronaut_chips(oracle: DlibOracle) -> list[npt.NDArray[np.uint8]]:
     """Chips cut from scikit-image's astronaut photo (public domain, ships with the package)."""
-    from skimage import data  # noqa: PLC0415
-
-    chips = oracle.chips(np.asarray(data.astronaut(), dtype=np.uint8))
+    chips = oracle.chips(astronaut_rgb())
     assert chips, "dlib found no face in the astronaut photo"
     return chips
 
 
 @pytest.fixture(scope="session")
-def face_chips(oracle: DlibOracle, shared_data: Path,
-               astronaut_chips: list[npt.NDArray[np.uint8]]) -> list[npt.NDArray[np.uint8]]:
+def face_chips(
+    oracle: DlibOracle, shared_data: Path, astronaut_chips: list[npt.NDArray[np.uint8]]
+) -> list[npt.NDArray[np.uint8]]:
     """At least 30 real face chips: every face dlib finds in ../shared/data/faces, + astronaut."""
     chips = list(astronaut_chips)
     for path in image_files([shared_data / "faces"]):

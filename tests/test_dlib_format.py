@@ -57,8 +57,11 @@ def test_parses_the_shipped_encoder() -> None:
     assert len(network.blocks) == 14
     assert network.stem.weights.shape == (32, 3, 7, 7)
     assert network.fc.shape == (256, 128)
-    weights = network.stem.weights.size + network.fc.size + sum(
-        block.first.weights.size + block.second.weights.size for block in network.blocks)
+    weights = (
+        network.stem.weights.size
+        + network.fc.size
+        + sum(block.first.weights.size + block.second.weights.size for block in network.blocks)
+    )
     assert 5_500_000 < weights < 5_700_000  # ~5.61M weights in dlib's model
     np.testing.assert_allclose(network.input_mean, [122.782, 117.001, 104.298], atol=1e-3)
 
@@ -76,7 +79,7 @@ def test_truncated_model_file_is_a_clear_error(tmp_path: Path, keep_fraction: fl
 def test_other_dlib_model_is_rejected(tmp_path: Path) -> None:
     """A dlib file that is not the face encoder (a shape predictor) is refused by name."""
     predictor = default_encoder_source().with_name("shape_predictor_5_face_landmarks.dat")
-    with pytest.raises(ModelFileError, match="shape_predictor_5_face_landmarks.dat"):
+    with pytest.raises(ModelFileError, match=r"shape_predictor_5_face_landmarks\.dat"):
         read_dlib_resnet(predictor)
 
 

@@ -20,7 +20,9 @@ from pipeline.errors import ConfigFileError
         (ConfigFileError, ValueError),
     ],
 )
-def test_error_has_project_root_and_builtin(error: type[Exception], builtin: type[Exception]) -> None:
+def test_error_has_project_root_and_builtin(
+    error: type[Exception], builtin: type[Exception]
+) -> None:
     """Every error derives from FaceStreamError and from the builtin a caller would catch."""
     assert issubclass(error, errors.FaceStreamError)
     assert issubclass(error, builtin)

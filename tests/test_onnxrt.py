@@ -10,7 +10,7 @@ from engines.onnxrt import OrtEngine, OrtSettings
 from engines.store import ModelStore, StoredModel
 
 
-def _chips(count: int) -> np.ndarray:  # type: ignore[type-arg]
+def _chips(count: int) -> np.ndarray:
     return np.random.default_rng(0).uniform(0, 255, (count, 3, 150, 150)).astype(np.float32)
 
 
@@ -32,8 +32,11 @@ def test_backend_label_and_output_shape(ort_engine: OrtEngine) -> None:
         ({"chips": _chips(0)}, "empty batch"),
     ],
 )
-def test_wrong_input_is_a_clear_error(ort_engine: OrtEngine, batch: dict[str, np.ndarray],  # type: ignore[type-arg]
-                                      message: str) -> None:
+def test_wrong_input_is_a_clear_error(
+    ort_engine: OrtEngine,
+    batch: dict[str, np.ndarray],
+    message: str,
+) -> None:
     """Wrong dtype, shape, name or an empty batch raise InputSpecError saying what was wrong."""
     with pytest.raises(InputSpecError, match=message):
         ort_engine.infer(batch)
@@ -47,8 +50,9 @@ def test_closed_engine_refuses_work(ort_engine: OrtEngine) -> None:
         ort_engine.infer({"chips": _chips(1)})
 
 
-def test_missing_cuda_provider_is_an_error_not_a_fallback(session_store: ModelStore,
-                                                          encoder_model: StoredModel) -> None:
+def test_missing_cuda_provider_is_an_error_not_a_fallback(
+    session_store: ModelStore, encoder_model: StoredModel
+) -> None:
     """Asking for CUDA on a CPU-only onnxruntime raises; it never quietly runs on the CPU."""
     import onnxruntime  # noqa: PLC0415
 

@@ -32,8 +32,9 @@ def test_manifest_records_model_identity(encoder_model: StoredModel) -> None:
     assert "onnx" in manifest.library_versions
 
 
-def test_truncated_onnx_is_refused_before_loading(encoder_model: StoredModel,
-                                                  tmp_path: Path) -> None:
+def test_truncated_onnx_is_refused_before_loading(
+    encoder_model: StoredModel, tmp_path: Path
+) -> None:
     """A model file cut short no longer matches its manifest's sha256 and is not loaded."""
     store, path = _copy_store(encoder_model, tmp_path)
     path.write_bytes(path.read_bytes()[:1000])
@@ -75,8 +76,9 @@ def test_up_to_date_model_is_not_rewritten(encoder_model: StoredModel, tmp_path:
     assert path.stat().st_mtime_ns == before
 
 
-def test_atomic_write_leaves_no_partial_file(tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_atomic_write_leaves_no_partial_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """When writing fails midway (disk full at fsync), neither target nor temp file remains."""
     target = tmp_path / "model.onnx"
     target.write_bytes(b"previous good model")
@@ -103,8 +105,9 @@ def test_require_match_lists_every_difference(encoder_model: StoredModel) -> Non
     """require_match names each differing field, including keys inside library_versions."""
     manifest: ModelManifest = encoder_model.manifest
     with pytest.raises(ManifestMismatchError) as caught:
-        manifest.require_match(artifact=Path("plan.bin"), precision="fp16",
-                               library_versions={"onnx": "0.0"})
+        manifest.require_match(
+            artifact=Path("plan.bin"), precision="fp16", library_versions={"onnx": "0.0"}
+        )
     message = str(caught.value)
     assert "plan.bin" in message
     assert "precision is 'fp32', need 'fp16'" in message

@@ -70,8 +70,10 @@ class DlibReader:
 
     def _take(self, count: int, what: str) -> memoryview:
         if count < 0 or self._offset + count > len(self._data):
-            raise self.error(f"file ends while reading {what} ({count} bytes needed, "
-                             f"{self.remaining} left); the file is truncated")
+            raise self.error(
+                f"file ends while reading {what} ({count} bytes needed, "
+                f"{self.remaining} left); the file is truncated"
+            )
         chunk = self._data[self._offset : self._offset + count]
         self._offset += count
         return chunk
@@ -131,8 +133,10 @@ class DlibReader:
         """Read a version-2 tensor; returns float32 of shape (num_samples, k, nr, nc)."""
         version = self.read_int(what)
         if version != _TENSOR_VERSION:
-            raise self.error(f"unsupported tensor version {version} for {what} "
-                             f"(this reader knows version {_TENSOR_VERSION})")
+            raise self.error(
+                f"unsupported tensor version {version} for {what} "
+                f"(this reader knows version {_TENSOR_VERSION})"
+            )
         shape = tuple(self.read_int(what) for _ in range(4))
         if any(dim < 0 for dim in shape):
             raise self.error(f"negative tensor dimension {shape} for {what}")

