@@ -28,7 +28,7 @@ from engines.parity import (
     read_rgb,
 )
 from engines.store import ModelStore, default_encoder_source, installed_dlib_model
-from pipeline.config import FaceStreamConfig, load_config
+from pipeline.config import FaceStreamConfig, load_config, with_engine_overrides
 
 __all__ = ["app", "main"]
 
@@ -47,7 +47,9 @@ app.add_typer(engines_app, name="engines")
 
 ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file")]
 JsonOption = Annotated[bool, typer.Option("--json", help="print a JSON object as the last line")]
-BackendOption = Annotated[str | None, typer.Option(help="onnxruntime | tensorrt | torch | auto")]
+BackendOption = Annotated[
+    str | None, typer.Option(help="onnxruntime (ort) | tensorrt (trt) | torch | auto")
+]
 PrecisionOption = Annotated[str | None, typer.Option(help="fp32 | fp16 | int8")]
 
 
@@ -66,16 +68,7 @@ def _reports_errors(command: Callable[_P, _R]) -> Callable[_P, _R]:
 def _config(
     path: Path | None, backend: str | None = None, precision: str | None = None
 ) -> FaceStreamConfig:
-    config = load_config(path)
-    overrides = {
-        key: value
-        for key, value in (("backend", backend), ("precision", precision))
-        if value is not None
-    }
-    if not overrides:
-        return config
-    engine = type(config.engine).model_validate({**config.engine.model_dump(), **overrides})
-    return config.model_copy(update={"engine": engine})
+    return with_engine_overrides(load_config(path), backend=backend, precision=precision)
 
 
 @app.callback()

@@ -13,9 +13,17 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from engines.backends import EngineSettings
+from engines.errors import ConfigError
 from pipeline.errors import ConfigFileError
 
-__all__ = ["EngineConfig", "FaceStreamConfig", "StrictModel", "load_config"]
+__all__ = [
+    "BACKEND_ALIASES",
+    "EngineConfig",
+    "FaceStreamConfig",
+    "StrictModel",
+    "load_config",
+    "with_engine_overrides",
+]
 
 
 class StrictModel(BaseModel):
@@ -86,8 +94,31 @@ def load_config(path: Path | None) -> FaceStreamConfig:
     try:
         return FaceStreamConfig.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in error['loc']) or '(top level)'}: {error['msg']}"
-            for error in exc.errors()
-        )
-        raise ConfigFileError(f"{path}: {problems}") from exc
+        raise ConfigFileError(f"{path}: {_problems(exc)}") from exc
+
+
+def _problems(error: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(part) for part in item['loc']) or '(top level)'}: {item['msg']}"
+        for item in error.errors()
+    )
+
+
+BACKEND_ALIASES = {"ort": "onnxruntime", "trt": "tensorrt"}
+
+
+def with_engine_overrides(config: FaceStreamConfig, **overrides: str | None) -> FaceStreamConfig:
+    """``config`` with engine fields replaced (command-line options); None leaves a field as is.
+
+    Backend aliases ``ort`` and ``trt`` are accepted. Invalid values raise ConfigError.
+    """
+    given = {key: value for key, value in overrides.items() if value is not None}
+    if "backend" in given:
+        given["backend"] = BACKEND_ALIASES.get(given["backend"], given["backend"])
+    if not given:
+        return config
+    try:
+        engine = EngineConfig.model_validate({**config.engine.model_dump(), **given})
+    except ValidationError as exc:
+        raise ConfigError(f"engine option: {_problems(exc)}") from exc
+    return config.model_copy(update={"engine": engine})

@@ -85,3 +85,17 @@ def test_engines_list_json(tmp_path: Path) -> None:
     listed = runner.invoke(app, ["engines", "list", "--config", str(path), "--json"])
     entries = json.loads(listed.output.strip().splitlines()[-1])
     assert [entry["model_id"][:15] for entry in entries] == ["dlib_resnet_v1-"]
+
+
+def test_backend_alias_and_bad_precision_on_command_line(tmp_path: Path) -> None:
+    """`--backend ort` is ONNX Runtime; `--precision fp8` is one error line naming the field."""
+    path = tmp_path / "facestream.toml"
+    path.write_text(f"data_dir = '{tmp_path / 'data'}'\n")
+    built = runner.invoke(app, ["engines", "build", "--config", str(path), "--backend", "ort"])
+    assert built.exit_code == 0, built.output
+    assert "engine ready: onnxruntime-cpu" in built.output
+    bad = runner.invoke(app, ["engines", "build", "--config", str(path), "--precision", "fp8"])
+    assert bad.exit_code == 2
+    assert "engine.precision" not in bad.output
+    assert "precision" in bad.output
+    assert bad.output.count("\n") == 1

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from engines.errors import BackendUnavailableError, EngineStateError, InputSpecError
+from engines.backends import EngineSettings, load_encoder
+from engines.errors import (
+    BackendUnavailableError,
+    EngineStateError,
+    InputSpecError,
+    ModelFileError,
+)
 from engines.onnxrt import OrtEngine, OrtSettings
 from engines.store import ModelStore, StoredModel
 
@@ -68,3 +78,26 @@ def test_batch_results_do_not_depend_on_batch_company(ort_engine: OrtEngine) -> 
     together = ort_engine.infer({"chips": chips})["descriptors"]
     alone = ort_engine.infer({"chips": chips[5:6]})["descriptors"]
     np.testing.assert_allclose(alone[0], together[5], atol=1e-5)
+
+
+def test_garbage_model_with_matching_manifest_is_a_model_file_error(
+    encoder_model: StoredModel, tmp_path: Path
+) -> None:
+    """A file that hashes right but is no ONNX model fails as ModelFileError naming the file."""
+    store = ModelStore(tmp_path)
+    data = b"\x08\x07garbage that is not a protobuf model"
+    manifest = encoder_model.manifest.model_copy(
+        update={"artifact_sha256": hashlib.sha256(data).hexdigest()}
+    )
+    path = store.save(store.model_path("garbage"), data, manifest).path
+    with pytest.raises(ModelFileError, match=r"garbage\.onnx: onnxruntime cannot load it"):
+        OrtEngine(path, store, OrtSettings())
+
+
+def test_missing_torch_is_backend_unavailable(
+    session_store: ModelStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the torch extra, the torch backend says which extra to install."""
+    monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` raise ImportError
+    with pytest.raises(BackendUnavailableError, match=r"facestream\[torch\]"):
+        load_encoder(session_store, EngineSettings(backend="torch"))
