@@ -1,0 +1,99 @@
+"""Every Prometheus metric of the service, declared once.
+
+Metrics live in a ``PipelineMetrics`` object registered on a ``CollectorRegistry`` that the
+app factory creates and passes in, so tests get a fresh registry instead of process-wide state.
+Names are ``facestream_<what>_<unit>``; labels are bounded (camera, stage, backend, model_id).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["PipelineMetrics"]
+
+_LATENCY_BUCKETS_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineMetrics:
+    """The service's metrics; build one per registry with ``PipelineMetrics.create``."""
+
+    registry: CollectorRegistry
+    frames_captured: Counter
+    frames_dropped: Counter
+    camera_up: Gauge
+    camera_reconnects: Counter
+    queue_frames: Gauge
+    stage_seconds: Histogram
+    faces_encoded: Counter
+    gallery_identities: Gauge
+    gallery_templates: Gauge
+    gallery_reloads: Counter
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry | None = None) -> PipelineMetrics:
+        """Declare every metric on ``registry`` (a new one when None)."""
+        registry = registry if registry is not None else CollectorRegistry()
+        return cls(
+            registry=registry,
+            frames_captured=Counter(
+                "facestream_frames_captured_total",
+                "Frames read from a camera",
+                ["camera"],
+                registry=registry,
+            ),
+            frames_dropped=Counter(
+                "facestream_frames_dropped_total",
+                "Frames evicted from a full capture queue (oldest first)",
+                ["camera"],
+                registry=registry,
+            ),
+            camera_up=Gauge(
+                "facestream_camera_up",
+                "1 while the camera delivers frames, else 0",
+                ["camera"],
+                registry=registry,
+            ),
+            camera_reconnects=Counter(
+                "facestream_camera_reconnects_total",
+                "Reconnect attempts after a failure",
+                ["camera"],
+                registry=registry,
+            ),
+            queue_frames=Gauge(
+                "facestream_queue_frames",
+                "Frames waiting between capture and detection",
+                ["camera"],
+                registry=registry,
+            ),
+            stage_seconds=Histogram(
+                "facestream_stage_seconds",
+                "Time spent per call of a pipeline stage",
+                ["stage", "backend"],
+                buckets=_LATENCY_BUCKETS_SECONDS,
+                registry=registry,
+            ),
+            faces_encoded=Counter(
+                "facestream_faces_encoded_total",
+                "Face chips run through the encoder",
+                ["backend", "model_id"],
+                registry=registry,
+            ),
+            gallery_identities=Gauge(
+                "facestream_gallery_identities",
+                "Identities in the in-memory gallery index",
+                registry=registry,
+            ),
+            gallery_templates=Gauge(
+                "facestream_gallery_templates",
+                "Face templates in the in-memory gallery index",
+                registry=registry,
+            ),
+            gallery_reloads=Counter(
+                "facestream_gallery_reloads_total",
+                "Times the in-memory index was rebuilt",
+                registry=registry,
+            ),
+        )

@@ -1,0 +1,163 @@
+"""Frozen, validated data passed between pipeline stages.
+
+Each type checks its fields in ``__post_init__`` (field, expected and actual dtype/shape) and
+makes its arrays read-only, since ``frozen`` alone does not stop writes into an array. Images are
+BGR uint8 HxWx3 as OpenCV delivers them; the one conversion to RGB happens in alignment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from engines.errors import InputSpecError
+
+__all__ = ["Embeddings", "FaceChips", "Faces", "Frame", "require_array"]
+
+DESCRIPTOR_SIZE = 128
+CHIP_SIZE_PX = 150
+LANDMARK_COUNT = 5
+
+
+def require_array(
+    name: str, array: object, *, dtype: type[np.generic], shape: Sequence[int | None]
+) -> None:
+    """Raise InputSpecError unless ``array`` is an ndarray of ``dtype`` and ``shape``.
+
+    ``None`` in ``shape`` matches any size on that axis.
+    """
+    if not isinstance(array, np.ndarray):
+        raise InputSpecError(f"{name}: expected a numpy array, got {type(array).__name__}")
+    if array.dtype != np.dtype(dtype):
+        raise InputSpecError(f"{name}: expected dtype {np.dtype(dtype)}, got {array.dtype}")
+    if array.ndim != len(shape) or any(
+        want is not None and want != got for want, got in zip(shape, array.shape, strict=True)
+    ):
+        expected = "(" + ", ".join("N" if dim is None else str(dim) for dim in shape) + ")"
+        raise InputSpecError(f"{name}: expected shape {expected}, got {tuple(array.shape)}")
+
+
+def _frozen(array: npt.NDArray[Any]) -> None:
+    array.setflags(write=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One decoded video frame.
+
+    image: BGR uint8 (H, W, 3); sequence: per-camera frame counter from 0;
+    captured_at: ``time.monotonic()`` seconds when the frame left the decoder.
+    """
+
+    camera_id: str
+    sequence: int
+    captured_at: float
+    image: npt.NDArray[np.uint8]
+
+    def __post_init__(self) -> None:
+        require_array("Frame.image", self.image, dtype=np.uint8, shape=(None, None, 3))
+        if self.sequence < 0:
+            raise InputSpecError(f"Frame.sequence must be >= 0, got {self.sequence}")
+        _frozen(self.image)
+
+    @property
+    def size_px(self) -> tuple[int, int]:
+        """(width, height) in pixels."""
+        return int(self.image.shape[1]), int(self.image.shape[0])
+
+
+@dataclass(frozen=True, slots=True)
+class Faces:
+    """Faces found in one image.
+
+    boxes: float32 (N, 4) x1, y1, x2, y2 in image pixels; scores: float32 (N,) detector
+    confidence; landmarks: float32 (N, 5, 2) x, y in image pixels, in the order eye on the
+    image's left, eye on the image's right, nose tip, mouth corner on the image's left, mouth
+    corner on the image's right.
+    """
+
+    boxes: npt.NDArray[np.float32]
+    scores: npt.NDArray[np.float32]
+    landmarks: npt.NDArray[np.float32]
+
+    def __post_init__(self) -> None:
+        require_array("Faces.boxes", self.boxes, dtype=np.float32, shape=(None, 4))
+        count = self.boxes.shape[0]
+        require_array("Faces.scores", self.scores, dtype=np.float32, shape=(count,))
+        require_array(
+            "Faces.landmarks", self.landmarks, dtype=np.float32, shape=(count, LANDMARK_COUNT, 2)
+        )
+        for array in (self.boxes, self.scores, self.landmarks):
+            _frozen(array)
+
+    @classmethod
+    def empty(cls) -> Faces:
+        """No faces."""
+        return cls(
+            boxes=np.zeros((0, 4), np.float32),
+            scores=np.zeros((0,), np.float32),
+            landmarks=np.zeros((0, LANDMARK_COUNT, 2), np.float32),
+        )
+
+    def __len__(self) -> int:
+        return int(self.boxes.shape[0])
+
+    def select(self, mask: npt.NDArray[np.bool_] | Sequence[int]) -> Faces:
+        """The faces picked by a boolean mask or index list, as a new ``Faces``."""
+        index = np.asarray(mask)
+        return Faces(
+            boxes=self.boxes[index].copy(),
+            scores=self.scores[index].copy(),
+            landmarks=self.landmarks[index].copy(),
+        )
+
+    @property
+    def widths_px(self) -> npt.NDArray[np.float32]:
+        """Box widths in pixels, float32 (N,)."""
+        return (self.boxes[:, 2] - self.boxes[:, 0]).astype(np.float32)
+
+
+@dataclass(frozen=True, slots=True)
+class FaceChips:
+    """Aligned face crops ready for the encoder: RGB uint8 (N, 150, 150, 3)."""
+
+    chips: npt.NDArray[np.uint8]
+
+    def __post_init__(self) -> None:
+        require_array(
+            "FaceChips.chips",
+            self.chips,
+            dtype=np.uint8,
+            shape=(None, CHIP_SIZE_PX, CHIP_SIZE_PX, 3),
+        )
+        _frozen(self.chips)
+
+    def __len__(self) -> int:
+        return int(self.chips.shape[0])
+
+
+@dataclass(frozen=True, slots=True)
+class Embeddings:
+    """Face descriptors and the model that made them.
+
+    vectors: float32 (N, 128); model_id: from the encoder's manifest. The gallery compares
+    embeddings of equal model ids only.
+    """
+
+    vectors: npt.NDArray[np.float32]
+    model_id: str
+
+    def __post_init__(self) -> None:
+        require_array(
+            "Embeddings.vectors", self.vectors, dtype=np.float32, shape=(None, DESCRIPTOR_SIZE)
+        )
+        if not self.model_id:
+            raise InputSpecError("Embeddings.model_id must name the encoder model")
+        _frozen(self.vectors)
+
+    def __len__(self) -> int:
+        return int(self.vectors.shape[0])
