@@ -10,26 +10,26 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from engines.backends import EngineSettings
 from engines.errors import ConfigError
+from pipeline.configbase import StrictModel
+from pipeline.detect import DetectConfig
+from pipeline.enroll import EnrollConfig
 from pipeline.errors import ConfigFileError
+from pipeline.process import ProcessConfig
 
 __all__ = [
     "BACKEND_ALIASES",
+    "EmbeddedRedisConfig",
     "EngineConfig",
     "FaceStreamConfig",
+    "GalleryConfig",
     "StrictModel",
     "load_config",
     "with_engine_overrides",
 ]
-
-
-class StrictModel(BaseModel):
-    """Base of every config section: unknown keys are errors, values are immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class EngineConfig(StrictModel):
@@ -70,6 +70,51 @@ class EngineConfig(StrictModel):
         )
 
 
+class EmbeddedRedisConfig(StrictModel):
+    """The redis-server the service starts itself when no Redis URL is configured."""
+
+    appendonly: bool = Field(
+        default=True, description="AOF persistence: every acknowledged write is logged to disk"
+    )
+    appendfsync: Literal["always", "everysec", "no"] = Field(
+        default="everysec",
+        description="when the AOF is fsynced: 'everysec' survives a killed server and loses at "
+        "most ~1 s of writes on power loss; 'always' loses none and is slower",
+    )
+    ready_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=300, description="how long to wait for the server to answer PING"
+    )
+    stop_timeout_seconds: float = Field(
+        default=5.0, gt=0, le=300, description="grace after SIGTERM before the server is killed"
+    )
+
+
+class GalleryConfig(StrictModel):
+    """The face gallery: where it lives in Redis and how clients talk to it."""
+
+    redis_url: str | None = Field(
+        default=None,
+        description="redis://, rediss:// or unix:// URL of the gallery's Redis; none starts an "
+        "embedded redis-server under data_dir",
+    )
+    namespace: str = Field(
+        default="gallery",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="Redis hash tag of every gallery key (fs:{namespace}:...), so the gallery "
+        "stays in one Redis Cluster slot",
+    )
+    socket_timeout_seconds: float = Field(
+        default=5.0, gt=0, le=300, description="Redis connect and command timeout"
+    )
+    resync_interval_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="after losing Redis, how often the index retries to reconnect and resync",
+    )
+    embedded: EmbeddedRedisConfig = EmbeddedRedisConfig()
+
+
 class FaceStreamConfig(StrictModel):
     """The whole service configuration."""
 
@@ -77,6 +122,10 @@ class FaceStreamConfig(StrictModel):
         default=Path("data"), description="models, compiled plans and the embedded Redis live here"
     )
     engine: EngineConfig = EngineConfig()
+    gallery: GalleryConfig = GalleryConfig()
+    detect: DetectConfig = DetectConfig()
+    enroll: EnrollConfig = EnrollConfig()
+    process: ProcessConfig = ProcessConfig()
 
 
 def load_config(path: Path | None) -> FaceStreamConfig:

@@ -6,6 +6,15 @@ Each error also inherits the builtin a caller would naturally catch::
     ├── ConfigError(ValueError)                      (engines.errors)
     │   └── ConfigFileError                          the config file is missing, unparsable or
     │                                                invalid
+    ├── CameraError(ConnectionError)                 a camera cannot be opened, or its stream
+    │   │                                            failed
+    │   ├── CameraTimeoutError(TimeoutError)         no answer, or no new frame, within the
+    │   │                                            configured seconds (a stall)
+    │   ├── StreamEndedError(EOFError)               the stream ended (end of a file, server gone)
+    │   └── CameraFrameError(ValueError)             a camera delivered garbage (no image, wrong
+    │                                                dtype or shape)
+    ├── UnknownCameraError(KeyError)                 no camera with that id is running
+    ├── QueueClosedError(RuntimeError)               a frame queue was closed and is empty
     ├── RedisServerError(RuntimeError)               the embedded redis-server is missing, died or
     │                                                was not ready by its deadline
     ├── GalleryUnavailableError(ConnectionError)     Redis cannot be reached (down, restarting,
@@ -26,6 +35,9 @@ from __future__ import annotations
 from engines.errors import ConfigError, FaceStreamError
 
 __all__ = [
+    "CameraError",
+    "CameraFrameError",
+    "CameraTimeoutError",
     "ConfigFileError",
     "GalleryRequestError",
     "GalleryStoreError",
@@ -34,12 +46,35 @@ __all__ = [
     "IdentityNotFoundError",
     "ImageDecodeError",
     "ModelMismatchError",
+    "QueueClosedError",
     "RedisServerError",
+    "StreamEndedError",
+    "UnknownCameraError",
 ]
 
 
 class ConfigFileError(ConfigError):
     """The config file is missing, is not valid TOML, or fails validation (names the field)."""
+
+
+class CameraError(FaceStreamError, ConnectionError):
+    """A camera cannot be opened, or its stream ended or failed (names the camera and URL)."""
+
+
+class CameraTimeoutError(CameraError, TimeoutError):
+    """A camera did not open, or delivered no new frame, within the configured seconds."""
+
+
+class StreamEndedError(CameraError, EOFError):
+    """A stream ended: the end of a video file, or a server that closed the stream."""
+
+
+class CameraFrameError(CameraError, ValueError):
+    """A camera delivered something that is not a BGR uint8 HxWx3 image."""
+
+
+class QueueClosedError(FaceStreamError, RuntimeError):
+    """A frame queue was closed and holds no more frames."""
 
 
 class RedisServerError(FaceStreamError, RuntimeError):
@@ -72,3 +107,19 @@ class IdentityNotFoundError(FaceStreamError, LookupError):
 
 class ImageDecodeError(FaceStreamError, ValueError):
     """An image is empty, corrupt, truncated, too large, or not an image at all."""
+
+
+class EnrollmentRejectedError(FaceStreamError, ValueError):
+    """A photo cannot give an enrolment template; ``reason`` is a short machine-readable code."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{message} ({reason})")
+        self.reason = reason
+
+
+class RecordingError(FaceStreamError, ValueError):
+    """A recording given for offline processing cannot be opened or holds no decodable frame."""
+
+
+class UnknownCameraError(FaceStreamError, KeyError):
+    """No camera with the given id is running."""

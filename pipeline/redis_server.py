@@ -1,0 +1,295 @@
+"""The embedded Redis: a real ``redis-server`` child process on a unix socket under a data dir.
+
+Used when no Redis URL is configured, and by the tests. The server listens on a unix socket
+only (``--port 0`` turns TCP off), keeps its data in the data dir, and has AOF persistence on
+by default with ``appendfsync everysec``: every write Redis acknowledged has been written to
+the append-only file before the reply, so it survives the server being killed (SIGKILL); on
+power loss at most about one second of writes is lost (``appendfsync always`` loses none).
+
+The binary is ``$FACESTREAM_REDIS_SERVER`` when set, else ``redis-server`` on PATH. The server
+is stopped (SIGTERM, then SIGKILL after ``stop_timeout_seconds``) by ``stop()``, on leaving the
+``with`` block, when the object is garbage collected, and at interpreter exit; on Linux it also
+gets SIGTERM from the kernel if the process that started it dies, so it is never orphaned.
+(That signal follows the *thread* that called ``start()``: start it from a long-lived thread,
+normally the main one.)
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import hashlib
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import weakref
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+
+import redis
+
+from pipeline.config import EmbeddedRedisConfig
+from pipeline.errors import RedisServerError
+
+__all__ = ["BINARY_ENVIRONMENT_VARIABLE", "EmbeddedRedis", "locate_redis_server"]
+
+LOGGER = logging.getLogger(__name__)
+
+BINARY_ENVIRONMENT_VARIABLE = "FACESTREAM_REDIS_SERVER"
+_SOCKET_NAME = "redis.sock"
+_LOG_NAME = "redis-server.log"
+# sockaddr_un.sun_path holds 108 bytes on Linux, including the terminating NUL
+_MAX_SOCKET_PATH_BYTES = 100
+_POLL_INTERVAL_SECONDS = 0.01
+_PR_SET_PDEATHSIG = 1
+
+
+def locate_redis_server(environment: Mapping[str, str] | None = None) -> Path:
+    """The redis-server binary: ``$FACESTREAM_REDIS_SERVER``, else ``redis-server`` on PATH.
+
+    ``environment`` defaults to ``os.environ``. Raises RedisServerError naming both places
+    when neither gives an executable file.
+    """
+    environment = os.environ if environment is None else environment
+    configured = environment.get(BINARY_ENVIRONMENT_VARIABLE)
+    if configured:
+        path = Path(configured)
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            raise RedisServerError(
+                f"{BINARY_ENVIRONMENT_VARIABLE}={configured}: not an executable file"
+            )
+        return path
+    found = shutil.which("redis-server", path=environment.get("PATH"))
+    if found is None:
+        raise RedisServerError(
+            "no redis-server binary: install Debian's redis-server (apt-get install "
+            f"redis-server) or set {BINARY_ENVIRONMENT_VARIABLE} to the server's path"
+        )
+    return Path(found)
+
+
+def _socket_path(data_dir: Path) -> Path:
+    """``data_dir/redis.sock``, or a short path derived from it when that is too long.
+
+    The fallback is a fixed function of ``data_dir``, so a restarted server on the same data
+    dir listens at the same URL and clients reconnect.
+    """
+    preferred = data_dir / _SOCKET_NAME
+    if len(os.fsencode(preferred)) <= _MAX_SOCKET_PATH_BYTES:
+        return preferred
+    digest = hashlib.sha256(os.fsencode(data_dir)).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"facestream-redis-{digest}.sock"
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: ask Linux for SIGTERM when the parent thread exits."""
+    library = ctypes.util.find_library("c")
+    if library is None:
+        return
+    ctypes.CDLL(library, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def _terminate(process: subprocess.Popen[bytes], timeout_seconds: float) -> None:
+    """SIGTERM (Redis then flushes its AOF and exits), SIGKILL after ``timeout_seconds``."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_seconds)
+    except subprocess.TimeoutExpired:
+        LOGGER.warning(
+            "redis-server pid %d ignored SIGTERM for %.1f s; killing it",
+            process.pid,
+            timeout_seconds,
+        )
+        process.kill()
+        process.wait()
+
+
+class EmbeddedRedis:
+    """A redis-server child process listening on a unix socket under ``data_dir``.
+
+    ``data_dir`` holds the AOF (``appendonlydir/``), the server log and, when its path is
+    short enough, the socket. Use as a context manager, or call ``start()`` and ``stop()``::
+
+        with EmbeddedRedis(data_dir) as server:
+            server.wait_ready(timeout_seconds=10)
+            client = redis.Redis.from_url(server.url)
+
+    Starting again on the same data dir loads what the previous server persisted.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        config: EmbeddedRedisConfig | None = None,
+        *,
+        binary: Path | None = None,
+    ) -> None:
+        """Prepare (not start) a server; ``binary`` None means ``locate_redis_server()``."""
+        self._data_dir = Path(data_dir).resolve()
+        self._config = config if config is not None else EmbeddedRedisConfig()
+        self._binary = binary
+        self._socket_path = _socket_path(self._data_dir)
+        self._process: subprocess.Popen[bytes] | None = None
+        self._finalizer: (
+            weakref.finalize[[subprocess.Popen[bytes], float], EmbeddedRedis] | None
+        ) = None
+
+    @property
+    def url(self) -> str:
+        """``unix://`` URL of the server's socket, for ``redis.Redis.from_url``."""
+        return f"unix://{self._socket_path}"
+
+    @property
+    def socket_path(self) -> Path:
+        """The unix socket the server listens on."""
+        return self._socket_path
+
+    @property
+    def data_dir(self) -> Path:
+        """The directory holding the AOF and the server log."""
+        return self._data_dir
+
+    @property
+    def process_id(self) -> int:
+        """The server's process id; RedisServerError when it was not started."""
+        return self._running_process().pid
+
+    @property
+    def running(self) -> bool:
+        """True while the child process exists and has not exited."""
+        return self._process is not None and self._process.poll() is None
+
+    def start(self) -> None:
+        """Start the server process (returns at once; then call ``wait_ready``)."""
+        if self.running:
+            raise RedisServerError(f"redis-server for {self._data_dir} is already running")
+        binary = self._binary if self._binary is not None else locate_redis_server()
+        self._data_dir.mkdir(parents=True, exist_ok=True)
+        # a socket left by a killed server would make clients connect to nothing
+        self._socket_path.unlink(missing_ok=True)
+        arguments = [
+            str(binary),
+            "--port", "0",
+            "--unixsocket", str(self._socket_path),
+            "--unixsocketperm", "700",
+            "--dir", str(self._data_dir),
+            "--logfile", _LOG_NAME,
+            "--daemonize", "no",
+            "--save", "",
+            "--appendonly", "yes" if self._config.appendonly else "no",
+            "--appendfsync", self._config.appendfsync,
+        ]  # fmt: skip
+        try:
+            process = subprocess.Popen(
+                arguments,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                start_new_session=True,  # Ctrl-C reaches us, and we stop the server in order
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 - only calls prctl before exec
+            )
+        except OSError as exc:
+            raise RedisServerError(f"cannot start {binary}: {exc}") from exc
+        self._process = process
+        self._finalizer = weakref.finalize(
+            self, _terminate, process, self._config.stop_timeout_seconds
+        )
+        LOGGER.info(
+            "started redis-server pid %d on %s (data %s, appendonly %s, appendfsync %s)",
+            process.pid,
+            self._socket_path,
+            self._data_dir,
+            self._config.appendonly,
+            self._config.appendfsync,
+        )
+
+    def wait_ready(self, timeout_seconds: float | None = None) -> None:
+        """Poll PING until the server answers or ``timeout_seconds`` pass (config default).
+
+        Raises RedisServerError, with the end of the server log, if the process exits or the
+        deadline passes first.
+        """
+        timeout_seconds = (
+            self._config.ready_timeout_seconds if timeout_seconds is None else timeout_seconds
+        )
+        process = self._running_process()
+        deadline = time.monotonic() + timeout_seconds
+        client = redis.Redis(
+            unix_socket_path=str(self._socket_path),
+            socket_timeout=_POLL_INTERVAL_SECONDS * 10,
+            socket_connect_timeout=_POLL_INTERVAL_SECONDS * 10,
+        )
+        try:
+            while True:
+                if process.poll() is not None:
+                    raise RedisServerError(
+                        f"redis-server for {self._data_dir} exited with code "
+                        f"{process.returncode}: {self._log_tail()}"
+                    )
+                try:
+                    if client.ping():
+                        LOGGER.info("redis-server pid %d is ready", process.pid)
+                        return
+                except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
+                    pass  # not listening yet, or still loading the AOF
+                if time.monotonic() >= deadline:
+                    raise RedisServerError(
+                        f"redis-server pid {process.pid} did not answer PING on "
+                        f"{self._socket_path} within {timeout_seconds} s: {self._log_tail()}"
+                    )
+                time.sleep(_POLL_INTERVAL_SECONDS)
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        """Stop the server: SIGTERM, then SIGKILL after ``stop_timeout_seconds``. Idempotent."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if self._finalizer is not None:
+            self._finalizer.detach()
+            self._finalizer = None
+        _terminate(process, self._config.stop_timeout_seconds)
+        if process.stderr is not None:
+            process.stderr.close()
+        LOGGER.info("redis-server pid %d stopped (exit code %s)", process.pid, process.returncode)
+
+    def __enter__(self) -> EmbeddedRedis:
+        """Start the server; the caller still waits with ``wait_ready``."""
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Stop the server."""
+        self.stop()
+
+    def _running_process(self) -> subprocess.Popen[bytes]:
+        if self._process is None:
+            raise RedisServerError(f"redis-server for {self._data_dir} was not started")
+        return self._process
+
+    def _log_tail(self, lines: int = 5) -> str:
+        """The last lines of the server log and stderr, for error messages."""
+        parts: list[str] = []
+        try:
+            text = (self._data_dir / _LOG_NAME).read_text(encoding="utf-8", errors="replace")
+            parts.extend(text.splitlines()[-lines:])
+        except OSError:
+            pass
+        process = self._process
+        if process is not None and process.poll() is not None and process.stderr is not None:
+            stderr = process.stderr.read().decode("utf-8", errors="replace")
+            parts.extend(stderr.splitlines()[-lines:])
+        return " | ".join(parts) if parts else "(no server log)"
