@@ -9,17 +9,21 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import tempfile
 from collections.abc import Callable
+from contextlib import ExitStack
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, ParamSpec, TypeVar
 
+import numpy as np
+import numpy.typing as npt
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from engines.backends import build_encoder_onnx, load_encoder
-from engines.errors import FaceStreamError
+from engines.errors import ConfigError, FaceStreamError
 from engines.parity import (
     DlibOracle,
     astronaut_rgb,
@@ -28,7 +32,12 @@ from engines.parity import (
     read_rgb,
 )
 from engines.store import ModelStore, default_encoder_source, installed_dlib_model
+from pipeline.app import Services, open_services
 from pipeline.config import FaceStreamConfig, load_config, with_engine_overrides
+from pipeline.errors import EnrollmentRejectedError, ImageDecodeError
+from pipeline.gallery import Identity
+from pipeline.images import decode_image
+from pipeline.process import RecordingProcessor, TrackResult
 
 __all__ = ["app", "main"]
 
@@ -172,6 +181,180 @@ def engines_parity(
             f"{report.max_abs_diff:.3g}, max euclidean {report.max_euclidean:.3g}"
         )
     typer.echo(json.dumps(report.as_dict()))
+
+
+identities_app = typer.Typer(help="list and remove gallery identities", no_args_is_help=True)
+app.add_typer(identities_app, name="identities")
+
+
+def _read_image(path: Path) -> npt.NDArray[np.uint8]:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImageDecodeError(f"{path}: cannot read: {exc.strerror}") from exc
+    return decode_image(data, name=str(path))
+
+
+def _identity_json(identity: Identity) -> dict[str, object]:
+    return {
+        "id": identity.identity_id,
+        "name": identity.name,
+        "metadata": dict(identity.metadata),
+        "created": identity.created,
+        "updated": identity.updated,
+        "templates": dict(identity.template_counts),
+    }
+
+
+@app.command("enroll")
+@_reports_errors
+def enroll(
+    name: Annotated[str, typer.Argument(help="the person's name")],
+    images: Annotated[list[Path], typer.Argument(help="one or more photos of the person")],
+    identity_id: Annotated[str | None, typer.Option("--id", help="identity id to use")] = None,
+    face_index: Annotated[
+        int | None, typer.Option(help="which face (0 = largest) when a photo shows several")
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Enrol a person from photos (one usable face each) and print the identity as JSON."""
+    with open_services(_config(config)) as services:
+        templates, problems = services.templates(
+            [(str(path), _read_image(path)) for path in images], face_index=face_index
+        )
+        for problem in problems:
+            typer.echo(f"skipped {problem}", err=True)
+        if not len(templates):
+            raise EnrollmentRejectedError("no_usable_photo", "none of the photos can be enrolled")
+        identity = services.enroll(name, templates, identity_id=identity_id)
+    typer.echo(json.dumps(_identity_json(identity)))
+
+
+@app.command("identify")
+@_reports_errors
+def identify(
+    image: Annotated[Path, typer.Argument(help="photo to identify")],
+    top_k: Annotated[int, typer.Option(min=1, max=100)] = 5,
+    config: ConfigOption = None,
+) -> None:
+    """1:N: print, for each face in the photo (largest first), the gallery matches within tau."""
+    settings = _config(config)
+    with open_services(settings) as services:
+        analyzed = services.analyzer.analyze(_read_image(image))
+        matches = services.gallery.identify(
+            analyzed.embeddings, top_k=top_k, max_distance=settings.process.match.max_distance
+        )
+    faces = [
+        {
+            "box": [round(float(value), 1) for value in analyzed.faces.boxes[index]],
+            "matches": [
+                {"identity_id": m.identity_id, "name": m.name, "distance": round(m.distance, 4)}
+                for m in matches[index]
+            ],
+        }
+        for index in range(len(analyzed))
+    ]
+    typer.echo(json.dumps({"faces": faces, "tau": settings.process.match.max_distance}))
+
+
+@app.command("verify")
+@_reports_errors
+def verify(
+    image: Annotated[Path, typer.Argument(help="photo of the person")],
+    identity_id: Annotated[str, typer.Option("--identity", help="claimed identity id")],
+    config: ConfigOption = None,
+) -> None:
+    """1:1: is the largest face in the photo the claimed identity? Prints match, distance, tau."""
+    settings = _config(config)
+    tau = settings.process.match.max_distance
+    with open_services(settings) as services:
+        services.gallery.get(identity_id)  # IdentityNotFoundError before any face work
+        analyzed = services.analyzer.analyze(_read_image(image))
+        if not len(analyzed):
+            raise EnrollmentRejectedError("no_face", f"{image}: no face was found")
+        distance = services.gallery.distance_to(analyzed.embeddings, identity_id)
+    typer.echo(json.dumps({"match": distance <= tau, "distance": round(distance, 4), "tau": tau}))
+
+
+@identities_app.command("list")
+@_reports_errors
+def identities_list(config: ConfigOption = None) -> None:
+    """Print every identity as one JSON array."""
+    with open_services(_config(config)) as services:
+        identities = services.gallery.list_identities()
+    typer.echo(json.dumps([_identity_json(identity) for identity in identities]))
+
+
+@identities_app.command("remove")
+@_reports_errors
+def identities_remove(
+    identity_id: Annotated[str, typer.Argument(help="identity id")], config: ConfigOption = None
+) -> None:
+    """Delete an identity and all its templates."""
+    with open_services(_config(config)) as services:
+        services.gallery.remove(identity_id)
+    typer.echo(f"removed {identity_id}")
+
+
+def _enroll_folder(services: Services, gallery_dir: Path) -> None:
+    folders = sorted(path for path in gallery_dir.iterdir() if path.is_dir())
+    if not folders:
+        raise ConfigError(f"{gallery_dir}: expected one sub-folder of photos per person")
+    for folder in folders:
+        photos = image_files([folder])
+        templates, problems = services.templates([(str(p), _read_image(p)) for p in photos])
+        for problem in problems:
+            typer.echo(f"skipped {problem}", err=True)
+        if len(templates):
+            services.enroll(folder.name, templates)
+        else:
+            typer.echo(f"skipped {folder.name}: no usable photo", err=True)
+
+
+@app.command("process")
+@_reports_errors
+def process(
+    video: Annotated[Path, typer.Argument(help="recording to process")],
+    gallery_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--gallery",
+            help="folder with one sub-folder of photos per person, "
+            "enrolled into a temporary gallery; default: the configured gallery",
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+    detect_every: Annotated[
+        int | None, typer.Option(min=1, max=1000, help="detect on every n-th frame")
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Process a recording: one line per finished track, then a JSON summary."""
+    settings = _config(config)
+    if detect_every is not None:
+        process_config = settings.process.model_copy(update={"detect_every_frames": detect_every})
+        settings = settings.model_copy(update={"process": process_config})
+    with ExitStack() as stack:
+        redis_dir = None
+        if gallery_dir is not None:  # a throw-away gallery: its own embedded Redis
+            redis_dir = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "redis"
+            settings = settings.model_copy(
+                update={"gallery": settings.gallery.model_copy(update={"redis_url": None})}
+            )
+        services = stack.enter_context(open_services(settings, redis_dir=redis_dir))
+        if gallery_dir is not None:
+            _enroll_folder(services, gallery_dir)
+        processor = RecordingProcessor(services.analyzer, services.gallery, settings.process)
+
+        def report(track: TrackResult) -> None:
+            if not as_json:
+                typer.echo(json.dumps(track.as_dict()))
+
+        summary = processor.run(video, on_track=report)
+    if as_json:
+        for track in summary.tracks:
+            typer.echo(json.dumps(track.as_dict()))
+    typer.echo(json.dumps(summary.as_dict()))
 
 
 def main() -> None:

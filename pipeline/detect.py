@@ -18,7 +18,7 @@ from pydantic import Field
 
 from engines.errors import BackendUnavailableError
 from engines.store import installed_dlib_model
-from pipeline.config import StrictModel
+from pipeline.configbase import StrictModel
 from pipeline.types import LANDMARK_COUNT, Faces, require_array
 
 __all__ = ["DetectConfig", "DlibHogDetector"]

@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import Field
 
-from pipeline.config import StrictModel
+from pipeline.configbase import StrictModel
 from pipeline.types import Faces
 
 __all__ = ["FaceTracker", "Track", "TrackConfig", "TrackUpdate", "box_iou", "face_qualities"]

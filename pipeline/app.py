@@ -1,0 +1,110 @@
+"""The service's object graph, built in one place from a validated config.
+
+``open_services`` loads the encoder, builds detector/aligner/encoder, starts the embedded Redis
+when no URL is configured, and connects the gallery; leaving the ``with`` block stops all of it.
+Nothing here is global: every caller (CLI command, API, test) gets its own services.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from engines.backends import load_encoder
+from engines.base import Engine
+from engines.store import ModelStore
+from pipeline.align import FaceAligner
+from pipeline.config import FaceStreamConfig
+from pipeline.detect import DlibHogDetector
+from pipeline.encode import FaceEncoder
+from pipeline.enroll import enrollment_template
+from pipeline.errors import EnrollmentRejectedError
+from pipeline.gallery import Enrollment, Gallery, Identity, connect
+from pipeline.metrics import PipelineMetrics
+from pipeline.recognize import FaceAnalyzer
+from pipeline.redis_server import EmbeddedRedis
+from pipeline.types import Embeddings
+
+__all__ = ["Services", "open_services"]
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """Everything a command or the API needs, built from one config."""
+
+    config: FaceStreamConfig
+    metrics: PipelineMetrics
+    engine: Engine
+    analyzer: FaceAnalyzer
+    gallery: Gallery
+
+    def templates(
+        self, images: Sequence[tuple[str, npt.NDArray[np.uint8]]], *, face_index: int | None = None
+    ) -> tuple[Embeddings, list[str]]:
+        """Enrolment templates from named RGB images: (templates (N, 128), rejection lines).
+
+        A photo that fails the enrolment checks is skipped and its reason reported; photos that
+        duplicate an earlier one in the same call are skipped too.
+        """
+        accepted: list[npt.NDArray[np.float32]] = []
+        problems: list[str] = []
+        for name, image in images:
+            existing = None
+            if accepted:
+                existing = Embeddings(np.concatenate(accepted), model_id=self.analyzer.model_id)
+            try:
+                template = enrollment_template(
+                    self.analyzer,
+                    image,
+                    self.config.enroll,
+                    face_index=face_index,
+                    existing=existing,
+                )
+            except EnrollmentRejectedError as exc:
+                problems.append(f"{name}: {exc}")
+                continue
+            accepted.append(template.vectors)
+        vectors = np.concatenate(accepted) if accepted else np.zeros((0, 128), np.float32)
+        return Embeddings(vectors, model_id=self.analyzer.model_id), problems
+
+    def enroll(
+        self, name: str, templates: Embeddings, *, identity_id: str | None = None
+    ) -> Identity:
+        """Store a new identity with ``templates`` in the gallery."""
+        return self.gallery.enroll(
+            Enrollment(name=name, embeddings=templates, identity_id=identity_id)
+        )
+
+
+@contextmanager
+def open_services(config: FaceStreamConfig, *, redis_dir: Path | None = None) -> Iterator[Services]:
+    """Build the services for ``config``; ``redis_dir`` overrides where an embedded Redis keeps
+    its data (default: ``data_dir/redis``)."""
+    metrics = PipelineMetrics.create()
+    with ExitStack() as stack:
+        engine = load_encoder(ModelStore(config.data_dir), config.engine.settings())
+        stack.callback(engine.close)
+        url = config.gallery.redis_url
+        if url is None:
+            server = EmbeddedRedis(redis_dir or config.data_dir / "redis", config.gallery.embedded)
+            stack.enter_context(server)
+            server.wait_ready()
+            url = server.url
+            _log.info("embedded redis-server ready at %s", url)
+        client = connect(url, config.gallery)
+        stack.callback(client.close)
+        gallery = Gallery(client, metrics, model_id=engine.model_id, config=config.gallery)
+        stack.callback(gallery.close)
+        gallery.start()
+        analyzer = FaceAnalyzer(
+            DlibHogDetector(config.detect), FaceAligner(), FaceEncoder(engine, metrics)
+        )
+        yield Services(config, metrics, engine, analyzer, gallery)

@@ -1,0 +1,208 @@
+"""Offline processing of a recording with the live pipeline's stages.
+
+Every frame is decoded; faces are detected every ``detect_every_frames`` frames, linked into
+tracks, encoded when a track is new or due (see ``pipeline.track``), and identified against the
+gallery. A track's identity is the gallery identity matched most often among its encodings
+(ties: the smaller best distance), or None when no encoding matched within the threshold.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+from pydantic import Field
+
+from pipeline.configbase import StrictModel
+from pipeline.errors import RecordingError
+from pipeline.recognize import FaceAnalyzer
+from pipeline.track import FaceTracker, Track, TrackConfig, face_qualities
+
+if TYPE_CHECKING:
+    from pipeline.gallery import Gallery
+
+__all__ = ["MatchConfig", "ProcessConfig", "ProcessSummary", "RecordingProcessor", "TrackResult"]
+
+_log = logging.getLogger(__name__)
+
+
+class MatchConfig(StrictModel):
+    """When an embedding counts as a gallery identity."""
+
+    max_distance: float = Field(
+        default=0.6,
+        gt=0.0,
+        le=2.0,
+        description="Euclidean distance at or below which a face matches an identity; 0.6 is "
+        "dlib's published operating point for this encoder (LFW); replace it with the value "
+        "`facestream calibrate threshold` measures on your own data",
+    )
+
+
+class ProcessConfig(StrictModel):
+    """Offline processing of one recording."""
+
+    detect_every_frames: int = Field(
+        default=1, ge=1, le=1000, description="run the detector on every n-th decoded frame"
+    )
+    track: TrackConfig = TrackConfig()
+    match: MatchConfig = MatchConfig()
+
+
+@dataclass(frozen=True, slots=True)
+class TrackResult:
+    """A finished track: who it was (gallery name, or None for an unknown face).
+
+    distance: the best (smallest) distance to that identity, or to the nearest identity when
+    unknown (None when the gallery is empty); frames are 0-based decoded-frame indices.
+    """
+
+    track_id: int
+    identity: str | None
+    distance: float | None
+    first_frame: int
+    last_frame: int
+    encodings: int
+    live: bool | None = None  # liveness is not judged offline yet
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready form."""
+        return {
+            "track_id": self.track_id,
+            "identity": self.identity,
+            "distance": None if self.distance is None else round(self.distance, 4),
+            "first_frame": self.first_frame,
+            "last_frame": self.last_frame,
+            "live": self.live,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessSummary:
+    """The whole run: frames decoded, wall time (seconds) and its rate, and every track."""
+
+    frames: int
+    seconds: float
+    tracks: tuple[TrackResult, ...]
+    frame_seconds: tuple[float, ...] = ()  # per processed frame: decode done -> tracks updated
+
+    @property
+    def fps(self) -> float:
+        """Frames processed per second of wall time, decoding included."""
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready form."""
+        return {
+            "frames": self.frames,
+            "fps": round(self.fps, 2),
+            "tracks": [track.as_dict() for track in self.tracks],
+        }
+
+
+def _result(track: Track) -> TrackResult:
+    named = [name for name in track.identities if name is not None]
+    identity: str | None = None
+    distance = min(track.distances) if track.distances else None
+    if named:
+        votes = Counter(named)
+        top = max(votes.values())
+        candidates = {name for name, count in votes.items() if count == top}
+        identity = min(
+            (d, n)
+            for d, n in zip(track.distances, track.identities, strict=True)
+            if n in candidates
+        )[1]
+        distance = min(
+            d for d, n in zip(track.distances, track.identities, strict=True) if n == identity
+        )
+    return TrackResult(
+        track_id=track.track_id,
+        identity=identity,
+        distance=distance,
+        first_frame=track.first_frame,
+        last_frame=track.last_frame,
+        encodings=len(track.distances),
+    )
+
+
+class RecordingProcessor:
+    """Runs a video file through detect -> track -> align -> encode -> identify."""
+
+    def __init__(self, analyzer: FaceAnalyzer, gallery: Gallery, config: ProcessConfig) -> None:
+        self.analyzer = analyzer
+        self.gallery = gallery
+        self.config = config
+
+    def run(
+        self, video: Path, on_track: Callable[[TrackResult], None] | None = None
+    ) -> ProcessSummary:
+        """Process every frame of ``video``; ``on_track`` hears each track as it ends."""
+        capture = cv2.VideoCapture(str(video))
+        if not capture.isOpened():
+            raise RecordingError(f"{video}: cannot open the recording (missing, or not a video)")
+        tracker = FaceTracker(self.config.track)
+        results: list[TrackResult] = []
+
+        def finish(tracks: tuple[Track, ...]) -> None:
+            for track in tracks:
+                result = _result(track)
+                results.append(result)
+                if on_track is not None:
+                    on_track(result)
+
+        started = time.perf_counter()
+        frames = 0
+        frame_seconds: list[float] = []
+        try:
+            while True:
+                ok, frame_bgr = capture.read()
+                if not ok or frame_bgr is None:
+                    break
+                if frames % self.config.detect_every_frames == 0:
+                    decoded = time.perf_counter()
+                    image_rgb = np.ascontiguousarray(
+                        cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB), dtype=np.uint8
+                    )
+                    finish(self._step(tracker, frames, image_rgb))
+                    frame_seconds.append(time.perf_counter() - decoded)
+                frames += 1
+        finally:
+            capture.release()
+        finish(tracker.finish())
+        if frames == 0:
+            raise RecordingError(f"{video}: no frame could be decoded")
+        results.sort(key=lambda result: result.track_id)
+        return ProcessSummary(
+            frames, time.perf_counter() - started, tuple(results), tuple(frame_seconds)
+        )
+
+    def _step(
+        self, tracker: FaceTracker, frame_index: int, image_rgb: npt.NDArray[np.uint8]
+    ) -> tuple[Track, ...]:
+        faces = self.analyzer.detector.detect(image_rgb)
+        update = tracker.update(frame_index, faces, face_qualities(faces))
+        if update.encode:
+            chosen = faces.select(list(update.encode))
+            embeddings = self.analyzer.encoder.encode(
+                self.analyzer.aligner.align(image_rgb, chosen)
+            )
+            matches = self.gallery.identify(embeddings, top_k=1, max_distance=None)
+            live = {track.track_id: track for track in tracker.live_tracks}
+            for face_index, nearest in zip(update.encode, matches.per_probe, strict=True):
+                track = live[int(update.track_ids[face_index])]
+                if not nearest:
+                    continue
+                match = nearest[0]
+                within = match.distance <= self.config.match.max_distance
+                track.distances.append(match.distance)
+                track.identities.append(match.name if within else None)
+        return update.ended
