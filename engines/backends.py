@@ -7,6 +7,7 @@ resolved once, at start, by what the machine has, and the choice is logged.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import logging
 from collections.abc import Callable
@@ -188,16 +189,7 @@ def resolve_backend(settings: EngineSettings) -> EngineSettings:
         return settings
     chosen = "tensorrt" if settings.device == "cuda" and _has_tensorrt() else "onnxruntime"
     _log.info("engine backend auto resolved to %s on %s", chosen, settings.device)
-    return EngineSettings(
-        backend=chosen,
-        device=settings.device,
-        precision=settings.precision,
-        threads=settings.threads,
-        min_batch=settings.min_batch,
-        opt_batch=settings.opt_batch,
-        max_batch=settings.max_batch,
-        source=settings.source,
-    )
+    return dataclasses.replace(settings, backend=chosen)
 
 
 def load_encoder(store: ModelStore, settings: EngineSettings) -> Engine:

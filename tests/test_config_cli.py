@@ -99,3 +99,11 @@ def test_backend_alias_and_bad_precision_on_command_line(tmp_path: Path) -> None
     assert "engine.precision" not in bad.output
     assert "precision" in bad.output
     assert bad.output.count("\n") == 1
+
+
+def test_auto_backend_resolves_to_onnxruntime_on_cpu() -> None:
+    """`auto` on a CPU machine becomes onnxruntime, keeping every other setting."""
+    from engines.backends import resolve_backend  # noqa: PLC0415
+
+    resolved = resolve_backend(EngineSettings(backend="auto", threads=3, max_batch=32))
+    assert (resolved.backend, resolved.threads, resolved.max_batch) == ("onnxruntime", 3, 32)
