@@ -20,8 +20,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: install
-	$(BIN)/facestream engines build
-	$(BIN)/facestream engines parity
+	$(BIN)/facestream sample data/sample
+	$(BIN)/facestream process data/sample/astronaut.mp4 --gallery data/sample/gallery
 
 test: install
 	$(BIN)/pytest
@@ -37,6 +37,8 @@ format: install
 
 bench: install
 	$(BIN)/python benchmarks/encoder.py
+	$(BIN)/python benchmarks/gallery.py
+	$(BIN)/python benchmarks/pipeline.py
 
 clean:
 	rm -rf $(VENV) data .mypy_cache .ruff_cache .pytest_cache

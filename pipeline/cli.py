@@ -38,6 +38,7 @@ from pipeline.errors import EnrollmentRejectedError, ImageDecodeError
 from pipeline.gallery import Identity
 from pipeline.images import decode_image
 from pipeline.process import RecordingProcessor, TrackResult
+from pipeline.sample import make_sample
 
 __all__ = ["app", "main"]
 
@@ -355,6 +356,18 @@ def process(
         for track in summary.tracks:
             typer.echo(json.dumps(track.as_dict()))
     typer.echo(json.dumps(summary.as_dict()))
+
+
+@app.command("sample")
+@_reports_errors
+def sample(
+    directory: Annotated[Path, typer.Argument(help="where to write the sample files")] = Path(
+        "data/sample"
+    ),
+) -> None:
+    """Write a demo recording and a one-person gallery made from a public-domain photo."""
+    files = make_sample(directory)
+    typer.echo(json.dumps({"video": str(files.video), "gallery": str(files.gallery)}))
 
 
 def main() -> None:

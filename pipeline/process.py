@@ -154,6 +154,8 @@ class RecordingProcessor:
 
         def finish(tracks: tuple[Track, ...]) -> None:
             for track in tracks:
+                if track.hits < self.config.track.min_hits:  # a flicker, not a person
+                    continue
                 result = _result(track)
                 results.append(result)
                 if on_track is not None:

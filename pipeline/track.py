@@ -30,6 +30,9 @@ class TrackConfig(StrictModel):
     encode_every_frames: int = Field(
         default=10, ge=1, le=10_000, description="re-encode a track at most this often"
     )
+    min_hits: int = Field(
+        default=3, ge=1, le=10_000, description="detections a track needs to be reported"
+    )
     quality_gain: float = Field(
         default=1.5,
         ge=1.0,

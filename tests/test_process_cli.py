@@ -127,3 +127,23 @@ def test_process_refuses_a_file_that_is_not_video(tmp_path: Path, config_file: P
     result = runner.invoke(app, ["process", str(bogus), "--config", str(config_file)])
     assert result.exit_code == 2
     assert "clip.mp4" in result.output
+
+
+def test_sample_demo_names_the_astronaut(tmp_path: Path, config_file: Path) -> None:
+    """`facestream sample` + `process` (what `make run` does) needs no shared data: the
+    public-domain astronaut is enrolled from her photo and named on the moving video."""
+    made = runner.invoke(app, ["sample", str(tmp_path / "sample")])
+    assert made.exit_code == 0, made.output
+    files = _last_json(made.output)
+    assert isinstance(files, dict)
+    result = runner.invoke(
+        app,
+        ["process", files["video"], "--gallery", files["gallery"], "--config", str(config_file)],
+    )
+    assert result.exit_code == 0, result.output
+    summary = _last_json(result.output)
+    assert isinstance(summary, dict)
+    assert summary["frames"] == 150
+    named = [track for track in summary["tracks"] if track["identity"] == "eileen_collins"]
+    assert named
+    assert named[0]["distance"] < 0.6
