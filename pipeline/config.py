@@ -14,8 +14,9 @@ from pydantic import Field, ValidationError, model_validator
 
 from engines.backends import EngineSettings
 from engines.errors import ConfigError
+from pipeline.capture.config import CaptureConfig
 from pipeline.configbase import StrictModel
-from pipeline.detect import DetectConfig
+from pipeline.detect import DetectConfig, DlibHogConfig
 from pipeline.enroll import EnrollConfig
 from pipeline.errors import ConfigFileError
 from pipeline.process import ProcessConfig
@@ -122,8 +123,9 @@ class FaceStreamConfig(StrictModel):
         default=Path("data"), description="models, compiled plans and the embedded Redis live here"
     )
     engine: EngineConfig = EngineConfig()
+    capture: CaptureConfig = CaptureConfig()
     gallery: GalleryConfig = GalleryConfig()
-    detect: DetectConfig = DetectConfig()
+    detect: DetectConfig = DlibHogConfig()
     enroll: EnrollConfig = EnrollConfig()
     process: ProcessConfig = ProcessConfig()
 

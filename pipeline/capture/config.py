@@ -1,0 +1,131 @@
+"""The ``[capture]`` config section: the cameras, each with its backend, queue and timeouts.
+
+Example (TOML)::
+
+    [[capture.cameras]]
+    id = "front-door"
+    url = "rtsp://10.0.0.5:554/stream1"
+    backend = "gstreamer"
+    stall_timeout_seconds = 5.0
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from pipeline.configbase import StrictModel
+
+__all__ = ["CameraConfig", "CaptureConfig", "SourceKind", "source_kind"]
+
+SourceKind = Literal["rtsp", "http", "device", "file"]
+
+_DEVICE_PATH = re.compile(r"^/dev/video\d+$")
+
+DeviceIndex = Annotated[int, Field(ge=0, le=63)]
+
+
+def source_kind(url: str | int) -> SourceKind:
+    """What ``url`` points at: an RTSP stream, HTTP(S) MJPEG, a V4L2 device, or a video file.
+
+    An int (or ``/dev/videoN``) is a V4L2 device; anything without a known scheme is a file path.
+    """
+    if isinstance(url, int) or _DEVICE_PATH.match(url):
+        return "device"
+    lowered = url.lower()
+    if lowered.startswith(("rtsp://", "rtsps://")):
+        return "rtsp"
+    if lowered.startswith(("http://", "https://")):
+        return "http"
+    return "file"
+
+
+class CameraConfig(StrictModel):
+    """One camera: where it is, which backend reads it, and how failures are handled."""
+
+    id: str = Field(
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="camera name (letters, digits, '_', '.', '-'); the metrics' camera label",
+    )
+    url: str | DeviceIndex = Field(
+        description="rtsp://..., http(s):// MJPEG, a video file path, /dev/videoN, or a V4L2 "
+        "device index (int)",
+    )
+    backend: Literal["opencv", "gstreamer"] = Field(
+        default="opencv",
+        description="capture library; 'gstreamer' needs PyGObject and Debian's GStreamer "
+        "packages. A missing backend is an error, never a cue to use the other one",
+    )
+    queue_frames: int = Field(
+        default=4, ge=1, le=1000, description="frames held before the oldest is dropped"
+    )
+    open_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=300, description="longest wait for a camera to open (seconds)"
+    )
+    stall_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description="watchdog: no new frame for this many seconds tears the camera down and "
+        "reconnects (seconds)",
+    )
+    reconnect_initial_seconds: float = Field(
+        default=0.5, gt=0, le=60, description="first wait before reconnecting (seconds)"
+    )
+    reconnect_max_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="cap of the exponentially growing wait between reconnects (seconds)",
+    )
+    reconnect_jitter_fraction: float = Field(
+        default=0.2,
+        ge=0,
+        le=1,
+        description="each wait is scaled by a random factor in [1 - jitter, 1 + jitter]",
+    )
+    decode_threads: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="OpenCV decoder threads; 0 lets FFmpeg choose (1 lowers latency)",
+    )
+    loop: bool = Field(
+        default=False, description="video files only: start again at the end (demos)"
+    )
+    realtime: bool = Field(
+        default=False,
+        description="video files only: deliver frames at the file's frame rate, not as fast "
+        "as they decode",
+    )
+
+    @property
+    def kind(self) -> SourceKind:
+        """What ``url`` points at (see ``source_kind``)."""
+        return source_kind(self.url)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CameraConfig:
+        if self.reconnect_initial_seconds > self.reconnect_max_seconds:
+            raise ValueError("need reconnect_initial_seconds <= reconnect_max_seconds")
+        if self.kind != "file" and (self.loop or self.realtime):
+            raise ValueError(f"loop and realtime apply to video files only, not {self.kind} URLs")
+        return self
+
+
+class CaptureConfig(StrictModel):
+    """The ``[capture]`` section: every camera the service reads at start."""
+
+    cameras: list[CameraConfig] = Field(
+        default_factory=list, max_length=256, description="cameras read at start"
+    )
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> CaptureConfig:
+        ids = [camera.id for camera in self.cameras]
+        duplicates = sorted({camera_id for camera_id in ids if ids.count(camera_id) > 1})
+        if duplicates:
+            raise ValueError(f"camera ids must be unique; repeated: {', '.join(duplicates)}")
+        return self

@@ -1,0 +1,118 @@
+"""OpenCV capture backend: ``cv2.VideoCapture`` on FFmpeg (RTSP, HTTP MJPEG, files) or V4L2.
+
+The pip OpenCV wheel has FFmpeg but no GStreamer. FFmpeg's reads are bounded by
+CAP_PROP_READ_TIMEOUT_MSEC, set at open to the camera's ``stall_timeout_seconds``: a frozen
+camera otherwise blocks ``read()`` for 30 s. A read that ran into that timeout still returns True
+with a frame the decoder was holding back, so such a read is reported as "no new frame": the
+stream has stalled, and the camera's watchdog must see it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import cv2
+import numpy.typing as npt
+
+from pipeline.capture.config import CameraConfig
+from pipeline.errors import CameraError, CameraFrameError, CameraTimeoutError, StreamEndedError
+
+__all__ = ["OpenCvSource"]
+
+logger = logging.getLogger(__name__)
+
+_MILLISECONDS_PER_SECOND = 1000.0
+_TIMED_OUT_FRACTION = 0.95  # a read this close to the read timeout ran into it
+_MAX_PACING_SECONDS = 1.0  # never sleep longer than this for one frame, whatever the file says
+
+
+class OpenCvSource:
+    """A camera read through ``cv2.VideoCapture``; see ``FrameSource`` for the protocol.
+
+    ``read``'s ``timeout_seconds`` is not used: OpenCV cannot bound one call, so each read
+    waits at most the read timeout set at open (the camera's ``stall_timeout_seconds``).
+    """
+
+    backend = "opencv"
+
+    def __init__(self, config: CameraConfig) -> None:
+        self._config = config
+        self._capture: cv2.VideoCapture | None = None
+        self._frame_seconds = 0.0  # 1 / fps when pacing a file in real time, else 0
+        self._next_due = 0.0  # time.monotonic() seconds when the next paced frame is due
+
+    def _target(self) -> tuple[str | int, int]:
+        url = self._config.url
+        if self._config.kind == "device":
+            return url, cv2.CAP_V4L2
+        return url, cv2.CAP_FFMPEG
+
+    def open(self) -> None:
+        """Open the capture; raises CameraTimeoutError/CameraError when it does not open."""
+        self.close()
+        target, api = self._target()
+        parameters = [
+            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+            round(self._config.open_timeout_seconds * _MILLISECONDS_PER_SECOND),
+            cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+            round(self._config.stall_timeout_seconds * _MILLISECONDS_PER_SECOND),
+        ]
+        if self._config.decode_threads > 0:
+            parameters += [cv2.CAP_PROP_N_THREADS, self._config.decode_threads]
+        started = time.monotonic()
+        capture = cv2.VideoCapture(target, api, parameters)
+        elapsed_seconds = time.monotonic() - started
+        if not capture.isOpened():
+            capture.release()
+            if elapsed_seconds >= self._config.open_timeout_seconds * 0.9:
+                raise CameraTimeoutError(
+                    f"camera {self._config.id}: {target!s} did not open within "
+                    f"{self._config.open_timeout_seconds:g} s"
+                )
+            raise CameraError(f"camera {self._config.id}: OpenCV cannot open {target!s}")
+        self._capture = capture
+        fps = float(capture.get(cv2.CAP_PROP_FPS))
+        self._frame_seconds = 1.0 / fps if self._config.realtime and fps > 0 else 0.0
+        self._next_due = time.monotonic()
+
+    def read(self, timeout_seconds: float) -> npt.NDArray[Any] | None:
+        """The next frame (BGR uint8 HxWx3 from FFmpeg), or None when the read timed out.
+
+        Raises StreamEndedError at the end of a file (unless ``loop``) or of a stream, and
+        CameraFrameError when OpenCV reports success without an image.
+        """
+        del timeout_seconds  # bounded by CAP_PROP_READ_TIMEOUT_MSEC instead (see class doc)
+        capture = self._capture
+        if capture is None:
+            raise CameraError(f"camera {self._config.id}: read before open")
+        started = time.monotonic()
+        ok, image = capture.read()
+        if not ok and self._config.loop:
+            capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            ok, image = capture.read()
+        if not ok:
+            raise StreamEndedError(f"camera {self._config.id}: the stream ended or failed")
+        if image is None:
+            raise CameraFrameError(f"camera {self._config.id}: OpenCV returned no image")
+        if time.monotonic() - started >= self._config.stall_timeout_seconds * _TIMED_OUT_FRACTION:
+            return None  # FFmpeg's read timeout fired: a held-back frame, not a live one
+        self._pace()
+        return image
+
+    def _pace(self) -> None:
+        if self._frame_seconds <= 0:
+            return
+        self._next_due += self._frame_seconds
+        delay = self._next_due - time.monotonic()
+        if delay > 0:
+            time.sleep(min(delay, _MAX_PACING_SECONDS))
+        else:
+            self._next_due = time.monotonic()  # running late: do not try to catch up
+
+    def close(self) -> None:
+        """Release the capture."""
+        if self._capture is not None:
+            self._capture.release()
+            self._capture = None
