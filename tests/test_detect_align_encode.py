@@ -12,7 +12,7 @@ import pytest
 from engines.onnxrt import OrtEngine
 from engines.parity import astronaut_rgb, read_rgb
 from pipeline.align import FaceAligner
-from pipeline.detect import DetectConfig, DlibHogDetector
+from pipeline.detect import DlibHogConfig, DlibHogDetector
 from pipeline.encode import FaceEncoder
 from pipeline.metrics import PipelineMetrics
 from pipeline.types import Embeddings, FaceChips
@@ -23,7 +23,7 @@ MAX_WIDTH_PX = 1600  # keeps full-resolution HOG (what face_recognition does) fa
 @pytest.fixture(scope="module")
 def detector() -> DlibHogDetector:
     """HOG at full resolution with one upsample: face_recognition's default detector."""
-    return DlibHogDetector(DetectConfig(upsample=1, detect_width_px=7680, min_face_px=8))
+    return DlibHogDetector(DlibHogConfig(upsample=1, detect_width_px=7680, min_face_px=8))
 
 
 def _ours(
@@ -91,8 +91,8 @@ def test_many_faces_found_largest_first(detector: DlibHogDetector, shared_data: 
 def test_downscaled_detection_maps_boxes_back(shared_data: Path) -> None:
     """Detecting on a shrunk copy gives boxes in full-frame pixels, close to full-size ones."""
     image = read_rgb(shared_data / "faces" / "dlib_faces" / "bald_guys.jpg")
-    full = DlibHogDetector(DetectConfig(upsample=1, detect_width_px=7680)).detect(image)
-    shrunk = DlibHogDetector(DetectConfig(upsample=1, detect_width_px=image.shape[1] // 2)).detect(
+    full = DlibHogDetector(DlibHogConfig(upsample=1, detect_width_px=7680)).detect(image)
+    shrunk = DlibHogDetector(DlibHogConfig(upsample=1, detect_width_px=image.shape[1] // 2)).detect(
         image
     )
     assert len(shrunk) >= 1

@@ -1,0 +1,353 @@
+"""BlazeFace face detection through an engines ``Engine``, with dlib 5-point landmarks.
+
+One frame goes through these steps (all in numpy/OpenCV; only the network runs in the engine)::
+
+    letterbox    RGB frame -> S x S, aspect kept, centred, black borders; x / 127.5 - 1, NCHW
+    engine       regressors (1, A, 16), classificators (1, A, 1)
+    decode       SSD anchors + regressors -> boxes and 6 keypoints; sigmoid(logit) -> score
+    weighted NMS overlapping boxes (IoU > nms_iou) are merged, score-weighted, as MediaPipe does
+    landmarks    dlib's 5-point predictor on each box, in the full-resolution frame
+
+Anchors follow MediaPipe's ``SsdAnchorsCalculator`` with the options of its face detection
+graphs (``mediapipe/modules/face_detection/face_detection_{short,full}_range.pbtxt`` and the
+back-camera graph): ``fixed_anchor_size: true`` (every anchor is 1 x 1, so only centres matter),
+``anchor_offset 0.5``, one aspect ratio 1.0, plus one interpolated anchor per layer when
+``interpolated_scale_aspect_ratio`` is 1.0. Consecutive layers of equal stride share one feature
+map, so the anchor count is ``sum(ceil(S / stride)^2 * anchors per cell)``: 16^2*2 + 8^2*6 = 896
+for short range (S 128, strides 8,16,16,16) and back camera (S 256, strides 16,32,32,32), and
+48^2 * 1 = 2304 for full range (S 192, stride 4). The detector checks this against the model's
+output shape, so a wrong spec fails at start, not silently.
+
+Decoding (``TensorsToDetectionsCalculator``, ``reverse_output_order: true``, all scales = S):
+centre = anchor + raw[0:2] / S; size = raw[2:4] / S; keypoint k = anchor + raw[4+2k : 6+2k] / S,
+in letterbox units [0, 1]. Keypoints: right eye, left eye, nose tip, mouth centre, right ear,
+left ear (the subject's right and left).
+
+Landmarks: the 6 keypoints are not dlib's 5 points (eye corners and nose base), so dlib's 5-point
+predictor (trained on HOG boxes) runs on each BlazeFace box and the faces keep the ``dlib5``
+scheme that alignment and tracking use. BlazeFace boxes sit where HOG's do to within 2% of the
+face size (centre) and are 4-9% larger (``benchmarks/detectors.py`` reports this placement).
+Moving and shrinking them to HOG's placement before the predictor was tried and measured: it
+changed nothing (median landmark distance from the landmarks found on HOG's own box 0.62% of
+the inter-ocular distance moved, 0.58% unmoved; full range, 88 photos of ../shared/data/faces),
+so the box is handed over as it is.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+from pydantic import Field
+
+from engines.base import Engine
+from engines.convert.blazeface import INPUT_NAME, SCORES_NAME, VALUES_NAME
+from engines.errors import BackendUnavailableError, ModelFileError
+from engines.store import installed_dlib_model
+from pipeline.configbase import StrictModel
+from pipeline.types import LANDMARK_COUNT, Faces, require_array
+
+__all__ = [
+    "ANCHOR_SPECS",
+    "AnchorSpec",
+    "BlazeFaceConfig",
+    "BlazeFaceDetector",
+    "Detections",
+    "Letterbox",
+    "decode_detections",
+    "letterbox",
+    "ssd_anchor_centres",
+    "weighted_nms",
+]
+
+_log = logging.getLogger(__name__)
+
+KEYPOINT_COUNT = 6
+_SCORE_CLIP = 80.0  # MediaPipe clips logits at 100 before the sigmoid; exp(100) overflows float32
+
+
+class BlazeFaceConfig(StrictModel):
+    """How BlazeFace finds faces (one of the detector choices of the ``detect`` section)."""
+
+    model: Literal["blazeface_full", "blazeface_back", "blazeface_short"] = Field(
+        default="blazeface_full",
+        description="BlazeFace model: full (192 px input, faces up to ~5 m), back (256 px, "
+        "smallest faces), short (128 px, faces within ~2 m)",
+    )
+    score_threshold: float = Field(
+        default=0.5,
+        gt=0.0,
+        lt=1.0,
+        description="minimum face probability (MediaPipe's min_score_thresh is 0.5)",
+    )
+    nms_iou: float = Field(
+        default=0.3,
+        gt=0.0,
+        lt=1.0,
+        description="boxes overlapping more than this IoU are merged into one face "
+        "(MediaPipe's min_suppression_threshold is 0.3)",
+    )
+    min_face_px: int = Field(
+        default=20, ge=8, le=1024, description="faces narrower than this (frame pixels) are ignored"
+    )
+    device: Literal["cpu", "cuda"] = Field(
+        default="cpu", description="ONNX Runtime device the detector network runs on"
+    )
+    threads: int = Field(
+        default=2, ge=0, le=256, description="CPU threads for the network (0: one per core)"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AnchorSpec:
+    """MediaPipe SSD anchor options of one BlazeFace model (fixed-size anchors).
+
+    input_size_px: S, the square network input; strides_px: one per SSD layer;
+    interpolated: whether each layer adds an anchor of interpolated scale (ratio 1.0).
+    """
+
+    input_size_px: int
+    strides_px: tuple[int, ...]
+    interpolated: bool
+
+    @property
+    def anchor_count(self) -> int:
+        """Number of anchors the model outputs, one row each."""
+        return int(ssd_anchor_centres(self).shape[0])
+
+
+ANCHOR_SPECS: dict[str, AnchorSpec] = {
+    "blazeface_short": AnchorSpec(128, (8, 16, 16, 16), interpolated=True),
+    "blazeface_full": AnchorSpec(192, (4,), interpolated=False),
+    "blazeface_back": AnchorSpec(256, (16, 32, 32, 32), interpolated=True),
+}
+
+
+def ssd_anchor_centres(spec: AnchorSpec) -> npt.NDArray[np.float32]:
+    """Anchor centres, float32 (A, 2) x, y in [0, 1] of the network input, in output order."""
+    per_cell = 2 if spec.interpolated else 1  # aspect ratio 1.0, plus the interpolated one
+    centres: list[npt.NDArray[np.float32]] = []
+    layer = 0
+    while layer < len(spec.strides_px):
+        stride = spec.strides_px[layer]
+        repeats = 0
+        while layer < len(spec.strides_px) and spec.strides_px[layer] == stride:
+            repeats += per_cell  # layers of equal stride share one feature map
+            layer += 1
+        cells = math.ceil(spec.input_size_px / stride)
+        grid = (np.arange(cells, dtype=np.float32) + 0.5) / cells
+        rows, columns = np.meshgrid(grid, grid, indexing="ij")
+        pairs = np.stack([columns.ravel(), rows.ravel()], axis=1)
+        centres.append(np.repeat(pairs, repeats, axis=0))
+    return np.concatenate(centres).astype(np.float32)
+
+
+@dataclass(frozen=True, slots=True)
+class Letterbox:
+    """How a frame was fitted into the S x S network input.
+
+    scale: network pixels per frame pixel; offset_x_px, offset_y_px: border before the image,
+    network pixels; size_px: S.
+    """
+
+    scale: float
+    offset_x_px: float
+    offset_y_px: float
+    size_px: int
+
+    def to_frame(self, points: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Map x, y pairs (last axis, letterbox units [0, 1]) to frame pixels."""
+        offset = np.array([self.offset_x_px, self.offset_y_px], np.float32)
+        return ((points * self.size_px - offset) / self.scale).astype(np.float32)
+
+
+def letterbox(
+    image_rgb: npt.NDArray[np.uint8], size_px: int
+) -> tuple[npt.NDArray[np.float32], Letterbox]:
+    """Fit ``image_rgb`` (RGB uint8 HxWx3) into float32 (1, 3, S, S) in [-1, 1], aspect kept.
+
+    The image is resized (area averaging when shrinking) and centred; borders are black (-1).
+    """
+    height, width = image_rgb.shape[:2]
+    scale = size_px / max(height, width)
+    new_width = max(1, round(width * scale))
+    new_height = max(1, round(height * scale))
+    interpolation = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
+    resized = cv2.resize(image_rgb, (new_width, new_height), interpolation=interpolation)
+    left = (size_px - new_width) // 2
+    top = (size_px - new_height) // 2
+    tensor = np.full((1, 3, size_px, size_px), -1.0, dtype=np.float32)
+    tensor[0, :, top : top + new_height, left : left + new_width] = (
+        resized.transpose(2, 0, 1).astype(np.float32) * np.float32(1 / 127.5) - 1.0
+    )
+    # the scale actually applied on each axis differs from ``scale`` by rounding only
+    return tensor, Letterbox(
+        scale=new_width / width, offset_x_px=left, offset_y_px=top, size_px=size_px
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Detections:
+    """Raw detections of one image in letterbox units: boxes float32 (N, 4) xyxy,
+    keypoints float32 (N, 6, 2), scores float32 (N,) probabilities."""
+
+    boxes: npt.NDArray[np.float32]
+    keypoints: npt.NDArray[np.float32]
+    scores: npt.NDArray[np.float32]
+
+
+def decode_detections(
+    values: npt.NDArray[np.float32],
+    logits: npt.NDArray[np.float32],
+    anchors: npt.NDArray[np.float32],
+    *,
+    input_size_px: int,
+    score_threshold: float,
+) -> Detections:
+    """Decode one image's outputs: values (A, 16) in network pixels, logits (A,) and anchor
+    centres (A, 2) in [0, 1]. Only anchors whose probability exceeds ``score_threshold`` are
+    decoded; the result is in letterbox units [0, 1].
+    """
+    scores = 1.0 / (1.0 + np.exp(-np.clip(logits, -_SCORE_CLIP, _SCORE_CLIP)))
+    keep = scores > score_threshold
+    rows = values[keep] / np.float32(input_size_px)
+    centres = anchors[keep]
+    centre = centres + rows[:, 0:2]
+    half = rows[:, 2:4] / 2
+    boxes = np.concatenate([centre - half, centre + half], axis=1)
+    keypoints = rows[:, 4:].reshape(-1, KEYPOINT_COUNT, 2) + centres[:, None, :]
+    return Detections(
+        boxes.astype(np.float32), keypoints.astype(np.float32), scores[keep].astype(np.float32)
+    )
+
+
+def _iou(box: npt.NDArray[np.float32], others: npt.NDArray[np.float32]) -> npt.NDArray[Any]:
+    """IoU of one xyxy box with each row of ``others`` (N, 4)."""
+    top_left = np.maximum(box[:2], others[:, :2])
+    bottom_right = np.minimum(box[2:], others[:, 2:])
+    overlap = np.prod(np.clip(bottom_right - top_left, 0, None), axis=1)
+    area = np.prod(box[2:] - box[:2])
+    areas = np.prod(others[:, 2:] - others[:, :2], axis=1)
+    union = area + areas - overlap
+    return np.where(union > 0, overlap / np.where(union > 0, union, 1), 0.0)
+
+
+def weighted_nms(detections: Detections, *, iou_threshold: float) -> Detections:
+    """MediaPipe's weighted non-maximum suppression.
+
+    Take the best remaining detection and every remaining one overlapping it by more than
+    ``iou_threshold``; the merged box and keypoints are their score-weighted mean, the score
+    is the best one's. Repeat until none remain. Returns detections best first.
+    """
+    order = np.argsort(-detections.scores, kind="stable")
+    boxes, keypoints, scores = [], [], []
+    while order.size:
+        best = order[0]
+        overlaps = _iou(detections.boxes[best], detections.boxes[order]) > iou_threshold
+        overlaps[0] = True
+        members = order[overlaps]
+        weights = detections.scores[members][:, None]
+        total = float(weights.sum())
+        boxes.append((detections.boxes[members] * weights).sum(axis=0) / total)
+        keypoints.append((detections.keypoints[members] * weights[:, :, None]).sum(axis=0) / total)
+        scores.append(detections.scores[best])
+        order = order[~overlaps]
+    if not scores:
+        return Detections(
+            np.zeros((0, 4), np.float32),
+            np.zeros((0, KEYPOINT_COUNT, 2), np.float32),
+            np.zeros((0,), np.float32),
+        )
+    return Detections(
+        np.asarray(boxes, np.float32),
+        np.asarray(keypoints, np.float32),
+        np.asarray(scores, np.float32),
+    )
+
+
+def _import_dlib() -> Any:
+    try:
+        import dlib  # noqa: PLC0415
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            "BlazeFace landmarks need dlib's 5-point predictor: install dlib-bin"
+        ) from exc
+    return dlib
+
+
+class BlazeFaceDetector:
+    """BlazeFace (run by an ``Engine``) plus dlib's 5-point landmarks: ``Faces`` in frame pixels.
+
+    The engine must hold a converted BlazeFace model whose variant is ``config.model``
+    (``engines.detectors.load_detector_engine``); its shapes are checked against the anchors.
+    """
+
+    def __init__(
+        self,
+        config: BlazeFaceConfig,
+        engine: Engine,
+        *,
+        predictor_path: Path | None = None,
+    ) -> None:
+        spec = ANCHOR_SPECS[config.model]
+        expected = {
+            INPUT_NAME: (None, 3, spec.input_size_px, spec.input_size_px),
+            VALUES_NAME: (None, spec.anchor_count, 16),
+            SCORES_NAME: (None, spec.anchor_count, 1),
+        }
+        found = {name: item.shape for name, item in {**engine.inputs, **engine.outputs}.items()}
+        if found != expected:
+            raise ModelFileError(
+                f"detector model {engine.model_id} has tensors {found}; {config.model} "
+                f"needs {expected}"
+            )
+        dlib = _import_dlib()
+        path = predictor_path or installed_dlib_model("shape_predictor_5_face_landmarks.dat")
+        self.config = config
+        self.engine = engine
+        self._spec = spec
+        self._anchors = ssd_anchor_centres(spec)
+        self._dlib = dlib
+        self._predictor = dlib.shape_predictor(str(path))
+
+    def detect_keypoints(self, image_rgb: npt.NDArray[np.uint8]) -> tuple[Detections, Letterbox]:
+        """BlazeFace alone on ``image_rgb`` (RGB uint8 HxWx3): merged detections, best first,
+        in letterbox units, and the letterbox that maps them to frame pixels."""
+        require_array("image", image_rgb, dtype=np.uint8, shape=(None, None, 3))
+        tensor, fit = letterbox(image_rgb, self._spec.input_size_px)
+        outputs = self.engine.infer({INPUT_NAME: tensor})
+        detections = decode_detections(
+            outputs[VALUES_NAME][0],
+            outputs[SCORES_NAME][0, :, 0],
+            self._anchors,
+            input_size_px=self._spec.input_size_px,
+            score_threshold=self.config.score_threshold,
+        )
+        return weighted_nms(detections, iou_threshold=self.config.nms_iou), fit
+
+    def detect(self, image_rgb: npt.NDArray[np.uint8]) -> Faces:
+        """Every face in ``image_rgb`` (RGB uint8 HxWx3), largest first; boxes xyxy and dlib5
+        landmarks in frame pixels, scores BlazeFace probabilities."""
+        detections, fit = self.detect_keypoints(image_rgb)
+        boxes = fit.to_frame(detections.boxes.reshape(-1, 2, 2)).reshape(-1, 4)
+        wide = (boxes[:, 2] - boxes[:, 0]) >= self.config.min_face_px
+        boxes, scores = boxes[wide], detections.scores[wide]
+        if not len(boxes):
+            return Faces.empty()
+        landmarks = np.zeros((len(boxes), LANDMARK_COUNT, 2), np.float32)
+        for row, box in enumerate(boxes):
+            rectangle = self._dlib.rectangle(*(round(float(value)) for value in box))
+            shape = self._predictor(image_rgb, rectangle)
+            landmarks[row] = [(shape.part(i).x, shape.part(i).y) for i in range(LANDMARK_COUNT)]
+        faces = Faces(boxes=boxes.astype(np.float32), scores=scores, landmarks=landmarks)
+        return faces.select(np.argsort(-faces.widths_px, kind="stable"))
+
+    def close(self) -> None:
+        """Release the engine; later ``detect`` calls raise EngineStateError."""
+        self.engine.close()
