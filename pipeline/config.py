@@ -14,9 +14,10 @@ from pydantic import Field, ValidationError, model_validator
 
 from engines.backends import EngineSettings
 from engines.errors import ConfigError
+from pipeline.blazeface import BlazeFaceConfig
 from pipeline.capture.config import CaptureConfig
 from pipeline.configbase import StrictModel
-from pipeline.detect import DetectConfig, DlibHogConfig
+from pipeline.detect import DetectConfig
 from pipeline.enroll import EnrollConfig
 from pipeline.errors import ConfigFileError
 from pipeline.process import ProcessConfig
@@ -125,7 +126,7 @@ class FaceStreamConfig(StrictModel):
     engine: EngineConfig = EngineConfig()
     capture: CaptureConfig = CaptureConfig()
     gallery: GalleryConfig = GalleryConfig()
-    detect: DetectConfig = DlibHogConfig()
+    detect: DetectConfig = BlazeFaceConfig()
     enroll: EnrollConfig = EnrollConfig()
     process: ProcessConfig = ProcessConfig()
 

@@ -8,7 +8,7 @@
 - ``blazeface_full``, ``blazeface_back``, ``blazeface_short``: MediaPipe's BlazeFace converted to
   ONNX and run by an engine (``pipeline.blazeface``), with the same dlib 5-point landmarks.
 
-A config without ``model`` is ``dlib_hog``, so existing files keep their meaning.
+A section without ``model`` means ``blazeface_full``, chosen by measurement (docs/detectors.md).
 """
 
 from __future__ import annotations
@@ -60,11 +60,14 @@ class DlibHogConfig(StrictModel):
     )
 
 
+DEFAULT_DETECTOR = "blazeface_full"  # fastest with full recall: docs/detectors.md
+
+
 def _detector_model(value: Any) -> str:
-    """The ``model`` of a raw or built detector config; ``dlib_hog`` when it is not given."""
+    """The ``model`` of a raw or built detector config; the default detector when not given."""
     if isinstance(value, dict):
-        return str(value.get("model", "dlib_hog"))
-    return str(getattr(value, "model", "dlib_hog"))
+        return str(value.get("model", DEFAULT_DETECTOR))
+    return str(getattr(value, "model", DEFAULT_DETECTOR))
 
 
 DetectConfig = Annotated[

@@ -282,9 +282,13 @@ def test_unknown_variant_is_a_config_error(detector_store: ModelStore) -> None:
 
 
 def test_detect_section_is_chosen_by_model() -> None:
-    """``detect.model`` picks the settings class; no model means HOG; wrong keys are errors."""
-    assert isinstance(FaceStreamConfig().detect, DlibHogConfig)
-    hog = FaceStreamConfig.model_validate({"detect": {"upsample": 0}}).detect
+    """``detect.model`` picks the settings class; no model means BlazeFace full range (the
+    measured default); wrong keys are errors."""
+    default = FaceStreamConfig().detect
+    assert isinstance(default, BlazeFaceConfig)
+    assert default.model == "blazeface_full"
+    assert isinstance(FaceStreamConfig.model_validate({"detect": {}}).detect, BlazeFaceConfig)
+    hog = FaceStreamConfig.model_validate({"detect": {"model": "dlib_hog", "upsample": 0}}).detect
     assert isinstance(hog, DlibHogConfig)
     assert hog.upsample == 0
     blaze = FaceStreamConfig.model_validate(

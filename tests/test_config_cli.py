@@ -76,7 +76,8 @@ def test_check_config_accepts_valid_file(tmp_path: Path) -> None:
 
 
 def test_engines_list_json(tmp_path: Path) -> None:
-    """`facestream engines build` then `list --json` shows the encoder with its model id."""
+    """`facestream engines build` then `list --json` shows the encoder and the default
+    detector, each with its model id."""
     path = tmp_path / "facestream.toml"
     path.write_text(f"data_dir = '{tmp_path / 'data'}'\n")
     built = runner.invoke(app, ["engines", "build", "--config", str(path)])
@@ -84,7 +85,10 @@ def test_engines_list_json(tmp_path: Path) -> None:
     assert "engine ready: onnxruntime-cpu" in built.output
     listed = runner.invoke(app, ["engines", "list", "--config", str(path), "--json"])
     entries = json.loads(listed.output.strip().splitlines()[-1])
-    assert [entry["model_id"][:15] for entry in entries] == ["dlib_resnet_v1-"]
+    model_ids = sorted(entry["model_id"] for entry in entries)
+    assert len(model_ids) == 2
+    assert model_ids[0].startswith("blazeface_full")
+    assert model_ids[1].startswith("dlib_resnet_v1-")
 
 
 def test_backend_alias_and_bad_precision_on_command_line(tmp_path: Path) -> None:
