@@ -28,6 +28,9 @@ class PipelineMetrics:
     queue_frames: Gauge
     stage_seconds: Histogram
     faces_encoded: Counter
+    frames_processed: Counter
+    capture_to_decision_seconds: Histogram
+    tracks_finished: Counter
     gallery_identities: Gauge
     gallery_templates: Gauge
     gallery_reloads: Counter
@@ -79,6 +82,25 @@ class PipelineMetrics:
                 "facestream_faces_encoded_total",
                 "Face chips run through the encoder",
                 ["backend", "model_id"],
+                registry=registry,
+            ),
+            frames_processed=Counter(
+                "facestream_frames_processed_total",
+                "Frames taken from a camera queue and run through recognition",
+                ["camera"],
+                registry=registry,
+            ),
+            capture_to_decision_seconds=Histogram(
+                "facestream_capture_to_decision_seconds",
+                "From a frame leaving the decoder to its faces being tracked and identified",
+                ["camera"],
+                buckets=_LATENCY_BUCKETS_SECONDS,
+                registry=registry,
+            ),
+            tracks_finished=Counter(
+                "facestream_tracks_finished_total",
+                "Face tracks that ended, by outcome (known identity or unknown)",
+                ["camera", "outcome"],
                 registry=registry,
             ),
             gallery_identities=Gauge(

@@ -29,7 +29,14 @@ from pipeline.track import FaceTracker, Track, TrackConfig, face_qualities
 if TYPE_CHECKING:
     from pipeline.gallery import Gallery
 
-__all__ = ["MatchConfig", "ProcessConfig", "ProcessSummary", "RecordingProcessor", "TrackResult"]
+__all__ = [
+    "MatchConfig",
+    "ProcessConfig",
+    "ProcessSummary",
+    "RecordingProcessor",
+    "StreamRecognizer",
+    "TrackResult",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -134,6 +141,49 @@ def _result(track: Track) -> TrackResult:
     )
 
 
+class StreamRecognizer:
+    """Recognition state of one stream: its tracker, fed one frame at a time, in order.
+
+    ``step`` detects, tracks, encodes the tracks that are due and identifies them; it returns
+    the tracks that ended (those with at least ``min_hits`` detections) as results.
+    """
+
+    def __init__(self, analyzer: FaceAnalyzer, gallery: Gallery, config: ProcessConfig) -> None:
+        self.analyzer = analyzer
+        self.gallery = gallery
+        self.config = config
+        self.tracker = FaceTracker(config.track)
+
+    def step(self, frame_index: int, image_rgb: npt.NDArray[np.uint8]) -> list[TrackResult]:
+        """Process one RGB uint8 frame; ``frame_index`` grows with each call."""
+        faces = self.analyzer.detector.detect(image_rgb)
+        update = self.tracker.update(frame_index, faces, face_qualities(faces))
+        if update.encode:
+            chosen = faces.select(list(update.encode))
+            embeddings = self.analyzer.encoder.encode(
+                self.analyzer.aligner.align(image_rgb, chosen)
+            )
+            matches = self.gallery.identify(embeddings, top_k=1, max_distance=None)
+            live = {track.track_id: track for track in self.tracker.live_tracks}
+            for face_index, nearest in zip(update.encode, matches.per_probe, strict=True):
+                track = live[int(update.track_ids[face_index])]
+                if not nearest:
+                    continue
+                match = nearest[0]
+                within = match.distance <= self.config.match.max_distance
+                track.distances.append(match.distance)
+                track.identities.append(match.name if within else None)
+        return self._results(update.ended)
+
+    def finish(self) -> list[TrackResult]:
+        """End every live track (end of stream) and return their results."""
+        return self._results(self.tracker.finish())
+
+    def _results(self, tracks: tuple[Track, ...]) -> list[TrackResult]:
+        # a track seen fewer than min_hits times is a detector flicker, not a person
+        return [_result(track) for track in tracks if track.hits >= self.config.track.min_hits]
+
+
 class RecordingProcessor:
     """Runs a video file through detect -> track -> align -> encode -> identify."""
 
@@ -149,16 +199,13 @@ class RecordingProcessor:
         capture = cv2.VideoCapture(str(video))
         if not capture.isOpened():
             raise RecordingError(f"{video}: cannot open the recording (missing, or not a video)")
-        tracker = FaceTracker(self.config.track)
+        recognizer = StreamRecognizer(self.analyzer, self.gallery, self.config)
         results: list[TrackResult] = []
 
-        def finish(tracks: tuple[Track, ...]) -> None:
-            for track in tracks:
-                if track.hits < self.config.track.min_hits:  # a flicker, not a person
-                    continue
-                result = _result(track)
-                results.append(result)
-                if on_track is not None:
+        def finish(ended: list[TrackResult]) -> None:
+            results.extend(ended)
+            if on_track is not None:
+                for result in ended:
                     on_track(result)
 
         started = time.perf_counter()
@@ -174,37 +221,15 @@ class RecordingProcessor:
                     image_rgb = np.ascontiguousarray(
                         cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB), dtype=np.uint8
                     )
-                    finish(self._step(tracker, frames, image_rgb))
+                    finish(recognizer.step(frames, image_rgb))
                     frame_seconds.append(time.perf_counter() - decoded)
                 frames += 1
         finally:
             capture.release()
-        finish(tracker.finish())
+        finish(recognizer.finish())
         if frames == 0:
             raise RecordingError(f"{video}: no frame could be decoded")
         results.sort(key=lambda result: result.track_id)
         return ProcessSummary(
             frames, time.perf_counter() - started, tuple(results), tuple(frame_seconds)
         )
-
-    def _step(
-        self, tracker: FaceTracker, frame_index: int, image_rgb: npt.NDArray[np.uint8]
-    ) -> tuple[Track, ...]:
-        faces = self.analyzer.detector.detect(image_rgb)
-        update = tracker.update(frame_index, faces, face_qualities(faces))
-        if update.encode:
-            chosen = faces.select(list(update.encode))
-            embeddings = self.analyzer.encoder.encode(
-                self.analyzer.aligner.align(image_rgb, chosen)
-            )
-            matches = self.gallery.identify(embeddings, top_k=1, max_distance=None)
-            live = {track.track_id: track for track in tracker.live_tracks}
-            for face_index, nearest in zip(update.encode, matches.per_probe, strict=True):
-                track = live[int(update.track_ids[face_index])]
-                if not nearest:
-                    continue
-                match = nearest[0]
-                within = match.distance <= self.config.match.max_distance
-                track.distances.append(match.distance)
-                track.identities.append(match.name if within else None)
-        return update.ended

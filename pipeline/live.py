@@ -1,0 +1,138 @@
+"""Live recognition: frames from every camera's queue through one recognition worker.
+
+One worker thread serves all cameras round-robin, always taking a camera's oldest queued frame
+(the queue itself drops the oldest when the worker falls behind, and counts it). One worker on
+purpose: the engines already use every core inside each call, and more threads would only
+compete for them. Each camera keeps its own tracker; cameras added or removed from the
+``CameraSet`` at run time are picked up on the next round.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from pipeline.capture import CameraSet
+from pipeline.errors import QueueClosedError
+from pipeline.gallery import Gallery
+from pipeline.metrics import PipelineMetrics
+from pipeline.process import ProcessConfig, StreamRecognizer, TrackResult
+from pipeline.recognize import FaceAnalyzer
+
+__all__ = ["CameraTrack", "LiveRecognition"]
+
+_log = logging.getLogger(__name__)
+_IDLE_WAIT_SECONDS = 0.005  # no frame in any queue: wait this long before the next round
+
+
+@dataclass(frozen=True, slots=True)
+class CameraTrack:
+    """A finished track and the camera it was seen on."""
+
+    camera_id: str
+    track: TrackResult
+
+
+class LiveRecognition:
+    """Runs recognition on the cameras of a ``CameraSet`` until ``stop``.
+
+    on_track: called (in the worker thread) for each finished track; it must not block long.
+    """
+
+    def __init__(
+        self,
+        analyzer: FaceAnalyzer,
+        gallery: Gallery,
+        cameras: CameraSet,
+        *,
+        config: ProcessConfig,
+        metrics: PipelineMetrics,
+        on_track: Callable[[CameraTrack], None] | None = None,
+    ) -> None:
+        self._analyzer = analyzer
+        self._gallery = gallery
+        self._cameras = cameras
+        self._config = config
+        self._metrics = metrics
+        self._on_track = on_track
+        self._recognizers: dict[str, StreamRecognizer] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the worker thread (once)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="recognition", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout_seconds: float = 10.0) -> None:
+        """Stop the worker, join it, and report the tracks still open as finished."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_seconds)
+            if self._thread.is_alive():
+                _log.warning("recognition worker did not stop within %.1f s", timeout_seconds)
+        for camera_id, recognizer in self._recognizers.items():
+            self._report(camera_id, recognizer.finish())
+        self._recognizers.clear()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            worked = False
+            for camera in list(self._cameras):
+                try:
+                    frame = camera.frames.get(timeout_seconds=0.0)
+                except QueueClosedError:  # the camera was removed: forget its tracks
+                    self._forget(camera.camera_id)
+                    continue
+                if frame is None:
+                    continue
+                worked = True
+                try:
+                    self._process(camera.camera_id, frame.sequence, frame.image, frame.captured_at)
+                except Exception:  # one bad frame must not end recognition for every camera
+                    _log.exception("recognition failed on a frame of camera %s", camera.camera_id)
+            for camera_id in set(self._recognizers) - set(self._cameras.ids()):
+                self._forget(camera_id)
+            if not worked:
+                self._stop.wait(_IDLE_WAIT_SECONDS)
+
+    def _process(
+        self,
+        camera_id: str,
+        sequence: int,
+        image_bgr: npt.NDArray[np.uint8],
+        captured_at: float,
+    ) -> None:
+        recognizer = self._recognizers.get(camera_id)
+        if recognizer is None:
+            recognizer = StreamRecognizer(self._analyzer, self._gallery, self._config)
+            self._recognizers[camera_id] = recognizer
+        if sequence % self._config.detect_every_frames:
+            return
+        image_rgb = np.ascontiguousarray(cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB), dtype=np.uint8)
+        ended = recognizer.step(sequence, image_rgb)
+        self._metrics.capture_to_decision_seconds.labels(camera=camera_id).observe(
+            time.monotonic() - captured_at
+        )
+        self._metrics.frames_processed.labels(camera=camera_id).inc()
+        self._report(camera_id, ended)
+
+    def _forget(self, camera_id: str) -> None:
+        recognizer = self._recognizers.pop(camera_id, None)
+        if recognizer is not None:
+            self._report(camera_id, recognizer.finish())
+
+    def _report(self, camera_id: str, ended: list[TrackResult]) -> None:
+        for track in ended:
+            outcome = "known" if track.identity is not None else "unknown"
+            self._metrics.tracks_finished.labels(camera=camera_id, outcome=outcome).inc()
+            if self._on_track is not None:
+                self._on_track(CameraTrack(camera_id, track))
