@@ -11,10 +11,13 @@ import pytest
 
 from engines.onnxrt import OrtEngine
 from engines.parity import astronaut_rgb, read_rgb
+from engines.store import ModelStore
 from pipeline.align import FaceAligner
-from pipeline.detect import DlibHogConfig, DlibHogDetector
+from pipeline.blazeface import BlazeFaceConfig
+from pipeline.detect import DlibHogConfig, DlibHogDetector, load_detector
 from pipeline.encode import FaceEncoder
 from pipeline.metrics import PipelineMetrics
+from pipeline.recognize import FaceDetector
 from pipeline.types import Embeddings, FaceChips
 
 MAX_WIDTH_PX = 1600  # keeps full-resolution HOG (what face_recognition does) fast enough
@@ -27,7 +30,7 @@ def detector() -> DlibHogDetector:
 
 
 def _ours(
-    detector: DlibHogDetector, encoder: FaceEncoder, image: npt.NDArray[np.uint8]
+    detector: FaceDetector, encoder: FaceEncoder, image: npt.NDArray[np.uint8]
 ) -> tuple[npt.NDArray[np.float32], Embeddings]:
     faces = detector.detect(image)
     return faces.boxes, encoder.encode(FaceAligner().align(image, faces))
@@ -113,3 +116,21 @@ def test_encode_splits_large_batches(ort_engine: OrtEngine) -> None:
         {"backend": ort_engine.backend, "model_id": ort_engine.model_id},
     )
     assert counted == 70
+
+
+@pytest.mark.parametrize("name", ["obama_partial_face.jpg", "obama_partial_face2.jpg"])
+def test_face_cut_by_the_frame_edge(
+    ort_engine: OrtEngine, session_store: ModelStore, shared_data: Path, name: str
+) -> None:
+    """A face cut off by the image border still gives a full-size chip and an embedding near
+    the same person's whole face (alignment pads outside the image instead of failing)."""
+    images = shared_data / "faces" / "face_recognition" / "tests" / "test_images"
+    detector = load_detector(BlazeFaceConfig(), session_store)
+    encoder = FaceEncoder(ort_engine, PipelineMetrics.create())
+    try:
+        _, partial = _ours(detector, encoder, read_rgb(images / name))
+        _, whole = _ours(detector, encoder, read_rgb(images / "obama.jpg"))
+    finally:
+        detector.close()
+    assert len(partial) >= 1
+    assert float(np.linalg.norm(partial.vectors[0] - whole.vectors[0])) < 0.6
