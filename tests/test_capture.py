@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -25,12 +26,15 @@ import pytest
 from pydantic import ValidationError
 
 from engines.errors import BackendUnavailableError, ConfigError, FaceStreamError
+from engines.parity import read_rgb
+from pipeline.app import open_services
 from pipeline.capture.camera import Camera, CameraSet, backoff_seconds
 from pipeline.capture.config import CameraConfig, CaptureConfig, source_kind
 from pipeline.capture.gstreamer_source import require_gstreamer
 from pipeline.capture.opencv_source import OpenCvSource
 from pipeline.capture.queue import DropOldestQueue
 from pipeline.capture.source import FrameSource, make_source
+from pipeline.config import FaceStreamConfig
 from pipeline.errors import (
     CameraError,
     CameraFrameError,
@@ -39,7 +43,9 @@ from pipeline.errors import (
     StreamEndedError,
     UnknownCameraError,
 )
+from pipeline.live import CameraTrack, LiveRecognition
 from pipeline.metrics import PipelineMetrics
+from pipeline.process import ProcessConfig
 from pipeline.types import Frame
 
 SERVER_SCRIPT = Path(__file__).resolve().parent / "rtsp_server.py"
@@ -731,3 +737,53 @@ def test_make_source_uses_the_configured_backend_only() -> None:
     assert make_source(CameraConfig(id="a", url="x.mp4")).backend == "opencv"
     gst = CameraConfig(id="a", url="x.mp4", backend="gstreamer")
     assert make_source(gst).backend == "gstreamer"
+
+
+# Recognition over a camera that dies and comes back.
+
+
+def test_recognition_continues_after_the_rtsp_server_restarts(
+    rtsp_server: RtspServer, shared_data: Path, tmp_path: Path
+) -> None:
+    """Live recognition of the hamilton clip over RTSP: the server is killed and restarted, and
+    afterwards frames are processed again and new face tracks are encoded and compared with
+    the gallery (recognition keeps going; whether a re-encoded RTSP frame is within tau of the
+    enrolment photo is not asserted)."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    photo = shared_data / "faces" / "face_recognition" / "examples" / "lin-manuel-miranda.png"
+    finished: list[CameraTrack] = []
+    with open_services(FaceStreamConfig(data_dir=tmp_path / "data")) as services:
+        templates, problems = services.templates([(photo.name, read_rgb(photo))])
+        assert not problems
+        services.enroll("lin_manuel_miranda", templates)
+        metrics = services.metrics
+
+        def processed() -> float:
+            return sample(metrics, "facestream_frames_processed_total", "stage")
+
+        cameras = CameraSet(metrics)
+        camera = cameras.add(live_config("stage", rtsp_server.url, "opencv"))
+        live = LiveRecognition(
+            services.analyzer,
+            services.gallery,
+            cameras,
+            config=ProcessConfig(),
+            metrics=metrics,
+            on_track=finished.append,
+        )
+        with cameras:
+            camera.start()
+            live.start()
+            wait_until(lambda: processed() >= 20, 30.0, "20 frames recognised")
+            rtsp_server.kill()
+            wait_until(lambda: camera_up(metrics, "stage") == 0, 10.0, "camera_up 0")
+            restart_sequence = camera.status().frames_captured
+            rtsp_server.start()
+            wait_until(lambda: camera_up(metrics, "stage") == 1, 20.0, "camera_up 1")
+            before = processed()
+            wait_until(lambda: processed() >= before + 40, 30.0, "40 more frames recognised")
+            live.stop()
+    after = [item.track for item in finished if item.track.first_frame >= restart_sequence]
+    # faces seen after the restart were detected, encoded and compared with the gallery
+    assert any(track.encodings >= 1 and track.distance is not None for track in after), finished
