@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 import typer
 from rich.console import Console
+from rich.progress import Progress, track
 from rich.table import Table
 
 from engines.backends import build_encoder_onnx, load_encoder
@@ -306,7 +307,9 @@ def _enroll_folder(services: Services, gallery_dir: Path) -> None:
     folders = sorted(path for path in gallery_dir.iterdir() if path.is_dir())
     if not folders:
         raise ConfigError(f"{gallery_dir}: expected one sub-folder of photos per person")
-    for folder in folders:
+    for folder in track(
+        folders, description="enrolling", console=Console(stderr=True), transient=True
+    ):
         photos = image_files([folder])
         templates, problems = services.templates([(str(p), _read_image(p)) for p in photos])
         for problem in problems:
@@ -352,14 +355,20 @@ def process(
             _enroll_folder(services, gallery_dir)
         processor = RecordingProcessor(services.analyzer, services.gallery, settings.process)
 
-        def report(track: TrackResult) -> None:
+        def report(finished: TrackResult) -> None:
             if not as_json:
-                typer.echo(json.dumps(track.as_dict()))
+                typer.echo(json.dumps(finished.as_dict()))
 
-        summary = processor.run(video, on_track=report)
+        with Progress(console=Console(stderr=True), transient=True) as progress:
+            task = progress.add_task(f"processing {video.name}", total=None)
+
+            def advance(done: int, total: int) -> None:
+                progress.update(task, completed=done, total=total or None)
+
+            summary = processor.run(video, on_track=report, on_progress=advance)
     if as_json:
-        for track in summary.tracks:
-            typer.echo(json.dumps(track.as_dict()))
+        for finished in summary.tracks:
+            typer.echo(json.dumps(finished.as_dict()))
     typer.echo(json.dumps(summary.as_dict()))
 
 

@@ -193,13 +193,18 @@ class RecordingProcessor:
         self.config = config
 
     def run(
-        self, video: Path, on_track: Callable[[TrackResult], None] | None = None
+        self,
+        video: Path,
+        on_track: Callable[[TrackResult], None] | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
     ) -> ProcessSummary:
-        """Process every frame of ``video``; ``on_track`` hears each track as it ends."""
+        """Process every frame of ``video``; ``on_track`` hears each track as it ends and
+        ``on_progress`` (frames done, frames in the file or 0 if unknown) each frame."""
         capture = cv2.VideoCapture(str(video))
         if not capture.isOpened():
             raise RecordingError(f"{video}: cannot open the recording (missing, or not a video)")
         recognizer = StreamRecognizer(self.analyzer, self.gallery, self.config)
+        total = max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), 0)
         results: list[TrackResult] = []
 
         def finish(ended: list[TrackResult]) -> None:
@@ -224,6 +229,8 @@ class RecordingProcessor:
                     finish(recognizer.step(frames, image_rgb))
                     frame_seconds.append(time.perf_counter() - decoded)
                 frames += 1
+                if on_progress is not None:
+                    on_progress(frames, total)
         finally:
             capture.release()
         finish(recognizer.finish())

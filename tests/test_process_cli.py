@@ -147,3 +147,18 @@ def test_sample_demo_names_the_astronaut(tmp_path: Path, config_file: Path) -> N
     named = [track for track in summary["tracks"] if track["identity"] == "eileen_collins"]
     assert named
     assert named[0]["distance"] < 0.6
+
+
+def test_enroll_group_photo_needs_a_face_index(shared_data: Path, config_file: Path) -> None:
+    """A photo with several faces is refused with the count, and accepted with --face-index."""
+    group = shared_data / "faces" / "dlib_faces" / "bald_guys.jpg"
+    refused = runner.invoke(app, ["enroll", "Someone", str(group), "--config", str(config_file)])
+    assert refused.exit_code == 2
+    assert "faces found; pick one with face_index" in refused.output
+    chosen = runner.invoke(
+        app, ["enroll", "Someone", str(group), "--face-index", "0", "--config", str(config_file)]
+    )
+    assert chosen.exit_code == 0, chosen.output
+    identity = _last_json(chosen.output)
+    assert isinstance(identity, dict)
+    assert identity["name"] == "Someone"
