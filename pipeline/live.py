@@ -1,7 +1,8 @@
 """Live recognition: frames from every camera's queue through one recognition worker.
 
-One worker thread serves all cameras round-robin, always taking a camera's oldest queued frame
-(the queue itself drops the oldest when the worker falls behind, and counts it). One worker on
+One worker thread serves all cameras in rounds: each round takes one queued frame per camera
+(the queue itself drops the oldest when the worker falls behind, and counts it), detects and
+tracks each, then encodes every due face of every camera in one engine call. One worker on
 purpose: the engines already use every core inside each call, and more threads would only
 compete for them. Each camera keeps its own tracker; cameras added or removed from the
 ``CameraSet`` at run time are picked up on the next round.
@@ -17,14 +18,20 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-import numpy.typing as npt
 
 from pipeline.capture import CameraSet
 from pipeline.errors import QueueClosedError
 from pipeline.gallery import Gallery
 from pipeline.metrics import PipelineMetrics
-from pipeline.process import ProcessConfig, StreamRecognizer, TrackResult
+from pipeline.process import (
+    PendingFaces,
+    ProcessConfig,
+    StreamRecognizer,
+    TrackResult,
+    identify_batch,
+)
 from pipeline.recognize import FaceAnalyzer
+from pipeline.types import Frame
 
 __all__ = ["CameraTrack", "LiveRecognition"]
 
@@ -85,7 +92,7 @@ class LiveRecognition:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            worked = False
+            observed: list[tuple[str, float, PendingFaces]] = []
             for camera in list(self._cameras):
                 try:
                     frame = camera.frames.get(timeout_seconds=0.0)
@@ -94,36 +101,53 @@ class LiveRecognition:
                     continue
                 if frame is None:
                     continue
-                worked = True
                 try:
-                    self._process(camera.camera_id, frame.sequence, frame.image, frame.captured_at)
+                    pending = self._observe(camera.camera_id, frame)
                 except Exception:  # one bad frame must not end recognition for every camera
                     _log.exception("recognition failed on a frame of camera %s", camera.camera_id)
+                    continue
+                if pending is not None:
+                    observed.append((camera.camera_id, frame.captured_at, pending))
+            if observed:
+                self._identify(observed)
             for camera_id in set(self._recognizers) - set(self._cameras.ids()):
                 self._forget(camera_id)
-            if not worked:
+            if not observed:
                 self._stop.wait(_IDLE_WAIT_SECONDS)
 
-    def _process(
-        self,
-        camera_id: str,
-        sequence: int,
-        image_bgr: npt.NDArray[np.uint8],
-        captured_at: float,
-    ) -> None:
+    def _observe(self, camera_id: str, frame: Frame) -> PendingFaces | None:
+        """Detect and track one frame; None when the frame is skipped by detect_every_frames."""
         recognizer = self._recognizers.get(camera_id)
         if recognizer is None:
             recognizer = StreamRecognizer(self._analyzer, self._gallery, self._config)
             self._recognizers[camera_id] = recognizer
-        if sequence % self._config.detect_every_frames:
-            return
-        image_rgb = np.ascontiguousarray(cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB), dtype=np.uint8)
-        ended = recognizer.step(sequence, image_rgb)
-        self._metrics.capture_to_decision_seconds.labels(camera=camera_id).observe(
-            time.monotonic() - captured_at
+        if frame.sequence % self._config.detect_every_frames:
+            return None
+        image_rgb = np.ascontiguousarray(
+            cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB), dtype=np.uint8
         )
-        self._metrics.frames_processed.labels(camera=camera_id).inc()
+        pending, ended = recognizer.observe(frame.sequence, image_rgb)
         self._report(camera_id, ended)
+        return pending
+
+    def _identify(self, observed: list[tuple[str, float, PendingFaces]]) -> None:
+        """Encode the due faces of every camera in one engine call, then update each track."""
+        try:
+            results = identify_batch(
+                self._analyzer, self._gallery, [pending for _, _, pending in observed]
+            )
+        except Exception:
+            _log.exception("encoding or identification failed for %d frames", len(observed))
+            return
+        now = time.monotonic()
+        for (camera_id, captured_at, pending), matches in zip(observed, results, strict=True):
+            recognizer = self._recognizers.get(camera_id)
+            if recognizer is not None:
+                recognizer.record(pending, matches)
+            self._metrics.capture_to_decision_seconds.labels(camera=camera_id).observe(
+                now - captured_at
+            )
+            self._metrics.frames_processed.labels(camera=camera_id).inc()
 
     def _forget(self, camera_id: str) -> None:
         recognizer = self._recognizers.pop(camera_id, None)

@@ -8,10 +8,11 @@ gallery. A track's identity is the gallery identity matched most often among its
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,17 +26,20 @@ from pipeline.configbase import StrictModel
 from pipeline.errors import RecordingError
 from pipeline.recognize import FaceAnalyzer
 from pipeline.track import FaceTracker, Track, TrackConfig, face_qualities
+from pipeline.types import FaceChips
 
 if TYPE_CHECKING:
-    from pipeline.gallery import Gallery
+    from pipeline.gallery import Gallery, Match
 
 __all__ = [
     "MatchConfig",
+    "PendingFaces",
     "ProcessConfig",
     "ProcessSummary",
     "RecordingProcessor",
     "StreamRecognizer",
     "TrackResult",
+    "identify_batch",
 ]
 
 _log = logging.getLogger(__name__)
@@ -141,11 +145,22 @@ def _result(track: Track) -> TrackResult:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class PendingFaces:
+    """Faces of one frame that are due for encoding: aligned chips and the tracks they belong
+    to (``track_ids`` int (N,), row i of ``chips`` is track ``track_ids[i]``)."""
+
+    chips: FaceChips
+    track_ids: tuple[int, ...]
+
+
 class StreamRecognizer:
     """Recognition state of one stream: its tracker, fed one frame at a time, in order.
 
     ``step`` detects, tracks, encodes the tracks that are due and identifies them; it returns
-    the tracks that ended (those with at least ``min_hits`` detections) as results.
+    the tracks that ended (those with at least ``min_hits`` detections) as results. For
+    batching across streams, ``observe`` does the per-stream half (detect, track, align) and
+    ``record`` takes the identified matches back; ``identify_batch`` encodes once for many.
     """
 
     def __init__(self, analyzer: FaceAnalyzer, gallery: Gallery, config: ProcessConfig) -> None:
@@ -156,24 +171,37 @@ class StreamRecognizer:
 
     def step(self, frame_index: int, image_rgb: npt.NDArray[np.uint8]) -> list[TrackResult]:
         """Process one RGB uint8 frame; ``frame_index`` grows with each call."""
+        pending, ended = self.observe(frame_index, image_rgb)
+        if pending.track_ids:
+            (matches,) = identify_batch(self.analyzer, self.gallery, [pending])
+            self.record(pending, matches)
+        return ended
+
+    def observe(
+        self, frame_index: int, image_rgb: npt.NDArray[np.uint8]
+    ) -> tuple[PendingFaces, list[TrackResult]]:
+        """Detect and track faces in one frame; return the chips due for encoding and the
+        results of tracks that ended."""
         faces = self.analyzer.detector.detect(image_rgb)
         update = self.tracker.update(frame_index, faces, face_qualities(faces))
-        if update.encode:
-            chosen = faces.select(list(update.encode))
-            embeddings = self.analyzer.encoder.encode(
-                self.analyzer.aligner.align(image_rgb, chosen)
-            )
-            matches = self.gallery.identify(embeddings, top_k=1, max_distance=None)
-            live = {track.track_id: track for track in self.tracker.live_tracks}
-            for face_index, nearest in zip(update.encode, matches.per_probe, strict=True):
-                track = live[int(update.track_ids[face_index])]
-                if not nearest:
-                    continue
-                match = nearest[0]
-                within = match.distance <= self.config.match.max_distance
-                track.distances.append(match.distance)
-                track.identities.append(match.name if within else None)
-        return self._results(update.ended)
+        chosen = faces.select(list(update.encode))
+        pending = PendingFaces(
+            chips=self.analyzer.aligner.align(image_rgb, chosen),
+            track_ids=tuple(int(update.track_ids[index]) for index in update.encode),
+        )
+        return pending, self._results(update.ended)
+
+    def record(self, pending: PendingFaces, matches: Sequence[tuple[Match, ...]]) -> None:
+        """Attach each pending face's nearest gallery match (if any) to its track."""
+        live = {track.track_id: track for track in self.tracker.live_tracks}
+        for track_id, nearest in zip(pending.track_ids, matches, strict=True):
+            track = live.get(track_id)
+            if track is None or not nearest:
+                continue
+            match = nearest[0]
+            within = match.distance <= self.config.match.max_distance
+            track.distances.append(match.distance)
+            track.identities.append(match.name if within else None)
 
     def finish(self) -> list[TrackResult]:
         """End every live track (end of stream) and return their results."""
@@ -182,6 +210,20 @@ class StreamRecognizer:
     def _results(self, tracks: tuple[Track, ...]) -> list[TrackResult]:
         # a track seen fewer than min_hits times is a detector flicker, not a person
         return [_result(track) for track in tracks if track.hits >= self.config.track.min_hits]
+
+
+def identify_batch(
+    analyzer: FaceAnalyzer, gallery: Gallery, batches: Sequence[PendingFaces]
+) -> list[tuple[tuple[Match, ...], ...]]:
+    """Encode the chips of several frames (streams) in one engine call and find each face's
+    nearest identity; returns, per batch, one tuple of matches per face."""
+    sizes = [len(batch.chips) for batch in batches]
+    if not sum(sizes):
+        return [() for _ in batches]
+    chips = FaceChips(np.concatenate([batch.chips.chips for batch in batches]))
+    matches = gallery.identify(analyzer.encoder.encode(chips), top_k=1, max_distance=None)
+    bounds = np.cumsum([0, *sizes])
+    return [tuple(matches.per_probe[start:stop]) for start, stop in itertools.pairwise(bounds)]
 
 
 class RecordingProcessor:

@@ -110,6 +110,8 @@ class Faces:
     def select(self, mask: npt.NDArray[np.bool_] | npt.NDArray[np.intp] | Sequence[int]) -> Faces:
         """The faces picked by a boolean mask or index list, as a new ``Faces``."""
         index = np.asarray(mask)
+        if index.dtype != np.bool_:  # an empty list would otherwise be float64
+            index = index.astype(np.intp)
         return Faces(
             boxes=self.boxes[index].copy(),
             scores=self.scores[index].copy(),

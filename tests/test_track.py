@@ -89,3 +89,10 @@ def test_turned_head_has_lower_quality() -> None:
     )
     assert face_qualities(frontal)[0] == pytest.approx(100.0)
     assert face_qualities(turned)[0] < 50.0
+
+
+def test_select_with_no_index_gives_no_faces() -> None:
+    """Faces.select([]) is an empty Faces, not an IndexError (no face due for encoding)."""
+    faces = _faces((0, 0, 10, 10), (20, 20, 30, 30))
+    assert len(faces.select([])) == 0
+    assert len(faces.select([1])) == 1
