@@ -51,8 +51,8 @@ class Services:
     ) -> tuple[Embeddings, list[str]]:
         """Enrolment templates from named RGB images: (templates (N, 128), rejection lines).
 
-        A photo that fails the enrolment checks is skipped and its reason reported; photos that
-        duplicate an earlier one in the same call are skipped too.
+        A photo that fails the enrolment checks is skipped and its reason reported; so is one
+        that duplicates an earlier photo of the same call or a template already in the gallery.
         """
         accepted: list[npt.NDArray[np.float32]] = []
         problems: list[str] = []
@@ -70,6 +70,15 @@ class Services:
                 )
             except EnrollmentRejectedError as exc:
                 problems.append(f"{name}: {exc}")
+                continue
+            stored = self.gallery.identify(
+                template, top_k=1, max_distance=self.config.enroll.duplicate_distance
+            ).best()[0]
+            if stored is not None:
+                problems.append(
+                    f"{name}: the face is {stored.distance:.4f} from a template of "
+                    f"{stored.name!r} ({stored.identity_id}) already in the gallery (duplicate)"
+                )
                 continue
             accepted.append(template.vectors)
         vectors = np.concatenate(accepted) if accepted else np.zeros((0, 128), np.float32)

@@ -162,3 +162,18 @@ def test_enroll_group_photo_needs_a_face_index(shared_data: Path, config_file: P
     identity = _last_json(chosen.output)
     assert isinstance(identity, dict)
     assert identity["name"] == "Someone"
+
+
+def test_enrolling_the_same_photo_twice_is_a_duplicate(
+    shared_data: Path, config_file: Path
+) -> None:
+    """A photo already enrolled (under any identity) is refused as a duplicate, naming who."""
+    photo = shared_data / EXAMPLES / "biden.jpg"
+    first = runner.invoke(
+        app, ["enroll", "Joe Biden", str(photo), "--id", "biden", "--config", str(config_file)]
+    )
+    assert first.exit_code == 0, first.output
+    again = runner.invoke(app, ["enroll", "Joe B", str(photo), "--config", str(config_file)])
+    assert again.exit_code == 2
+    assert "already in the gallery (duplicate)" in again.output
+    assert "biden" in again.output
