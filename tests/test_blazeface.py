@@ -7,10 +7,13 @@ dlib's dogs.jpg (no faces) and bald_guys.jpg (a group) from ../shared/data.
 
 from __future__ import annotations
 
+import importlib
+import logging
 import re
+import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import cv2
 import numpy as np
@@ -26,8 +29,14 @@ from engines.convert.blazeface import (
     blazeface_source,
 )
 from engines.convert.tflite_graph import read_tflite
-from engines.detectors import build_detector_onnx, load_detector_engine
-from engines.errors import ConfigError, ModelFileError
+from engines.detectors import (
+    DETECTOR_BACKENDS,
+    DetectorBackendName,
+    DetectorEngineSettings,
+    build_detector_onnx,
+    load_detector_engine,
+)
+from engines.errors import BackendUnavailableError, ConfigError, ModelFileError
 from engines.onnxrt import OrtSettings
 from engines.parity import astronaut_rgb, read_rgb
 from engines.store import ModelStore, sha256_file
@@ -41,7 +50,7 @@ from pipeline.blazeface import (
     weighted_nms,
 )
 from pipeline.config import FaceStreamConfig
-from pipeline.detect import DlibHogConfig, DlibHogDetector
+from pipeline.detect import DlibHogConfig, DlibHogDetector, load_detector
 from pipeline.types import Faces
 
 # float32 sums in another order: outputs reach ~300 (logits, pixel offsets), where one float32
@@ -321,3 +330,184 @@ def test_letterbox_uses_area_when_shrinking() -> None:
     image = cv2.merge([board, board, board])
     tensor, _ = letterbox(image, 128)
     assert np.abs(tensor).max() < 0.05
+
+
+# ---------------------------------------------------------------------------------------------
+# Backends: onnxruntime or tensorrt, chosen explicitly, never swapped
+
+
+def test_config_backend_literal_is_the_table() -> None:
+    """The config's backend choices are exactly the engines layer's hand-written table."""
+    assert get_args(DetectorBackendName) == tuple(DETECTOR_BACKENDS)
+    assert BlazeFaceConfig().backend == "onnxruntime"
+    assert BlazeFaceConfig().precision == "fp32"
+
+
+@pytest.mark.parametrize(
+    ("section", "problem"),
+    [
+        ({"backend": "openvino"}, "backend"),
+        ({"backend": "auto"}, "backend"),
+        ({"backend": "tensorrt", "device": "cuda", "precision": "int8"}, "precision"),
+        ({"backend": "tensorrt"}, "runs on device 'cuda'"),
+        ({"backend": "onnxruntime", "precision": "fp16"}, "needs backend 'tensorrt'"),
+        ({"backend": "tensorrt", "device": "cuda", "tensorrt_precision": "fp16"}, "extra"),
+    ],
+)
+def test_config_refuses_bad_backend_or_precision(section: dict[str, Any], problem: str) -> None:
+    """An unknown backend or precision, tensorrt on the CPU, fp16 on onnxruntime and unknown
+    keys are validation errors of the ``detect`` section, before anything is loaded."""
+    with pytest.raises(ValidationError, match=problem):
+        FaceStreamConfig.model_validate({"detect": {"model": "blazeface_full", **section}})
+
+
+def test_config_gives_the_engine_settings() -> None:
+    """A valid tensorrt section becomes engine settings with the same backend and precision."""
+    config = FaceStreamConfig.model_validate(
+        {"detect": {"backend": "tensorrt", "device": "cuda", "precision": "fp16"}}
+    ).detect
+    assert isinstance(config, BlazeFaceConfig)
+    assert config.engine_settings() == DetectorEngineSettings(
+        backend="tensorrt", device="cuda", precision="fp16", threads=2
+    )
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"backend": "torch"}, "unknown detector backend 'torch'; valid: onnxruntime, tensorrt"),
+        ({"backend": "tensorrt"}, "runs on device 'cuda', not 'cpu'"),
+        ({"backend": "tensorrt", "device": "cuda", "precision": "int8"}, "expected one of fp32"),
+        ({"precision": "fp16"}, "onnxruntime detector backend runs fp32, not fp16"),
+        ({"threads": -1}, "must be >= 0"),
+    ],
+)
+def test_engine_settings_refuse_bad_values(changes: dict[str, Any], message: str) -> None:
+    """The engines-layer settings check the same rules with ConfigError, for direct callers."""
+    with pytest.raises(ConfigError, match=message):
+        DetectorEngineSettings(**changes)
+
+
+def _has_real_tensorrt() -> bool:
+    try:
+        import tensorrt  # noqa: PLC0415
+    except ImportError:
+        return False
+    return hasattr(tensorrt, "Builder")  # tensorrt-stubs installs an empty package
+
+
+def _gpu_count() -> int:
+    try:
+        runtime = importlib.import_module("cuda.bindings.runtime")
+    except ImportError:
+        return 0
+    error, count = runtime.cudaGetDeviceCount()
+    return int(count) if error == runtime.cudaError_t.cudaSuccess else 0
+
+
+def _loaded_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.getMessage().startswith("face detector loaded")
+    ]
+
+
+TENSORRT_CONFIG = BlazeFaceConfig(backend="tensorrt", device="cuda", precision="fp16")
+
+
+def test_tensorrt_on_this_machine_raises_instead_of_falling_back(
+    detector_store: ModelStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Asking for tensorrt where TensorRT or a GPU is missing raises BackendUnavailableError
+    naming what to install; no detector is loaded (no ONNX Runtime in its place)."""
+    if _has_real_tensorrt() and _gpu_count():
+        pytest.skip("this machine has TensorRT and a GPU; the missing-backend error cannot show")
+    caplog.set_level(logging.INFO, logger="engines.detectors")
+    with pytest.raises(BackendUnavailableError, match=r"\[tensorrt\]|\[gpu\]|GPU"):
+        load_detector(TENSORRT_CONFIG, detector_store)
+    assert _loaded_lines(caplog) == []
+
+
+def test_tensorrt_without_tensorrt_names_the_extra(
+    detector_store: ModelStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With TensorRT not importable (on any machine), the tensorrt detector raises
+    BackendUnavailableError saying to install facestream[tensorrt], and builds no plan."""
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    caplog.set_level(logging.INFO, logger="engines.detectors")
+    with pytest.raises(BackendUnavailableError, match=r"TensorRT is not installed.*\[tensorrt\]"):
+        load_detector(TENSORRT_CONFIG, detector_store)
+    assert _loaded_lines(caplog) == []
+    assert not list(detector_store.plans_dir.rglob("*.plan"))
+
+
+def test_onnxruntime_backend_is_used_and_logged_once(
+    detector_store: ModelStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The default section runs on ONNX Runtime CPU as before: engine.backend says so, one log
+    line names it, and the OrtSettings form of load_detector_engine gives the same engine."""
+    caplog.set_level(logging.INFO, logger="engines.detectors")
+    detector = load_detector(BlazeFaceConfig(), detector_store)
+    try:
+        assert isinstance(detector, BlazeFaceDetector)
+        assert detector.engine.backend == "onnxruntime-cpu"
+        model_id = detector.engine.model_id
+    finally:
+        detector.close()
+    assert _loaded_lines(caplog) == [
+        f"face detector loaded: backend onnxruntime-cpu, model {model_id}"
+    ]
+    engine = load_detector_engine(detector_store, "blazeface_full", OrtSettings())
+    try:
+        assert engine.backend == "onnxruntime-cpu"
+        assert engine.model_id == model_id
+    finally:
+        engine.close()
+
+
+@pytest.fixture(scope="module")
+def tensorrt_gpu() -> None:
+    """Skip unless NVIDIA TensorRT (with Builder) and a GPU seen by cuda-bindings are here."""
+    if not _has_real_tensorrt():
+        pytest.skip("NVIDIA TensorRT is not installed (tensorrt.Builder is unavailable)")
+    if not _gpu_count():
+        pytest.skip("no GPU visible to cuda-bindings (or cuda-bindings is not installed)")
+
+
+@pytest.mark.usefixtures("tensorrt_gpu")
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_tensorrt_detector_matches_onnxruntime(
+    detector_store: ModelStore, full_range: BlazeFaceDetector, precision: str
+) -> None:
+    """On a GPU with TensorRT: the plan is built into the store and reused on the next load;
+    it finds the astronaut's one face where ONNX Runtime does (box within 2% of the face
+    width, score within 0.02), for a frame alone and inside a batch of 3."""
+    config = BlazeFaceConfig(backend="tensorrt", device="cuda", precision=precision)
+    detector = load_detector(config, detector_store)
+    try:
+        assert isinstance(detector, BlazeFaceDetector)
+        assert detector.engine.backend == f"tensorrt-{precision}"
+        plans = list(detector_store.plans_dir.rglob(f"{precision}-*.plan"))
+        assert len(plans) == 1
+        built_ns = plans[0].stat().st_mtime_ns
+        image = astronaut_rgb()
+        expected = full_range.detect(image)
+        found = detector.detect(image)
+        tensor, _ = letterbox(image, ANCHOR_SPECS["blazeface_full"].input_size_px)
+        batch = np.concatenate([tensor, tensor[:, :, :, ::-1], tensor]).astype(np.float32)
+        alone = detector.engine.infer({INPUT_NAME: tensor})
+        together = detector.engine.infer({INPUT_NAME: batch})
+    finally:
+        detector.close()
+    assert len(found) == len(expected) == 1
+    width = float(expected.widths_px[0])
+    np.testing.assert_allclose(found.boxes[0], expected.boxes[0], atol=0.02 * width)
+    assert abs(float(found.scores[0]) - float(expected.scores[0])) <= 0.02
+    # padding to a bucket does not leak into real rows; kernels picked per batch size round
+    # differently (fp16, or TF32 in fp32 plans), hence 1% (outputs reach ~300), not bit-equality
+    for name in (VALUES_NAME, SCORES_NAME):
+        np.testing.assert_allclose(together[name][2], alone[name][0], rtol=1e-2, atol=5e-2)
+    again = load_detector(config, detector_store)
+    again.close()
+    assert plans[0].stat().st_mtime_ns == built_ns  # reused, not rebuilt

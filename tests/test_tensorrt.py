@@ -30,6 +30,7 @@ from engines.cuda_runtime import (
     PinnedHostBuffer,
     cuda_failure_message,
 )
+from engines.detectors import DetectorEngineSettings, build_detector_onnx
 from engines.errors import (
     BackendUnavailableError,
     ConfigError,
@@ -51,6 +52,7 @@ from engines.tensorrt import (
     device_label,
     fill_padded,
     load_or_build_encoder_plan,
+    load_or_build_plan,
     plan_chunks,
     plan_manifest,
     plan_path_for,
@@ -505,6 +507,111 @@ def test_tensorrt_backend_on_cpu_is_a_config_error(
     store, onnx, _ = stored_pair
     with pytest.raises(ConfigError, match="runs on device 'cuda', not 'cpu'"):
         load_or_build_encoder_plan(onnx.path, store, EngineSettings(backend="tensorrt"))
+
+
+@pytest.mark.usefixtures("without_tensorrt")
+def test_load_or_build_plan_without_tensorrt_names_the_extra(
+    stored_pair: tuple[ModelStore, StoredModel, StoredModel],
+) -> None:
+    """The model-agnostic plan loader raises BackendUnavailableError naming the extra when
+    TensorRT is missing, and builds nothing into the store."""
+    store, onnx, plan = stored_pair
+    plan.path.unlink()
+    with pytest.raises(BackendUnavailableError, match=r"TensorRT is not installed.*\[tensorrt\]"):
+        load_or_build_plan(onnx.path, store, TrtBuildSettings())
+    assert not list(store.plans_dir.rglob("*.plan"))
+
+
+# ---------------------------------------------------------------------------------------------
+# A detector model's plan (pure: its real ONNX manifest, a stand-in plan)
+
+
+@pytest.fixture(scope="module")
+def detector_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[ModelStore, StoredModel]:
+    """A store holding the converted BlazeFace full-range ONNX (192 px input, 2304 anchors)."""
+    store = ModelStore(tmp_path_factory.mktemp("detector"))
+    return store, build_detector_onnx(store, "blazeface_full")
+
+
+def test_detector_plan_settings_are_tuned_for_one_frame() -> None:
+    """A tensorrt detector builds a plan of the configured precision, batch 1..8 tuned for 1
+    (the detector runs one frame per call)."""
+    settings = DetectorEngineSettings(backend="tensorrt", device="cuda", precision="fp16")
+    build = settings.tensorrt_build()
+    assert build.precision == "fp16"
+    assert build.batch_profile == BatchProfile(1, 1, 8)
+    assert build.batch_profile.buckets == (1, 2, 4, 8)
+
+
+def test_detector_plan_path_is_apart_from_the_encoders(
+    detector_model: tuple[ModelStore, StoredModel],
+) -> None:
+    """The detector's plan lives under its own model id, named by precision, GPU and TensorRT
+    version, so it never overwrites the encoder's plan in the same store."""
+    store, onnx = detector_model
+    manifest = onnx.manifest
+    assert manifest.model_id.startswith("blazeface_full-")
+    path = plan_path_for(store, manifest, "fp16", tensorrt_version=TRT_VERSION, device=H100)
+    assert path == (
+        store.plans_dir / manifest.model_id / "fp16-NVIDIA_H100_80GB_HBM3_sm90-trt10.13.0.35.plan"
+    )
+    encoder = plan_path_for(
+        store, _onnx_manifest(), "fp16", tensorrt_version=TRT_VERSION, device=H100
+    )
+    assert path.parent != encoder.parent
+
+
+def test_detector_plan_manifest_and_profile(
+    detector_model: tuple[ModelStore, StoredModel],
+) -> None:
+    """A plan "built" from the detector's ONNX records its ONNX sha256 and batch profile, keeps
+    its tensors (all with a dynamic batch axis), gets a batch-only profile on ``images``, is
+    accepted by the load check, and is refused for another TensorRT version."""
+    store, onnx = detector_model
+    build = DetectorEngineSettings(backend="tensorrt", device="cuda").tensorrt_build()
+    manifest = plan_manifest(
+        onnx.manifest,
+        build,
+        plan_sha256=_sha(PLAN_BYTES),
+        tensorrt_version=TRT_VERSION,
+        device=H100,
+    )
+    assert manifest.format == "tensorrt-plan"
+    assert manifest.precision == "fp32"
+    assert manifest.model_id == onnx.manifest.model_id
+    assert manifest.build == {
+        "onnx_sha256": onnx.manifest.artifact_sha256,
+        "min_batch": "1",
+        "opt_batch": "1",
+        "max_batch": "8",
+    }
+    assert {name: spec.shape for name, spec in manifest.input_specs().items()} == {
+        "images": (None, 3, 192, 192)
+    }
+    assert {name: spec.shape for name, spec in manifest.output_specs().items()} == {
+        "regressors": (None, 2304, 16),
+        "classificators": (None, 2304, 1),
+    }
+    shapes = profile_shapes("images", (-1, 3, 192, 192), build.batch_profile)
+    assert shapes is not None
+    assert (shapes.minimum, shapes.optimum, shapes.maximum) == (
+        (1, 3, 192, 192),
+        (1, 3, 192, 192),
+        (8, 3, 192, 192),
+    )
+    tensors = [
+        EngineTensor("images", is_input=True, type_name="FLOAT", shape=(-1, 3, 192, 192)),
+        EngineTensor("regressors", is_input=False, type_name="FLOAT", shape=(-1, 2304, 16)),
+        EngineTensor("classificators", is_input=False, type_name="FLOAT", shape=(-1, 2304, 1)),
+    ]
+    path = plan_path_for(store, onnx.manifest, "fp32", tensorrt_version=TRT_VERSION, device=H100)
+    check_engine_io(path, manifest, tensors)
+    plan = store.save(path, PLAN_BYTES, manifest)
+    check_plan_manifest(
+        store.open(plan.path), onnx.manifest, tensorrt_version=TRT_VERSION, device=H100
+    )
+    with pytest.raises(ManifestMismatchError, match=r"library_versions\[tensorrt\]"):
+        check_plan_manifest(plan, onnx.manifest, tensorrt_version="10.14.1.48", device=H100)
 
 
 # ---------------------------------------------------------------------------------------------
