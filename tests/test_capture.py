@@ -103,8 +103,15 @@ def drain(camera: Camera) -> None:
         pass
 
 
-class RtspServer:
-    """tests/rtsp_server.py as a subprocess: start, kill, freeze and thaw it."""
+class ScriptServer:
+    """A test server script run as a subprocess: start, kill, freeze and thaw it.
+
+    The script takes ``--port P --video FILE`` (port 0: pick one) and prints ``READY <port>``.
+    """
+
+    script: Path
+    url_template: str
+    extra_arguments: tuple[str, ...] = ()
 
     def __init__(self, video: Path, log_path: Path) -> None:
         self.video = video
@@ -114,26 +121,21 @@ class RtspServer:
 
     @property
     def url(self) -> str:
-        """The stream's rtsp:// URL."""
-        return f"rtsp://127.0.0.1:{self.port}/stream"
+        """The stream's URL."""
+        return self.url_template.format(port=self.port)
 
     def start(self) -> None:
         """Start the server (on the previous port after a kill) and wait for READY."""
-        command = [sys.executable, str(SERVER_SCRIPT), "--port", str(self.port)]
-        command += ["--video", str(self.video)]
+        command = [sys.executable, str(self.script), "--port", str(self.port)]
+        command += ["--video", str(self.video), *self.extra_arguments]
         with self.log_path.open("a") as log:
-            self.process = subprocess.Popen(
-                command,
-                stdout=subprocess.PIPE,
-                stderr=log,
-                text=True,
-            )
+            self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True)
         assert self.process.stdout is not None
         ready, _, _ = select.select([self.process.stdout], [], [], SERVER_READY_SECONDS)
         line = self.process.stdout.readline() if ready else ""
         if not line.startswith("READY"):
             self.kill()
-            pytest.fail(f"RTSP server not ready: {line!r}; log: {self.log_path.read_text()}")
+            pytest.fail(f"{self.script.name} not ready: {line!r}; log: {self.log_path.read_text()}")
         self.port = int(line.split()[1])
 
     def kill(self) -> None:
@@ -142,6 +144,8 @@ class RtspServer:
             self.process.send_signal(signal.SIGCONT)  # a stopped process must run to die
             self.process.kill()
             self.process.wait(timeout=10)
+        if self.process is not None and self.process.stdout is not None:
+            self.process.stdout.close()
         self.process = None
 
     def freeze(self) -> None:
@@ -153,6 +157,13 @@ class RtspServer:
         """SIGCONT the server."""
         assert self.process is not None
         self.process.send_signal(signal.SIGCONT)
+
+
+class RtspServer(ScriptServer):
+    """tests/rtsp_server.py: the clip over RTSP (H.264)."""
+
+    script = SERVER_SCRIPT
+    url_template = "rtsp://127.0.0.1:{port}/stream"
 
 
 # Fixtures.
@@ -787,3 +798,139 @@ def test_recognition_continues_after_the_rtsp_server_restarts(
     after = [item.track for item in finished if item.track.first_frame >= restart_sequence]
     # faces seen after the restart were detected, encoded and compared with the gallery
     assert any(track.encodings >= 1 and track.distance is not None for track in after), finished
+
+
+# HTTP MJPEG.
+
+MJPEG_SERVER_SCRIPT = Path(__file__).resolve().parent / "mjpeg_server.py"
+MJPEG_ELEMENTS = ("souphttpsrc", "multipartdemux", "jpegdec")  # the gstreamer backend's HTTP path
+THUMBNAIL_BLOCK_PX = 4  # frames are compared as 4x4-pixel block means (JPEG noise averages out)
+
+
+class MjpegServer(ScriptServer):
+    """tests/mjpeg_server.py: the clip as HTTP MJPEG at 15 fps."""
+
+    script = MJPEG_SERVER_SCRIPT
+    url_template = "http://127.0.0.1:{port}/stream.mjpg"
+    extra_arguments = ("--fps", "15")
+
+
+@pytest.fixture
+def mjpeg_server(video: Path, tmp_path: Path) -> Iterator[MjpegServer]:
+    """A running HTTP MJPEG server streaming the face clip at 15 fps; killed in teardown."""
+    server = MjpegServer(video, tmp_path / "mjpeg_server.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+def mjpeg_backend_ready(backend: str, request: pytest.FixtureRequest) -> None:
+    """Skip unless ``backend`` can read HTTP MJPEG here (gstreamer: GStreamer and the soup,
+    multipart and jpeg plugins of gstreamer1.0-plugins-good)."""
+    backend_ready(backend, request)
+    if backend != "gstreamer":
+        return
+    gst, _ = require_gstreamer()
+    missing = [name for name in MJPEG_ELEMENTS if gst.ElementFactory.find(name) is None]
+    if missing:
+        pytest.skip(
+            f"GStreamer cannot read HTTP MJPEG here: no {', '.join(missing)} element "
+            "(apt-get install gstreamer1.0-plugins-good)"
+        )
+
+
+def thumbnail(image: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+    """``image`` (HxWx3) shrunk by block means of THUMBNAIL_BLOCK_PX pixels, as float32."""
+    height, width, channels = image.shape
+    block = THUMBNAIL_BLOCK_PX
+    blocks = image[: height - height % block, : width - width % block].reshape(
+        height // block, block, width // block, block, channels
+    )
+    means: npt.NDArray[np.float32] = blocks.mean(axis=(1, 3), dtype=np.float32)
+    return means
+
+
+@pytest.fixture(scope="module")
+def clip_thumbnails(video: Path) -> npt.NDArray[np.float32]:
+    """Every frame of the clip as decoded by OpenCV (BGR), as thumbnails: (N, h, w, 3)."""
+    source = OpenCvSource(CameraConfig(id="clip", url=str(video)))
+    thumbnails: list[npt.NDArray[np.float32]] = []
+    source.open()
+    try:
+        while True:
+            image = source.read(1.0)
+            assert image is not None
+            thumbnails.append(thumbnail(image))
+    except StreamEndedError:
+        pass
+    finally:
+        source.close()
+    return np.stack(thumbnails)
+
+
+def closest_clip_distance(
+    image: npt.NDArray[np.uint8], clip_thumbnails: npt.NDArray[np.float32]
+) -> float:
+    """The mean absolute difference (0-255 levels) between ``image`` and the clip frame most
+    like it, on thumbnails."""
+    differences = np.abs(clip_thumbnails - thumbnail(image)[np.newaxis])
+    return float(differences.mean(axis=(1, 2, 3)).min())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_mjpeg_stream_is_read_by_each_backend(
+    backend: str,
+    mjpeg_server: MjpegServer,
+    clip_thumbnails: npt.NDArray[np.float32],
+    metrics: PipelineMetrics,
+    request: pytest.FixtureRequest,
+) -> None:
+    """Both backends read a real HTTP MJPEG stream (multipart/x-mixed-replace of JPEGs): frames
+    of the clip's size, in BGR order (each matches a frame of the clip as OpenCV decodes the
+    file, and matches it worse with red and blue swapped), camera_up 1."""
+    mjpeg_backend_ready(backend, request)
+    with Camera(live_config("webcam", mjpeg_server.url, backend), metrics) as camera:
+        frames = [next_frame(camera, 15.0) for _ in range(10)]
+        assert camera_up(metrics, "webcam") == 1
+        assert camera.status().backend == backend
+    assert all(frame.size_px == VIDEO_SIZE_PX for frame in frames)
+    assert all(frame.image.dtype == np.uint8 for frame in frames)
+    assert [frame.captured_at for frame in frames] == sorted(frame.captured_at for frame in frames)
+    for frame in frames[::3]:
+        distance = closest_clip_distance(frame.image, clip_thumbnails)
+        swapped = closest_clip_distance(frame.image[:, :, ::-1], clip_thumbnails)
+        assert distance < 4.0, f"frame {frame.sequence} is no frame of the clip ({distance:.1f})"
+        assert swapped > 2 * distance, f"frame {frame.sequence} may be RGB: {swapped:.1f}"
+    assert camera_up(metrics, "webcam") == 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_mjpeg_camera_reconnects_after_server_is_killed_and_restarted(
+    backend: str,
+    mjpeg_server: MjpegServer,
+    metrics: PipelineMetrics,
+    request: pytest.FixtureRequest,
+) -> None:
+    """SIGKILL the MJPEG server mid-stream: camera_up drops to 0 and reconnects are counted
+    while the port refuses connections; after a restart on the same port frames flow again and
+    camera_up is back to 1."""
+    mjpeg_backend_ready(backend, request)
+    port = mjpeg_server.port
+    with Camera(live_config("webcam", mjpeg_server.url, backend), metrics) as camera:
+        next_frame(camera, 15.0)
+        assert camera_up(metrics, "webcam") == 1
+        mjpeg_server.kill()
+        wait_until(lambda: camera_up(metrics, "webcam") == 0, 10.0, "camera_up 0 after the kill")
+        wait_until(lambda: reconnects(metrics, "webcam") >= 2, 10.0, "two reconnect attempts")
+        assert camera.status().last_error
+        mjpeg_server.start()
+        assert mjpeg_server.port == port
+        wait_until(lambda: camera_up(metrics, "webcam") == 1, 20.0, "camera_up 1 after restart")
+        drain(camera)
+        before = captured(metrics, "webcam")
+        frame = next_frame(camera, 10.0)
+        assert captured(metrics, "webcam") > before
+        assert frame.size_px == VIDEO_SIZE_PX
+        assert camera.state == "up"

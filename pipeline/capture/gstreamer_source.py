@@ -1,10 +1,14 @@
 """GStreamer capture backend through PyGObject: a decoding pipeline ending in an appsink.
 
 RTSP: ``rtspsrc latency=0 ! decodebin ! videoconvert ! video/x-raw,format=BGR ! appsink
-max-buffers=1 drop=true sync=false`` (the freshest frame, ~3 ms on localhost). Files and HTTP
-MJPEG go through ``uridecodebin``, V4L2 devices through ``v4l2src``; decodebin picks hardware
-decoders where the platform has them. ``gi`` is imported inside this module's functions only,
-so the package imports without it; a missing ``gi`` or GStreamer is a BackendUnavailableError.
+max-buffers=1 drop=true sync=false`` (the freshest frame, ~3 ms on localhost). HTTP MJPEG:
+``souphttpsrc is-live=true ! multipartdemux single-stream=true ! decodebin``, not
+``uridecodebin``: its decodebin waits for multipartdemux's no-more-pads (sent only with
+``single-stream=true``) or a full preroll queue before it exposes the stream, and no frame of a
+15 fps MJPEG stream came out of it within 15 s. Files go through ``uridecodebin``, V4L2 devices
+through ``v4l2src``; decodebin picks hardware decoders where the platform has them. ``gi`` is
+imported inside this module's functions only, so the package imports without it; a missing
+``gi`` or GStreamer is a BackendUnavailableError.
 """
 
 from __future__ import annotations
@@ -81,6 +85,12 @@ def _description(config: CameraConfig) -> str:
         head = "rtspsrc name=source latency=0 ! decodebin"
     elif kind == "device":
         head = "v4l2src name=source ! decodebin"
+    elif kind == "http":
+        # a live source: no preroll wait; single-stream: link the JPEG pad at the first part
+        head = (
+            "souphttpsrc name=source is-live=true do-timestamp=true "
+            "! multipartdemux single-stream=true ! decodebin"
+        )
     else:
         head = "uridecodebin name=source"
     # live sources keep only the newest frame; files keep every frame (the queue drops later)
@@ -96,7 +106,7 @@ def _source_property(config: CameraConfig) -> tuple[str, str]:
         return "device", url if isinstance(url, str) else f"/dev/video{url}"
     if kind == "file":
         return "uri", Path(str(url)).resolve().as_uri()
-    return ("location", str(url)) if kind == "rtsp" else ("uri", str(url))
+    return "location", str(url)  # rtspsrc and souphttpsrc
 
 
 class GstreamerSource:
