@@ -25,7 +25,7 @@ from engines.convert.dlib_resnet import (
     OUTPUT_NAME,
     convert_dlib_resnet,
 )
-from engines.errors import ConfigError, ModelFileError
+from engines.errors import ConfigError
 from engines.store import (
     ENCODER_NAME,
     ModelStore,
@@ -116,15 +116,9 @@ def build_encoder_onnx(
     source = source if source is not None else default_encoder_source()
     source_sha256 = sha256_file(source)
     path = store.model_path(ENCODER_NAME)
-    if not force and path.exists():
-        try:
-            stored = store.open(path)
-        except ModelFileError as exc:
-            _log.warning("rebuilding %s: %s", path, exc)
-        else:
-            if stored.manifest.source_sha256 == source_sha256:
-                return stored
-            _log.info("rebuilding %s: source weights changed", path)
+    current = None if force else store.up_to_date(path, source_sha256=source_sha256)
+    if current is not None:
+        return current
     model = convert_dlib_resnet(source, model_id=encoder_model_id(source_sha256))
     data = model.SerializeToString()
     stored = store.save(path, data, encoder_manifest(model, data, source_sha256=source_sha256))

@@ -115,15 +115,9 @@ def build_detector_onnx(
     source = source if source is not None else blazeface_source(variant)
     source_sha256 = sha256_file(source)
     path = store.model_path(variant)
-    if not force and path.exists():
-        try:
-            stored = store.open(path)
-        except ModelFileError as exc:
-            _log.warning("rebuilding %s: %s", path, exc)
-        else:
-            if stored.manifest.source_sha256 == source_sha256:
-                return stored
-            _log.info("rebuilding %s: source weights changed", path)
+    current = None if force else store.up_to_date(path, source_sha256=source_sha256)
+    if current is not None:
+        return current
     model = convert_blazeface(
         source, variant=variant, model_id=detector_model_id(variant, source_sha256)
     )

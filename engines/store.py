@@ -16,6 +16,7 @@ its sha256 equals the one in its manifest.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import tempfile
@@ -38,6 +39,7 @@ __all__ = [
 ]
 
 ENCODER_NAME = "dlib_resnet_v1"
+_log = logging.getLogger(__name__)
 _MANIFEST_SUFFIX = ".manifest.json"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -157,6 +159,21 @@ class ModelStore:
                 "truncated; rebuild it with `facestream engines build`"
             )
         return StoredModel(path, manifest)
+
+    def up_to_date(self, path: Path, *, source_sha256: str) -> StoredModel | None:
+        """The stored artifact at ``path`` if it is intact and was made from weights with
+        ``source_sha256``; None (with the reason logged) when it must be rebuilt."""
+        if not path.exists():
+            return None
+        try:
+            stored = self.open(path)
+        except ModelFileError as exc:
+            _log.warning("rebuilding %s: %s", path, exc)
+            return None
+        if stored.manifest.source_sha256 != source_sha256:
+            _log.info("rebuilding %s: source weights changed", path)
+            return None
+        return stored
 
     def list(self) -> list[StoredModel]:
         """Every artifact with a readable manifest, models first, then plans."""
