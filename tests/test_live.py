@@ -48,14 +48,13 @@ def _processed(services: Services, camera_id: str) -> float:
     return value or 0.0
 
 
-def test_two_cameras_are_recognised_and_reported_on_stop(
-    services: Services, sample: SampleFiles
-) -> None:
-    """Two looping real-time cameras: both get frames processed, latency is observed, and on
-    stop each camera reports a finished track named eileen_collins."""
-    finished: list[CameraTrack] = []
+def _live_cameras(
+    services: Services, sample: SampleFiles, ids: tuple[str, ...], finished: list[CameraTrack]
+) -> tuple[CameraSet, LiveRecognition]:
+    """Looping real-time cameras on the sample video, and a recognizer reporting to
+    ``finished``; neither is started."""
     cameras = CameraSet(services.metrics)
-    for camera_id in ("door-a", "door-b"):
+    for camera_id in ids:
         cameras.add(CameraConfig(id=camera_id, url=str(sample.video), loop=True, realtime=True))
     live = LiveRecognition(
         services.analyzer,
@@ -65,6 +64,16 @@ def test_two_cameras_are_recognised_and_reported_on_stop(
         metrics=services.metrics,
         on_track=finished.append,
     )
+    return cameras, live
+
+
+def test_two_cameras_are_recognised_and_reported_on_stop(
+    services: Services, sample: SampleFiles
+) -> None:
+    """Two looping real-time cameras: both get frames processed, latency is observed, and on
+    stop each camera reports a finished track named eileen_collins."""
+    finished: list[CameraTrack] = []
+    cameras, live = _live_cameras(services, sample, ("door-a", "door-b"), finished)
     with cameras:
         for camera in cameras:
             camera.start()
@@ -89,17 +98,7 @@ def test_two_cameras_are_recognised_and_reported_on_stop(
 def test_removed_camera_reports_its_tracks(services: Services, sample: SampleFiles) -> None:
     """Removing a camera at run time ends its tracks (reported) while another keeps going."""
     finished: list[CameraTrack] = []
-    cameras = CameraSet(services.metrics)
-    for camera_id in ("stays", "leaves"):
-        cameras.add(CameraConfig(id=camera_id, url=str(sample.video), loop=True, realtime=True))
-    live = LiveRecognition(
-        services.analyzer,
-        services.gallery,
-        cameras,
-        config=ProcessConfig(),
-        metrics=services.metrics,
-        on_track=finished.append,
-    )
+    cameras, live = _live_cameras(services, sample, ("stays", "leaves"), finished)
     with cameras:
         for camera in cameras:
             camera.start()
