@@ -126,9 +126,9 @@ class LiveRecognition:
         image_rgb = np.ascontiguousarray(
             cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB), dtype=np.uint8
         )
-        pending, ended = recognizer.observe(frame.sequence, image_rgb)
-        self._report(camera_id, ended)
-        return pending
+        observed = recognizer.observe(frame.sequence, image_rgb)
+        self._report(camera_id, observed.ended)
+        return observed.pending
 
     def _identify(self, observed: list[tuple[str, float, PendingFaces]]) -> None:
         """Encode the due faces of every camera in one engine call, then update each track."""

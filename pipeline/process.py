@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MatchConfig",
+    "ObservedFrame",
     "PendingFaces",
     "ProcessConfig",
     "ProcessSummary",
@@ -154,6 +155,15 @@ class PendingFaces:
     track_ids: tuple[int, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class ObservedFrame:
+    """What ``StreamRecognizer.observe`` learnt from one frame: faces due for encoding and the
+    results of tracks that ended."""
+
+    pending: PendingFaces
+    ended: list[TrackResult]
+
+
 class StreamRecognizer:
     """Recognition state of one stream: its tracker, fed one frame at a time, in order.
 
@@ -171,15 +181,13 @@ class StreamRecognizer:
 
     def step(self, frame_index: int, image_rgb: npt.NDArray[np.uint8]) -> list[TrackResult]:
         """Process one RGB uint8 frame; ``frame_index`` grows with each call."""
-        pending, ended = self.observe(frame_index, image_rgb)
-        if pending.track_ids:
-            (matches,) = identify_batch(self.analyzer, self.gallery, [pending])
-            self.record(pending, matches)
-        return ended
+        observed = self.observe(frame_index, image_rgb)
+        if observed.pending.track_ids:
+            (matches,) = identify_batch(self.analyzer, self.gallery, [observed.pending])
+            self.record(observed.pending, matches)
+        return observed.ended
 
-    def observe(
-        self, frame_index: int, image_rgb: npt.NDArray[np.uint8]
-    ) -> tuple[PendingFaces, list[TrackResult]]:
+    def observe(self, frame_index: int, image_rgb: npt.NDArray[np.uint8]) -> ObservedFrame:
         """Detect and track faces in one frame; return the chips due for encoding and the
         results of tracks that ended."""
         faces = self.analyzer.detector.detect(image_rgb)
@@ -189,7 +197,7 @@ class StreamRecognizer:
             chips=self.analyzer.aligner.align(image_rgb, chosen),
             track_ids=tuple(int(update.track_ids[index]) for index in update.encode),
         )
-        return pending, self._results(update.ended)
+        return ObservedFrame(pending, self._results(update.ended))
 
     def record(self, pending: PendingFaces, matches: Sequence[tuple[Match, ...]]) -> None:
         """Attach each pending face's nearest gallery match (if any) to its track."""
