@@ -1,0 +1,187 @@
+"""Door decisions: turn a track's consistent, live matches into one decision per track.
+
+A door watches some cameras. For each face track it keeps the last ``window_encodings``
+results (an identity id, or None for no match within tau); when ``required_matches`` of them
+name the same identity the door decides, once per track:
+
+* ``granted``: the identity is on the door's allow-list (or the list is empty: everyone
+  enrolled) and, when the door requires liveness, the track was judged live;
+* ``denied``: the identity is not allowed at this door;
+* ``spoof_suspected``: liveness is required and the track was judged not live;
+* ``unknown``: ``required_matches`` encodings matched nobody.
+
+Anti-passback: after a grant, the same identity is not granted again at the same door for
+``cooldown_seconds`` (a second grant within that time is suppressed, not denied).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from pipeline.configbase import StrictModel
+
+__all__ = ["Decision", "DecisionOutcome", "DoorConfig", "DoorPolicy", "TrackObservation"]
+
+DecisionOutcome = Literal["granted", "denied", "spoof_suspected", "unknown"]
+
+
+class DoorConfig(StrictModel):
+    """One door (or zone): the cameras that watch it and who may pass."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="door name, in events")
+    cameras: list[str] = Field(min_length=1, max_length=64, description="camera ids watching it")
+    allowed_identities: list[str] = Field(
+        default_factory=list,
+        max_length=100_000,
+        description="identity ids allowed through; empty allows every enrolled identity",
+    )
+    required_matches: int = Field(
+        default=3, ge=1, le=100, description="K: encodings that must name the same identity"
+    )
+    window_encodings: int = Field(
+        default=5, ge=1, le=100, description="N: the last N encodings of a track are considered"
+    )
+    require_liveness: bool = Field(
+        default=False, description="grant only tracks judged live (needs the liveness stage)"
+    )
+    cooldown_seconds: float = Field(
+        default=10.0, ge=0.0, le=86_400.0, description="anti-passback: no second grant sooner"
+    )
+
+    @model_validator(mode="after")
+    def _k_within_n(self) -> DoorConfig:
+        if self.required_matches > self.window_encodings:
+            raise ValueError("required_matches (K) cannot exceed window_encodings (N)")
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class TrackObservation:
+    """One encoding of a track, as the door sees it.
+
+    identity_id/name: the gallery match within tau, or None; distance: to the nearest
+    identity (None when the gallery is empty); live: the liveness verdict so far (None:
+    undecided or liveness off); at: unix seconds.
+    """
+
+    camera_id: str
+    track_id: int
+    identity_id: str | None
+    name: str | None
+    distance: float | None
+    live: bool | None
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A door decision about one track; ``votes`` is how many of the window agreed."""
+
+    door_id: str
+    camera_id: str
+    track_id: int
+    outcome: DecisionOutcome
+    identity_id: str | None
+    name: str | None
+    distance: float | None
+    votes: int
+    at: float
+
+
+@dataclass(slots=True)
+class _TrackState:
+    window: deque[TrackObservation]
+    decided: bool = False
+
+
+@dataclass(slots=True)
+class _DoorState:
+    config: DoorConfig
+    tracks: dict[tuple[str, int], _TrackState] = field(default_factory=dict)
+    last_grant: dict[str, float] = field(default_factory=dict)
+
+
+class DoorPolicy:
+    """Decisions for every configured door; feed it each encoding of each track."""
+
+    def __init__(self, doors: Sequence[DoorConfig]) -> None:
+        self._doors = [_DoorState(door) for door in doors]
+
+    def observe(self, observation: TrackObservation) -> list[Decision]:
+        """Add one encoding; return the decisions it completes (at most one per door)."""
+        decisions = []
+        for door in self._doors:
+            if observation.camera_id not in door.config.cameras:
+                continue
+            decision = self._observe_door(door, observation)
+            if decision is not None:
+                decisions.append(decision)
+        return decisions
+
+    def end_track(self, camera_id: str, track_id: int) -> None:
+        """Forget a finished track (its window and whether it was decided)."""
+        for door in self._doors:
+            door.tracks.pop((camera_id, track_id), None)
+
+    def _observe_door(self, door: _DoorState, observation: TrackObservation) -> Decision | None:
+        config = door.config
+        key = (observation.camera_id, observation.track_id)
+        state = door.tracks.setdefault(key, _TrackState(deque(maxlen=config.window_encodings)))
+        state.window.append(observation)
+        if state.decided:
+            return None
+        leader, count = Counter(item.identity_id for item in state.window).most_common(1)[0]
+        if count < config.required_matches:
+            return None
+        outcome = _outcome(config, leader, observation)
+        if outcome is None:
+            return None  # liveness still undecided: wait for more frames
+        if outcome == "granted" and leader is not None:
+            last = door.last_grant.get(leader)
+            if last is not None and observation.at - last < config.cooldown_seconds:
+                state.decided = True  # anti-passback: too soon after this identity's last grant
+                return None
+            door.last_grant[leader] = observation.at
+        return self._decide(door, state, observation, outcome, count)
+
+    @staticmethod
+    def _decide(
+        door: _DoorState,
+        state: _TrackState,
+        observation: TrackObservation,
+        outcome: DecisionOutcome,
+        votes: int,
+    ) -> Decision:
+        state.decided = True
+        leader = Counter(item.identity_id for item in state.window).most_common(1)[0][0]
+        matching = [item for item in state.window if item.identity_id == leader]
+        distances = [item.distance for item in matching if item.distance is not None]
+        return Decision(
+            door_id=door.config.id,
+            camera_id=observation.camera_id,
+            track_id=observation.track_id,
+            outcome=outcome,
+            identity_id=leader,
+            name=next((item.name for item in matching if item.name), None),
+            distance=min(distances) if distances else None,
+            votes=votes,
+            at=observation.at,
+        )
+
+
+def _outcome(
+    config: DoorConfig, leader: str | None, observation: TrackObservation
+) -> DecisionOutcome | None:
+    """What the door decides for a track whose window agrees on ``leader``; None: not yet."""
+    if leader is None:
+        return "unknown"
+    if config.require_liveness and observation.live is not True:
+        return "spoof_suspected" if observation.live is False else None
+    if config.allowed_identities and leader not in config.allowed_identities:
+        return "denied"
+    return "granted"

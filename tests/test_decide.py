@@ -1,0 +1,118 @@
+"""The door policy: K of N, allow-lists, liveness, unknown faces and anti-passback."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from pipeline.decide import DoorConfig, DoorPolicy, TrackObservation
+
+
+def _seen(
+    identity: str | None,
+    *,
+    track: int = 1,
+    at: float = 0.0,
+    live: bool | None = None,
+    camera: str = "cam",
+) -> TrackObservation:
+    return TrackObservation(
+        camera_id=camera,
+        track_id=track,
+        identity_id=identity,
+        name=None if identity is None else identity.title(),
+        distance=0.4 if identity else 0.8,
+        live=live,
+        at=at,
+    )
+
+
+def _door(**overrides: object) -> DoorConfig:
+    return DoorConfig.model_validate({"id": "front", "cameras": ["cam"], **overrides})
+
+
+def test_granted_after_k_of_n_matches_once_per_track() -> None:
+    """With K=3 of N=5, the third matching encoding grants; later ones add nothing."""
+    policy = DoorPolicy([_door(required_matches=3, window_encodings=5)])
+    results = [
+        policy.observe(_seen(who, at=i))
+        for i, who in enumerate(["ann", None, "ann", "bob", "ann", "ann"])
+    ]
+    assert [len(r) for r in results] == [0, 0, 0, 0, 1, 0]
+    decision = results[4][0]
+    assert (decision.outcome, decision.identity_id, decision.name, decision.votes) == (
+        "granted",
+        "ann",
+        "Ann",
+        3,
+    )
+    assert decision.distance == pytest.approx(0.4)
+
+
+def test_inconsistent_track_is_never_decided() -> None:
+    """Alternating identities never reach K in the window: no decision at all."""
+    policy = DoorPolicy([_door(required_matches=3, window_encodings=4)])
+    decisions = [policy.observe(_seen(who, at=i)) for i, who in enumerate(["a", "b"] * 6)]
+    assert not any(decisions)
+
+
+def test_not_allowed_identity_is_denied() -> None:
+    """An identity missing from a non-empty allow-list is denied."""
+    policy = DoorPolicy([_door(required_matches=1, allowed_identities=["ann"])])
+    assert policy.observe(_seen("bob"))[0].outcome == "denied"
+    assert policy.observe(_seen("ann", track=2))[0].outcome == "granted"
+
+
+def test_unknown_faces_are_reported_as_unknown() -> None:
+    """K encodings matching nobody give one 'unknown' decision without an identity."""
+    policy = DoorPolicy([_door(required_matches=2)])
+    assert policy.observe(_seen(None)) == []
+    (decision,) = policy.observe(_seen(None, at=1))
+    assert (decision.outcome, decision.identity_id) == ("unknown", None)
+
+
+def test_liveness_required_waits_then_grants_or_flags_spoof() -> None:
+    """With liveness required: undecided liveness waits, live grants, not-live is a spoof."""
+    policy = DoorPolicy([_door(required_matches=1, require_liveness=True)])
+    assert policy.observe(_seen("ann", live=None)) == []
+    assert policy.observe(_seen("ann", live=True, at=1))[0].outcome == "granted"
+    assert policy.observe(_seen("ann", track=2, live=False, at=100))[0].outcome == (
+        "spoof_suspected"
+    )
+
+
+def test_anti_passback_suppresses_a_second_grant_within_cooldown() -> None:
+    """The same identity on a new track within cooldown_seconds is not granted again; after
+    the cooldown it is."""
+    policy = DoorPolicy([_door(required_matches=1, cooldown_seconds=10)])
+    assert policy.observe(_seen("ann", track=1, at=0))[0].outcome == "granted"
+    assert policy.observe(_seen("ann", track=2, at=5)) == []
+    assert policy.observe(_seen("ann", track=3, at=11))[0].outcome == "granted"
+
+
+def test_only_doors_watching_the_camera_decide() -> None:
+    """A door decides only for its own cameras; two doors on one camera decide separately."""
+    policy = DoorPolicy(
+        [
+            DoorConfig(id="front", cameras=["cam"], required_matches=1),
+            DoorConfig(id="garage", cameras=["cam", "side"], required_matches=1),
+            DoorConfig(id="back", cameras=["rear"], required_matches=1),
+        ]
+    )
+    assert sorted(d.door_id for d in policy.observe(_seen("ann"))) == ["front", "garage"]
+
+
+def test_ended_track_starts_afresh() -> None:
+    """After end_track, the same track id (reused) needs K new matches again."""
+    policy = DoorPolicy([_door(required_matches=2, cooldown_seconds=0)])
+    policy.observe(_seen("ann", at=0))
+    assert policy.observe(_seen("ann", at=1))[0].outcome == "granted"
+    policy.end_track("cam", 1)
+    assert policy.observe(_seen("ann", at=2)) == []
+    assert policy.observe(_seen("ann", at=3))[0].outcome == "granted"
+
+
+def test_k_larger_than_n_is_a_config_error() -> None:
+    """required_matches above window_encodings can never be met: refused at load."""
+    with pytest.raises(ValidationError, match="required_matches"):
+        _door(required_matches=6, window_encodings=5)
