@@ -97,6 +97,7 @@ class Decision:
 class _TrackState:
     window: deque[TrackObservation]
     decided: bool = False
+    last_seen: float = 0.0
 
 
 @dataclass(slots=True)
@@ -109,8 +110,9 @@ class _DoorState:
 class DoorPolicy:
     """Decisions for every configured door; feed it each encoding of each track."""
 
-    def __init__(self, doors: Sequence[DoorConfig]) -> None:
+    def __init__(self, doors: Sequence[DoorConfig], *, forget_after_seconds: float = 300.0) -> None:
         self._doors = [_DoorState(door) for door in doors]
+        self._forget_after_seconds = forget_after_seconds
 
     def observe(self, observation: TrackObservation) -> list[Decision]:
         """Add one encoding; return the decisions it completes (at most one per door)."""
@@ -148,6 +150,16 @@ class DoorPolicy:
                 return None
             door.last_grant[leader] = observation.at
         return self._decide(door, state, observation, outcome, count)
+
+    def _forget_stale(self, door: _DoorState, now: float) -> None:
+        """Drop tracks not seen for forget_after_seconds (ends that were never reported)."""
+        stale = [
+            key
+            for key, state in door.tracks.items()
+            if now - state.last_seen > self._forget_after_seconds
+        ]
+        for key in stale:
+            del door.tracks[key]
 
     @staticmethod
     def _decide(

@@ -20,8 +20,9 @@ import cv2
 import numpy as np
 
 from pipeline.capture import CameraSet
+from pipeline.decide import Decision, DoorPolicy, TrackObservation
 from pipeline.errors import QueueClosedError
-from pipeline.gallery import Gallery
+from pipeline.gallery import Gallery, Match
 from pipeline.metrics import PipelineMetrics
 from pipeline.process import (
     PendingFaces,
@@ -33,7 +34,7 @@ from pipeline.process import (
 from pipeline.recognize import FaceAnalyzer
 from pipeline.types import Frame
 
-__all__ = ["CameraTrack", "LiveRecognition"]
+__all__ = ["CameraTrack", "LiveOutputs", "LiveRecognition"]
 
 _log = logging.getLogger(__name__)
 _IDLE_WAIT_SECONDS = 0.005  # no frame in any queue: wait this long before the next round
@@ -47,10 +48,20 @@ class CameraTrack:
     track: TrackResult
 
 
+@dataclass(frozen=True, slots=True)
+class LiveOutputs:
+    """Where live recognition sends its results (each callback runs in the worker thread and
+    must not block long): finished tracks, and door decisions made by ``policy``."""
+
+    on_track: Callable[[CameraTrack], None] | None = None
+    policy: DoorPolicy | None = None
+    on_decision: Callable[[Decision], None] | None = None
+
+
 class LiveRecognition:
     """Runs recognition on the cameras of a ``CameraSet`` until ``stop``.
 
-    on_track: called (in the worker thread) for each finished track; it must not block long.
+    outputs: finished tracks and door decisions go there (see ``LiveOutputs``).
     """
 
     def __init__(
@@ -61,14 +72,17 @@ class LiveRecognition:
         *,
         config: ProcessConfig,
         metrics: PipelineMetrics,
-        on_track: Callable[[CameraTrack], None] | None = None,
+        outputs: LiveOutputs | None = None,
     ) -> None:
         self._analyzer = analyzer
         self._gallery = gallery
         self._cameras = cameras
         self._config = config
         self._metrics = metrics
-        self._on_track = on_track
+        outputs = outputs if outputs is not None else LiveOutputs()
+        self._on_track = outputs.on_track
+        self._policy = outputs.policy
+        self._on_decision = outputs.on_decision
         self._recognizers: dict[str, StreamRecognizer] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -144,10 +158,38 @@ class LiveRecognition:
             recognizer = self._recognizers.get(camera_id)
             if recognizer is not None:
                 recognizer.record(pending, matches)
+            self._decide(camera_id, pending, matches)
             self._metrics.capture_to_decision_seconds.labels(camera=camera_id).observe(
                 now - captured_at
             )
             self._metrics.frames_processed.labels(camera=camera_id).inc()
+
+    def _decide(
+        self, camera_id: str, pending: PendingFaces, matches: tuple[tuple[Match, ...], ...]
+    ) -> None:
+        """Feed each encoding to the door policy and pass on the decisions it makes."""
+        if self._policy is None:
+            return
+        tau = self._config.match.max_distance
+        now = time.time()
+        for track_id, nearest in zip(pending.track_ids, matches, strict=True):
+            match = nearest[0] if nearest else None
+            known = match if match is not None and match.distance <= tau else None
+            observation = TrackObservation(
+                camera_id=camera_id,
+                track_id=track_id,
+                identity_id=None if known is None else known.identity_id,
+                name=None if known is None else known.name,
+                distance=None if match is None else match.distance,
+                live=None,  # no liveness stage yet: doors that require it never grant
+                at=now,
+            )
+            for decision in self._policy.observe(observation):
+                self._metrics.decisions.labels(
+                    door=decision.door_id, outcome=decision.outcome
+                ).inc()
+                if self._on_decision is not None:
+                    self._on_decision(decision)
 
     def _forget(self, camera_id: str) -> None:
         recognizer = self._recognizers.pop(camera_id, None)
@@ -156,6 +198,8 @@ class LiveRecognition:
 
     def _report(self, camera_id: str, ended: list[TrackResult]) -> None:
         for track in ended:
+            if self._policy is not None:
+                self._policy.end_track(camera_id, track.track_id)
             outcome = "known" if track.identity is not None else "unknown"
             self._metrics.tracks_finished.labels(camera=camera_id, outcome=outcome).inc()
             if self._on_track is not None:

@@ -31,6 +31,7 @@ class PipelineMetrics:
     frames_processed: Counter
     capture_to_decision_seconds: Histogram
     tracks_finished: Counter
+    decisions: Counter
     gallery_identities: Gauge
     gallery_templates: Gauge
     gallery_reloads: Counter
@@ -101,6 +102,12 @@ class PipelineMetrics:
                 "facestream_tracks_finished_total",
                 "Face tracks that ended, by outcome (known identity or unknown)",
                 ["camera", "outcome"],
+                registry=registry,
+            ),
+            decisions=Counter(
+                "facestream_decisions_total",
+                "Door decisions by outcome (granted, denied, spoof_suspected, unknown)",
+                ["door", "outcome"],
                 registry=registry,
             ),
             gallery_identities=Gauge(

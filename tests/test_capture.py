@@ -43,7 +43,7 @@ from pipeline.errors import (
     StreamEndedError,
     UnknownCameraError,
 )
-from pipeline.live import CameraTrack, LiveRecognition
+from pipeline.live import CameraTrack, LiveOutputs, LiveRecognition
 from pipeline.metrics import PipelineMetrics
 from pipeline.process import ProcessConfig
 from pipeline.types import Frame
@@ -781,7 +781,7 @@ def test_recognition_continues_after_the_rtsp_server_restarts(
             cameras,
             config=ProcessConfig(),
             metrics=metrics,
-            on_track=finished.append,
+            outputs=LiveOutputs(on_track=finished.append),
         )
         with cameras:
             camera.start()

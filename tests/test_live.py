@@ -13,8 +13,9 @@ import pytest
 from pipeline.app import Services, open_services
 from pipeline.capture import CameraConfig, CameraSet
 from pipeline.config import FaceStreamConfig
+from pipeline.decide import Decision, DoorConfig, DoorPolicy
 from pipeline.images import decode_image
-from pipeline.live import CameraTrack, LiveRecognition
+from pipeline.live import CameraTrack, LiveOutputs, LiveRecognition
 from pipeline.process import ProcessConfig
 from pipeline.sample import SampleFiles, make_sample
 
@@ -49,10 +50,14 @@ def _processed(services: Services, camera_id: str) -> float:
 
 
 def _live_cameras(
-    services: Services, sample: SampleFiles, ids: tuple[str, ...], finished: list[CameraTrack]
+    services: Services,
+    sample: SampleFiles,
+    ids: tuple[str, ...],
+    finished: list[CameraTrack],
+    outputs: LiveOutputs | None = None,
 ) -> tuple[CameraSet, LiveRecognition]:
     """Looping real-time cameras on the sample video, and a recognizer reporting to
-    ``finished``; neither is started."""
+    ``finished`` (or to ``outputs`` when given); neither is started."""
     cameras = CameraSet(services.metrics)
     for camera_id in ids:
         cameras.add(CameraConfig(id=camera_id, url=str(sample.video), loop=True, realtime=True))
@@ -62,7 +67,7 @@ def _live_cameras(
         cameras,
         config=ProcessConfig(),
         metrics=services.metrics,
-        on_track=finished.append,
+        outputs=outputs or LiveOutputs(on_track=finished.append),
     )
     return cameras, live
 
@@ -117,3 +122,35 @@ def test_removed_camera_reports_its_tracks(services: Services, sample: SampleFil
         live.stop()
     assert any(item.camera_id == "leaves" for item in finished)
     assert _processed(services, "stays") >= before + 5
+
+
+def test_door_decision_grants_the_enrolled_face(services: Services, sample: SampleFiles) -> None:
+    """A door on one camera grants eileen_collins once her track matches K times; the other
+    camera, watched by no door, makes no decision; the decision is counted in the metrics."""
+    decisions: list[Decision] = []
+    door = DoorConfig(id="lab", cameras=["door-a"], required_matches=2, window_encodings=3)
+    outputs = LiveOutputs(policy=DoorPolicy([door]), on_decision=decisions.append)
+    cameras, live = _live_cameras(services, sample, ("door-a", "door-b"), [], outputs)
+    with cameras:
+        for camera in cameras:
+            camera.start()
+        live.start()
+        deadline = time.monotonic() + DEADLINE_SECONDS
+        while time.monotonic() < deadline and not decisions:
+            time.sleep(0.1)
+        live.stop()
+    assert decisions, "no decision within the deadline"
+    first = decisions[0]
+    assert (first.door_id, first.camera_id, first.outcome, first.name) == (
+        "lab",
+        "door-a",
+        "granted",
+        "eileen_collins",
+    )
+    assert first.votes >= 2
+    assert first.distance is not None
+    assert first.distance < 0.6
+    granted = services.metrics.registry.get_sample_value(
+        "facestream_decisions_total", {"door": "lab", "outcome": "granted"}
+    )
+    assert granted == sum(1 for item in decisions if item.outcome == "granted")
