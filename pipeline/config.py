@@ -17,6 +17,7 @@ from engines.errors import ConfigError
 from pipeline.blazeface import BlazeFaceConfig
 from pipeline.capture.config import CaptureConfig
 from pipeline.configbase import StrictModel
+from pipeline.decide import DoorConfig
 from pipeline.detect import DetectConfig
 from pipeline.enroll import EnrollConfig
 from pipeline.errors import ConfigFileError
@@ -129,6 +130,17 @@ class FaceStreamConfig(StrictModel):
     detect: DetectConfig = BlazeFaceConfig()
     enroll: EnrollConfig = EnrollConfig()
     process: ProcessConfig = ProcessConfig()
+    doors: list[DoorConfig] = Field(
+        default_factory=list, max_length=1024, description="doors (or zones) and their policy"
+    )
+
+    @model_validator(mode="after")
+    def _unique_doors(self) -> FaceStreamConfig:
+        ids = [door.id for door in self.doors]
+        repeated = sorted({door_id for door_id in ids if ids.count(door_id) > 1})
+        if repeated:
+            raise ValueError(f"door ids must be unique; repeated: {', '.join(repeated)}")
+        return self
 
 
 def load_config(path: Path | None) -> FaceStreamConfig:

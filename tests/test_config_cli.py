@@ -111,3 +111,17 @@ def test_auto_backend_resolves_to_onnxruntime_on_cpu() -> None:
 
     resolved = resolve_backend(EngineSettings(backend="auto", threads=3, max_batch=32))
     assert (resolved.backend, resolved.threads, resolved.max_batch) == ("onnxruntime", 3, 32)
+
+
+def test_doors_are_validated(tmp_path: Path) -> None:
+    """[[doors]] sections load with defaults; a repeated id or K > N is an error naming it."""
+    path = tmp_path / "facestream.toml"
+    path.write_text("[[doors]]\nid = 'front'\ncameras = ['cam1']\nrequired_matches = 2\n")
+    (door,) = load_config(path).doors
+    assert (door.id, door.required_matches, door.window_encodings) == ("front", 2, 5)
+    path.write_text("[[doors]]\nid = 'a'\ncameras = ['c']\n[[doors]]\nid = 'a'\ncameras = ['d']\n")
+    with pytest.raises(ConfigFileError, match="door ids must be unique; repeated: a"):
+        load_config(path)
+    path.write_text("[[doors]]\nid = 'a'\ncameras = ['c']\nrequired_matches = 9\n")
+    with pytest.raises(ConfigFileError, match=r"doors\.0"):
+        load_config(path)
