@@ -21,6 +21,7 @@ from pipeline.decide import DoorConfig
 from pipeline.detect import DetectConfig
 from pipeline.enroll import EnrollConfig
 from pipeline.errors import ConfigFileError
+from pipeline.events import EventsConfig
 from pipeline.process import ProcessConfig
 
 __all__ = [
@@ -130,6 +131,7 @@ class FaceStreamConfig(StrictModel):
     detect: DetectConfig = BlazeFaceConfig()
     enroll: EnrollConfig = EnrollConfig()
     process: ProcessConfig = ProcessConfig()
+    events: EventsConfig = EventsConfig()
     doors: list[DoorConfig] = Field(
         default_factory=list, max_length=1024, description="doors (or zones) and their policy"
     )

@@ -26,8 +26,23 @@ Each error also inherits the builtin a caller would naturally catch::
     │   │                                            gallery's active one
     │   └── IdentityExistsError                      enrolment under an id that is already taken
     ├── IdentityNotFoundError(LookupError)           no identity has the id asked for
-    └── ImageDecodeError(ValueError)                 an image is empty, corrupt, too big, or not
-                                                     an image at all
+    ├── ImageDecodeError(ValueError)                 an image is empty, corrupt, too big, or not
+    │                                                an image at all
+    ├── EnrollmentRejectedError(ValueError)          a photo cannot be enrolled (no face, several,
+    │                                                too small, blurred, duplicate); has .reason
+    ├── RecordingError(ValueError)                   a recording cannot be opened or decoded
+    ├── EventFormatError(ValueError)                 an event is not valid JSON of the right shape
+    ├── EventsUnavailableError(ConnectionError)      Redis, which holds events and the outbox, is
+    │                                                unreachable
+    ├── EventStoreError(RuntimeError)                Redis refused an events command
+    ├── WebhookSignatureError(ValueError)            a webhook signature or timestamp is invalid
+    │                                                or outside the replay window
+    ├── AuditLogError(OSError)                       the audit log cannot be opened, locked,
+    │                                                read, written or synced
+    ├── AuditLogCorruptError(ValueError)             the audit log's last line is torn or corrupt;
+    │                                                appends are refused until repair()
+    └── AuditEventError(ValueError)                  an audit event is not a JSON object of JSON
+                                                     values
 """
 
 from __future__ import annotations
@@ -35,10 +50,17 @@ from __future__ import annotations
 from engines.errors import ConfigError, FaceStreamError
 
 __all__ = [
+    "AuditEventError",
+    "AuditLogCorruptError",
+    "AuditLogError",
     "CameraError",
     "CameraFrameError",
     "CameraTimeoutError",
     "ConfigFileError",
+    "EnrollmentRejectedError",
+    "EventFormatError",
+    "EventStoreError",
+    "EventsUnavailableError",
     "GalleryRequestError",
     "GalleryStoreError",
     "GalleryUnavailableError",
@@ -47,9 +69,11 @@ __all__ = [
     "ImageDecodeError",
     "ModelMismatchError",
     "QueueClosedError",
+    "RecordingError",
     "RedisServerError",
     "StreamEndedError",
     "UnknownCameraError",
+    "WebhookSignatureError",
 ]
 
 
@@ -123,3 +147,31 @@ class RecordingError(FaceStreamError, ValueError):
 
 class UnknownCameraError(FaceStreamError, KeyError):
     """No camera with the given id is running."""
+
+
+class EventFormatError(FaceStreamError, ValueError):
+    """An event, or its JSON encoding, is malformed (names the field, expected and found)."""
+
+
+class EventsUnavailableError(FaceStreamError, ConnectionError):
+    """Redis, which holds the event stream and the webhook outbox, cannot be reached."""
+
+
+class EventStoreError(FaceStreamError, RuntimeError):
+    """Redis refused an event command, or holds outbox data this code cannot read."""
+
+
+class WebhookSignatureError(FaceStreamError, ValueError):
+    """A received webhook's signature is wrong, or its timestamp is outside the replay window."""
+
+
+class AuditLogError(FaceStreamError, OSError):
+    """The audit log file cannot be opened, locked, read, written or synced (names the file)."""
+
+
+class AuditLogCorruptError(FaceStreamError, ValueError):
+    """The audit log's last line is torn or corrupt (names the file and the 1-based line)."""
+
+
+class AuditEventError(FaceStreamError, ValueError):
+    """An audit event is not a JSON object whose values JSON can encode (no NaN, str keys)."""

@@ -35,6 +35,12 @@ class PipelineMetrics:
     gallery_identities: Gauge
     gallery_templates: Gauge
     gallery_reloads: Counter
+    events_published: Counter
+    events_delivered: Counter
+    events_failed: Counter
+    events_dead_lettered: Counter
+    events_pending: Gauge
+    events_store_errors: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> PipelineMetrics:
@@ -123,6 +129,41 @@ class PipelineMetrics:
             gallery_reloads=Counter(
                 "facestream_gallery_reloads_total",
                 "Times the in-memory index was rebuilt",
+                registry=registry,
+            ),
+            events_published=Counter(
+                "facestream_events_published_total",
+                "Events written to the Redis stream (and queued for each webhook), by kind",
+                ["kind"],
+                registry=registry,
+            ),
+            events_delivered=Counter(
+                "facestream_events_delivered_total",
+                "Webhook deliveries a receiver accepted with a 2xx status",
+                registry=registry,
+            ),
+            events_failed=Counter(
+                "facestream_events_failed_total",
+                "Webhook delivery attempts that failed (connect, timeout, http_status, "
+                "http_error); each is retried until the attempts run out",
+                ["reason"],
+                registry=registry,
+            ),
+            events_dead_lettered=Counter(
+                "facestream_events_dead_lettered_total",
+                "Webhook deliveries moved to the dead-letter list after their last attempt",
+                registry=registry,
+            ),
+            events_pending=Gauge(
+                "facestream_events_pending",
+                "Webhook deliveries waiting in the Redis outbox (due or backing off)",
+                registry=registry,
+            ),
+            events_store_errors=Counter(
+                "facestream_events_store_errors_total",
+                "Event stream or outbox operations that failed because Redis was unreachable "
+                "or refused, by operation",
+                ["operation"],
                 registry=registry,
             ),
         )

@@ -1,0 +1,537 @@
+"""Events against a real redis-server (the service's launcher) and a real HTTP receiver."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import cast
+
+import pytest
+import redis
+from pydantic import SecretStr, ValidationError
+
+from engines.errors import FaceStreamError
+from pipeline.config import GalleryConfig
+from pipeline.errors import (
+    EventFormatError,
+    EventStoreError,
+    EventsUnavailableError,
+    WebhookSignatureError,
+)
+from pipeline.events import (
+    EVENT_ID_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    Event,
+    EventBus,
+    EventsConfig,
+    JsonValue,
+    WebhookDeliverer,
+    sign,
+    verify_signature,
+)
+from pipeline.gallery import connect
+from pipeline.metrics import PipelineMetrics
+from pipeline.redis_server import EmbeddedRedis
+
+READY_SECONDS = 10.0
+DELIVERY_SECONDS = 15.0
+SECRET = "test-secret-7f3a9c1e5b2d4a68"
+REDIS_CLIENT_CONFIG = GalleryConfig(socket_timeout_seconds=2.0)
+
+
+def _eventually(condition: Callable[[], bool], timeout_seconds: float = DELIVERY_SECONDS) -> bool:
+    """Poll ``condition`` until it holds or the deadline passes."""
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
+
+
+def _sample(metrics: PipelineMetrics, name: str, **labels: str) -> float:
+    value = metrics.registry.get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """One request the receiver got: headers (lower-case names) and the raw body."""
+
+    headers: dict[str, str]
+    body: bytes
+
+
+class Receiver:
+    """A webhook receiver on 127.0.0.1 that records requests.
+
+    It binds a port at once but refuses connections (bound, not listening) until ``listen()``;
+    ``status`` is the HTTP status it answers with.
+    """
+
+    def __init__(self) -> None:
+        self.requests: list[Received] = []
+        self.status = 200
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                body = self.rfile.read(length)
+                with receiver._lock:
+                    receiver.requests.append(
+                        Received({k.lower(): v for k, v in self.headers.items()}, body)
+                    )
+                    status = receiver.status
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass  # keep test output quiet
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler, bind_and_activate=False)
+        self._server.daemon_threads = True
+        self._server.server_bind()  # a bound socket that is not listening refuses connections
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        """The URL webhooks are POSTed to."""
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}/hook"
+
+    def listen(self) -> None:
+        """Start accepting and answering requests."""
+        self._server.server_activate()
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def received(self) -> list[Received]:
+        """A copy of the requests so far."""
+        with self._lock:
+            return list(self.requests)
+
+    def close(self) -> None:
+        """Stop serving and release the port."""
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join(timeout=5)
+        self._server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A receiver that refuses connections until ``listen()``; closed at teardown."""
+    made = Receiver()
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    """A ready embedded redis-server (AOF on) under tmp_path, stopped at teardown."""
+    with EmbeddedRedis(tmp_path / "redis") as embedded:
+        embedded.wait_ready(timeout_seconds=READY_SECONDS)
+        yield embedded
+
+
+@pytest.fixture
+def clients(server: EmbeddedRedis) -> Iterator[Callable[[], redis.Redis]]:
+    """A factory of fresh Redis clients, all closed at teardown."""
+    made: list[redis.Redis] = []
+
+    def make() -> redis.Redis:
+        made.append(connect(server.url, REDIS_CLIENT_CONFIG))
+        return made[-1]
+
+    yield make
+    for client in made:
+        client.close()
+
+
+@pytest.fixture
+def deliverers() -> Iterator[Callable[[WebhookDeliverer], WebhookDeliverer]]:
+    """Registers deliverers so that every one is stopped at teardown, even on failure."""
+    made: list[WebhookDeliverer] = []
+
+    def register(deliverer: WebhookDeliverer) -> WebhookDeliverer:
+        made.append(deliverer)
+        return deliverer
+
+    yield register
+    for deliverer in made:
+        deliverer.stop(timeout_seconds=10)
+
+
+def _config(receiver: Receiver | None = None, **overrides: object) -> EventsConfig:
+    fields: dict[str, object] = {
+        "webhook_urls": (receiver.url,) if receiver is not None else (),
+        "webhook_secret": SECRET if receiver is not None else None,
+        "request_timeout_seconds": 2.0,
+        "retry_initial_seconds": 0.05,
+        "retry_max_seconds": 0.2,
+        "poll_interval_seconds": 0.02,
+        "store_retry_max_seconds": 0.2,
+        "claim_lease_seconds": 10.0,
+    }
+    fields.update(overrides)
+    return EventsConfig.model_validate(fields)
+
+
+def _decision(camera_id: str = "door-1", **payload: JsonValue) -> Event:
+    return Event.create("decision", camera_id, {"identity_id": "alice", "granted": True, **payload})
+
+
+StreamEntries = list[tuple[bytes, dict[bytes, bytes]]]
+
+
+def _read_group(client: redis.Redis, stream_key: str, consumer: str) -> StreamEntries:
+    """New entries for ``consumer`` of group "doors" (redis-py types the reply loosely)."""
+    reply = client.xreadgroup("doors", consumer, {stream_key: ">"}, count=100)
+    if not reply:
+        return []
+    [(_stream, entries)] = cast(list[tuple[bytes, StreamEntries]], reply)
+    return entries
+
+
+def _assert_genuine(request: Received, event: Event) -> None:
+    """The request carries ``event`` as its body, its id, and a fresh, valid signature."""
+    assert request.headers["content-type"] == "application/json"
+    assert request.headers[EVENT_ID_HEADER.lower()] == event.event_id
+    assert Event.from_json(request.body) == event
+    verify_signature(
+        SECRET,
+        request.headers[TIMESTAMP_HEADER.lower()],
+        request.body,
+        request.headers[SIGNATURE_HEADER.lower()],
+        now=time.time(),
+        window_seconds=300,
+    )
+
+
+@pytest.mark.parametrize(
+    ("error", "builtin"),
+    [
+        (EventFormatError, ValueError),
+        (EventsUnavailableError, ConnectionError),
+        (EventStoreError, RuntimeError),
+        (WebhookSignatureError, ValueError),
+    ],
+)
+def test_event_errors_have_project_root_and_builtin(
+    error: type[Exception], builtin: type[Exception]
+) -> None:
+    """Every events error derives from FaceStreamError and the builtin a caller would catch."""
+    assert issubclass(error, FaceStreamError)
+    assert issubclass(error, builtin)
+
+
+def test_event_json_round_trip_and_read_only_payload() -> None:
+    """An event survives to_json/from_json unchanged, and its payload cannot be edited."""
+    event = _decision(distances=[0.31, 0.4], where={"door": "front"})
+    decoded = Event.from_json(event.to_json())
+    assert decoded == event
+    assert len(event.event_id) == 32
+    assert decoded.payload["distances"] == (0.31, 0.4)
+    with pytest.raises(TypeError):
+        event.payload["granted"] = False  # type: ignore[index]  # proves it is read-only
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"{", "not valid JSON"),
+        (b"[]", "expected an object"),
+        (b'{"kind": "decision"}', "expected keys"),
+        (
+            b'{"event_id": "x", "kind": "decision", "camera_id": "c", "created": 1, "payload": {}}',
+            "event_id",
+        ),
+        (
+            b'{"event_id": "' + b"a" * 32 + b'", "kind": "party", "camera_id": "c", '
+            b'"created": 1, "payload": {}}',
+            "kind",
+        ),
+        (
+            b'{"event_id": "' + b"a" * 32 + b'", "kind": "camera_up", "camera_id": "c", '
+            b'"created": 1, "payload": []}',
+            "payload",
+        ),
+        (
+            b'{"event_id": "' + b"a" * 32 + b'", "kind": "camera_up", "camera_id": "c d", '
+            b'"created": 1, "payload": {}}',
+            "camera_id",
+        ),
+    ],
+)
+def test_event_from_json_rejects_malformed_input(data: bytes, message: str) -> None:
+    """Malformed event JSON raises EventFormatError naming what is wrong."""
+    with pytest.raises(EventFormatError, match=message):
+        Event.from_json(data)
+
+
+def test_event_rejects_payloads_that_are_not_json() -> None:
+    """NaN, non-string keys and arbitrary objects in a payload are refused at construction."""
+    with pytest.raises(EventFormatError, match="finite"):
+        Event.create("decision", "door-1", {"distance": float("nan")})
+    with pytest.raises(EventFormatError, match="string keys"):
+        Event.create("decision", "door-1", {"nested": {1: "x"}})  # type: ignore[dict-item]
+    with pytest.raises(EventFormatError, match="got object"):
+        Event.create("decision", "door-1", {"thing": object()})  # type: ignore[dict-item]
+
+
+def test_config_requires_a_long_secret_with_webhooks_and_hides_it() -> None:
+    """Webhook urls need a secret of >= 16 characters; the secret never shows in repr."""
+    with pytest.raises(ValidationError, match="webhook_secret is not"):
+        EventsConfig(webhook_urls=("http://127.0.0.1:9/hook",))
+    with pytest.raises(ValidationError, match="at least 16"):
+        EventsConfig(webhook_urls=("http://127.0.0.1:9/hook",), webhook_secret=SecretStr("short"))
+    with pytest.raises(ValidationError, match="expected http"):
+        EventsConfig(webhook_urls=("ftp://example/hook",), webhook_secret=SecretStr(SECRET))
+    with pytest.raises(ValidationError, match="claim_lease_seconds"):
+        EventsConfig(claim_lease_seconds=5, request_timeout_seconds=5)
+    with pytest.raises(ValidationError, match="retry_initial_seconds"):
+        EventsConfig(retry_initial_seconds=10, retry_max_seconds=5)
+    config = EventsConfig(webhook_urls=("http://127.0.0.1:9/hook",), webhook_secret=SECRET)
+    assert SECRET not in repr(config)
+    assert SECRET not in str(config.model_dump())
+
+
+def test_verify_signature_accepts_genuine_and_rejects_forgeries_and_replays() -> None:
+    """A fresh, correct signature passes; a wrong one, a tampered body, a replay older than
+    5 minutes, a timestamp from the future and a non-numeric timestamp are rejected."""
+    now = 1_700_000_000.0
+    body = _decision().to_json()
+    timestamp = str(int(now))
+    signature = sign(SECRET, timestamp, body)
+    verify_signature(SECRET, timestamp, body, signature, now=now, window_seconds=300)
+    verify_signature(
+        SecretStr(SECRET), timestamp, body, signature, now=now + 299, window_seconds=300
+    )
+
+    with pytest.raises(WebhookSignatureError, match="does not match"):
+        verify_signature(SECRET, timestamp, body, "0" * 64, now=now, window_seconds=300)
+    with pytest.raises(WebhookSignatureError, match="does not match"):
+        verify_signature(
+            "another-secret-of-16+", timestamp, body, signature, now=now, window_seconds=300
+        )
+    tampered = body.replace(b'"granted":true', b'"granted":false')
+    assert tampered != body
+    with pytest.raises(WebhookSignatureError, match="does not match"):
+        verify_signature(SECRET, timestamp, tampered, signature, now=now, window_seconds=300)
+    with pytest.raises(WebhookSignatureError, match="does not match"):  # timestamp is signed
+        verify_signature(SECRET, str(int(now) + 1), body, signature, now=now, window_seconds=300)
+
+    old = str(int(now) - 301)
+    with pytest.raises(WebhookSignatureError, match="replay window"):
+        verify_signature(SECRET, old, body, sign(SECRET, old, body), now=now, window_seconds=300)
+    future = str(int(now) + 301)
+    with pytest.raises(WebhookSignatureError, match="replay window"):
+        verify_signature(
+            SECRET, future, body, sign(SECRET, future, body), now=now, window_seconds=300
+        )
+    with pytest.raises(WebhookSignatureError, match="unix seconds"):
+        verify_signature(SECRET, "soon", body, signature, now=now, window_seconds=300)
+
+
+def test_stream_entries_are_read_once_by_a_consumer_group(
+    clients: Callable[[], redis.Redis],
+) -> None:
+    """Published events reach a consumer group once each (XREADGROUP, XACK); publishing the
+    same event again writes nothing; MAXLEN ~ trims the stream."""
+    metrics = PipelineMetrics.create()
+    bus = EventBus(clients(), _config(stream_maxlen=10), metrics)
+    events = [_decision(), Event.create("camera_down", "door-2", {"reason": "stalled"})]
+    for event in events:
+        assert bus.publish(event) is not None
+    assert bus.publish(events[0]) is None  # a retried publish: the idempotency key holds
+    assert _sample(metrics, "facestream_events_published_total", kind="decision") == 1
+
+    consumer = clients()
+    consumer.xgroup_create(bus.stream_key, "doors", id="0")
+    entries = _read_group(consumer, bus.stream_key, "c1")
+    assert [Event.from_stream_fields(fields) for _, fields in entries] == events
+    assert _read_group(consumer, bus.stream_key, "c2") == []
+    assert consumer.xack(bus.stream_key, "doors", *[entry_id for entry_id, _ in entries]) == 2
+    assert consumer.xpending(bus.stream_key, "doors")["pending"] == 0
+    assert bus.pending_deliveries() == 0  # no webhooks configured: stream only
+
+    for _ in range(400):
+        bus.publish(_decision())
+    assert consumer.xlen(bus.stream_key) < 402  # approximate trimming removed whole nodes
+
+
+def test_webhook_is_delivered_signed_once(
+    clients: Callable[[], redis.Redis],
+    receiver: Receiver,
+    deliverers: Callable[[WebhookDeliverer], WebhookDeliverer],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A published event is POSTed once with its id and a valid signature; the secret never
+    appears in the logs (captured at DEBUG)."""
+    caplog.set_level(logging.DEBUG)
+    receiver.listen()
+    metrics = PipelineMetrics.create()
+    config = _config(receiver)
+    bus = EventBus(clients(), config, metrics)
+    event = _decision()
+    bus.publish(event)
+    assert bus.pending_deliveries() == 1
+
+    deliverers(WebhookDeliverer(clients(), config, metrics)).start()
+    assert _eventually(lambda: len(receiver.received()) == 1)
+    _assert_genuine(receiver.received()[0], event)
+    assert _eventually(lambda: bus.pending_deliveries() == 0)
+    assert _eventually(lambda: _sample(metrics, "facestream_events_delivered_total") == 1)
+    assert len(receiver.received()) == 1
+    assert SECRET not in caplog.text
+    assert "webhook deliverer started" in caplog.text  # the logs were captured at all
+
+
+def test_receiver_down_then_up_is_delivered_after_retries(
+    clients: Callable[[], redis.Redis],
+    receiver: Receiver,
+    deliverers: Callable[[WebhookDeliverer], WebhookDeliverer],
+) -> None:
+    """Connection refused, then HTTP 503, then 200: the event arrives with the same id."""
+    metrics = PipelineMetrics.create()
+    config = _config(receiver, max_attempts=1000)
+    bus = EventBus(clients(), config, metrics)
+    event = _decision()
+    bus.publish(event)
+    deliverers(WebhookDeliverer(clients(), config, metrics, jitter=random.Random(0))).start()
+
+    assert _eventually(
+        lambda: _sample(metrics, "facestream_events_failed_total", reason="connect") >= 2
+    )
+    assert bus.pending_deliveries() == 1
+    receiver.status = 503
+    receiver.listen()
+    assert _eventually(lambda: len(receiver.received()) >= 2)
+    assert _sample(metrics, "facestream_events_failed_total", reason="http_status") >= 1
+    receiver.status = 200
+    assert _eventually(lambda: bus.pending_deliveries() == 0)
+    requests = receiver.received()
+    assert {request.headers[EVENT_ID_HEADER.lower()] for request in requests} == {event.event_id}
+    _assert_genuine(requests[-1], event)
+    assert _sample(metrics, "facestream_events_delivered_total") == 1
+
+
+def test_two_deliverers_never_send_the_same_attempt(
+    clients: Callable[[], redis.Redis],
+    receiver: Receiver,
+    deliverers: Callable[[WebhookDeliverer], WebhookDeliverer],
+) -> None:
+    """Two deliverers on one outbox: every event is POSTed exactly once (atomic claims)."""
+    receiver.listen()
+    metrics = PipelineMetrics.create()
+    config = _config(receiver)
+    bus = EventBus(clients(), config, metrics)
+    events = [_decision() for _ in range(40)]
+    for event in events:
+        bus.publish(event)
+    for _ in range(2):
+        deliverers(WebhookDeliverer(clients(), config, metrics)).start()
+    assert _eventually(lambda: bus.pending_deliveries() == 0)
+    ids = [request.headers[EVENT_ID_HEADER.lower()] for request in receiver.received()]
+    assert sorted(ids) == sorted(event.event_id for event in events)
+
+
+def test_hopeless_delivery_is_dead_lettered(
+    clients: Callable[[], redis.Redis],
+    receiver: Receiver,
+    deliverers: Callable[[WebhookDeliverer], WebhookDeliverer],
+) -> None:
+    """A receiver answering 500 gets max_attempts tries, then the delivery is dead-lettered."""
+    receiver.status = 500
+    receiver.listen()
+    metrics = PipelineMetrics.create()
+    config = _config(receiver, max_attempts=3)
+    bus = EventBus(clients(), config, metrics)
+    event = _decision()
+    bus.publish(event)
+    deliverers(WebhookDeliverer(clients(), config, metrics)).start()
+    assert _eventually(lambda: len(bus.dead_letters()) == 1)
+    [letter] = bus.dead_letters()
+    assert letter.event == event
+    assert letter.attempts == 3
+    assert letter.last_error == "HTTP 500"
+    assert letter.url == receiver.url
+    assert len(receiver.received()) == 3
+    assert bus.pending_deliveries() == 0
+    assert _sample(metrics, "facestream_events_dead_lettered_total") == 1
+
+
+def test_stop_returns_promptly_during_a_long_backoff(
+    clients: Callable[[], redis.Redis], receiver: Receiver
+) -> None:
+    """With an hour's backoff ahead, stop() ends the thread at once; the delivery stays queued."""
+    metrics = PipelineMetrics.create()
+    config = _config(receiver, retry_initial_seconds=3600, retry_max_seconds=3600)
+    bus = EventBus(clients(), config, metrics)
+    bus.publish(_decision())
+    deliverer = WebhookDeliverer(clients(), config, metrics)
+    deliverer.start()
+    try:
+        assert _eventually(
+            lambda: _sample(metrics, "facestream_events_failed_total", reason="connect") == 1
+        )
+    finally:
+        deliverer.stop(timeout_seconds=5)  # far below the 1800-3600 s backoff
+    assert not deliverer.running
+    assert bus.pending_deliveries() == 1  # nothing lost: retried by the next deliverer
+
+
+def test_event_survives_redis_killed_between_publish_and_delivery(
+    server: EmbeddedRedis,
+    receiver: Receiver,
+    deliverers: Callable[[WebhookDeliverer], WebhookDeliverer],
+) -> None:
+    """Publish while the receiver is down, SIGKILL Redis, restart it on the same data dir, then
+    bring the receiver up: the event is in the stream (AOF) and is delivered; the deliverer
+    rode out the outage and counted it."""
+    metrics = PipelineMetrics.create()
+    config = _config(receiver, max_attempts=1000)
+    publisher = connect(server.url, REDIS_CLIENT_CONFIG)
+    delivering = connect(server.url, REDIS_CLIENT_CONFIG)
+    try:
+        bus = EventBus(publisher, config, metrics)
+        event = _decision()
+        bus.publish(event)
+        deliverers(WebhookDeliverer(delivering, config, metrics)).start()
+        assert _eventually(
+            lambda: _sample(metrics, "facestream_events_failed_total", reason="connect") >= 1
+        )
+
+        os.kill(server.process_id, signal.SIGKILL)
+        server.stop()
+        assert _eventually(
+            lambda: (
+                _sample(metrics, "facestream_events_store_errors_total", operation="deliver") >= 1
+            )
+        )
+        with pytest.raises(EventsUnavailableError):
+            bus.publish(_decision())
+
+        with EmbeddedRedis(server.data_dir) as restarted:
+            restarted.wait_ready(timeout_seconds=READY_SECONDS)
+            receiver.listen()
+            assert _eventually(lambda: len(receiver.received()) >= 1)
+            _assert_genuine(receiver.received()[0], event)
+            assert _eventually(lambda: bus.pending_deliveries() == 0)
+            [(_, fields)] = cast(StreamEntries, publisher.xrange(bus.stream_key))
+            assert Event.from_stream_fields(fields) == event
+    finally:
+        publisher.close()
+        delivering.close()
