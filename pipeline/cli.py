@@ -35,6 +35,7 @@ from engines.parity import (
 )
 from engines.store import ModelStore, default_encoder_source, installed_dlib_model
 from pipeline.app import Services, open_services
+from pipeline.audit import verify_audit_log
 from pipeline.config import FaceStreamConfig, load_config, with_engine_overrides
 from pipeline.errors import EnrollmentRejectedError, ImageDecodeError
 from pipeline.gallery import Identity
@@ -370,6 +371,28 @@ def process(
         for finished in summary.tracks:
             typer.echo(json.dumps(finished.as_dict()))
     typer.echo(json.dumps(summary.as_dict()))
+
+
+audit_app = typer.Typer(help="check the hash-chained audit log", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("verify")
+@_reports_errors
+def audit_verify(
+    path: Annotated[Path, typer.Argument(help="audit log file (JSON lines)")],
+    as_json: JsonOption = False,
+) -> None:
+    """Check every line's hash and the chain; exit 2 naming the first bad line."""
+    report = verify_audit_log(path)
+    if as_json:
+        typer.echo(json.dumps(report.as_dict()))
+    if not report.ok:
+        if not as_json:
+            typer.echo(f"error: {report.summary()}", err=True)
+        raise typer.Exit(2)
+    if not as_json:
+        typer.echo(report.summary())
 
 
 @app.command("sample")
