@@ -1,0 +1,91 @@
+"""Decisions reach the audit log and the event stream; while Redis is down they wait and are
+published afterwards, once each."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import cast
+
+import pytest
+
+from pipeline.audit import AuditLog, verify_audit_log
+from pipeline.config import GalleryConfig
+from pipeline.decide import Decision
+from pipeline.events import Event, EventBus, EventsConfig
+from pipeline.gallery import connect
+from pipeline.metrics import PipelineMetrics
+from pipeline.record import DecisionRecorder
+from pipeline.redis_server import EmbeddedRedis
+
+CLIENT_CONFIG = GalleryConfig(socket_timeout_seconds=1.0)
+
+
+def _decision(track_id: int, outcome: str = "granted") -> Decision:
+    return Decision(
+        door_id="front",
+        camera_id="cam",
+        track_id=track_id,
+        outcome=outcome,  # type: ignore[arg-type]
+        identity_id="ann" if outcome != "unknown" else None,
+        name="Ann",
+        distance=0.41,
+        votes=3,
+        at=1_700_000_000.0 + track_id,
+    )
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    """A ready embedded redis-server (AOF on) under tmp_path, stopped at teardown."""
+    with EmbeddedRedis(tmp_path / "redis") as embedded:
+        embedded.wait_ready(timeout_seconds=10)
+        yield embedded
+
+
+def _stream(server: EmbeddedRedis, bus: EventBus) -> list[Event]:
+    client = connect(server.url, CLIENT_CONFIG)
+    try:
+        entries = cast(list[tuple[bytes, dict[bytes, bytes]]], client.xrange(bus.stream_key))
+        return [Event.from_stream_fields(fields) for _, fields in entries]
+    finally:
+        client.close()
+
+
+def test_decisions_are_audited_and_published(server: EmbeddedRedis, tmp_path: Path) -> None:
+    """Each decision is one audit line and one stream event of the matching kind, with the
+    same event id in both."""
+    client = connect(server.url, CLIENT_CONFIG)
+    bus = EventBus(client, EventsConfig(), PipelineMetrics.create())
+    with AuditLog(tmp_path / "audit.jsonl") as audit:
+        recorder = DecisionRecorder(audit, bus)
+        recorder.record(_decision(1))
+        recorder.record(_decision(2, "unknown"))
+    events = _stream(server, bus)
+    assert [event.kind for event in events] == ["decision", "unknown_face"]
+    report = verify_audit_log(tmp_path / "audit.jsonl")
+    assert (report.ok, report.lines_checked) == (True, 2)
+    audited = (tmp_path / "audit.jsonl").read_text()
+    assert all(event.event_id in audited for event in events)
+    client.close()
+
+
+def test_decisions_wait_while_redis_is_down(server: EmbeddedRedis, tmp_path: Path) -> None:
+    """With Redis stopped, a decision is audited and kept; after a restart the next decision
+    publishes both, in order, and nothing twice."""
+    client = connect(server.url, CLIENT_CONFIG)
+    bus = EventBus(client, EventsConfig(), PipelineMetrics.create())
+    with AuditLog(tmp_path / "audit.jsonl") as audit:
+        recorder = DecisionRecorder(audit, bus)
+        recorder.record(_decision(1))
+        server.stop()
+        recorder.record(_decision(2))
+        assert recorder.unpublished == 1
+        server.start()
+        server.wait_ready(timeout_seconds=10)
+        recorder.record(_decision(3))
+        assert recorder.unpublished == 0
+    tracks = [event.payload["track_id"] for event in _stream(server, bus)]
+    assert tracks == [1, 2, 3]
+    assert verify_audit_log(tmp_path / "audit.jsonl").lines_checked == 3
+    client.close()
