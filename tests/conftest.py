@@ -3,17 +3,22 @@ real face chips (from ../shared/data when present, plus scikit-image's public-do
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import pytest
+import redis
 
 from engines.backends import build_encoder_onnx
 from engines.onnxrt import OrtEngine, OrtSettings
 from engines.parity import DlibOracle, astronaut_rgb, image_files, read_rgb
 from engines.store import ModelStore, StoredModel, default_encoder_source, installed_dlib_model
+from pipeline.config import GalleryConfig
+from pipeline.gallery import connect
+from pipeline.redis_server import EmbeddedRedis
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -76,3 +81,28 @@ def face_chips(
             break
     assert len(chips) >= 30, f"only {len(chips)} chips found in {shared_data / 'faces'}"
     return chips
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    """A ready embedded redis-server (AOF on) under tmp_path, stopped at teardown: the
+    service's own launcher, as the service uses it."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    with EmbeddedRedis(tmp_path / "redis") as embedded:
+        embedded.wait_ready(timeout_seconds=10.0)
+        yield embedded
+
+
+@pytest.fixture
+def clients(server: EmbeddedRedis) -> Iterator[Callable[[], redis.Redis]]:
+    """A factory of fresh Redis clients (one per simulated process), all closed at teardown."""
+    made: list[redis.Redis] = []
+
+    def make() -> redis.Redis:
+        made.append(connect(server.url, GalleryConfig(socket_timeout_seconds=2.0)))
+        return made[-1]
+
+    yield make
+    for client in made:
+        client.close()

@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import cast
 
 import pytest
@@ -136,28 +135,6 @@ def receiver() -> Iterator[Receiver]:
     made = Receiver()
     yield made
     made.close()
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    """A ready embedded redis-server (AOF on) under tmp_path, stopped at teardown."""
-    with EmbeddedRedis(tmp_path / "redis") as embedded:
-        embedded.wait_ready(timeout_seconds=READY_SECONDS)
-        yield embedded
-
-
-@pytest.fixture
-def clients(server: EmbeddedRedis) -> Iterator[Callable[[], redis.Redis]]:
-    """A factory of fresh Redis clients, all closed at teardown."""
-    made: list[redis.Redis] = []
-
-    def make() -> redis.Redis:
-        made.append(connect(server.url, REDIS_CLIENT_CONFIG))
-        return made[-1]
-
-    yield make
-    for client in made:
-        client.close()
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -57,28 +57,6 @@ def _eventually(condition: Callable[[], bool], timeout_seconds: float = SYNC_SEC
 def _best_id(gallery: Gallery, probe: npt.NDArray[np.float32]) -> str | None:
     best = gallery.identify(_embeddings(probe[np.newaxis]), max_distance=0.5).best()[0]
     return None if best is None else best.identity_id
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    """A ready embedded redis-server (AOF on) under tmp_path, stopped at teardown."""
-    with EmbeddedRedis(tmp_path / "redis") as embedded:
-        embedded.wait_ready(timeout_seconds=READY_SECONDS)
-        yield embedded
-
-
-@pytest.fixture
-def clients(server: EmbeddedRedis) -> Iterator[Callable[[], redis.Redis]]:
-    """A factory of fresh Redis clients (one per simulated process), all closed at teardown."""
-    made: list[redis.Redis] = []
-
-    def make() -> redis.Redis:
-        made.append(connect(server.url, CONFIG))
-        return made[-1]
-
-    yield make
-    for client in made:
-        client.close()
 
 
 @pytest.fixture

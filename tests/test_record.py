@@ -3,11 +3,8 @@ published afterwards, once each."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import cast
-
-import pytest
 
 from pipeline.audit import AuditLog, verify_audit_log
 from pipeline.config import GalleryConfig
@@ -33,14 +30,6 @@ def _decision(track_id: int, outcome: str = "granted") -> Decision:
         votes=3,
         at=1_700_000_000.0 + track_id,
     )
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    """A ready embedded redis-server (AOF on) under tmp_path, stopped at teardown."""
-    with EmbeddedRedis(tmp_path / "redis") as embedded:
-        embedded.wait_ready(timeout_seconds=10)
-        yield embedded
 
 
 def _stream(server: EmbeddedRedis, bus: EventBus) -> list[Event]:

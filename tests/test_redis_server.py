@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,14 +37,6 @@ def _wait_until_gone(process_id: int, timeout_seconds: float) -> bool:
             return True
         time.sleep(POLL_SECONDS)
     return _gone(process_id)
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    """A ready embedded redis-server under tmp_path, stopped at teardown."""
-    with EmbeddedRedis(tmp_path / "redis") as embedded:
-        embedded.wait_ready(timeout_seconds=READY_SECONDS)
-        yield embedded
 
 
 def test_server_answers_on_its_unix_socket_and_stops(server: EmbeddedRedis) -> None:
