@@ -116,5 +116,8 @@ def open_services(config: FaceStreamConfig, *, redis_dir: Path | None = None) ->
         gallery = Gallery(client, metrics, model_id=engine.model_id, config=config.gallery)
         stack.callback(gallery.close)
         gallery.start()
+        metrics.engine_info.labels(
+            role="encoder", backend=engine.backend, model_id=engine.model_id
+        ).set(1)
         analyzer = FaceAnalyzer(detector, FaceAligner(), FaceEncoder(engine, metrics))
         yield Services(config, metrics, engine, analyzer, gallery)

@@ -32,6 +32,7 @@ class PipelineMetrics:
     capture_to_decision_seconds: Histogram
     tracks_finished: Counter
     decisions: Counter
+    engine_info: Gauge
     gallery_identities: Gauge
     gallery_templates: Gauge
     gallery_reloads: Counter
@@ -108,6 +109,12 @@ class PipelineMetrics:
                 "facestream_tracks_finished_total",
                 "Face tracks that ended, by outcome (known identity or unknown)",
                 ["camera", "outcome"],
+                registry=registry,
+            ),
+            engine_info=Gauge(
+                "facestream_engine_info",
+                "1 for each model runtime in use: its role, backend and model id",
+                ["role", "backend", "model_id"],
                 registry=registry,
             ),
             decisions=Counter(

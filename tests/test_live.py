@@ -154,3 +154,17 @@ def test_door_decision_grants_the_enrolled_face(services: Services, sample: Samp
         "facestream_decisions_total", {"door": "lab", "outcome": "granted"}
     )
     assert granted == sum(1 for item in decisions if item.outcome == "granted")
+
+
+def test_engine_in_use_is_exported(services: Services) -> None:
+    """The encoder's backend and model id are visible as facestream_engine_info."""
+    value = services.metrics.registry.get_sample_value(
+        "facestream_engine_info",
+        {
+            "role": "encoder",
+            "backend": services.engine.backend,
+            "model_id": services.engine.model_id,
+        },
+    )
+    assert value == 1
+    assert services.engine.backend == "onnxruntime-cpu"
