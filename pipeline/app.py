@@ -15,11 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+import redis
 
 from engines.backends import load_encoder
 from engines.base import Engine
 from engines.store import ModelStore
 from pipeline.align import FaceAligner
+from pipeline.blazeface import BlazeFaceDetector
 from pipeline.config import FaceStreamConfig
 from pipeline.detect import load_detector
 from pipeline.encode import FaceEncoder
@@ -28,7 +30,7 @@ from pipeline.errors import EnrollmentRejectedError
 from pipeline.gallery import Enrollment, Gallery, Identity, connect
 from pipeline.metrics import PipelineMetrics
 from pipeline.recognize import FaceAnalyzer
-from pipeline.redis_server import EmbeddedRedis
+from pipeline.redis_server import EmbeddedRedis, running_embedded_url
 from pipeline.types import Embeddings
 
 __all__ = ["Services", "open_services"]
@@ -45,6 +47,7 @@ class Services:
     engine: Engine
     analyzer: FaceAnalyzer
     gallery: Gallery
+    redis: redis.Redis  # the gallery's connection (bytes responses), shared with the events
 
     def templates(
         self, images: Sequence[tuple[str, npt.NDArray[np.uint8]]], *, face_index: int | None = None
@@ -105,8 +108,11 @@ def open_services(config: FaceStreamConfig, *, redis_dir: Path | None = None) ->
         detector = load_detector(config.detect, store)
         stack.callback(detector.close)
         url = config.gallery.redis_url
+        embedded_dir = redis_dir or config.data_dir / "redis"
+        if url is None and (url := running_embedded_url(embedded_dir)) is not None:
+            _log.info("using the embedded redis-server already running at %s", url)
         if url is None:
-            server = EmbeddedRedis(redis_dir or config.data_dir / "redis", config.gallery.embedded)
+            server = EmbeddedRedis(embedded_dir, config.gallery.embedded)
             stack.enter_context(server)
             server.wait_ready()
             url = server.url
@@ -119,5 +125,11 @@ def open_services(config: FaceStreamConfig, *, redis_dir: Path | None = None) ->
         metrics.engine_info.labels(
             role="encoder", backend=engine.backend, model_id=engine.model_id
         ).set(1)
+        if isinstance(detector, BlazeFaceDetector):
+            metrics.engine_info.labels(
+                role="detector", backend=detector.engine.backend, model_id=detector.engine.model_id
+            ).set(1)
+        else:
+            metrics.engine_info.labels(role="detector", backend="dlib", model_id="dlib_hog").set(1)
         analyzer = FaceAnalyzer(detector, FaceAligner(), FaceEncoder(engine, metrics))
-        yield Services(config, metrics, engine, analyzer, gallery)
+        yield Services(config, metrics, engine, analyzer, gallery, client)

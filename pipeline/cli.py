@@ -8,17 +8,22 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import secrets
+import signal
 import sys
 import tempfile
 from collections.abc import Callable
 from contextlib import ExitStack
 from functools import wraps
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, ParamSpec, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 import typer
+import uvicorn
 from rich.console import Console
 from rich.progress import Progress, track
 from rich.table import Table
@@ -34,17 +39,25 @@ from engines.parity import (
     read_rgb,
 )
 from engines.store import ModelStore, default_encoder_source, installed_dlib_model
+from pipeline.api import create_app
 from pipeline.app import Services, open_services
 from pipeline.audit import verify_audit_log
-from pipeline.config import FaceStreamConfig, load_config, with_engine_overrides
+from pipeline.capture import CameraConfig
+from pipeline.config import ApiConfig, FaceStreamConfig, load_config, with_engine_overrides
+from pipeline.decide import DoorConfig
 from pipeline.errors import EnrollmentRejectedError, ImageDecodeError
-from pipeline.gallery import Identity
+from pipeline.events import EventBus
+from pipeline.gallery import connect
 from pipeline.images import decode_image
+from pipeline.metrics import PipelineMetrics
 from pipeline.process import RecordingProcessor, TrackResult
+from pipeline.redis_server import running_embedded_url
 from pipeline.sample import make_sample
+from pipeline.service import FaceStreamService, run_service
 
 __all__ = ["app", "main"]
 
+TOKEN_ENVIRONMENT_VARIABLE = "FACESTREAM_API_TOKEN"
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
@@ -203,17 +216,6 @@ def _read_image(path: Path) -> npt.NDArray[np.uint8]:
     return decode_image(data, name=str(path))
 
 
-def _identity_json(identity: Identity) -> dict[str, object]:
-    return {
-        "id": identity.identity_id,
-        "name": identity.name,
-        "metadata": dict(identity.metadata),
-        "created": identity.created,
-        "updated": identity.updated,
-        "templates": dict(identity.template_counts),
-    }
-
-
 @app.command("enroll")
 @_reports_errors
 def enroll(
@@ -235,7 +237,7 @@ def enroll(
         if not len(templates):
             raise EnrollmentRejectedError("no_usable_photo", "none of the photos can be enrolled")
         identity = services.enroll(name, templates, identity_id=identity_id)
-    typer.echo(json.dumps(_identity_json(identity)))
+    typer.echo(json.dumps(identity.as_dict()))
 
 
 @app.command("identify")
@@ -290,7 +292,7 @@ def identities_list(config: ConfigOption = None) -> None:
     """Print every identity as one JSON array."""
     with open_services(_config(config)) as services:
         identities = services.gallery.list_identities()
-    typer.echo(json.dumps([_identity_json(identity) for identity in identities]))
+    typer.echo(json.dumps([identity.as_dict() for identity in identities]))
 
 
 @identities_app.command("remove")
@@ -393,6 +395,152 @@ def audit_verify(
         raise typer.Exit(2)
     if not as_json:
         typer.echo(report.summary())
+
+
+def _api_token(settings: FaceStreamConfig) -> tuple[str, bool]:
+    """The API token and whether it was made now: FACESTREAM_API_TOKEN, else the config's,
+    else a new random one saved to data_dir/api_token (readable by the owner only)."""
+    from_env = os.environ.get(TOKEN_ENVIRONMENT_VARIABLE)
+    if from_env:
+        if len(from_env) < 16:
+            raise ConfigError(f"{TOKEN_ENVIRONMENT_VARIABLE} must be at least 16 characters")
+        return from_env, False
+    if settings.api.token is not None:
+        return settings.api.token.get_secret_value(), False
+    token = secrets.token_urlsafe(24)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.data_dir / "api_token"
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+        file.write(token + "\n")
+    return token, True
+
+
+def _with_sample(settings: FaceStreamConfig) -> FaceStreamConfig:
+    """``settings`` plus the sample: a looping camera over the sample video and a demo door."""
+    files = make_sample(settings.data_dir / "sample")
+    camera = CameraConfig(id="sample", url=str(files.video), loop=True, realtime=True)
+    capture = settings.capture.model_copy(update={"cameras": [*settings.capture.cameras, camera]})
+    doors = settings.doors or [DoorConfig(id="demo", cameras=["sample"])]
+    return settings.model_copy(update={"capture": capture, "doors": doors})
+
+
+def _enroll_sample(service: FaceStreamService, gallery_dir: Path) -> None:
+    """Enrol the sample's person unless the gallery already knows the face."""
+    for folder in sorted(path for path in gallery_dir.iterdir() if path.is_dir()):
+        photos = [(str(p), _read_image(p)) for p in image_files([folder])]
+        templates, _ = service.services.templates(photos)  # a known face is a duplicate
+        if len(templates):
+            identity = service.services.enroll(folder.name, templates)
+            typer.echo(f"enrolled the sample's {identity.name} ({identity.identity_id})", err=True)
+
+
+@app.command("run")
+@_reports_errors
+def run(
+    config: ConfigOption = None,
+    host: Annotated[str | None, typer.Option(help="address to listen on (api.host)")] = None,
+    port: Annotated[int | None, typer.Option(min=0, max=65535, help="TCP port (api.port)")] = None,
+    with_sample: Annotated[
+        bool,
+        typer.Option(
+            "--sample",
+            help="also run the bundled sample: a looping video of a public-domain photo as "
+            "camera 'sample', its face enrolled, and a door 'demo' when none is configured",
+        ),
+    ] = False,
+) -> None:
+    """Run the door-access service: cameras, recognition, decisions, events and the HTTP API."""
+    settings = load_config(config)
+    api = settings.api.model_copy(
+        update={key: value for key, value in (("host", host), ("port", port)) if value is not None}
+    )
+    settings = settings.model_copy(update={"api": api})
+    if with_sample:
+        settings = _with_sample(settings)
+    token, generated = _api_token(settings)
+    # uvicorn shuts down on SIGINT/SIGTERM, then re-raises the signal; with this handler that
+    # becomes an exception, so the service below still stops in order (tracks decided, events
+    # flushed, audit log closed) instead of the process dying at once
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        with run_service(settings) as service:
+            if with_sample:
+                _enroll_sample(service, settings.data_dir / "sample" / "gallery")
+            _serve(service, api, token=token, generated=generated, data_dir=settings.data_dir)
+    except (_TerminatedError, KeyboardInterrupt):
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    typer.echo("facestream stopped", err=True)
+
+
+class _TerminatedError(Exception):
+    """SIGTERM arrived."""
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise _TerminatedError
+
+
+def _serve(
+    service: FaceStreamService, api: ApiConfig, *, token: str, generated: bool, data_dir: Path
+) -> None:
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(service, token=token),
+            host=api.host,
+            port=api.port,
+            access_log=False,  # the API logs requests itself, without query strings
+            log_level="warning",
+            timeout_graceful_shutdown=3,
+        )
+    )
+    base = f"http://{api.host}:{api.port}"
+    typer.echo(f"facestream serving on {base} (API under /v1, docs at {base}/docs)", err=True)
+    if generated:
+        typer.echo(
+            f"API token (saved in {data_dir / 'api_token'}): {token}\n"
+            f"live preview: {base}/login?token={token}",
+            err=True,
+        )
+    server.run()
+
+
+events_app = typer.Typer(help="follow the event stream", no_args_is_help=True)
+app.add_typer(events_app, name="events")
+
+
+@events_app.command("tail")
+@_reports_errors
+def events_tail(
+    config: ConfigOption = None,
+    last: Annotated[int, typer.Option(min=0, max=10_000, help="print this many past events")] = 10,
+    follow: Annotated[
+        bool, typer.Option("--follow/--no-follow", help="keep printing new events")
+    ] = True,
+    kind: Annotated[str | None, typer.Option(help="only events of this kind")] = None,
+) -> None:
+    """Print events as JSON lines: the last few, then new ones as they come (Ctrl-C stops)."""
+    settings = _config(config)
+    url = settings.gallery.redis_url or running_embedded_url(settings.data_dir / "redis")
+    if url is None:
+        raise ConfigError(
+            "no Redis to read: set gallery.redis_url, or start `facestream run` (its embedded "
+            "Redis) first"
+        )
+    client = connect(url, settings.gallery)
+    try:
+        bus = EventBus(client, settings.events, PipelineMetrics.create())
+        for event in reversed(bus.recent(last, kind=kind) if last else ()):
+            typer.echo(event.to_json().decode())
+        if follow:
+            for event in bus.follow(kind=kind):
+                typer.echo(event.to_json().decode())
+    except KeyboardInterrupt:
+        pass
+    finally:
+        client.close()
 
 
 @app.command("sample")

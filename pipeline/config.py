@@ -10,7 +10,7 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 
 from engines.backends import EngineSettings
 from engines.errors import ConfigError
@@ -26,6 +26,8 @@ from pipeline.process import ProcessConfig
 
 __all__ = [
     "BACKEND_ALIASES",
+    "ApiConfig",
+    "AuditConfig",
     "EmbeddedRedisConfig",
     "EngineConfig",
     "FaceStreamConfig",
@@ -119,6 +121,41 @@ class GalleryConfig(StrictModel):
     embedded: EmbeddedRedisConfig = EmbeddedRedisConfig()
 
 
+class ApiConfig(StrictModel):
+    """The HTTP API (``facestream run``)."""
+
+    host: str = Field(default="127.0.0.1", description="address to listen on")
+    port: int = Field(default=8080, ge=0, le=65535, description="TCP port; 0 picks a free one")
+    token: SecretStr | None = Field(
+        default=None,
+        min_length=16,
+        description="bearer token every endpoint but /healthz, /readyz and /metrics requires; "
+        "FACESTREAM_API_TOKEN overrides it; with neither, `facestream run` makes a random one "
+        "and writes it to data_dir/api_token (mode 600)",
+    )
+    max_upload_bytes: int = Field(
+        default=20 * 1024 * 1024, ge=1024, le=1024**3, description="largest accepted image"
+    )
+    max_images_per_request: int = Field(
+        default=20, ge=1, le=1000, description="most images one enrolment request may carry"
+    )
+    preview_max_fps: float = Field(
+        default=10.0, gt=0, le=60, description="frame rate cap of each live preview stream"
+    )
+    preview_jpeg_quality: int = Field(default=80, ge=10, le=100, description="preview JPEG quality")
+    preview_max_clients: int = Field(
+        default=8, ge=1, le=1000, description="concurrent preview streams per camera"
+    )
+
+
+class AuditConfig(StrictModel):
+    """The hash-chained decision log."""
+
+    path: Path | None = Field(
+        default=None, description="JSON-lines file; default data_dir/audit/decisions.jsonl"
+    )
+
+
 class FaceStreamConfig(StrictModel):
     """The whole service configuration."""
 
@@ -132,9 +169,16 @@ class FaceStreamConfig(StrictModel):
     enroll: EnrollConfig = EnrollConfig()
     process: ProcessConfig = ProcessConfig()
     events: EventsConfig = EventsConfig()
+    api: ApiConfig = ApiConfig()
+    audit: AuditConfig = AuditConfig()
     doors: list[DoorConfig] = Field(
         default_factory=list, max_length=1024, description="doors (or zones) and their policy"
     )
+
+    @property
+    def audit_path(self) -> Path:
+        """Where decisions are logged."""
+        return self.audit.path or self.data_dir / "audit" / "decisions.jsonl"
 
     @model_validator(mode="after")
     def _unique_doors(self) -> FaceStreamConfig:

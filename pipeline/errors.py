@@ -41,8 +41,12 @@ Each error also inherits the builtin a caller would naturally catch::
     │                                                read, written or synced
     ├── AuditLogCorruptError(ValueError)             the audit log's last line is torn or corrupt;
     │                                                appends are refused until repair()
-    └── AuditEventError(ValueError)                  an audit event is not a JSON object of JSON
-                                                     values
+    ├── AuditEventError(ValueError)                  an audit event is not a JSON object of JSON
+    │                                                values
+    ├── PreviewBusyError(RuntimeError)               a camera's preview has as many viewers as
+    │                                                allowed
+    └── ServiceNotReadyError(RuntimeError)           the service cannot answer yet (starting,
+                                                     stopping, or a part it needs is down)
 """
 
 from __future__ import annotations
@@ -68,9 +72,11 @@ __all__ = [
     "IdentityNotFoundError",
     "ImageDecodeError",
     "ModelMismatchError",
+    "PreviewBusyError",
     "QueueClosedError",
     "RecordingError",
     "RedisServerError",
+    "ServiceNotReadyError",
     "StreamEndedError",
     "UnknownCameraError",
     "WebhookSignatureError",
@@ -175,3 +181,11 @@ class AuditLogCorruptError(FaceStreamError, ValueError):
 
 class AuditEventError(FaceStreamError, ValueError):
     """An audit event is not a JSON object whose values JSON can encode (no NaN, str keys)."""
+
+
+class PreviewBusyError(FaceStreamError, RuntimeError):
+    """A camera's live preview already has as many viewers as ``api.preview_max_clients``."""
+
+
+class ServiceNotReadyError(FaceStreamError, RuntimeError):
+    """The service cannot answer yet: starting, stopping, or a part it needs is down."""

@@ -48,7 +48,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
-from typing import Final, Literal, TypeAlias, get_args
+from typing import Final, Literal, TypeAlias, cast, get_args
 
 import httpx
 import redis
@@ -451,6 +451,9 @@ def _redacted(url: str) -> str:
     return f"{parsed.scheme}://{parsed.host}{port}{parsed.path}"
 
 
+_StreamEntries: TypeAlias = list[tuple[bytes, dict[bytes, bytes]]]
+
+
 class EventBus:
     """Publishes events to the Redis stream and queues them for every configured webhook."""
 
@@ -514,6 +517,48 @@ class EventBus:
             return None
         entry_id = replies[1]
         return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+    def recent(self, count: int = 100, *, kind: str | None = None) -> tuple[Event, ...]:
+        """The newest ``count`` events of the stream (of one ``kind`` when given), newest first.
+
+        With a kind, up to ten times ``count`` of the newest entries are scanned for it.
+        """
+        scan = count if kind is None else count * 10
+        with _talking_to_redis("read recent events", self._where):
+            entries = self._client.xrevrange(self._keys.stream, count=scan)
+        events: list[Event] = []
+        # with bytes responses (see ``connect``) each entry is (id, {field: value}) in bytes
+        for entry_id, fields in cast(_StreamEntries, entries or []):
+            try:
+                event = Event.from_stream_fields(fields)
+            except EventFormatError as exc:
+                LOGGER.warning("event stream entry %r skipped: %s", entry_id, exc)
+                continue
+            if kind is None or event.kind == kind:
+                events.append(event)
+            if len(events) == count:
+                break
+        return tuple(events)
+
+    def follow(self, *, kind: str | None = None, block_seconds: float = 1.0) -> Iterator[Event]:
+        """Events added to the stream from now on (of one ``kind`` when given), as they come;
+        endless. Raises EventsUnavailableError when Redis goes away."""
+        last_id: bytes | str = "$"
+        while True:
+            with _talking_to_redis("follow events", self._where):
+                reply = self._client.xread(
+                    {self._keys.stream: last_id}, block=round(block_seconds * 1000), count=100
+                )
+            for _stream, entries in cast(list[tuple[bytes, _StreamEntries]], reply or []):
+                for entry_id, fields in entries:
+                    last_id = entry_id
+                    try:
+                        event = Event.from_stream_fields(fields)
+                    except EventFormatError as exc:
+                        LOGGER.warning("event stream entry %r skipped: %s", entry_id, exc)
+                        continue
+                    if kind is None or event.kind == kind:
+                        yield event
 
     def pending_deliveries(self) -> int:
         """Webhook deliveries in the outbox (due, backing off or being attempted)."""

@@ -153,6 +153,17 @@ class Identity:
         object.__setattr__(self, "metadata", _frozen_metadata(self.metadata))
         object.__setattr__(self, "template_counts", MappingProxyType(dict(self.template_counts)))
 
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready form (CLI and API): id, name, metadata, created, updated, templates."""
+        return {
+            "id": self.identity_id,
+            "name": self.name,
+            "metadata": dict(self.metadata),
+            "created": self.created,
+            "updated": self.updated,
+            "templates": dict(self.template_counts),
+        }
+
     def _record(self) -> bytes:
         return json.dumps(
             {

@@ -34,7 +34,7 @@ from pipeline.process import (
 from pipeline.recognize import FaceAnalyzer
 from pipeline.types import Frame
 
-__all__ = ["CameraTrack", "LiveOutputs", "LiveRecognition"]
+__all__ = ["CameraTrack", "LiveOutputs", "LiveRecognition", "RecognizedFrame", "TrackLabel"]
 
 _log = logging.getLogger(__name__)
 _IDLE_WAIT_SECONDS = 0.005  # no frame in any queue: wait this long before the next round
@@ -49,13 +49,38 @@ class CameraTrack:
 
 
 @dataclass(frozen=True, slots=True)
+class TrackLabel:
+    """What is known about one face track at a frame, for previews and overlays.
+
+    box: x1, y1, x2, y2 in frame pixels; name: the identity of its latest encoding when within
+    tau, else None; distance: that encoding's distance to its nearest identity (None before the
+    first encoding, or with an empty gallery).
+    """
+
+    track_id: int
+    box: tuple[float, float, float, float]
+    name: str | None
+    distance: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class RecognizedFrame:
+    """A frame taken from a camera, with the tracks seen in it after identification."""
+
+    frame: Frame
+    tracks: tuple[TrackLabel, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class LiveOutputs:
     """Where live recognition sends its results (each callback runs in the worker thread and
-    must not block long): finished tracks, and door decisions made by ``policy``."""
+    must not block long): finished tracks, door decisions made by ``policy``, and every frame
+    taken from a camera with its labelled tracks (for previews)."""
 
     on_track: Callable[[CameraTrack], None] | None = None
     policy: DoorPolicy | None = None
     on_decision: Callable[[Decision], None] | None = None
+    on_frame: Callable[[RecognizedFrame], None] | None = None
 
 
 class LiveRecognition:
@@ -83,9 +108,15 @@ class LiveRecognition:
         self._on_track = outputs.on_track
         self._policy = outputs.policy
         self._on_decision = outputs.on_decision
+        self._on_frame = outputs.on_frame
         self._recognizers: dict[str, StreamRecognizer] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        """True while the worker thread is alive."""
+        return self._thread is not None and self._thread.is_alive()
 
     def start(self) -> None:
         """Start the worker thread (once)."""
@@ -107,6 +138,7 @@ class LiveRecognition:
     def _run(self) -> None:
         while not self._stop.is_set():
             observed: list[tuple[str, float, PendingFaces]] = []
+            taken: list[Frame] = []
             for camera in list(self._cameras):
                 try:
                     frame = camera.frames.get(timeout_seconds=0.0)
@@ -115,6 +147,7 @@ class LiveRecognition:
                     continue
                 if frame is None:
                     continue
+                taken.append(frame)
                 try:
                     pending = self._observe(camera.camera_id, frame)
                 except Exception:  # one bad frame must not end recognition for every camera
@@ -124,6 +157,9 @@ class LiveRecognition:
                     observed.append((camera.camera_id, frame.captured_at, pending))
             if observed:
                 self._identify(observed)
+            if self._on_frame is not None:
+                for frame in taken:
+                    self._on_frame(RecognizedFrame(frame, self._labels(frame)))
             for camera_id in set(self._recognizers) - set(self._cameras.ids()):
                 self._forget(camera_id)
             if not observed:
@@ -141,6 +177,7 @@ class LiveRecognition:
             cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB), dtype=np.uint8
         )
         observed = recognizer.observe(frame.sequence, image_rgb)
+        self._metrics.faces_detected.labels(camera=camera_id).inc(len(observed.faces))
         self._report(camera_id, observed.ended)
         return observed.pending
 
@@ -158,11 +195,45 @@ class LiveRecognition:
             recognizer = self._recognizers.get(camera_id)
             if recognizer is not None:
                 recognizer.record(pending, matches)
+            self._count_matches(camera_id, matches)
             self._decide(camera_id, pending, matches)
             self._metrics.capture_to_decision_seconds.labels(camera=camera_id).observe(
                 now - captured_at
             )
             self._metrics.frames_processed.labels(camera=camera_id).inc()
+
+    def _count_matches(self, camera_id: str, matches: tuple[tuple[Match, ...], ...]) -> None:
+        tau = self._config.match.max_distance
+        for nearest in matches:
+            if not nearest:
+                result = "empty"
+            else:
+                distance = nearest[0].distance
+                self._metrics.match_distance.labels(camera=camera_id).observe(distance)
+                result = "known" if distance <= tau else "unknown"
+            self._metrics.matches.labels(camera=camera_id, result=result).inc()
+
+    def _labels(self, frame: Frame) -> tuple[TrackLabel, ...]:
+        """The tracks seen in ``frame`` (on a frame the detector skipped: the tracks seen in the
+        last detected one)."""
+        recognizer = self._recognizers.get(frame.camera_id)
+        if recognizer is None:
+            return ()
+        since = frame.sequence - frame.sequence % self._config.detect_every_frames
+        labels = []
+        for track in recognizer.tracker.live_tracks:
+            if track.last_frame < since:
+                continue  # not seen in this frame: coasting until the tracker ends it
+            x1, y1, x2, y2 = (float(value) for value in track.box)
+            labels.append(
+                TrackLabel(
+                    track_id=track.track_id,
+                    box=(x1, y1, x2, y2),
+                    name=track.identities[-1] if track.identities else None,
+                    distance=track.distances[-1] if track.distances else None,
+                )
+            )
+        return tuple(labels)
 
     def _decide(
         self, camera_id: str, pending: PendingFaces, matches: tuple[tuple[Match, ...], ...]

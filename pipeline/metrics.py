@@ -13,6 +13,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 __all__ = ["PipelineMetrics"]
 
+# around tau = 0.6, where a match is decided, finer than elsewhere
+_DISTANCE_BUCKETS = (0.2, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8, 0.9, 1.0, 1.2)
 _LATENCY_BUCKETS_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -42,6 +44,13 @@ class PipelineMetrics:
     events_dead_lettered: Counter
     events_pending: Gauge
     events_store_errors: Counter
+    events_unpublished: Gauge
+    faces_detected: Counter
+    matches: Counter
+    match_distance: Histogram
+    http_requests: Counter
+    http_request_seconds: Histogram
+    preview_clients: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> PipelineMetrics:
@@ -171,6 +180,52 @@ class PipelineMetrics:
                 "Event stream or outbox operations that failed because Redis was unreachable "
                 "or refused, by operation",
                 ["operation"],
+                registry=registry,
+            ),
+            events_unpublished=Gauge(
+                "facestream_events_unpublished",
+                "Events recorded (decisions are in the audit log) but not yet in the Redis "
+                "stream because Redis was unreachable; they are retried in order",
+                registry=registry,
+            ),
+            faces_detected=Counter(
+                "facestream_faces_detected_total",
+                "Faces the detector found in processed frames",
+                ["camera"],
+                registry=registry,
+            ),
+            matches=Counter(
+                "facestream_matches_total",
+                "Encoded faces by gallery result: known (nearest identity within tau), unknown "
+                "(nearest beyond tau) or empty (no identity enrolled)",
+                ["camera", "result"],
+                registry=registry,
+            ),
+            match_distance=Histogram(
+                "facestream_match_distance",
+                "Distance from each encoded face to its nearest gallery identity (recognition "
+                "quality: genuine matches sit well below tau, strangers above it)",
+                ["camera"],
+                buckets=_DISTANCE_BUCKETS,
+                registry=registry,
+            ),
+            http_requests=Counter(
+                "facestream_http_requests_total",
+                "HTTP API requests by route template, method and status code",
+                ["route", "method", "status"],
+                registry=registry,
+            ),
+            http_request_seconds=Histogram(
+                "facestream_http_request_seconds",
+                "HTTP API time to response headers, by route template",
+                ["route"],
+                buckets=_LATENCY_BUCKETS_SECONDS,
+                registry=registry,
+            ),
+            preview_clients=Gauge(
+                "facestream_preview_clients",
+                "Browsers watching a camera's live preview",
+                ["camera"],
                 registry=registry,
             ),
         )

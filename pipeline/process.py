@@ -26,7 +26,7 @@ from pipeline.configbase import StrictModel
 from pipeline.errors import RecordingError
 from pipeline.recognize import FaceAnalyzer
 from pipeline.track import FaceTracker, Track, TrackConfig, face_qualities
-from pipeline.types import FaceChips
+from pipeline.types import FaceChips, Faces
 
 if TYPE_CHECKING:
     from pipeline.gallery import Gallery, Match
@@ -157,11 +157,14 @@ class PendingFaces:
 
 @dataclass(frozen=True, slots=True)
 class ObservedFrame:
-    """What ``StreamRecognizer.observe`` learnt from one frame: faces due for encoding and the
-    results of tracks that ended."""
+    """What ``StreamRecognizer.observe`` learnt from one frame: the faces found and the track
+    of each (``track_ids`` int (N,), row i of ``faces`` is track ``track_ids[i]``), the faces
+    due for encoding, and the results of tracks that ended."""
 
     pending: PendingFaces
     ended: list[TrackResult]
+    faces: Faces
+    track_ids: tuple[int, ...]
 
 
 class StreamRecognizer:
@@ -197,7 +200,12 @@ class StreamRecognizer:
             chips=self.analyzer.aligner.align(image_rgb, chosen),
             track_ids=tuple(int(update.track_ids[index]) for index in update.encode),
         )
-        return ObservedFrame(pending, self._results(update.ended))
+        return ObservedFrame(
+            pending,
+            self._results(update.ended),
+            faces,
+            tuple(int(track_id) for track_id in update.track_ids),
+        )
 
     def record(self, pending: PendingFaces, matches: Sequence[tuple[Match, ...]]) -> None:
         """Attach each pending face's nearest gallery match (if any) to its track."""

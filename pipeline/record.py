@@ -10,6 +10,7 @@ never doubles an event.
 from __future__ import annotations
 
 import logging
+import threading
 from collections import deque
 from dataclasses import asdict
 
@@ -17,6 +18,7 @@ from pipeline.audit import AuditLog
 from pipeline.decide import Decision
 from pipeline.errors import EventStoreError, EventsUnavailableError
 from pipeline.events import Event, EventBus, EventKind
+from pipeline.metrics import PipelineMetrics
 
 __all__ = ["DecisionRecorder", "decision_event"]
 
@@ -39,38 +41,112 @@ def decision_event(decision: Decision) -> Event:
 class DecisionRecorder:
     """Audits and publishes decisions; ``record`` is the ``on_decision`` of live recognition.
 
+    Other events (camera up/down) go through ``publish``, which shares the retry queue, so all
+    events reach the stream in the order they happened. Thread-safe. Without ``start`` the
+    caller publishes inline; after ``start`` a background thread publishes, so a recognition
+    thread never waits on an unreachable Redis (it retries every ``retry_seconds``).
+
     max_unpublished: events kept for retry while Redis is away; beyond it the oldest is dropped
-    from the retry queue (it stays in the audit log) and a warning is logged.
+    from the retry queue (a decision stays in the audit log) and a warning is logged.
+    metrics: where the retry queue's length is exported (``facestream_events_unpublished``).
     """
 
-    def __init__(self, audit: AuditLog, bus: EventBus, *, max_unpublished: int = 10_000) -> None:
+    def __init__(
+        self,
+        audit: AuditLog,
+        bus: EventBus,
+        *,
+        max_unpublished: int = 10_000,
+        metrics: PipelineMetrics | None = None,
+        retry_seconds: float = 1.0,
+    ) -> None:
         self._audit = audit
         self._bus = bus
         self._unpublished: deque[Event] = deque(maxlen=max_unpublished)
+        self._gauge = None if metrics is None else metrics.events_unpublished
+        self._lock = threading.Lock()  # guards the queue and the audit log's order
+        self._flush_lock = threading.Lock()  # one publisher at a time keeps events in order
+        self._retry_seconds = retry_seconds
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Publish from a background thread from now on (once)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="events-publisher", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout_seconds: float = 10.0) -> None:
+        """Stop the background thread after one last attempt to publish the backlog."""
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._stopping.set()
+            self._wake.set()
+            thread.join(timeout_seconds)
+        self.flush()
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait(self._retry_seconds)
+            self._wake.clear()
+            self.flush()
+
+    def _publish_soon(self) -> None:
+        if self._thread is None:
+            self.flush()
+        else:
+            self._wake.set()
 
     @property
     def unpublished(self) -> int:
         """Events waiting for Redis to come back."""
-        return len(self._unpublished)
+        with self._lock:
+            return len(self._unpublished)
 
-    def record(self, decision: Decision) -> None:
-        """Append ``decision`` to the audit log, then publish it (and any earlier backlog)."""
+    def record(self, decision: Decision) -> Event:
+        """Append ``decision`` to the audit log, then publish it (and any earlier backlog);
+        returns the event that announces it."""
         event = decision_event(decision)
-        self._audit.append({"event_id": event.event_id, **asdict(decision)})
+        with self._lock:
+            self._audit.append({"event_id": event.event_id, **asdict(decision)})
+            self._enqueue(event)
+        self._publish_soon()
+        return event
+
+    def publish(self, event: Event) -> None:
+        """Publish an event that is not a decision (after any earlier backlog)."""
+        with self._lock:
+            self._enqueue(event)
+        self._publish_soon()
+
+    def flush(self) -> None:
+        """Publish waiting events in order; stop at the first that Redis does not take.
+
+        The queue lock is not held while Redis is called, so ``record`` never waits on it.
+        """
+        with self._flush_lock:
+            while True:
+                with self._lock:
+                    if not self._unpublished:
+                        break
+                    event = self._unpublished[0]
+                try:
+                    self._bus.publish(event)
+                except (EventsUnavailableError, EventStoreError) as exc:
+                    _log.warning("%d events wait for Redis: %s", self.unpublished, exc)
+                    break
+                with self._lock:
+                    if self._unpublished and self._unpublished[0] is event:
+                        self._unpublished.popleft()
+            if self._gauge is not None:
+                self._gauge.set(self.unpublished)
+
+    def _enqueue(self, event: Event) -> None:
         if len(self._unpublished) == self._unpublished.maxlen:
             _log.warning(
-                "event retry queue full: event %s is only in the audit log",
+                "event retry queue full: event %s is dropped from it (a decision stays in the "
+                "audit log)",
                 self._unpublished[0].event_id,
             )
         self._unpublished.append(event)
-        self.flush()
-
-    def flush(self) -> None:
-        """Publish waiting events in order; stop at the first that Redis does not take."""
-        while self._unpublished:
-            try:
-                self._bus.publish(self._unpublished[0])
-            except (EventsUnavailableError, EventStoreError) as exc:
-                _log.warning("%d events wait for Redis: %s", len(self._unpublished), exc)
-                return
-            self._unpublished.popleft()

@@ -36,7 +36,12 @@ import redis
 from pipeline.config import EmbeddedRedisConfig
 from pipeline.errors import RedisServerError
 
-__all__ = ["BINARY_ENVIRONMENT_VARIABLE", "EmbeddedRedis", "locate_redis_server"]
+__all__ = [
+    "BINARY_ENVIRONMENT_VARIABLE",
+    "EmbeddedRedis",
+    "locate_redis_server",
+    "running_embedded_url",
+]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -84,6 +89,28 @@ def _socket_path(data_dir: Path) -> Path:
         return preferred
     digest = hashlib.sha256(os.fsencode(data_dir)).hexdigest()[:16]
     return Path(tempfile.gettempdir()) / f"facestream-redis-{digest}.sock"
+
+
+def running_embedded_url(data_dir: Path, timeout_seconds: float = 1.0) -> str | None:
+    """The URL of an embedded server another process runs on ``data_dir``, if one answers PING.
+
+    Lets a second command (``facestream enroll`` beside ``facestream run``) share the running
+    server instead of starting its own on the same files.
+    """
+    socket_path = _socket_path(Path(data_dir).resolve())
+    if not socket_path.exists():
+        return None
+    url = f"unix://{socket_path}"
+    client = redis.Redis.from_url(
+        url, socket_timeout=timeout_seconds, socket_connect_timeout=timeout_seconds
+    )
+    try:
+        client.ping()
+    except (redis.RedisError, OSError):
+        return None
+    finally:
+        client.close()
+    return url
 
 
 def _die_with_parent() -> None:

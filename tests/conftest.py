@@ -4,23 +4,31 @@ real face chips (from ../shared/data when present, plus scikit-image's public-do
 from __future__ import annotations
 
 import shutil
+import socket
+import threading
+import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import pytest
 import redis
+import uvicorn
 
 from engines.backends import build_encoder_onnx
 from engines.onnxrt import OrtEngine, OrtSettings
 from engines.parity import DlibOracle, astronaut_rgb, image_files, read_rgb
 from engines.store import ModelStore, StoredModel, default_encoder_source, installed_dlib_model
+from pipeline.api import create_app
 from pipeline.config import GalleryConfig
 from pipeline.gallery import connect
 from pipeline.redis_server import EmbeddedRedis
+from pipeline.service import FaceStreamService
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+API_START_TIMEOUT_SECONDS = 10.0
 
 
 @pytest.fixture(scope="session")
@@ -106,3 +114,42 @@ def clients(server: EmbeddedRedis) -> Iterator[Callable[[], redis.Redis]]:
     yield make
     for client in made:
         client.close()
+
+
+@contextmanager
+def _serving(service: FaceStreamService, token: str) -> Iterator[str]:
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(service, token=token),
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=2,
+        )
+    )
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + API_START_TIMEOUT_SECONDS
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10.0)
+        listener.close()
+
+
+ServeApi = Callable[[FaceStreamService, str], AbstractContextManager[str]]
+
+
+@pytest.fixture(scope="session")
+def serve_api() -> ServeApi:
+    """``with serve_api(service, token) as base_url:`` serves the real HTTP API of ``service``
+    with uvicorn on 127.0.0.1 (an ephemeral port) from a thread until the block ends."""
+    return _serving

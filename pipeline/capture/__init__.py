@@ -5,7 +5,14 @@ frame = cameras.get("front-door").frames.get(timeout_seconds=0.5)   # Frame or N
 cameras.stop_all()
 """
 
-from pipeline.capture.camera import Camera, CameraSet, CameraState, CameraStatus, backoff_seconds
+from pipeline.capture.camera import (
+    Camera,
+    CameraSet,
+    CameraState,
+    CameraStatus,
+    StateListener,
+    backoff_seconds,
+)
 from pipeline.capture.config import CameraConfig, CaptureConfig, SourceKind, source_kind
 from pipeline.capture.queue import DropOldestQueue
 from pipeline.capture.source import BACKENDS, FrameSource, SourceFactory, make_source
@@ -22,6 +29,7 @@ __all__ = [
     "FrameSource",
     "SourceFactory",
     "SourceKind",
+    "StateListener",
     "backoff_seconds",
     "make_source",
     "source_kind",

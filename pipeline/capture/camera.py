@@ -18,7 +18,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -39,7 +39,14 @@ from pipeline.errors import (
 from pipeline.metrics import PipelineMetrics
 from pipeline.types import Frame
 
-__all__ = ["Camera", "CameraSet", "CameraState", "CameraStatus", "backoff_seconds"]
+__all__ = [
+    "Camera",
+    "CameraSet",
+    "CameraState",
+    "CameraStatus",
+    "StateListener",
+    "backoff_seconds",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +98,11 @@ class CameraStatus:
     last_error: str | None
 
 
+StateListener = Callable[[CameraStatus, CameraState], None]
+"""Called with a camera's new status and its previous state, from the camera's thread (or the
+caller of ``stop``), after every state change; it must not block."""
+
+
 class Camera:
     """One camera read by its own thread into ``frames``, a drop-oldest queue of ``Frame``s.
 
@@ -105,8 +117,10 @@ class Camera:
         *,
         source_factory: SourceFactory = make_source,
         rng: random.Random | None = None,
+        on_state: StateListener | None = None,
     ) -> None:
         self.config = config
+        self._on_state = on_state
         labels = {"camera": config.id}
         self._up = metrics.camera_up.labels(**labels)
         self._reconnects_metric = metrics.camera_reconnects.labels(**labels)
@@ -323,17 +337,29 @@ class Camera:
 
     def _set_state(self, state: CameraState, error: str | None = None) -> None:
         with self._lock:
-            self._state = state
+            previous, self._state = self._state, state
             if error is not None:
                 self._last_error = error
+        if self._on_state is not None and state != previous:
+            try:
+                self._on_state(self.status(), previous)
+            except Exception:  # a listener's bug must not stop the camera
+                logger.exception("camera %s: state listener failed", self.config.id)
 
 
 class CameraSet:
     """The running cameras by id; add and remove them while the service runs."""
 
-    def __init__(self, metrics: PipelineMetrics, *, source_factory: SourceFactory = make_source):
+    def __init__(
+        self,
+        metrics: PipelineMetrics,
+        *,
+        source_factory: SourceFactory = make_source,
+        on_state: StateListener | None = None,
+    ):
         self._metrics = metrics
         self._source_factory = source_factory
+        self._on_state = on_state
         self._cameras: dict[str, Camera] = {}
         self._lock = threading.Lock()
 
@@ -344,16 +370,19 @@ class CameraSet:
         metrics: PipelineMetrics,
         *,
         source_factory: SourceFactory = make_source,
+        on_state: StateListener | None = None,
     ) -> CameraSet:
         """A set running every camera of the ``[capture]`` section."""
-        cameras = cls(metrics, source_factory=source_factory)
+        cameras = cls(metrics, source_factory=source_factory, on_state=on_state)
         for camera_config in config.cameras:
             cameras.add(camera_config)
         return cameras
 
     def add(self, config: CameraConfig) -> Camera:
         """Start a camera; ConfigError when a camera with its id already runs."""
-        camera = Camera(config, self._metrics, source_factory=self._source_factory)
+        camera = Camera(
+            config, self._metrics, source_factory=self._source_factory, on_state=self._on_state
+        )
         with self._lock:
             if config.id in self._cameras:
                 raise ConfigError(f"camera {config.id} already exists")

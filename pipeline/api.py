@@ -1,0 +1,518 @@
+"""The HTTP API of the door-access service (FastAPI), a thin layer over ``FaceStreamService``.
+
+Every route under /v1 needs ``Authorization: Bearer <token>``; GET routes also accept the
+cookie that /login sets, so a browser can show the live preview (an ``<img>`` cannot send a
+header). Mutations never accept the cookie, so a forged cross-site form cannot enrol or
+delete anyone. Tokens are compared in constant time. /healthz, /readyz and /metrics are open,
+for probes and Prometheus. Errors are JSON ``{"detail": "..."}`` with a 4xx/5xx status; the
+access log names the route, never the query string (which may carry a token).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import asdict, dataclass
+from typing import Annotated
+
+import numpy as np
+import numpy.typing as npt
+from fastapi import (
+    APIRouter,
+    Depends,
+    FastAPI,
+    File,
+    Form,
+    HTTPException,
+    Query,
+    Request,
+    UploadFile,
+)
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.responses import StreamingResponse
+from starlette.routing import Match as RouteMatch
+
+from engines.errors import ConfigError, FaceStreamError
+from pipeline.capture import CameraConfig
+from pipeline.errors import (
+    EnrollmentRejectedError,
+    EventsUnavailableError,
+    GalleryRequestError,
+    GalleryUnavailableError,
+    IdentityExistsError,
+    IdentityNotFoundError,
+    ImageDecodeError,
+    PreviewBusyError,
+    ServiceNotReadyError,
+    UnknownCameraError,
+)
+from pipeline.events import EventKind
+from pipeline.images import decode_image
+from pipeline.live import TrackLabel
+from pipeline.preview import MJPEG_BOUNDARY
+from pipeline.service import FaceStreamService
+from pipeline.types import Embeddings
+
+__all__ = ["TOKEN_COOKIE", "create_app"]
+
+_log = logging.getLogger("facestream.api")
+TOKEN_COOKIE = "facestream_token"
+_OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+# FaceStreamError subclasses -> HTTP status; the first matching class wins
+_STATUS_OF_ERROR: tuple[tuple[type[FaceStreamError], int], ...] = (
+    (IdentityNotFoundError, 404),
+    (UnknownCameraError, 404),
+    (IdentityExistsError, 409),
+    (ImageDecodeError, 400),
+    (EnrollmentRejectedError, 422),
+    (GalleryRequestError, 400),
+    (ConfigError, 422),
+    (PreviewBusyError, 503),
+    (ServiceNotReadyError, 503),
+    (GalleryUnavailableError, 503),
+    (EventsUnavailableError, 503),
+)
+
+
+class _TooLargeError(ImageDecodeError):
+    """An upload over ``api.max_upload_bytes``."""
+
+
+def _status_of(error: FaceStreamError) -> int:
+    for error_type, status in _STATUS_OF_ERROR:
+        if isinstance(error, error_type):
+            return status
+    return 500
+
+
+def _track_json(track: TrackLabel) -> dict[str, object]:
+    return {
+        "track_id": track.track_id,
+        "box": [round(value, 1) for value in track.box],
+        "name": track.name,
+        "distance": None if track.distance is None else round(track.distance, 4),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class _ApiState:
+    service: FaceStreamService
+    token: bytes
+    analysis_lock: threading.Lock  # one API face analysis at a time: the cores are shared
+
+
+def _state(request: Request) -> _ApiState:
+    state: _ApiState = request.app.state.facestream
+    return state
+
+
+State = Annotated[_ApiState, Depends(_state)]
+
+
+def _authorised(request: Request, state: _ApiState, *, allow_cookie: bool) -> bool:
+    header = request.headers.get("authorization", "")
+    scheme, _, credentials = header.partition(" ")
+    if scheme.lower() == "bearer" and hmac.compare_digest(credentials.encode(), state.token):
+        return True
+    cookie = request.cookies.get(TOKEN_COOKIE)
+    return allow_cookie and cookie is not None and hmac.compare_digest(cookie.encode(), state.token)
+
+
+def _require_token(request: Request, state: State) -> None:
+    if not _authorised(request, state, allow_cookie=request.method in ("GET", "HEAD")):
+        raise HTTPException(
+            status_code=401,
+            detail="missing or wrong API token: send 'Authorization: Bearer <token>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+health = APIRouter(tags=["health"])
+v1 = APIRouter(prefix="/v1", dependencies=[Depends(_require_token)])
+pages = APIRouter(include_in_schema=False)
+
+
+def create_app(service: FaceStreamService, *, token: str) -> FastAPI:
+    """The API for ``service``; ``token`` is the bearer token every /v1 route requires."""
+    if len(token) < 16:
+        raise ConfigError("the API token must be at least 16 characters")
+    app = FastAPI(
+        title="facestream",
+        version="0.1.0",
+        description="Streaming face recognition for door access: identities, 1:1 and 1:N "
+        "matching, cameras, events, live preview. Bearer token on every /v1 route.",
+    )
+    app.state.facestream = _ApiState(service, token.encode(), threading.Lock())
+    app.include_router(health)
+    app.include_router(v1)
+    app.include_router(pages)
+    app.middleware("http")(_measure)
+    app.exception_handler(FaceStreamError)(_facestream_error)
+    return app
+
+
+async def _measure(
+    request: Request, call_next: Callable[[Request], Awaitable[Response]]
+) -> Response:
+    started = time.perf_counter()
+    route = "unmatched"
+    for candidate in request.app.router.routes:
+        if candidate.matches(request.scope)[0] == RouteMatch.FULL:
+            route = getattr(candidate, "path", "unmatched")
+            break
+    response = await call_next(request)
+    elapsed = time.perf_counter() - started
+    metrics = _state(request).service.services.metrics
+    metrics.http_requests.labels(
+        route=route, method=request.method, status=str(response.status_code)
+    ).inc()
+    metrics.http_request_seconds.labels(route=route).observe(elapsed)
+    if route not in _OPEN_PATHS:
+        _log.info(
+            "%s %s -> %d (%.1f ms)",
+            request.method,
+            request.url.path,
+            response.status_code,
+            elapsed * 1000,
+        )
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+async def _facestream_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, FaceStreamError)  # registered for FaceStreamError only
+    status = 413 if isinstance(error, _TooLargeError) else _status_of(error)
+    if status == 500:
+        _log.error("%s %s failed: %s", request.method, request.url.path, error)
+    body: dict[str, object] = {"detail": str(error)}
+    if isinstance(error, EnrollmentRejectedError):
+        body["reason"] = error.reason
+    return JSONResponse(body, status_code=status)
+
+
+def _read_upload(state: _ApiState, upload: UploadFile) -> npt.NDArray[np.uint8]:
+    limit = state.service.config.api.max_upload_bytes
+    name = upload.filename or "upload"
+    data = upload.file.read(limit + 1)
+    if len(data) > limit:
+        raise _TooLargeError(
+            f"{name}: larger than the {limit} bytes allowed (api.max_upload_bytes)"
+        )
+    return decode_image(data, name=name)
+
+
+def _largest_face(state: _ApiState, upload: UploadFile) -> Embeddings:
+    rgb = _read_upload(state, upload)
+    with state.analysis_lock:
+        analyzed = state.service.services.analyzer.analyze(rgb)
+    if not len(analyzed):
+        raise EnrollmentRejectedError("no_face", f"{upload.filename or 'image'}: no face found")
+    return Embeddings(analyzed.embeddings.vectors[:1], model_id=analyzed.embeddings.model_id)
+
+
+def _templates(state: _ApiState, images: list[UploadFile]) -> tuple[Embeddings, list[str]]:
+    most = state.service.config.api.max_images_per_request
+    if len(images) > most:
+        raise ImageDecodeError(f"{len(images)} images; at most {most} per request")
+    decoded = [
+        (upload.filename or f"image {number}", _read_upload(state, upload))
+        for number, upload in enumerate(images, start=1)
+    ]
+    with state.analysis_lock:
+        templates, problems = state.service.services.templates(decoded)
+    if not len(templates):
+        raise EnrollmentRejectedError(
+            "no_usable_photo", "none of the images can be enrolled: " + "; ".join(problems)
+        )
+    return templates, problems
+
+
+# ---- health and metrics (open) ----
+
+
+@health.get("/healthz")
+def healthz(state: State) -> dict[str, object]:
+    """Liveness: the process answers. Also names the engines in use and the cameras' states."""
+    service = state.service
+    engine = service.services.engine
+    return {
+        "status": "ok",
+        "uptime_seconds": round(time.time() - service.started_at, 1),
+        "engines": {
+            "encoder": {
+                "backend": engine.backend,
+                "model_id": engine.model_id,
+                "precision": service.config.engine.precision,
+            }
+        },
+        "cameras": {status.camera_id: status.state for status in service.camera_statuses()},
+    }
+
+
+@health.get("/readyz")
+def readyz(state: State) -> JSONResponse:
+    """Readiness: Redis answers, engines are loaded, recognition runs (503 otherwise)."""
+    readiness = state.service.readiness()
+    body = {"ready": readiness.ready, **asdict(readiness)}
+    return JSONResponse(body, status_code=200 if readiness.ready else 503)
+
+
+@health.get("/metrics")
+def prometheus_metrics(state: State) -> Response:
+    """Prometheus text format; every name starts with facestream_."""
+    registry = state.service.services.metrics.registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+# ---- identities ----
+
+
+@v1.get("/identities", tags=["identities"])
+def list_identities(state: State) -> dict[str, object]:
+    """Every enrolled identity."""
+    identities = state.service.services.gallery.list_identities()
+    return {"identities": [identity.as_dict() for identity in identities]}
+
+
+@v1.post("/identities", tags=["identities"], status_code=201)
+def create_identity(
+    state: State,
+    name: Annotated[str, Form(min_length=1, max_length=200)],
+    images: Annotated[list[UploadFile], File(description="photos, one face each")],
+    identity_id: Annotated[str | None, Form(description="id to use; default: a new one")] = None,
+) -> dict[str, object]:
+    """Enrol a person from one or more photos; photos that cannot be used are listed in
+    ``rejected`` (the identity is made from the others)."""
+    templates, problems = _templates(state, images)
+    identity = state.service.services.enroll(name, templates, identity_id=identity_id)
+    return {**identity.as_dict(), "rejected": problems}
+
+
+@v1.get("/identities/{identity_id}", tags=["identities"])
+def get_identity(state: State, identity_id: str) -> dict[str, object]:
+    """One identity."""
+    return state.service.services.gallery.get(identity_id).as_dict()
+
+
+@v1.post("/identities/{identity_id}/images", tags=["identities"])
+def add_images(
+    state: State, identity_id: str, images: Annotated[list[UploadFile], File()]
+) -> dict[str, object]:
+    """Add photos (templates) to an identity."""
+    gallery = state.service.services.gallery
+    gallery.get(identity_id)  # 404 before any face work
+    templates, problems = _templates(state, images)
+    return {**gallery.add_templates(identity_id, templates).as_dict(), "rejected": problems}
+
+
+@v1.delete("/identities/{identity_id}", tags=["identities"], status_code=204)
+def delete_identity(state: State, identity_id: str) -> Response:
+    """Delete an identity and all its templates."""
+    state.service.services.gallery.remove(identity_id)
+    return Response(status_code=204)
+
+
+# ---- matching ----
+
+
+@v1.post("/identify", tags=["matching"])
+def identify(
+    state: State,
+    image: Annotated[UploadFile, File()],
+    top_k: Annotated[int, Form(ge=1, le=100)] = 5,
+) -> dict[str, object]:
+    """1:N: the identities within tau of the largest face, best first (empty: nobody)."""
+    tau = state.service.config.process.match.max_distance
+    probe = _largest_face(state, image)
+    found = state.service.services.gallery.identify(probe, top_k=top_k, max_distance=tau)
+    matches = [
+        {"identity_id": m.identity_id, "name": m.name, "distance": round(m.distance, 4)}
+        for m in found[0]
+    ]
+    return {"matches": matches, "tau": tau}
+
+
+@v1.post("/verify", tags=["matching"])
+def verify(
+    state: State,
+    image: Annotated[UploadFile, File()],
+    identity_id: Annotated[str, Form(min_length=1)],
+) -> dict[str, object]:
+    """1:1: is the largest face the claimed identity?"""
+    gallery = state.service.services.gallery
+    gallery.get(identity_id)  # 404 before any face work
+    tau = state.service.config.process.match.max_distance
+    distance = gallery.distance_to(_largest_face(state, image), identity_id)
+    return {"match": distance <= tau, "distance": round(distance, 4), "tau": tau}
+
+
+# ---- streams (cameras) and their previews ----
+
+
+@v1.get("/streams", tags=["streams"])
+def list_streams(state: State) -> dict[str, object]:
+    """Every camera and its state."""
+    return {"streams": [asdict(status) for status in state.service.camera_statuses()]}
+
+
+@v1.post("/streams", tags=["streams"], status_code=201)
+def add_stream(state: State, camera: CameraConfig) -> dict[str, object]:
+    """Start a camera: the fields of a ``[[capture.cameras]]`` entry (id, url, ...)."""
+    return asdict(state.service.add_camera(camera))
+
+
+@v1.get("/streams/{camera_id}", tags=["streams"])
+def get_stream(state: State, camera_id: str) -> dict[str, object]:
+    """One camera's state and the tracks of its latest frame."""
+    status = state.service.cameras.get(camera_id).status()
+    tracks = state.service.preview.tracks(camera_id)
+    return {**asdict(status), "tracks": [_track_json(track) for track in tracks]}
+
+
+@v1.delete("/streams/{camera_id}", tags=["streams"], status_code=204)
+def remove_stream(state: State, camera_id: str) -> Response:
+    """Stop and forget a camera."""
+    state.service.remove_camera(camera_id)
+    return Response(status_code=204)
+
+
+@v1.get("/streams/{camera_id}/snapshot.jpg", tags=["preview"])
+def snapshot(state: State, camera_id: str) -> Response:
+    """The latest frame with boxes and names (204 before the first frame)."""
+    jpeg = state.service.preview.snapshot(camera_id)
+    if jpeg is None:
+        return Response(status_code=204)
+    return Response(jpeg, media_type="image/jpeg")
+
+
+@v1.get("/streams/{camera_id}/preview.mjpg", tags=["preview"])
+def preview_stream(state: State, camera_id: str) -> StreamingResponse:
+    """Live MJPEG preview with boxes, names and distances (an ``<img>`` shows it)."""
+    parts: Iterator[bytes] = state.service.preview.stream(camera_id)
+    return StreamingResponse(
+        parts, media_type=f"multipart/x-mixed-replace; boundary={MJPEG_BOUNDARY}"
+    )
+
+
+# ---- events ----
+
+
+@v1.get("/events", tags=["events"])
+def recent_events(
+    state: State,
+    count: Annotated[int, Query(ge=1, le=1000)] = 50,
+    kind: Annotated[EventKind | None, Query()] = None,
+) -> dict[str, object]:
+    """The newest events of the stream, newest first."""
+    events = state.service.bus.recent(count, kind=kind)
+    return {"events": [json.loads(event.to_json()) for event in events]}
+
+
+# ---- browser pages ----
+
+
+@pages.get("/login")
+def login(state: State, token: Annotated[str, Query(max_length=4096)] = "") -> Response:
+    """Set the preview cookie from ``?token=`` and go to the preview (the token leaves the
+    address bar at once; the access log never shows query strings)."""
+    if not hmac.compare_digest(token.encode(), state.token):
+        return HTMLResponse(_LOGIN_PAGE, status_code=401 if token else 200)
+    response = RedirectResponse("/preview", status_code=303)
+    response.set_cookie(
+        TOKEN_COOKIE, token, httponly=True, samesite="strict", max_age=12 * 3600, path="/"
+    )
+    return response
+
+
+@pages.get("/")
+def index() -> RedirectResponse:
+    """The preview is the home page."""
+    return RedirectResponse("/preview", status_code=303)
+
+
+@pages.get("/preview")
+def preview_page(request: Request, state: State) -> Response:
+    """Every camera's live preview, with the names seen (needs the /login cookie)."""
+    if not _authorised(request, state, allow_cookie=True):
+        return RedirectResponse("/login", status_code=303)
+    return HTMLResponse(_PREVIEW_PAGE)
+
+
+_LOGIN_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>facestream: sign in</title></head>
+<body style="font-family: sans-serif">
+<h1>facestream</h1>
+<form method="get" action="/login">
+  <label>API token <input name="token" type="password" autocomplete="off" size="48"></label>
+  <button type="submit">Open the live preview</button>
+</form>
+</body></html>
+"""
+
+# The page lists cameras from /v1/streams and polls each one's tracks, so the names seen are
+# also in the DOM (readable by assistive technology and by the browser test), not only drawn.
+_PREVIEW_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>facestream: live preview</title>
+<style>
+body { font-family: sans-serif; margin: 1em; background: #111; color: #eee }
+.camera { display: inline-block; margin: 0 1em 1em 0; vertical-align: top }
+.camera img { max-width: 640px; background: #000; display: block }
+.tracks { list-style: none; padding: 0 }
+</style></head>
+<body>
+<h1>facestream live preview</h1>
+<div id="cameras"></div>
+<script>
+async function getJson(path) {
+  const reply = await fetch(path, {credentials: "same-origin"});
+  if (!reply.ok) { throw new Error(path + ": " + reply.status); }
+  return reply.json();
+}
+function trackText(track) {
+  if (track.distance === null) { return "#" + track.track_id + " (encoding)"; }
+  const who = track.name === null ? "unknown" : track.name;
+  return who + " (distance " + track.distance.toFixed(2) + ")";
+}
+async function refresh() {
+  const root = document.getElementById("cameras");
+  const {streams} = await getJson("/v1/streams");
+  for (const stream of streams) {
+    const id = stream.camera_id;
+    let box = document.getElementById("camera-" + id);
+    if (box === null) {
+      box = document.createElement("div");
+      box.className = "camera";
+      box.id = "camera-" + id;
+      const title = document.createElement("h2");
+      title.textContent = id;
+      const image = document.createElement("img");
+      image.alt = "live preview of " + id;
+      image.src = "/v1/streams/" + encodeURIComponent(id) + "/preview.mjpg";
+      const state = document.createElement("p");
+      state.className = "state";
+      const list = document.createElement("ul");
+      list.className = "tracks";
+      box.append(title, image, state, list);
+      root.append(box);
+    }
+    const detail = await getJson("/v1/streams/" + encodeURIComponent(id));
+    box.querySelector(".state").textContent = "state: " + detail.state;
+    const list = box.querySelector(".tracks");
+    list.replaceChildren(...detail.tracks.map(track => {
+      const item = document.createElement("li");
+      item.textContent = trackText(track);
+      return item;
+    }));
+  }
+}
+refresh();
+setInterval(() => refresh().catch(error => console.error(error)), 500);
+</script>
+</body></html>
+"""

@@ -1,0 +1,235 @@
+"""The running door-access service: cameras, recognition, door decisions, events, preview.
+
+``run_service(config)`` builds everything on top of ``open_services`` and starts it; leaving
+the ``with`` block stops it in reverse order: cameras and recognition first (the open tracks
+are finished and decided), then the preview, webhooks, the event publisher (one last flush)
+and the audit log. The HTTP API (``pipeline.api``) is a thin layer over ``FaceStreamService``.
+
+Events: every door decision is appended to the audit log, then published (Redis stream and
+webhook outbox) by a background publisher that retries while Redis is away; a camera coming
+up or going down (waiting to reconnect, failed, ended) is published as camera_up/camera_down.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+from pipeline.app import Services, open_services
+from pipeline.audit import AuditLog
+from pipeline.capture import CameraConfig, CameraSet, CameraState, CameraStatus
+from pipeline.capture.source import SourceFactory, make_source
+from pipeline.config import FaceStreamConfig
+from pipeline.decide import Decision, DoorPolicy
+from pipeline.errors import AuditLogError, ServiceNotReadyError
+from pipeline.events import Event, EventBus, EventKind, JsonValue, WebhookDeliverer
+from pipeline.live import LiveOutputs, LiveRecognition
+from pipeline.preview import PreviewHub
+from pipeline.record import DecisionRecorder
+
+__all__ = ["FaceStreamService", "Readiness", "run_service"]
+
+_log = logging.getLogger(__name__)
+_DOWN_STATES: frozenset[CameraState] = frozenset({"waiting", "failed", "finished"})
+
+
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    """What /readyz reports: ready when Redis answers, the engines are loaded and recognition
+    runs. Cameras are listed but do not decide readiness: one dead camera must not take the
+    API (enrolment, the other cameras' previews) out of a load balancer."""
+
+    redis: bool
+    engines: dict[str, str]
+    recognition: bool
+    cameras: dict[str, CameraState]
+    detail: str | None
+
+    @property
+    def ready(self) -> bool:
+        """True when the service can do its job."""
+        return self.redis and self.recognition and bool(self.engines)
+
+
+class FaceStreamService:
+    """Cameras, live recognition and door decisions over one set of ``Services``.
+
+    Build it with ``run_service``; its methods are safe to call from API threads.
+    """
+
+    def __init__(
+        self,
+        services: Services,
+        *,
+        bus: EventBus,
+        recorder: DecisionRecorder,
+        preview: PreviewHub,
+        source_factory: SourceFactory = make_source,
+    ) -> None:
+        self.services = services
+        self.config = services.config
+        self.bus = bus
+        self.recorder = recorder
+        self.preview = preview
+        self.started_at = time.time()
+        self.policy = DoorPolicy(self.config.doors)
+        self.cameras = CameraSet(
+            services.metrics, source_factory=source_factory, on_state=self._camera_changed
+        )
+        self.recognition = LiveRecognition(
+            services.analyzer,
+            services.gallery,
+            self.cameras,
+            config=self.config.process,
+            metrics=services.metrics,
+            outputs=LiveOutputs(
+                policy=self.policy, on_decision=self._decided, on_frame=preview.publish
+            ),
+        )
+        self._cameras_lock = threading.Lock()  # add/remove: one at a time, preview in step
+
+    def start(self) -> None:
+        """Start recognition and every configured camera."""
+        self.recognition.start()
+        for camera in self.config.capture.cameras:
+            self.add_camera(camera)
+
+    def stop(self) -> None:
+        """Stop cameras, then recognition (which decides the tracks still open)."""
+        self.cameras.stop_all()
+        self.recognition.stop()
+
+    def add_camera(self, camera: CameraConfig) -> CameraStatus:
+        """Start a camera at run time; ConfigError when its id is taken."""
+        with self._cameras_lock:
+            self.preview.add(camera.id)
+            try:
+                started = self.cameras.add(camera)
+            except BaseException:
+                if camera.id not in self.cameras.ids():
+                    self.preview.remove(camera.id)
+                raise
+        return started.status()
+
+    def remove_camera(self, camera_id: str) -> None:
+        """Stop and forget a camera; UnknownCameraError when absent."""
+        with self._cameras_lock:
+            self.cameras.remove(camera_id)
+            self.preview.remove(camera_id)
+
+    def camera_statuses(self) -> list[CameraStatus]:
+        """A status snapshot of every camera, by id."""
+        return [camera.status() for camera in sorted(self.cameras, key=lambda c: c.camera_id)]
+
+    def readiness(self) -> Readiness:
+        """Check Redis (PING), the engines and the recognition worker."""
+        detail = None
+        try:
+            redis_ok = bool(self.services.redis.ping())
+        except (redis.RedisError, OSError) as exc:
+            redis_ok, detail = False, f"redis: {exc}"
+        engines = {"encoder": self.services.engine.backend}
+        recognition = self.recognition.running
+        if not recognition:
+            detail = "recognition worker is not running"
+        return Readiness(
+            redis=redis_ok,
+            engines=engines,
+            recognition=recognition,
+            cameras={status.camera_id: status.state for status in self.camera_statuses()},
+            detail=detail,
+        )
+
+    def require_ready(self) -> None:
+        """Raise ServiceNotReadyError naming the problem unless ``readiness().ready``."""
+        readiness = self.readiness()
+        if not readiness.ready:
+            raise ServiceNotReadyError(readiness.detail or "the service is not ready")
+
+    def _decided(self, decision: Decision) -> None:
+        try:
+            self.recorder.record(decision)
+        except AuditLogError:
+            # not audited means not announced: a door controller must never act on a decision
+            # the log does not hold; the operator sees this line and the metric
+            _log.exception("decision on door %s not recorded", decision.door_id)
+            self.services.metrics.events_store_errors.labels(operation="audit").inc()
+
+    def _camera_changed(self, status: CameraStatus, previous: CameraState) -> None:
+        kind: EventKind
+        if status.state == "up":
+            kind = "camera_up"
+        elif status.state in _DOWN_STATES and previous == "up":
+            kind = "camera_down"
+        else:
+            return
+        payload: dict[str, JsonValue] = {
+            "camera_id": status.camera_id,
+            "state": status.state,
+            "previous_state": previous,
+            "backend": status.backend,
+            "reconnects": status.reconnects,
+            "last_error": status.last_error if kind == "camera_down" else None,
+        }
+        self.recorder.publish(Event.create(kind, status.camera_id, payload))
+
+
+@contextmanager
+def run_service(
+    config: FaceStreamConfig,
+    *,
+    redis_dir: Path | None = None,
+    source_factory: SourceFactory = make_source,
+) -> Iterator[FaceStreamService]:
+    """Start the service for ``config`` (cameras of ``[capture]`` included); stop it on exit.
+
+    redis_dir: where an embedded Redis keeps its data (default data_dir/redis).
+    Raises AuditLogError when the audit log cannot be opened or its last line is damaged.
+    """
+    with ExitStack() as stack:
+        services = stack.enter_context(open_services(config, redis_dir=redis_dir))
+        audit_path = config.audit_path
+        try:
+            audit_path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise AuditLogError(f"audit log {audit_path}: cannot create its folder: {exc}") from exc
+        audit = AuditLog(audit_path)
+        stack.callback(audit.close)
+        if audit.damage is not None:
+            raise AuditLogError(
+                f"audit log {audit_path}: {audit.damage}; run `facestream audit verify` and "
+                "move the damaged file aside before starting"
+            )
+        bus = EventBus(services.redis, config.events, services.metrics)
+        recorder = DecisionRecorder(audit, bus, metrics=services.metrics)
+        recorder.start()
+        stack.callback(recorder.stop)
+        if config.events.webhook_urls:
+            stack.enter_context(WebhookDeliverer(services.redis, config.events, services.metrics))
+        api = config.api
+        preview = PreviewHub(
+            services.metrics,
+            max_fps=api.preview_max_fps,
+            jpeg_quality=api.preview_jpeg_quality,
+            max_clients=api.preview_max_clients,
+        )
+        stack.callback(preview.close)
+        service = FaceStreamService(
+            services, bus=bus, recorder=recorder, preview=preview, source_factory=source_factory
+        )
+        stack.callback(service.stop)
+        service.start()
+        _log.info(
+            "service running: %d camera(s), %d door(s), audit log %s",
+            len(config.capture.cameras),
+            len(config.doors),
+            audit_path,
+        )
+        yield service
