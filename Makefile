@@ -22,9 +22,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/facestream engines build
 	touch $(STAMP)
 
+# the service on embedded defaults with the bundled sample camera; Ctrl-C stops it
 run: install
-	$(BIN)/facestream sample data/sample
-	$(BIN)/facestream process data/sample/astronaut.mp4 --gallery data/sample/gallery
+	$(BIN)/facestream run --sample
 
 test: install
 	$(BIN)/pytest

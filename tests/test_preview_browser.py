@@ -1,0 +1,97 @@
+"""The live preview in a real browser: Debian's headless chromium, driven by selenium, signs
+in with the token, shows the sample camera's MJPEG stream with the enrolled face boxed in green
+and named, and lists the name on the page."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from pipeline.capture import CameraConfig
+from pipeline.config import FaceStreamConfig
+from pipeline.images import decode_image
+from pipeline.sample import make_sample
+from pipeline.service import FaceStreamService, run_service
+
+ServeApi = Callable[[FaceStreamService, str], AbstractContextManager[str]]
+TOKEN = "browser-test-token-0123456789"
+DEADLINE_SECONDS = 60.0
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+
+
+@pytest.fixture
+def preview_url(tmp_path: Path, serve_api: ServeApi) -> Iterator[str]:
+    """The API of a service running the sample camera, its face enrolled."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    sample = make_sample(tmp_path / "sample", seconds=4.0)
+    camera = CameraConfig(id="entrance", url=str(sample.video), loop=True, realtime=True)
+    config = FaceStreamConfig(data_dir=tmp_path / "data")
+    with run_service(config) as service:
+        photo = next((sample.gallery / "eileen_collins").iterdir())
+        templates, _ = service.services.templates([(photo.name, decode_image(photo.read_bytes()))])
+        service.services.enroll("eileen_collins", templates)
+        service.add_camera(camera)
+        with serve_api(service, TOKEN) as base_url:
+            yield base_url
+
+
+def _wait_for(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the browser did not show {what} within {DEADLINE_SECONDS} s")
+        time.sleep(0.2)
+
+
+def test_preview_page_shows_the_stream_with_boxes_and_names(preview_url: str) -> None:
+    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+        pytest.skip("Debian's chromium and chromium-driver are not installed")
+    from selenium import webdriver  # noqa: PLC0415  (test-only dependency)
+    from selenium.webdriver.chrome.service import Service  # noqa: PLC0415
+    from selenium.webdriver.common.by import By  # noqa: PLC0415
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(argument)
+    options.add_argument("--window-size=1000,800")
+    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    try:
+        driver.set_page_load_timeout(30)
+        driver.get(f"{preview_url}/login?token={TOKEN}")
+        assert driver.current_url == f"{preview_url}/preview"  # the token left the address bar
+
+        def names_listed() -> bool:
+            items = driver.find_elements(By.CSS_SELECTOR, "#camera-entrance .tracks li")
+            return any("eileen_collins" in item.text for item in items)
+
+        _wait_for(names_listed, "the enrolled name in the track list")
+        image = driver.find_element(By.CSS_SELECTOR, "#camera-entrance img")
+        _wait_for(
+            lambda: bool(driver.execute_script("return arguments[0].naturalWidth;", image)),
+            "a frame of the MJPEG stream",
+        )
+        assert driver.execute_script("return arguments[0].naturalWidth;", image) == 640
+        state = driver.find_element(By.CSS_SELECTOR, "#camera-entrance .state").text
+        assert state == "state: up"
+
+        def green_box_drawn() -> bool:
+            png = np.frombuffer(image.screenshot_as_png, np.uint8)
+            shown = cv2.imdecode(png, cv2.IMREAD_COLOR)
+            assert shown is not None
+            # the box and label of a known face are drawn in (60, 200, 60) BGR
+            near = np.abs(shown.astype(np.int16) - np.array([60, 200, 60])).max(axis=2) < 40
+            return int(near.sum()) > 200
+
+        _wait_for(green_box_drawn, "a green box around the known face")
+    finally:
+        driver.quit()
