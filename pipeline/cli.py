@@ -558,3 +558,7 @@ def sample(
 def main() -> None:
     """Entry point of the ``facestream`` console script."""
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""The running service as an operator meets it: `facestream run` in a subprocess (signals,
+the sample, `events tail` beside it), Redis killed and restarted under it, and a camera that
+never answers."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from pipeline.audit import verify_audit_log
+from pipeline.capture import CameraConfig
+from pipeline.config import FaceStreamConfig, GalleryConfig
+from pipeline.decide import DoorConfig
+from pipeline.images import decode_image
+from pipeline.redis_server import EmbeddedRedis
+from pipeline.sample import SampleFiles, make_sample
+from pipeline.service import FaceStreamService, run_service
+
+TOKEN = "service-test-token-0123456789"
+DEADLINE_SECONDS = 90.0
+FACESTREAM = [sys.executable, "-m", "pipeline.cli"]
+
+
+def _free_port() -> int:
+    import socket  # noqa: PLC0415
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _until(condition: object, what: str, seconds: float = DEADLINE_SECONDS) -> None:
+    assert callable(condition)
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {seconds} s")
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def needs_redis() -> None:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+
+
+@pytest.mark.usefixtures("needs_redis")
+def test_facestream_run_with_the_sample_decides_and_stops_cleanly_on_sigterm(
+    tmp_path: Path,
+) -> None:
+    """The README's `make run`: the sample face is granted at the demo door within a minute;
+    `events tail` in a second process reads the same events; SIGTERM stops everything in
+    order (exit 0, audit log intact)."""
+    config = tmp_path / "facestream.toml"
+    config.write_text(f'data_dir = "{tmp_path / "data"}"\n', encoding="utf-8")
+    port = _free_port()
+    environment = {**os.environ, "FACESTREAM_API_TOKEN": TOKEN}
+    process = subprocess.Popen(
+        [*FACESTREAM, "run", "--sample", "--config", str(config), "--port", str(port)],
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+
+        def granted() -> bool:
+            try:
+                reply = httpx.get(f"{base}/v1/events", params={"kind": "decision"}, headers=headers)
+            except httpx.TransportError:
+                assert process.poll() is None, process.communicate()[1]
+                return False
+            return any(e["payload"]["outcome"] == "granted" for e in reply.json()["events"])
+
+        _until(granted, "a granted decision for the sample")
+        tail = subprocess.run(
+            [*FACESTREAM, "events", "tail", "--no-follow", "--last", "50", "-c", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        kinds = [json.loads(line)["kind"] for line in tail.stdout.splitlines()]
+        assert "camera_up" in kinds
+        assert "decision" in kinds
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, stderr
+    assert "facestream stopped" in stderr
+    report = verify_audit_log(tmp_path / "data" / "audit" / "decisions.jsonl")
+    assert report.ok
+    assert report.lines_checked >= 1
+
+
+@pytest.fixture
+def sample(tmp_path: Path) -> SampleFiles:
+    return make_sample(tmp_path / "sample", seconds=4.0)
+
+
+@pytest.fixture
+def redis_service(
+    tmp_path: Path, server: EmbeddedRedis, sample: SampleFiles
+) -> Iterator[FaceStreamService]:
+    """A service on an external (restartable) Redis, the sample face enrolled, a door on
+    camera 'front' (not yet added)."""
+    config = FaceStreamConfig(
+        data_dir=tmp_path / "data",
+        gallery=GalleryConfig(redis_url=server.url, socket_timeout_seconds=1.0),
+        doors=[DoorConfig(id="lab", cameras=["front"], required_matches=2, window_encodings=3)],
+    )
+    with run_service(config) as service:
+        photo = next((sample.gallery / "eileen_collins").iterdir())
+        templates, _ = service.services.templates([(photo.name, decode_image(photo.read_bytes()))])
+        service.services.enroll("eileen_collins", templates)
+        yield service
+
+
+def test_redis_killed_and_restarted_loses_no_enrolment_and_no_event(
+    redis_service: FaceStreamService, server: EmbeddedRedis, sample: SampleFiles
+) -> None:
+    service = redis_service
+    server.stop()  # SIGTERM: an outage
+    _until(lambda: not service.readiness().redis, "readiness notices Redis is gone", 10)
+    assert not service.readiness().ready
+    # recognition goes on from the in-memory gallery: the decision is audited and waits
+    service.add_camera(CameraConfig(id="front", url=str(sample.video), loop=True, realtime=True))
+    audit_path = service.config.audit_path
+    _until(lambda: audit_path.read_text(encoding="utf-8"), "a decision audited without Redis")
+    assert service.recorder.unpublished >= 2  # camera_up, then the decision
+    audited = audit_path.read_text(encoding="utf-8").splitlines()
+    waiting_id = json.loads(audited[-1])["event"]["event_id"]
+
+    server.start()
+    server.wait_ready(timeout_seconds=10.0)
+    _until(lambda: service.readiness().ready, "ready again after Redis restarts", 30)
+    _until(lambda: service.recorder.unpublished == 0, "the backlog published", 30)
+    published = {event.event_id for event in service.bus.recent(1000)}
+    assert waiting_id in published
+    names = [identity.name for identity in service.services.gallery.list_identities()]
+    assert names == ["eileen_collins"]  # the AOF kept the enrolment
+
+
+def test_a_camera_that_never_answers_is_reported_not_fatal(
+    tmp_path: Path, needs_redis: None
+) -> None:
+    config = FaceStreamConfig(data_dir=tmp_path / "data")
+    with run_service(config) as service:
+        port = _free_port()  # nothing listens there
+        camera = CameraConfig(
+            id="dead", url=f"rtsp://127.0.0.1:{port}/nothing", open_timeout_seconds=1.0
+        )
+        service.add_camera(camera)
+
+        def waiting() -> bool:
+            (status,) = service.camera_statuses()
+            return status.state == "waiting" and status.last_error is not None
+
+        _until(waiting, "the dead camera reported as waiting with its error", 30)
+        assert service.readiness().ready  # one dead camera does not take the service down
+        assert service.readiness().cameras == {"dead": "waiting"}
+        service.remove_camera("dead")
+        assert service.camera_statuses() == []
