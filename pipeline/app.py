@@ -123,13 +123,21 @@ def open_services(config: FaceStreamConfig, *, redis_dir: Path | None = None) ->
         stack.callback(gallery.close)
         gallery.start()
         metrics.engine_info.labels(
-            role="encoder", backend=engine.backend, model_id=engine.model_id
+            role="encoder",
+            backend=engine.backend,
+            precision=config.engine.precision,
+            model_id=engine.model_id,
         ).set(1)
         if isinstance(detector, BlazeFaceDetector):
             metrics.engine_info.labels(
-                role="detector", backend=detector.engine.backend, model_id=detector.engine.model_id
+                role="detector",
+                backend=detector.engine.backend,
+                precision=detector.config.precision,
+                model_id=detector.engine.model_id,
             ).set(1)
         else:
-            metrics.engine_info.labels(role="detector", backend="dlib", model_id="dlib_hog").set(1)
+            metrics.engine_info.labels(
+                role="detector", backend="dlib", precision="native", model_id="dlib_hog"
+            ).set(1)
         analyzer = FaceAnalyzer(detector, FaceAligner(), FaceEncoder(engine, metrics))
         yield Services(config, metrics, engine, analyzer, gallery, client)

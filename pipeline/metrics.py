@@ -122,8 +122,8 @@ class PipelineMetrics:
             ),
             engine_info=Gauge(
                 "facestream_engine_info",
-                "1 for each model runtime in use: its role, backend and model id",
-                ["role", "backend", "model_id"],
+                "1 for each model runtime in use: its role, backend, precision and model id",
+                ["role", "backend", "precision", "model_id"],
                 registry=registry,
             ),
             decisions=Counter(

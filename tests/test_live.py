@@ -163,6 +163,7 @@ def test_engine_in_use_is_exported(services: Services) -> None:
         {
             "role": "encoder",
             "backend": services.engine.backend,
+            "precision": "fp32",
             "model_id": services.engine.model_id,
         },
     )
