@@ -125,3 +125,19 @@ def test_doors_are_validated(tmp_path: Path) -> None:
     path.write_text("[[doors]]\nid = 'a'\ncameras = ['c']\nrequired_matches = 9\n")
     with pytest.raises(ConfigFileError, match=r"doors\.0"):
         load_config(path)
+
+
+def test_documented_example_config_is_valid() -> None:
+    """docs/facestream.example.toml, which the README points to, stays a valid config."""
+    example = Path(__file__).resolve().parents[1] / "docs" / "facestream.example.toml"
+    config = load_config(example)
+    assert [camera.id for camera in config.capture.cameras] == ["front-door", "lobby"]
+    assert config.doors[0].cameras == ["front-door"]
+    assert config.api.port == 8080
+
+
+def test_short_api_token_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "facestream.toml"
+    path.write_text("[api]\ntoken = 'short'\n")
+    with pytest.raises(ConfigFileError, match=r"api\.token"):
+        load_config(path)
