@@ -7,6 +7,7 @@ extra (``facestream[torch]``) and is imported only when this engine is built.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,6 +129,9 @@ class TorchEngine(BaseEngine):
         self._module = build_torch_encoder(network).to(self._device, dtype).eval()
         self._graphs: dict[int, tuple[Any, Any, Any]] = {}
         self._use_graphs = settings.cuda_graphs
+        # a CUDA graph replays into shared static buffers: one call at a time (the service
+        # encodes from the recognition thread and from API threads)
+        self._graph_lock = threading.Lock()
         super().__init__(
             backend=f"torch-{settings.device}-{settings.precision}",
             model_id=stored.manifest.model_id,
@@ -160,7 +164,11 @@ class TorchEngine(BaseEngine):
         (output_name,) = self.outputs
         with self._torch.inference_mode():
             chips = self._torch.from_numpy(batch[input_name]).to(self._device, self._dtype)
-            result = self._forward(chips).float().cpu().numpy()
+            if self._use_graphs:
+                with self._graph_lock:
+                    result = self._forward(chips).float().cpu().numpy()
+            else:
+                result = self._forward(chips).float().cpu().numpy()
         return {output_name: np.asarray(result, dtype=np.float32)}
 
     def _close(self) -> None:
