@@ -43,6 +43,7 @@ bench: install
 	$(BIN)/python benchmarks/gallery.py
 	$(BIN)/python benchmarks/pipeline.py
 	$(BIN)/python benchmarks/detectors.py
+	$(BIN)/python benchmarks/api.py
 
 clean:
 	rm -rf $(VENV) data .mypy_cache .ruff_cache .pytest_cache
