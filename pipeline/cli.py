@@ -397,9 +397,10 @@ def audit_verify(
         typer.echo(report.summary())
 
 
-def _api_token(settings: FaceStreamConfig) -> tuple[str, bool]:
+def _api_token(settings: FaceStreamConfig, *, required: bool = False) -> tuple[str, bool]:
     """The API token and whether it was made now: FACESTREAM_API_TOKEN, else the config's,
-    else a new random one saved to data_dir/api_token (readable by the owner only)."""
+    else (unless ``required``: ConfigError) a new random one saved to data_dir/api_token
+    (readable by the owner only)."""
     from_env = os.environ.get(TOKEN_ENVIRONMENT_VARIABLE)
     if from_env:
         if len(from_env) < 16:
@@ -407,6 +408,10 @@ def _api_token(settings: FaceStreamConfig) -> tuple[str, bool]:
         return from_env, False
     if settings.api.token is not None:
         return settings.api.token.get_secret_value(), False
+    if required:
+        raise ConfigError(
+            f"no API token: set {TOKEN_ENVIRONMENT_VARIABLE} (16+ characters) or api.token"
+        )
     token = secrets.token_urlsafe(24)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     path = settings.data_dir / "api_token"
@@ -449,6 +454,14 @@ def run(
             "camera 'sample', its face enrolled, and a door 'demo' when none is configured",
         ),
     ] = False,
+    token_required: Annotated[
+        bool,
+        typer.Option(
+            "--token-required",
+            help=f"exit with an error when neither {TOKEN_ENVIRONMENT_VARIABLE} nor api.token "
+            "is set, instead of making a random token (containers)",
+        ),
+    ] = False,
 ) -> None:
     """Run the door-access service: cameras, recognition, decisions, events and the HTTP API."""
     settings = load_config(config)
@@ -458,7 +471,7 @@ def run(
     settings = settings.model_copy(update={"api": api})
     if with_sample:
         settings = _with_sample(settings)
-    token, generated = _api_token(settings)
+    token, generated = _api_token(settings, required=token_required)
     # uvicorn shuts down on SIGINT/SIGTERM, then re-raises the signal; with this handler that
     # becomes an exception, so the service below still stops in order (tracks decided, events
     # flushed, audit log closed) instead of the process dying at once

