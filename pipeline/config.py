@@ -22,6 +22,7 @@ from pipeline.detect import DetectConfig
 from pipeline.enroll import EnrollConfig
 from pipeline.errors import ConfigFileError
 from pipeline.events import EventsConfig
+from pipeline.mqtt import MqttConfig
 from pipeline.process import ProcessConfig
 
 __all__ = [
@@ -171,6 +172,7 @@ class FaceStreamConfig(StrictModel):
     events: EventsConfig = EventsConfig()
     api: ApiConfig = ApiConfig()
     audit: AuditConfig = AuditConfig()
+    mqtt: MqttConfig = MqttConfig()
     doors: list[DoorConfig] = Field(
         default_factory=list, max_length=1024, description="doors (or zones) and their policy"
     )

@@ -51,6 +51,8 @@ class PipelineMetrics:
     http_requests: Counter
     http_request_seconds: Histogram
     preview_clients: Gauge
+    mqtt_connected: Gauge
+    mqtt_published: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> PipelineMetrics:
@@ -226,6 +228,17 @@ class PipelineMetrics:
                 "facestream_preview_clients",
                 "Browsers watching a camera's live preview",
                 ["camera"],
+                registry=registry,
+            ),
+            mqtt_connected=Gauge(
+                "facestream_mqtt_connected",
+                "1 while the MQTT bridge is connected to its broker (0 also when it is off)",
+                registry=registry,
+            ),
+            mqtt_published=Counter(
+                "facestream_mqtt_published_total",
+                "Events the MQTT broker acknowledged, by kind",
+                ["kind"],
                 registry=registry,
             ),
         )

@@ -31,6 +31,7 @@ from pipeline.decide import Decision, DoorPolicy
 from pipeline.errors import AuditLogError, ServiceNotReadyError
 from pipeline.events import Event, EventBus, EventKind, JsonValue, WebhookDeliverer
 from pipeline.live import LiveOutputs, LiveRecognition
+from pipeline.mqtt import MqttBridge
 from pipeline.preview import PreviewHub
 from pipeline.record import DecisionRecorder
 
@@ -50,6 +51,7 @@ class Readiness:
     engines: dict[str, str]
     recognition: bool
     cameras: dict[str, CameraState]
+    sinks: dict[str, bool]  # optional event sinks (mqtt): reported, not deciding readiness
     detail: str | None
 
     @property
@@ -72,8 +74,10 @@ class FaceStreamService:
         recorder: DecisionRecorder,
         preview: PreviewHub,
         source_factory: SourceFactory = make_source,
+        mqtt: MqttBridge | None = None,
     ) -> None:
         self.services = services
+        self.mqtt = mqtt
         self.config = services.config
         self.bus = bus
         self.recorder = recorder
@@ -144,6 +148,7 @@ class FaceStreamService:
             engines=engines,
             recognition=recognition,
             cameras={status.camera_id: status.state for status in self.camera_statuses()},
+            sinks={} if self.mqtt is None else {"mqtt": self.mqtt.connected},
             detail=detail,
         )
 
@@ -221,8 +226,25 @@ def run_service(
             max_clients=api.preview_max_clients,
         )
         stack.callback(preview.close)
+        mqtt = None
+        if config.mqtt.url is not None:
+            mqtt = MqttBridge(
+                services.redis,
+                bus,
+                config.mqtt,
+                services.metrics,
+                doors=[door.id for door in config.doors],
+                cameras=[camera.id for camera in config.capture.cameras],
+            )
+            mqtt.start()
+            stack.callback(mqtt.stop)
         service = FaceStreamService(
-            services, bus=bus, recorder=recorder, preview=preview, source_factory=source_factory
+            services,
+            bus=bus,
+            recorder=recorder,
+            preview=preview,
+            source_factory=source_factory,
+            mqtt=mqtt,
         )
         stack.callback(service.stop)
         service.start()

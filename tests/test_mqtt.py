@@ -1,0 +1,189 @@
+"""The MQTT bridge against a real broker (Debian's mosquitto on 127.0.0.1) and a real Redis:
+every event arrives on its topics, Home Assistant discovery is announced, and events written
+while the broker is down arrive once it is up."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import paho.mqtt.client as paho
+import pytest
+import redis
+from paho.mqtt.enums import CallbackAPIVersion
+from pydantic import ValidationError
+
+from pipeline.events import Event, EventBus, EventsConfig
+from pipeline.metrics import PipelineMetrics
+from pipeline.mqtt import MqttBridge, MqttConfig
+
+DEADLINE_SECONDS = 20.0
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class Broker:
+    """mosquitto on 127.0.0.1:port, startable and stoppable."""
+
+    def __init__(self, directory: Path) -> None:
+        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        if not Path(binary).exists():
+            pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+        self.binary = binary
+        self.port = _free_port()
+        self.config = directory / "mosquitto.conf"
+        self.config.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+        )
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [self.binary, "-c", str(self.config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("mosquitto did not start")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    made = Broker(tmp_path)
+    yield made
+    made.stop()
+
+
+class Subscriber:
+    """A paho client collecting every message under a topic filter."""
+
+    def __init__(self, port: int, topic: str) -> None:
+        self.messages: dict[str, list[str]] = {}
+        self._lock = threading.Lock()
+        self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id="test-subscriber")
+        self._client.on_message = self._on_message
+        self._client.connect("127.0.0.1", port)
+        self._client.subscribe(topic, qos=1)
+        self._client.loop_start()
+
+    def _on_message(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
+        with self._lock:
+            self.messages.setdefault(message.topic, []).append(message.payload.decode())
+
+    def wait_for(self, topic: str) -> list[str]:
+        deadline = time.monotonic() + DEADLINE_SECONDS
+        while time.monotonic() < deadline:
+            with self._lock:
+                if topic in self.messages:
+                    return list(self.messages[topic])
+            time.sleep(0.05)
+        raise AssertionError(f"nothing on {topic} within {DEADLINE_SECONDS} s: {self.messages}")
+
+    def close(self) -> None:
+        self._client.loop_stop()
+        self._client.disconnect()
+
+
+def _decision(name: str) -> Event:
+    payload = {"door_id": "front", "outcome": "granted", "name": name, "identity_id": "p1"}
+    return Event.create("decision", "front-door", payload)
+
+
+def _bridge(
+    clients: Callable[[], redis.Redis], port: int
+) -> tuple[MqttBridge, EventBus, PipelineMetrics]:
+    client = clients()
+    metrics = PipelineMetrics.create()
+    bus = EventBus(client, EventsConfig(), metrics)
+    config = MqttConfig(url=f"mqtt://127.0.0.1:{port}", client_id="facestream-test")
+    bridge = MqttBridge(client, bus, config, metrics, doors=["front"], cameras=["front-door"])
+    return bridge, bus, metrics
+
+
+def test_events_reach_their_topics_with_discovery(
+    broker: Broker, clients: Callable[[], redis.Redis]
+) -> None:
+    broker.start()
+    subscriber = Subscriber(broker.port, "#")
+    bridge, bus, metrics = _bridge(clients, broker.port)
+    bridge.start()
+    try:
+        event = _decision("Ada")
+        bus.publish(event)
+        bus.publish(Event.create("camera_down", "front-door", {"last_error": "timeout"}))
+        (body,) = subscriber.wait_for("facestream/events/decision")
+        assert json.loads(body)["event_id"] == event.event_id
+        assert subscriber.wait_for("facestream/door/front/person") == ["Ada"]
+        assert subscriber.wait_for("facestream/camera/front-door/state") == ["offline"]
+        assert "online" in subscriber.wait_for("facestream/status")
+        discovery = subscriber.wait_for("homeassistant/sensor/facestream_test/door_front/config")
+        assert json.loads(discovery[0])["state_topic"] == "facestream/door/front/person"
+        assert metrics.registry.get_sample_value("facestream_mqtt_connected") == 1
+        deadline = time.monotonic() + DEADLINE_SECONDS
+        while (
+            metrics.registry.get_sample_value(
+                "facestream_mqtt_published_total", {"kind": "camera_down"}
+            )
+            != 1
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.05)
+        assert (
+            metrics.registry.get_sample_value(
+                "facestream_mqtt_published_total", {"kind": "decision"}
+            )
+            == 1
+        )
+    finally:
+        bridge.stop()
+        subscriber.close()
+    assert metrics.registry.get_sample_value("facestream_mqtt_connected") == 0
+
+
+def test_events_written_while_the_broker_is_down_arrive_later(
+    broker: Broker, clients: Callable[[], redis.Redis]
+) -> None:
+    bridge, bus, metrics = _bridge(clients, broker.port)
+    bridge.start()  # no broker yet: the bridge keeps retrying
+    try:
+        early = _decision("early")
+        bus.publish(early)
+        time.sleep(1.0)
+        assert not bridge.connected
+        assert metrics.registry.get_sample_value("facestream_mqtt_connected") == 0
+        broker.start()
+        subscriber = Subscriber(broker.port, "facestream/events/#")
+        try:
+            bodies = subscriber.wait_for("facestream/events/decision")
+            assert early.event_id in {json.loads(body)["event_id"] for body in bodies}
+        finally:
+            subscriber.close()
+    finally:
+        bridge.stop()
+
+
+def test_a_non_mqtt_url_is_a_config_error() -> None:
+    with pytest.raises(ValidationError, match="mqtt://"):
+        MqttConfig(url="http://127.0.0.1:1883")
