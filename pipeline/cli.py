@@ -44,6 +44,7 @@ from pipeline.app import Services, open_services
 from pipeline.audit import verify_audit_log
 from pipeline.capture import CameraConfig
 from pipeline.config import ApiConfig, FaceStreamConfig, load_config, with_engine_overrides
+from pipeline.configdoc import render_reference
 from pipeline.decide import DoorConfig
 from pipeline.errors import EnrollmentRejectedError, ImageDecodeError
 from pipeline.events import EventBus
@@ -518,6 +519,16 @@ def _serve(
             err=True,
         )
     server.run()
+
+
+config_app = typer.Typer(help="the configuration reference", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("reference")
+def config_reference() -> None:
+    """Print the Markdown reference of every config section and key (docs/configuration.md)."""
+    typer.echo(render_reference(), nl=False)
 
 
 events_app = typer.Typer(help="follow the event stream", no_args_is_help=True)

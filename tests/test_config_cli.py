@@ -141,3 +141,14 @@ def test_short_api_token_is_refused(tmp_path: Path) -> None:
     path.write_text("[api]\ntoken = 'short'\n")
     with pytest.raises(ConfigFileError, match=r"api\.token"):
         load_config(path)
+
+
+def test_configuration_reference_is_current() -> None:
+    """docs/configuration.md is what `facestream config reference` prints for today's models:
+    regenerate it with that command after changing a config model."""
+    reference = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
+    result = runner.invoke(app, ["config", "reference"])
+    assert result.exit_code == 0
+    assert reference.read_text(encoding="utf-8") == result.stdout
+    for section in ("`[engine]`", "`[[capture.cameras]]`", "`[[doors]]`", "`[api]`", "`[mqtt]`"):
+        assert section in result.stdout
