@@ -1,15 +1,18 @@
 """The HTTP API of the door-access service (FastAPI), a thin layer over ``FaceStreamService``.
 
 Every route under /v1 needs ``Authorization: Bearer <token>``; GET routes also accept the
-cookie that /login sets, so a browser can show the live preview (an ``<img>`` cannot send a
-header). Mutations never accept the cookie, so a forged cross-site form cannot enrol or
-delete anyone. Tokens are compared in constant time. /healthz, /readyz and /metrics are open,
-for probes and Prometheus. Errors are JSON ``{"detail": "..."}`` with a 4xx/5xx status; the
-access log names the route, never the query string (which may carry a token).
+cookie that /login sets (derived from the token, not the token), so a browser can show the
+live preview (an ``<img>`` cannot send a header). Mutations never accept the cookie, so a
+forged cross-site form cannot enrol or delete anyone. Tokens are compared in constant time.
+/healthz, /readyz and /metrics are open, for probes and Prometheus. Face analysis (identify,
+verify, enrol) is rate-limited per client and request bodies are capped. Errors are JSON
+``{"detail": "..."}`` with a 4xx/5xx status; the access log names the path, never the query
+string (which may carry a token).
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import logging
@@ -35,7 +38,6 @@ from fastapi import (
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import StreamingResponse
-from starlette.routing import Match as RouteMatch
 
 from engines.errors import ConfigError, FaceStreamError
 from pipeline.capture import CameraConfig
@@ -55,13 +57,14 @@ from pipeline.events import EventKind
 from pipeline.images import decode_image
 from pipeline.live import TrackLabel
 from pipeline.preview import MJPEG_BOUNDARY
+from pipeline.ratelimit import BodySizeLimit, RateLimiter, retry_after_header
 from pipeline.service import FaceStreamService
 from pipeline.types import Embeddings
 
-__all__ = ["TOKEN_COOKIE", "create_app"]
+__all__ = ["PREVIEW_COOKIE", "create_app", "preview_cookie_value"]
 
 _log = logging.getLogger("facestream.api")
-TOKEN_COOKIE = "facestream_token"
+PREVIEW_COOKIE = "facestream_preview"
 _OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 # FaceStreamError subclasses -> HTTP status; the first matching class wins
 _STATUS_OF_ERROR: tuple[tuple[type[FaceStreamError], int], ...] = (
@@ -104,6 +107,7 @@ class _ApiState:
     service: FaceStreamService
     token: bytes
     analysis_lock: threading.Lock  # one API face analysis at a time: the cores are shared
+    analysis_limit: RateLimiter
 
 
 def _state(request: Request) -> _ApiState:
@@ -119,8 +123,35 @@ def _authorised(request: Request, state: _ApiState, *, allow_cookie: bool) -> bo
     scheme, _, credentials = header.partition(" ")
     if scheme.lower() == "bearer" and hmac.compare_digest(credentials.encode(), state.token):
         return True
-    cookie = request.cookies.get(TOKEN_COOKIE)
-    return allow_cookie and cookie is not None and hmac.compare_digest(cookie.encode(), state.token)
+    cookie = request.cookies.get(PREVIEW_COOKIE)
+    return (
+        allow_cookie
+        and cookie is not None
+        and hmac.compare_digest(cookie.encode(), preview_cookie_value(state.token).encode())
+    )
+
+
+def preview_cookie_value(token: bytes) -> str:
+    """The browser cookie /login sets: derived from the token, not the token itself, so a
+    cookie that leaks (a browser profile, a proxy log) opens the read-only pages and nothing
+    that needs the token."""
+    return hmac.new(token, b"facestream preview cookie v1", hashlib.sha256).hexdigest()
+
+
+def _limit_analysis(request: Request, state: State) -> None:
+    """Rate-limit face analysis per client address (429 with Retry-After)."""
+    client = request.client.host if request.client is not None else "unknown"
+    wait_seconds = state.analysis_limit.acquire(client)
+    if wait_seconds > 0:
+        raise HTTPException(
+            status_code=429,
+            detail=f"too many face-analysis requests; retry in {wait_seconds:.1f} s "
+            "(api.analysis_per_minute)",
+            headers={"Retry-After": retry_after_header(wait_seconds)},
+        )
+
+
+Limited = [Depends(_limit_analysis)]
 
 
 def _require_token(request: Request, state: State) -> None:
@@ -147,12 +178,17 @@ def create_app(service: FaceStreamService, *, token: str) -> FastAPI:
         description="Streaming face recognition for door access: identities, 1:1 and 1:N "
         "matching, cameras, events, live preview. Bearer token on every /v1 route.",
     )
-    app.state.facestream = _ApiState(service, token.encode(), threading.Lock())
+    api = service.config.api
+    limiter = RateLimiter(api.analysis_per_minute, api.analysis_burst)
+    app.state.facestream = _ApiState(service, token.encode(), threading.Lock(), limiter)
     app.include_router(health)
     app.include_router(v1)
     app.include_router(pages)
     app.middleware("http")(_measure)
     app.exception_handler(FaceStreamError)(_facestream_error)
+    # whole request bodies: every image of an enrolment plus room for the form fields
+    max_body = api.max_upload_bytes * api.max_images_per_request + 1024 * 1024
+    app.add_middleware(BodySizeLimit, max_bytes=max_body)
     return app
 
 
@@ -160,12 +196,9 @@ async def _measure(
     request: Request, call_next: Callable[[Request], Awaitable[Response]]
 ) -> Response:
     started = time.perf_counter()
-    route = "unmatched"
-    for candidate in request.app.router.routes:
-        if candidate.matches(request.scope)[0] == RouteMatch.FULL:
-            route = getattr(candidate, "path", "unmatched")
-            break
     response = await call_next(request)
+    # the router leaves the matched route in the scope: label by its template, not the path
+    route = getattr(request.scope.get("route"), "path", "unmatched")
     elapsed = time.perf_counter() - started
     metrics = _state(request).service.services.metrics
     metrics.http_requests.labels(
@@ -280,7 +313,7 @@ def list_identities(state: State) -> dict[str, object]:
     return {"identities": [identity.as_dict() for identity in identities]}
 
 
-@v1.post("/identities", tags=["identities"], status_code=201)
+@v1.post("/identities", tags=["identities"], status_code=201, dependencies=Limited)
 def create_identity(
     state: State,
     name: Annotated[str, Form(min_length=1, max_length=200)],
@@ -300,7 +333,7 @@ def get_identity(state: State, identity_id: str) -> dict[str, object]:
     return state.service.services.gallery.get(identity_id).as_dict()
 
 
-@v1.post("/identities/{identity_id}/images", tags=["identities"])
+@v1.post("/identities/{identity_id}/images", tags=["identities"], dependencies=Limited)
 def add_images(
     state: State, identity_id: str, images: Annotated[list[UploadFile], File()]
 ) -> dict[str, object]:
@@ -321,7 +354,7 @@ def delete_identity(state: State, identity_id: str) -> Response:
 # ---- matching ----
 
 
-@v1.post("/identify", tags=["matching"])
+@v1.post("/identify", tags=["matching"], dependencies=Limited)
 def identify(
     state: State,
     image: Annotated[UploadFile, File()],
@@ -338,7 +371,7 @@ def identify(
     return {"matches": matches, "tau": tau}
 
 
-@v1.post("/verify", tags=["matching"])
+@v1.post("/verify", tags=["matching"], dependencies=Limited)
 def verify(
     state: State,
     image: Annotated[UploadFile, File()],
@@ -425,7 +458,12 @@ def login(state: State, token: Annotated[str, Query(max_length=4096)] = "") -> R
         return HTMLResponse(_LOGIN_PAGE, status_code=401 if token else 200)
     response = RedirectResponse("/preview", status_code=303)
     response.set_cookie(
-        TOKEN_COOKIE, token, httponly=True, samesite="strict", max_age=12 * 3600, path="/"
+        PREVIEW_COOKIE,
+        preview_cookie_value(state.token),
+        httponly=True,
+        samesite="strict",
+        max_age=12 * 3600,
+        path="/",
     )
     return response
 

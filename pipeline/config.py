@@ -147,6 +147,16 @@ class ApiConfig(StrictModel):
     preview_max_clients: int = Field(
         default=8, ge=1, le=1000, description="concurrent preview streams per camera"
     )
+    analysis_per_minute: float = Field(
+        default=120.0,
+        gt=0,
+        le=1_000_000,
+        description="face-analysis requests (identify, verify, enrol) per minute per client "
+        "address; beyond it 429 with Retry-After",
+    )
+    analysis_burst: int = Field(
+        default=20, ge=1, le=100_000, description="analysis requests a client may send at once"
+    )
 
 
 class AuditConfig(StrictModel):
