@@ -8,9 +8,7 @@ binds port 0 and prints the port. Every wait is a poll with a deadline.
 from __future__ import annotations
 
 import random
-import select
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 from pydantic import ValidationError
+from script_servers import RtspServer, ScriptServer
 
 from engines.errors import BackendUnavailableError, ConfigError, FaceStreamError
 from engines.parity import read_rgb
@@ -48,11 +47,9 @@ from pipeline.metrics import PipelineMetrics
 from pipeline.process import ProcessConfig
 from pipeline.types import Frame
 
-SERVER_SCRIPT = Path(__file__).resolve().parent / "rtsp_server.py"
 VIDEO_NAME = "video/faces/short_hamilton_clip.mp4"
 VIDEO_SIZE_PX = (640, 360)  # width, height of the clip
 VIDEO_FRAME_COUNT = 275
-SERVER_READY_SECONDS = 20.0
 BACKENDS = ["opencv", "gstreamer"]
 
 
@@ -101,69 +98,6 @@ def drain(camera: Camera) -> None:
     """Empty ``camera``'s queue without waiting."""
     while camera.frames.get(0) is not None:
         pass
-
-
-class ScriptServer:
-    """A test server script run as a subprocess: start, kill, freeze and thaw it.
-
-    The script takes ``--port P --video FILE`` (port 0: pick one) and prints ``READY <port>``.
-    """
-
-    script: Path
-    url_template: str
-    extra_arguments: tuple[str, ...] = ()
-
-    def __init__(self, video: Path, log_path: Path) -> None:
-        self.video = video
-        self.log_path = log_path
-        self.process: subprocess.Popen[str] | None = None
-        self.port = 0
-
-    @property
-    def url(self) -> str:
-        """The stream's URL."""
-        return self.url_template.format(port=self.port)
-
-    def start(self) -> None:
-        """Start the server (on the previous port after a kill) and wait for READY."""
-        command = [sys.executable, str(self.script), "--port", str(self.port)]
-        command += ["--video", str(self.video), *self.extra_arguments]
-        with self.log_path.open("a") as log:
-            self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True)
-        assert self.process.stdout is not None
-        ready, _, _ = select.select([self.process.stdout], [], [], SERVER_READY_SECONDS)
-        line = self.process.stdout.readline() if ready else ""
-        if not line.startswith("READY"):
-            self.kill()
-            pytest.fail(f"{self.script.name} not ready: {line!r}; log: {self.log_path.read_text()}")
-        self.port = int(line.split()[1])
-
-    def kill(self) -> None:
-        """SIGKILL the server and reap it (a camera sees the connection drop)."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGCONT)  # a stopped process must run to die
-            self.process.kill()
-            self.process.wait(timeout=10)
-        if self.process is not None and self.process.stdout is not None:
-            self.process.stdout.close()
-        self.process = None
-
-    def freeze(self) -> None:
-        """SIGSTOP the server: connections stay open but nothing is sent (a hung camera)."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGSTOP)
-
-    def thaw(self) -> None:
-        """SIGCONT the server."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGCONT)
-
-
-class RtspServer(ScriptServer):
-    """tests/rtsp_server.py: the clip over RTSP (H.264)."""
-
-    script = SERVER_SCRIPT
-    url_template = "rtsp://127.0.0.1:{port}/stream"
 
 
 # Fixtures.

@@ -75,10 +75,12 @@ class CameraConfig(StrictModel):
         default=0.5, gt=0, le=60, description="first wait before reconnecting (seconds)"
     )
     reconnect_max_seconds: float = Field(
-        default=30.0,
+        default=3.0,
         gt=0,
         le=3600,
-        description="cap of the exponentially growing wait between reconnects (seconds)",
+        description="cap of the exponentially growing wait between reconnects (seconds); with "
+        "the default jitter (at most 3.6 s) plus the time to open a stream, a camera is back "
+        "within 5 s of its source returning, however long it was away",
     )
     reconnect_jitter_fraction: float = Field(
         default=0.2,
