@@ -848,6 +848,12 @@ class Gallery:
                         exc,
                     )
                     outage = True
+            except Exception:
+                # redis-py with hiredis can raise TypeError from a socket torn down mid-read
+                # (seen when redis-server is SIGKILLed); whatever it is, this thread must live
+                # on, or the index would silently stop following Redis
+                LOGGER.exception("gallery sync failed unexpectedly; resubscribing")
+                outage = True
             finally:
                 pubsub.close()
             self._stop.wait(self._config.resync_interval_seconds)
