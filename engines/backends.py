@@ -129,15 +129,31 @@ def build_encoder_onnx(
 def _load_onnxruntime(store: ModelStore, settings: EngineSettings) -> Engine:
     from engines.onnxrt import OrtEngine, OrtSettings  # noqa: PLC0415
 
-    if settings.precision != "fp32":
-        raise ConfigError(
-            f"onnxruntime runs the encoder in fp32, not {settings.precision} "
-            "(INT8 ONNX models come from `facestream calibrate`)"
-        )
+    if settings.precision == "fp16":
+        raise ConfigError("onnxruntime runs the encoder in fp32 or int8, not fp16")
     path = build_encoder_onnx(store, source=settings.source).path
+    if settings.precision == "int8":
+        path = _int8_encoder_path(store, settings)
     return OrtEngine(
         path, store, OrtSettings(device=settings.device, intra_op_threads=settings.threads)
     )
+
+
+def _int8_encoder_path(store: ModelStore, settings: EngineSettings) -> Path:
+    """The stored INT8 encoder, checked to come from the configured dlib weights."""
+    from engines.quantize import ENCODER_INT8_NAME  # noqa: PLC0415
+
+    path = store.model_path(ENCODER_INT8_NAME)
+    if not path.exists():
+        raise ConfigError(
+            f"no int8 encoder at {path}: build one from real face photos with "
+            "`facestream engines build --precision int8 --calib DIR`"
+        )
+    stored = store.open(path)
+    stored.manifest.require_match(
+        artifact=path, precision="int8", source_sha256=sha256_file(settings.source_path)
+    )
+    return path
 
 
 def _load_torch(store: ModelStore, settings: EngineSettings) -> Engine:

@@ -4,6 +4,7 @@ Every error also inherits the builtin a caller would naturally catch::
 
     FaceStreamError(Exception)
     ├── ConfigError(ValueError)              a setting is unknown, out of range or inconsistent
+    │   └── CalibrationSetError              INT8 calibration data is too small or malformed
     ├── ModelFileError(ValueError)           a model/plan file is missing, corrupt or truncated
     │   └── ManifestMismatchError            a file does not match the manifest it is stored with
     ├── InputSpecError(ValueError)           an inference batch has the wrong names, dtype or shape
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 __all__ = [
     "BackendUnavailableError",
+    "CalibrationSetError",
     "ConfigError",
     "EngineStateError",
     "FaceStreamError",
@@ -32,6 +34,10 @@ class FaceStreamError(Exception):
 
 class ConfigError(FaceStreamError, ValueError):
     """A setting is unknown, out of range, or inconsistent with another one."""
+
+
+class CalibrationSetError(ConfigError):
+    """INT8 calibration chips are too few (the message states the minimum) or malformed."""
 
 
 class ModelFileError(FaceStreamError, ValueError):

@@ -22,6 +22,7 @@ from engines.base import Engine
 from engines.store import ModelStore
 from pipeline.align import FaceAligner
 from pipeline.blazeface import BlazeFaceDetector
+from pipeline.calibrated import calibrated_tau
 from pipeline.config import FaceStreamConfig
 from pipeline.detect import load_detector
 from pipeline.encode import FaceEncoder
@@ -96,6 +97,21 @@ class Services:
         )
 
 
+def _with_calibrated_tau(config: FaceStreamConfig, model_id: str) -> FaceStreamConfig:
+    """``config`` with the calibrated tau for ``model_id``, unless the config sets its own."""
+    match = config.process.match
+    if "max_distance" in match.model_fields_set:
+        return config  # an explicit setting wins over a measurement
+    tau = calibrated_tau(config.data_dir, model_id)
+    if tau is None:
+        return config
+    _log.info("match threshold tau %.4f, calibrated for encoder %s", tau, model_id)
+    process = config.process.model_copy(
+        update={"match": match.model_copy(update={"max_distance": tau})}
+    )
+    return config.model_copy(update={"process": process})
+
+
 @contextmanager
 def open_services(config: FaceStreamConfig, *, redis_dir: Path | None = None) -> Iterator[Services]:
     """Build the services for ``config``; ``redis_dir`` overrides where an embedded Redis keeps
@@ -105,6 +121,7 @@ def open_services(config: FaceStreamConfig, *, redis_dir: Path | None = None) ->
         store = ModelStore(config.data_dir)
         engine = load_encoder(store, config.engine.settings())
         stack.callback(engine.close)
+        config = _with_calibrated_tau(config, engine.model_id)
         detector = load_detector(config.detect, store)
         stack.callback(detector.close)
         url = config.gallery.redis_url

@@ -28,6 +28,8 @@ from rich.console import Console
 from rich.progress import Progress, track
 from rich.table import Table
 
+from calibration.commands import calibrate_app, eval_identify_command, eval_pairs_command
+from calibration.int8 import build_int8_encoder
 from engines.backends import build_encoder_onnx, load_encoder
 from engines.detectors import build_detector_onnx
 from engines.errors import ConfigError, FaceStreamError
@@ -71,6 +73,11 @@ engines_app = typer.Typer(
     help="build, list and check the face encoder engines", no_args_is_help=True
 )
 app.add_typer(engines_app, name="engines")
+app.add_typer(calibrate_app, name="calibrate")
+eval_app = typer.Typer(help="accuracy on your own data", no_args_is_help=True)
+eval_app.command("pairs")(eval_pairs_command)
+eval_app.command("identify")(eval_identify_command)
+app.add_typer(eval_app, name="eval")
 
 ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file")]
 JsonOption = Annotated[bool, typer.Option("--json", help="print a JSON object as the last line")]
@@ -122,6 +129,13 @@ def engines_build(
     backend: BackendOption = None,
     precision: PrecisionOption = None,
     force: Annotated[bool, typer.Option(help="rebuild even if up to date")] = False,
+    calib: Annotated[
+        Path | None,
+        typer.Option(
+            help="folder of face photos to calibrate an int8 encoder on (--precision int8 with "
+            "onnxruntime); see docs/calibration.md"
+        ),
+    ] = None,
 ) -> None:
     """Convert dlib's encoder (and the configured CNN detector) to ONNX and build the
     configured backend's engine."""
@@ -129,6 +143,11 @@ def engines_build(
     store = ModelStore(settings.data_dir)
     stored = build_encoder_onnx(store, force=force)
     typer.echo(f"onnx: {stored.path} (model id {stored.manifest.model_id})")
+    if calib is not None:
+        if settings.engine.precision != "int8" or settings.engine.backend != "onnxruntime":
+            raise ConfigError("--calib builds the onnxruntime int8 encoder: add --precision int8")
+        int8 = build_int8_encoder(store, calib, detect=settings.detect, force=force)
+        typer.echo(f"int8: {int8.path} (model id {int8.manifest.model_id})")
     if settings.detect.model != "dlib_hog":
         detector = build_detector_onnx(store, settings.detect.model, force=force)
         typer.echo(f"onnx: {detector.path} (detector {detector.manifest.model_id})")

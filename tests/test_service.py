@@ -176,3 +176,30 @@ def test_a_camera_that_never_answers_is_reported_not_fatal(
         assert service.readiness().cameras == {"dead": "waiting"}
         service.remove_camera("dead")
         assert service.camera_statuses() == []
+
+
+@pytest.mark.usefixtures("needs_redis")
+def test_the_calibrated_tau_is_used_only_for_its_own_encoder(tmp_path: Path) -> None:
+    from engines.errors import ConfigError  # noqa: PLC0415
+    from pipeline.app import open_services  # noqa: PLC0415
+    from pipeline.calibrated import CALIBRATED_TAU_FILE  # noqa: PLC0415
+    from pipeline.process import MatchConfig, ProcessConfig  # noqa: PLC0415
+
+    data_dir = tmp_path / "data"
+    with open_services(FaceStreamConfig(data_dir=data_dir)) as services:
+        model_id = services.engine.model_id
+        assert services.config.process.match.max_distance == 0.6  # nothing calibrated yet
+    tau_file = data_dir / CALIBRATED_TAU_FILE
+    tau_file.parent.mkdir(parents=True)
+    tau_file.write_text(json.dumps({"model_id": model_id, "tau": 0.5607}))
+    with open_services(FaceStreamConfig(data_dir=data_dir)) as services:
+        assert services.config.process.match.max_distance == 0.5607
+    explicit = ProcessConfig(match=MatchConfig(max_distance=0.55))
+    with open_services(FaceStreamConfig(data_dir=data_dir, process=explicit)) as services:
+        assert services.config.process.match.max_distance == 0.55  # the config wins
+    tau_file.write_text(json.dumps({"model_id": "another-encoder", "tau": 0.4}))
+    with (
+        pytest.raises(ConfigError, match="calibrated for encoder 'another-encoder'"),
+        open_services(FaceStreamConfig(data_dir=data_dir)),
+    ):
+        pass
