@@ -1,0 +1,66 @@
+"""``eval_app``: the ``facestream eval liveness`` command (mounted by ``pipeline.cli``).
+
+With ``--json`` the last stdout line is one JSON object:
+``{"apcer": {"print": ..., "replay": ...}, "bpcer": ..., "acer": ...,
+"median_time_to_decision_s": ..., ...}``. Errors of the FaceStreamError family print one line
+on stderr and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from calibration.liveness import EvalSettings, default_shared_data, run_liveness_eval
+from engines.errors import FaceStreamError
+from pipeline.liveness import LivenessConfig
+
+__all__ = ["eval_app", "eval_liveness_command"]
+
+eval_app = typer.Typer(help="measure error rates", no_args_is_help=True)
+
+
+@eval_app.command("liveness")
+def eval_liveness_command(  # noqa: PLR0917  (typer maps each parameter to an option)
+    manifest: Annotated[
+        Path | None,
+        typer.Option(help="CSV with header path,label (bona_fide | print | replay | ...)"),
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="shared data folder (default ../shared/data)")
+    ] = None,
+    store: Annotated[Path, typer.Option(help="model store (data_dir)")] = Path("data"),
+    minifasnet: Annotated[
+        Path | None, typer.Option(help="folder of the MiniFASNet .pth files")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="seed of the attack generator")] = 7,
+    max_prints: Annotated[int, typer.Option(min=1, help="synthetic print attacks")] = 24,
+    max_replays: Annotated[int, typer.Option(min=1, help="synthetic screen replays")] = 16,
+    cnn: Annotated[bool, typer.Option(help="use the MiniFASNet CNN cue")] = True,
+    det_plot: Annotated[Path | None, typer.Option(help="write the DET curve PNG here")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON object last")] = False,
+) -> None:
+    """APCER per attack type, BPCER and ACER (ISO/IEC 30107-3) of the liveness stage."""
+    settings = EvalSettings(
+        data_dir=data if data is not None else default_shared_data(),
+        store_dir=store,
+        manifest=manifest,
+        minifasnet_dir=minifasnet,
+        seed=seed,
+        max_prints=max_prints,
+        max_replays=max_replays,
+        liveness=LivenessConfig(enabled=True, cnn=cnn),
+    )
+    try:
+        report = run_liveness_eval(settings, det_plot=det_plot)
+    except FaceStreamError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    summary = {key: report[key] for key in ("apcer", "bpcer", "acer", "median_time_to_decision_s")}
+    if as_json:
+        typer.echo(json.dumps({**report, **summary}))
+    else:
+        typer.echo(json.dumps(summary, indent=2))

@@ -1,0 +1,135 @@
+"""The ``liveness`` config section: which cues run, how often, how they are weighed, and the
+score thresholds of the verdict. Defaults were tuned on synthetic attacks plus six real images
+only (docs/liveness.md); calibrate on your own door's captures before relying on them."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from pipeline.configbase import StrictModel
+
+__all__ = ["LivenessConfig"]
+
+
+class LivenessConfig(StrictModel):
+    """Per-track liveness: evidence from several cues over a window of frames, fused into a
+    score (P(live)-like, 0..1) and a verdict (live / spoof / undecided)."""
+
+    enabled: bool = Field(
+        default=False,
+        description="judge liveness; when on, the door policy needs a 'live' verdict to open",
+    )
+    window_frames: int = Field(
+        default=30,
+        ge=4,
+        le=1000,
+        description="frames of evidence kept per track (30 = 2 s at 15 fps); older is forgotten",
+    )
+    min_frames: int = Field(
+        default=6,
+        ge=1,
+        le=1000,
+        description="frames a track needs before it gets any verdict other than 'undecided'",
+    )
+    live_threshold: float = Field(
+        default=0.7,
+        gt=0.0,
+        lt=1.0,
+        description="fused score at or above which a track is 'live' (if motion was seen)",
+    )
+    spoof_threshold: float = Field(
+        default=0.3,
+        gt=0.0,
+        lt=1.0,
+        description="fused score at or below which a track is 'spoof'",
+    )
+    require_motion_for_live: bool = Field(
+        default=True,
+        description="'live' needs parallax evidence (the head moved in 3D); a face that never "
+        "moves stays 'undecided'",
+    )
+    analysis_width_px: int = Field(
+        default=128,
+        ge=48,
+        le=512,
+        description="faces are resampled to about this width (pixels) for point tracking",
+    )
+    parallax_span_frames: int = Field(
+        default=5,
+        ge=1,
+        le=100,
+        description="frames between the two point sets a homography is fitted to",
+    )
+    parallax_min_points: int = Field(
+        default=12, ge=6, le=500, description="tracked points needed for a parallax measurement"
+    )
+    parallax_min_motion: float = Field(
+        default=0.012,
+        gt=0.0,
+        lt=1.0,
+        description="a measurement counts only when a similarity transform (shift, turn, "
+        "scale) misses the points by at least this fraction of the face width (median)",
+    )
+    parallax_planar_ratio: float = Field(
+        default=0.45,
+        gt=0.0,
+        lt=1.0,
+        description="homography residual / similarity residual at which parallax is neutral; "
+        "a plane (photo, screen) scores well below, a turning head above",
+    )
+    parallax_weight: float = Field(
+        default=1.6, ge=0.0, le=10.0, description="weight of the parallax cue's log-odds"
+    )
+    texture: bool = Field(
+        default=False,
+        description="use the texture/colour and flicker cues (off: their logistic model is "
+        "not fitted yet, see docs/liveness.md)",
+    )
+    texture_every_frames: int = Field(
+        default=2, ge=1, le=1000, description="texture features are computed this often"
+    )
+    texture_weight: float = Field(
+        default=0.8, ge=0.0, le=10.0, description="weight of the texture cue's log-odds"
+    )
+    flicker_weight: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=10.0,
+        description="weight of the brightness-flicker cue (screens beat against the camera); 0 "
+        "by default: stage lighting and camera motion made real clips flicker as much",
+    )
+    cnn: bool = Field(
+        default=True,
+        description="score crops with the MiniFASNet anti-spoofing CNN (needs its engine)",
+    )
+    cnn_every_frames: int = Field(
+        default=10,
+        ge=1,
+        le=1000,
+        description="the CNN scores a track on its first frame and then this often (it costs "
+        "~20 ms per face on one CPU core)",
+    )
+    cnn_weight: float = Field(
+        default=1.0, ge=0.0, le=10.0, description="weight of the CNN cue's log-odds"
+    )
+    blink: bool = Field(
+        default=False,
+        description="eye-blink cue from dlib's 68-point predictor (trained on iBUG 300-W, "
+        "non-commercial licence: off by default; needs face_recognition_models)",
+    )
+    blink_weight: float = Field(
+        default=0.5, ge=0.0, le=10.0, description="weight of the blink cue's log-odds"
+    )
+
+    @model_validator(mode="after")
+    def _thresholds_ordered(self) -> LivenessConfig:
+        if self.spoof_threshold >= self.live_threshold:
+            raise ValueError(
+                f"spoof_threshold ({self.spoof_threshold}) must be below live_threshold "
+                f"({self.live_threshold})"
+            )
+        if self.min_frames > self.window_frames:
+            raise ValueError(
+                f"min_frames ({self.min_frames}) cannot exceed window_frames ({self.window_frames})"
+            )
+        return self

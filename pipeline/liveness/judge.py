@@ -1,0 +1,300 @@
+"""Per-track liveness over time: each camera's ``LivenessJudge`` gathers cue evidence for every
+track on every processed frame and answers with a ``Liveness`` verdict on demand.
+
+Cues (each a P(live) in 0..1, fused by ``pipeline.liveness.fusion.fuse``):
+
+- ``parallax``: does the face move like a plane (photo, screen) or like a head (parallax.py)?
+- ``texture``: frequency and colour features of the inner face (texture.py), every
+  ``texture_every_frames`` frames, averaged over the window.
+- ``flicker``: frame-to-frame brightness beating of the face (texture.py).
+- ``cnn``: the MiniFASNet ensemble (cnn.py), on a track's first frame and then every
+  ``cnn_every_frames`` frames; the latest three scores are averaged.
+- ``blink`` (optional, off by default): a blink seen in the window (blink.py).
+
+The verdict is "undecided" until a track has ``min_frames`` frames; then "spoof" at a score at
+or below ``spoof_threshold``, "live" at or above ``live_threshold`` (only once parallax evidence
+exists when ``require_motion_for_live``), "undecided" in between.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Literal
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from engines.base import Engine
+from engines.errors import ConfigError, InputSpecError
+from pipeline.liveness.blink import BlinkDetector, blink_live_probability
+from pipeline.liveness.cnn import cnn_live_probabilities
+from pipeline.liveness.config import LivenessConfig
+from pipeline.liveness.fusion import fuse
+from pipeline.liveness.parallax import (
+    ParallaxMeasurement,
+    ParallaxTracker,
+    PatchRegion,
+    parallax_live_probability,
+)
+from pipeline.liveness.texture import (
+    TextureModel,
+    flicker_live_probability,
+    flicker_statistic,
+    texture_features,
+    texture_patch,
+)
+from pipeline.liveness.texture_model import DEFAULT_TEXTURE_MODEL
+from pipeline.types import Faces, require_array
+
+__all__ = ["Liveness", "LivenessJudge", "Verdict"]
+
+_log = logging.getLogger(__name__)
+
+Verdict = Literal["live", "spoof", "undecided"]
+_REGION_MARGIN = 1.3  # the tracked patch spans the face box enlarged this much (motion room)
+_CNN_SCORES_KEPT = 3
+_MIN_FACE_PX = 24  # narrower faces give no texture or parallax evidence (too few pixels)
+
+
+@dataclass(frozen=True, slots=True)
+class Liveness:
+    """A track's liveness: ``verdict``; ``score`` the fused P(live)-like value (0..1; 0.5 is
+    no evidence); ``cues`` each cue's P(live) plus raw figures (``parallax_ratio``,
+    ``parallax_measurements``, ``flicker_statistic``); ``frames`` frames observed."""
+
+    verdict: Verdict
+    score: float
+    cues: Mapping[str, float]
+    frames: int
+
+    @classmethod
+    def undecided(cls) -> Liveness:
+        """No evidence at all (an unknown or brand-new track)."""
+        return cls("undecided", 0.5, MappingProxyType({}), 0)
+
+
+@dataclass(slots=True)
+class _TrackEvidence:
+    """What one track has shown so far (mutable; owned by the judge)."""
+
+    parallax: ParallaxTracker
+    window_frames: int
+    frames: int = 0
+    last_frame: int = -1
+    frames_since_cnn: int = 0
+    measurements: deque[ParallaxMeasurement] = field(init=False)
+    texture: deque[float] = field(init=False)
+    lumas: deque[float] = field(init=False)
+    cnn: deque[float] = field(init=False)
+    eye_ratios: deque[float] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.measurements = deque(maxlen=self.window_frames)
+        self.texture = deque(maxlen=self.window_frames)
+        self.lumas = deque(maxlen=self.window_frames)
+        self.cnn = deque(maxlen=_CNN_SCORES_KEPT)
+        self.eye_ratios = deque(maxlen=self.window_frames)
+
+
+class LivenessJudge:
+    """Liveness of every track of one camera; call ``observe`` on every processed frame, in
+    order, and ``forget`` when a track ends.
+
+    engine: the MiniFASNet engine (``engines.liveness.load_liveness_engine``), required when
+    ``config.cnn`` is on and ignored otherwise. ``observe`` keeps a reference to the previous
+    image (for optical flow), so images must not be written to afterwards (``Frame`` images
+    are read-only).
+    """
+
+    def __init__(
+        self,
+        config: LivenessConfig,
+        engine: Engine | None,
+        *,
+        texture_model: TextureModel = DEFAULT_TEXTURE_MODEL,
+    ) -> None:
+        if config.cnn and engine is None:
+            raise ConfigError("liveness.cnn is on but no liveness engine was given")
+        self.config = config
+        self._engine = engine if config.cnn else None
+        self._texture_model = texture_model
+        self._blink = BlinkDetector() if config.blink else None
+        self._weights = {
+            "parallax": config.parallax_weight,
+            "texture": config.texture_weight if config.texture else 0.0,
+            "flicker": config.flicker_weight if config.texture else 0.0,
+            "cnn": config.cnn_weight if config.cnn else 0.0,
+            "blink": config.blink_weight if config.blink else 0.0,
+        }
+        self._tracks: dict[int, _TrackEvidence] = {}
+        self._frame_index = -1
+        self._previous_image: npt.NDArray[np.uint8] | None = None
+
+    def observe(
+        self,
+        image_bgr: npt.NDArray[np.uint8],
+        faces: Faces,
+        track_ids: npt.NDArray[np.int64],
+    ) -> None:
+        """Add one frame's evidence. image_bgr: BGR uint8 (H, W, 3); faces: this frame's
+        faces (boxes in image pixels); track_ids: int64 (N,), the track of each face."""
+        require_array("image_bgr", image_bgr, dtype=np.uint8, shape=(None, None, 3))
+        require_array("track_ids", track_ids, dtype=np.int64, shape=(len(faces),))
+        self._frame_index += 1
+        previous = self._previous_image
+        if previous is not None and previous.shape != image_bgr.shape:
+            previous = None  # the stream changed size: flow across it means nothing
+        cnn_rows: list[int] = []
+        cnn_tracks: list[_TrackEvidence] = []
+        for row, track_id in enumerate(track_ids.tolist()):
+            box = faces.boxes[row]
+            if not np.all(np.isfinite(box)) or box[2] - box[0] < 1 or box[3] - box[1] < 1:
+                continue
+            evidence = self._tracks.get(track_id)
+            if evidence is None:
+                evidence = _TrackEvidence(
+                    ParallaxTracker(
+                        span_frames=self.config.parallax_span_frames,
+                        min_points=self.config.parallax_min_points,
+                    ),
+                    self.config.window_frames,
+                )
+                self._tracks[track_id] = evidence
+            consecutive = evidence.last_frame == self._frame_index - 1
+            self._observe_track(evidence, image_bgr, previous if consecutive else None, box)
+            if self._engine is not None and (
+                not evidence.cnn or evidence.frames_since_cnn >= self.config.cnn_every_frames
+            ):
+                cnn_rows.append(row)
+                cnn_tracks.append(evidence)
+        if cnn_rows and self._engine is not None:
+            scores = cnn_live_probabilities(self._engine, image_bgr, faces.boxes[cnn_rows])
+            for evidence, score in zip(cnn_tracks, scores.tolist(), strict=True):
+                evidence.cnn.append(float(score))
+                evidence.frames_since_cnn = 0
+        self._previous_image = image_bgr
+        stale = [
+            track_id
+            for track_id, evidence in self._tracks.items()
+            if self._frame_index - evidence.last_frame > self.config.window_frames
+        ]
+        for track_id in stale:  # tracks the caller never forgot must not pile up
+            del self._tracks[track_id]
+
+    def _observe_track(
+        self,
+        evidence: _TrackEvidence,
+        image_bgr: npt.NDArray[np.uint8],
+        previous_bgr: npt.NDArray[np.uint8] | None,
+        box: npt.NDArray[np.float32],
+    ) -> None:
+        evidence.frames += 1
+        evidence.frames_since_cnn += 1
+        evidence.last_frame = self._frame_index
+        face_width = float(box[2] - box[0])
+        if face_width < _MIN_FACE_PX:
+            evidence.parallax.reset()
+            return
+        region, bounds = _patch_region(box, image_bgr.shape, self.config.analysis_width_px)
+        current = _grey_patch(image_bgr, bounds, region.scale)
+        before = (
+            _grey_patch(previous_bgr, bounds, region.scale) if previous_bgr is not None else None
+        )
+        measurement = evidence.parallax.update(before, current, region, face_width)
+        if measurement is not None:
+            evidence.measurements.append(measurement)
+        x1, y1, x2, y2 = region.inner_box
+        inner = current[max(y1, 0) : max(y2, 0), max(x1, 0) : max(x2, 0)]
+        if inner.size:
+            evidence.lumas.append(float(inner.mean()))
+        if self.config.texture and (evidence.frames - 1) % self.config.texture_every_frames == 0:
+            patch = texture_patch(image_bgr, box)
+            if patch is not None:
+                features = texture_features(patch)
+                evidence.texture.append(self._texture_model.live_probability(features))
+        if self._blink is not None:
+            rgb = np.ascontiguousarray(image_bgr[:, :, ::-1])
+            evidence.eye_ratios.append(self._blink.ratio(rgb, box))
+
+    def verdict(self, track_id: int) -> Liveness:
+        """The current liveness of ``track_id``; "undecided" for a track never observed."""
+        evidence = self._tracks.get(track_id)
+        if evidence is None:
+            return Liveness.undecided()
+        probabilities: dict[str, float] = {}
+        figures: dict[str, float] = {}
+        parallax = parallax_live_probability(
+            list(evidence.measurements),
+            min_motion=self.config.parallax_min_motion,
+            planar_ratio=self.config.parallax_planar_ratio,
+        )
+        if parallax is not None:
+            probabilities["parallax"] = parallax[0]
+            figures["parallax_measurements"] = float(parallax[1])
+            informative = [
+                item.ratio
+                for item in evidence.measurements
+                if item.similarity_residual >= self.config.parallax_min_motion
+            ]
+            figures["parallax_ratio"] = float(np.median(informative))
+        if evidence.texture:
+            probabilities["texture"] = float(np.mean(evidence.texture))
+            flicker = flicker_statistic(list(evidence.lumas))
+            if flicker is not None:
+                probabilities["flicker"] = flicker_live_probability(flicker)
+                figures["flicker_statistic"] = flicker
+        if evidence.cnn:
+            probabilities["cnn"] = float(np.mean(evidence.cnn))
+        if self._blink is not None:
+            blink = blink_live_probability(list(evidence.eye_ratios))
+            if blink is not None:
+                probabilities["blink"] = blink
+        score = fuse(probabilities, self._weights)
+        verdict: Verdict = "undecided"
+        if evidence.frames >= self.config.min_frames:
+            moved = "parallax" in probabilities or not self.config.require_motion_for_live
+            if score <= self.config.spoof_threshold:
+                verdict = "spoof"
+            elif score >= self.config.live_threshold and moved:
+                verdict = "live"
+        cues = MappingProxyType({**probabilities, **figures})
+        return Liveness(verdict, score, cues, evidence.frames)
+
+    def forget(self, track_id: int) -> None:
+        """Drop a finished track's evidence (unknown ids are ignored)."""
+        self._tracks.pop(track_id, None)
+
+
+def _patch_region(
+    box: npt.NDArray[np.float32], shape: tuple[int, ...], analysis_width_px: int
+) -> tuple[PatchRegion, tuple[int, int, int, int]]:
+    """The region around ``box`` that is tracked, and its integer bounds in the frame."""
+    height, width = int(shape[0]), int(shape[1])
+    x1, y1, x2, y2 = (float(value) for value in box)
+    half_width = (x2 - x1) * _REGION_MARGIN / 2
+    half_height = (y2 - y1) * _REGION_MARGIN / 2
+    centre_x, centre_y = (x1 + x2) / 2, (y1 + y2) / 2
+    left = int(np.clip(centre_x - half_width, 0, width - 1))
+    top = int(np.clip(centre_y - half_height, 0, height - 1))
+    right = int(np.clip(centre_x + half_width, left + 1, width))
+    bottom = int(np.clip(centre_y + half_height, top + 1, height))
+    scale = analysis_width_px / max(x2 - x1, 1.0)
+    return PatchRegion.around(box, (float(left), float(top)), scale), (left, top, right, bottom)
+
+
+def _grey_patch(
+    image_bgr: npt.NDArray[np.uint8], bounds: tuple[int, int, int, int], scale: float
+) -> npt.NDArray[np.uint8]:
+    left, top, right, bottom = bounds
+    crop = image_bgr[top:bottom, left:right]
+    size = (max(round((right - left) * scale), 1), max(round((bottom - top) * scale), 1))
+    interpolation = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
+    grey = cv2.cvtColor(cv2.resize(crop, size, interpolation=interpolation), cv2.COLOR_BGR2GRAY)
+    if grey.dtype != np.uint8:
+        raise InputSpecError("liveness patch: expected uint8 pixels")
+    return np.ascontiguousarray(grey)

@@ -1,0 +1,229 @@
+"""Liveness: the MiniFASNet conversion, the cues on synthetic attacks and real clips, bad input,
+and the ISO/IEC 30107-3 arithmetic. Real models and real data (../shared/data, skipped when
+absent); synthetic attacks come from calibration.liveness_attacks with fixed seeds."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from pathlib import Path
+from types import MappingProxyType
+
+import numpy as np
+import pydantic
+import pytest
+
+from calibration.liveness import (
+    ClipJudge,
+    ClipResult,
+    iso_metrics,
+    read_image_bgr,
+    read_video,
+)
+from calibration.liveness_attacks import Clip, PrintParameters, print_attack
+from engines.base import Engine
+from engines.convert.minifasnet import (
+    MINIFASNET_FILES,
+    build_minifasnet,
+    load_minifasnet_state,
+)
+from engines.errors import ConfigError, FaceStreamError
+from engines.liveness import INPUT_SCALES, OUTPUT_NAME, default_minifasnet_dir
+from engines.store import ModelStore
+from pipeline.liveness import Liveness, LivenessConfig, LivenessJudge, load_liveness_engine
+from pipeline.liveness.cnn import cnn_live_probabilities
+from pipeline.types import Faces
+
+FPS = 15.0
+
+
+@pytest.fixture(scope="module")
+def minifasnet_dir() -> Path:
+    """../shared/models/minifasnet, or a skip."""
+    folder = default_minifasnet_dir()
+    if not all((folder / item.file_name).is_file() for item in MINIFASNET_FILES):
+        pytest.skip(f"MiniFASNet weights not found in {folder}")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def liveness_store(tmp_path_factory: pytest.TempPathFactory) -> ModelStore:
+    """A model store for the liveness CNN and the detector, shared by this module."""
+    return ModelStore(tmp_path_factory.mktemp("liveness_store"))
+
+
+@pytest.fixture(scope="module")
+def liveness_engine(liveness_store: ModelStore, minifasnet_dir: Path) -> Iterator[Engine]:
+    """The converted MiniFASNet ensemble on ONNX Runtime CPU."""
+    engine = load_liveness_engine(liveness_store, source_dir=minifasnet_dir)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="module")
+def clip_judge(liveness_store: ModelStore, liveness_engine: Engine) -> Iterator[ClipJudge]:
+    """BlazeFace + tracker + judge with the default liveness settings (enabled, CNN on)."""
+    judge = ClipJudge(liveness_store, LivenessConfig(enabled=True), liveness_engine)
+    yield judge
+    judge.close()
+
+
+def _liveness_samples(shared_data: Path) -> list[tuple[Path, str]]:
+    with (shared_data / "liveness" / "labels.csv").open(newline="") as handle:
+        return [
+            (shared_data / "liveness" / row["path"], row["label"]) for row in csv.DictReader(handle)
+        ]
+
+
+def test_onnx_ensemble_matches_our_torch_networks(
+    liveness_engine: Engine, minifasnet_dir: Path
+) -> None:
+    """The exported graph gives the mean softmax of our two torch MiniFASNets (1e-4)."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    crops = {name: rng.uniform(0, 255, (3, 3, 80, 80)).astype(np.float32) for name in INPUT_SCALES}
+    ours = liveness_engine.infer(crops)[OUTPUT_NAME]
+    expected = []
+    for item in MINIFASNET_FILES:
+        network = build_minifasnet(load_minifasnet_state(minifasnet_dir / item.file_name))
+        with torch.no_grad():
+            logits = network(torch.from_numpy(crops[item.input_name]))
+        expected.append(logits.softmax(dim=1).numpy())
+    assert ours.shape == (3, 3)
+    np.testing.assert_allclose(ours, np.mean(expected, axis=0), atol=1e-4)
+
+
+def test_cnn_separates_the_real_samples(
+    shared_data: Path, clip_judge: ClipJudge, liveness_engine: Engine, liveness_store: ModelStore
+) -> None:
+    """On the real samples of liveness/labels.csv (EXIF applied, RGBA dropped), every live face
+    scores above every spoof: a smoke test (some are the authors' own demo images)."""
+    from pipeline.blazeface import BlazeFaceConfig  # noqa: PLC0415
+    from pipeline.detect import load_detector  # noqa: PLC0415
+
+    detector = load_detector(BlazeFaceConfig(), liveness_store)
+    scores: dict[str, list[float]] = {"live": [], "spoof": []}
+    try:
+        for path, label in _liveness_samples(shared_data):
+            image = read_image_bgr(path)
+            faces = detector.detect(np.ascontiguousarray(image[:, :, ::-1]))
+            assert len(faces), f"no face found in {path}"
+            scores[label].append(
+                float(cnn_live_probabilities(liveness_engine, image, faces.boxes[:1])[0])
+            )
+    finally:
+        detector.close()
+    assert scores["live"]
+    assert scores["spoof"]
+    assert min(scores["live"]) > max(scores["spoof"]), scores
+
+
+def _photo(shared_data: Path, index: int) -> tuple[str, np.ndarray]:
+    with (shared_data / "faces" / "labels.csv").open(newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if row["n_faces"] == "1"]
+    path = rows[index]["path"]
+    return path, read_image_bgr(shared_data / "faces" / path)
+
+
+def test_synthetic_print_attack_is_planar_and_not_live(
+    shared_data: Path, clip_judge: ClipJudge
+) -> None:
+    """A photo printed and waved in front of the camera: its points fit one homography
+    (parallax ratio far below a head's) and the verdict is spoof."""
+    name, photo = _photo(shared_data, 0)
+    clip = print_attack(
+        photo,
+        frame_count=36,
+        fps=FPS,
+        frame_size=(640, 480),
+        rng=np.random.default_rng(12),
+        parameters=PrintParameters(yaw_degrees=(20.0, 28.0), pitch_degrees=(12.0, 18.0)),
+        source=name,
+    )
+    result = clip_judge.judge(clip)
+    assert result.liveness.frames >= 30
+    assert "parallax_ratio" in result.liveness.cues, result.liveness.cues
+    assert result.liveness.cues["parallax_ratio"] < LivenessConfig().parallax_planar_ratio
+    assert result.liveness.cues["parallax"] < 0.5
+    assert result.liveness.verdict == "spoof", result.as_dict()
+
+
+def test_real_head_motion_clip_is_not_judged_spoof(
+    shared_data: Path, clip_judge: ClipJudge
+) -> None:
+    """A real person moving on stage (the first face video of video/labels.csv, 3 s from 3 s
+    on): the main track is live, with parallax evidence of a non-planar face."""
+    with (shared_data / "video" / "labels.csv").open(newline="") as handle:
+        video = next(row["path"] for row in csv.DictReader(handle) if row["kind"] == "face")
+    frames = read_video(shared_data / "video" / video, fps=FPS, width=640)
+    clip = Clip(tuple(frames[45:90]), FPS, "bona_fide", video)
+    result = clip_judge.judge(clip)
+    assert result.liveness.verdict != "spoof", result.as_dict()
+    assert result.liveness.verdict == "live", result.as_dict()
+    assert result.liveness.cues["parallax_ratio"] > 0.45
+
+
+def test_a_face_that_never_moves_stays_undecided(shared_data: Path, clip_judge: ClipJudge) -> None:
+    """A live person's photo held perfectly still gives no motion evidence: never 'live'."""
+    live = next(path for path, label in _liveness_samples(shared_data) if label == "live")
+    still = read_image_bgr(live)
+    result = clip_judge.judge(Clip((still,) * 20, FPS, "bona_fide", live.name))
+    assert result.liveness.frames == 20
+    assert "parallax" not in result.liveness.cues
+    assert result.liveness.verdict != "live"
+
+
+def test_bad_input_gives_undecided_not_a_crash(liveness_engine: Engine) -> None:
+    """Tiny faces, faces half outside the frame, a dark frame and an unknown track id."""
+    judge = LivenessJudge(LivenessConfig(enabled=True), liveness_engine)
+    dark = np.full((240, 320, 3), 3, np.uint8)
+    faces = Faces(
+        boxes=np.array([[-40, -30, 60, 90], [300, 200, 310, 212]], np.float32),
+        scores=np.ones(2, np.float32),
+        landmarks=np.zeros((2, 5, 2), np.float32),
+    )
+    for _ in range(8):
+        judge.observe(dark, faces, np.array([1, 2], np.int64))
+    for track_id in (1, 2):
+        assert judge.verdict(track_id).verdict != "live"
+    assert judge.verdict(99) == Liveness.undecided()
+    judge.forget(1)
+    assert judge.verdict(1).frames == 0
+    with pytest.raises(FaceStreamError):
+        judge.observe(dark, faces, np.array([1], np.int64))  # one id for two faces
+
+
+def test_config_is_checked() -> None:
+    """Inverted thresholds are refused; the CNN cue without an engine is a ConfigError."""
+    with pytest.raises(pydantic.ValidationError):
+        LivenessConfig(live_threshold=0.3, spoof_threshold=0.6)
+    with pytest.raises(pydantic.ValidationError):
+        LivenessConfig(unknown_field=1)  # type: ignore[call-arg]  # extra keys are refused
+    with pytest.raises(ConfigError):
+        LivenessJudge(LivenessConfig(cnn=True), None)
+    assert LivenessConfig().enabled is False
+    assert LivenessConfig().blink is False
+
+
+def _result(label: str, verdict: str, seconds: float | None = 0.5) -> ClipResult:
+    liveness = Liveness(verdict, 0.5, MappingProxyType({}), 10)  # type: ignore[arg-type]
+    return ClipResult("x", label, liveness, seconds)
+
+
+def test_iso_metrics_count_undecided_against_bona_fide_and_for_attacks() -> None:
+    """APCER per type = attacks accepted as live; BPCER = bona fide not live (undecided too)."""
+    results = [
+        _result("bona_fide", "live"),
+        _result("bona_fide", "undecided", None),
+        _result("bona_fide", "live"),
+        _result("bona_fide", "spoof"),
+        _result("print", "spoof"),
+        _result("print", "undecided", None),
+        _result("replay", "live", 1.5),
+        _result("replay", "spoof"),
+    ]
+    report = iso_metrics(results)
+    assert report["apcer"] == {"print": 0.0, "replay": 0.5}
+    assert report["bpcer"] == 0.5
+    assert report["acer"] == 0.5
+    assert report["median_time_to_decision_s"] == 0.5
