@@ -99,6 +99,7 @@ def _track_json(track: TrackLabel) -> dict[str, object]:
         "box": [round(value, 1) for value in track.box],
         "name": track.name,
         "distance": None if track.distance is None else round(track.distance, 4),
+        "liveness": track.liveness,
     }
 
 

@@ -29,6 +29,7 @@ from pipeline.encode import FaceEncoder
 from pipeline.enroll import enrollment_template
 from pipeline.errors import EnrollmentRejectedError
 from pipeline.gallery import Enrollment, Gallery, Identity, connect
+from pipeline.liveness import load_liveness_engine
 from pipeline.metrics import PipelineMetrics
 from pipeline.recognize import FaceAnalyzer
 from pipeline.redis_server import EmbeddedRedis, running_embedded_url
@@ -49,6 +50,7 @@ class Services:
     analyzer: FaceAnalyzer
     gallery: Gallery
     redis: redis.Redis  # the gallery's connection (bytes responses), shared with the events
+    liveness_engine: Engine | None = None  # MiniFASNet, when liveness and its CNN cue are on
 
     def templates(
         self, images: Sequence[tuple[str, npt.NDArray[np.uint8]]], *, face_index: int | None = None
@@ -156,5 +158,15 @@ def open_services(config: FaceStreamConfig, *, redis_dir: Path | None = None) ->
             metrics.engine_info.labels(
                 role="detector", backend="dlib", precision="native", model_id="dlib_hog"
             ).set(1)
+        liveness_engine = None
+        if config.liveness.enabled and config.liveness.cnn:
+            liveness_engine = load_liveness_engine(store)
+            stack.callback(liveness_engine.close)
+            metrics.engine_info.labels(
+                role="liveness",
+                backend=liveness_engine.backend,
+                precision="fp32",
+                model_id=liveness_engine.model_id,
+            ).set(1)
         analyzer = FaceAnalyzer(detector, FaceAligner(), FaceEncoder(engine, metrics))
-        yield Services(config, metrics, engine, analyzer, gallery, client)
+        yield Services(config, metrics, engine, analyzer, gallery, client, liveness_engine)

@@ -28,11 +28,13 @@ from rich.console import Console
 from rich.progress import Progress, track
 from rich.table import Table
 
+from calibration.cli import eval_liveness_command
 from calibration.commands import calibrate_app, eval_identify_command, eval_pairs_command
 from calibration.int8 import build_int8_encoder
 from engines.backends import build_encoder_onnx, load_encoder
 from engines.detectors import build_detector_onnx
 from engines.errors import ConfigError, FaceStreamError
+from engines.liveness import build_liveness_onnx
 from engines.parity import (
     DlibOracle,
     astronaut_rgb,
@@ -77,6 +79,7 @@ app.add_typer(calibrate_app, name="calibrate")
 eval_app = typer.Typer(help="accuracy on your own data", no_args_is_help=True)
 eval_app.command("pairs")(eval_pairs_command)
 eval_app.command("identify")(eval_identify_command)
+eval_app.command("liveness")(eval_liveness_command)
 app.add_typer(eval_app, name="eval")
 
 ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file")]
@@ -151,6 +154,9 @@ def engines_build(
     if settings.detect.model != "dlib_hog":
         detector = build_detector_onnx(store, settings.detect.model, force=force)
         typer.echo(f"onnx: {detector.path} (detector {detector.manifest.model_id})")
+    if settings.liveness.enabled and settings.liveness.cnn:
+        liveness = build_liveness_onnx(store, force=force)
+        typer.echo(f"onnx: {liveness.path} (liveness {liveness.manifest.model_id})")
     engine = load_encoder(store, settings.engine.settings())
     typer.echo(f"engine ready: {engine.backend}")
     engine.close()

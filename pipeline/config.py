@@ -22,6 +22,7 @@ from pipeline.detect import DetectConfig
 from pipeline.enroll import EnrollConfig
 from pipeline.errors import ConfigFileError
 from pipeline.events import EventsConfig
+from pipeline.liveness.config import LivenessConfig
 from pipeline.mqtt import MqttConfig
 from pipeline.process import ProcessConfig
 
@@ -179,6 +180,7 @@ class FaceStreamConfig(StrictModel):
     detect: DetectConfig = BlazeFaceConfig()
     enroll: EnrollConfig = EnrollConfig()
     process: ProcessConfig = ProcessConfig()
+    liveness: LivenessConfig = LivenessConfig()
     events: EventsConfig = EventsConfig()
     api: ApiConfig = ApiConfig()
     audit: AuditConfig = AuditConfig()
@@ -198,6 +200,15 @@ class FaceStreamConfig(StrictModel):
         repeated = sorted({door_id for door_id in ids if ids.count(door_id) > 1})
         if repeated:
             raise ValueError(f"door ids must be unique; repeated: {', '.join(repeated)}")
+        return self
+
+    @model_validator(mode="after")
+    def _liveness_for_doors_that_need_it(self) -> FaceStreamConfig:
+        needing = [door.id for door in self.doors if door.require_liveness]
+        if needing and not self.liveness.enabled:
+            raise ValueError(
+                f"door(s) {', '.join(needing)} require liveness: set liveness.enabled = true"
+            )
         return self
 
 

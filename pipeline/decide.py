@@ -17,7 +17,7 @@ Anti-passback: after a grant, the same identity is not granted again at the same
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -66,7 +66,8 @@ class TrackObservation:
 
     identity_id/name: the gallery match within tau, or None; distance: to the nearest
     identity (None when the gallery is empty); live: the liveness verdict so far (None:
-    undecided or liveness off); at: unix seconds.
+    undecided or liveness off); at: unix seconds; liveness: the fused score and the cues
+    behind the verdict (None with liveness off), carried into the decision.
     """
 
     camera_id: str
@@ -76,11 +77,13 @@ class TrackObservation:
     distance: float | None
     live: bool | None
     at: float
+    liveness: Mapping[str, float] | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """A door decision about one track; ``votes`` is how many of the window agreed."""
+    """A door decision about one track; ``votes`` is how many of the window agreed;
+    ``liveness``: the liveness score and cues when it was decided (None with liveness off)."""
 
     door_id: str
     camera_id: str
@@ -91,6 +94,7 @@ class Decision:
     distance: float | None
     votes: int
     at: float
+    liveness: dict[str, float] | None = None
 
 
 @dataclass(slots=True)
@@ -183,6 +187,7 @@ class DoorPolicy:
             distance=min(distances) if distances else None,
             votes=votes,
             at=observation.at,
+            liveness=None if observation.liveness is None else dict(observation.liveness),
         )
 
 

@@ -14,15 +14,17 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
 
+from engines.base import Engine
 from pipeline.capture import CameraSet
 from pipeline.decide import Decision, DoorPolicy, TrackObservation
 from pipeline.errors import QueueClosedError
 from pipeline.gallery import Gallery, Match
+from pipeline.liveness import LivenessConfig, LivenessJudge, Verdict
 from pipeline.metrics import PipelineMetrics
 from pipeline.process import (
     PendingFaces,
@@ -54,13 +56,14 @@ class TrackLabel:
 
     box: x1, y1, x2, y2 in frame pixels; name: the identity of its latest encoding when within
     tau, else None; distance: that encoding's distance to its nearest identity (None before the
-    first encoding, or with an empty gallery).
+    first encoding, or with an empty gallery); liveness: the track's verdict so far.
     """
 
     track_id: int
     box: tuple[float, float, float, float]
     name: str | None
     distance: float | None
+    liveness: Verdict | None = None  # None: liveness is off
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +101,8 @@ class LiveRecognition:
         config: ProcessConfig,
         metrics: PipelineMetrics,
         outputs: LiveOutputs | None = None,
+        liveness: LivenessConfig | None = None,
+        liveness_engine: Engine | None = None,
     ) -> None:
         self._analyzer = analyzer
         self._gallery = gallery
@@ -110,6 +115,9 @@ class LiveRecognition:
         self._on_decision = outputs.on_decision
         self._on_frame = outputs.on_frame
         self._recognizers: dict[str, StreamRecognizer] = {}
+        self._liveness = liveness if liveness is not None and liveness.enabled else None
+        self._liveness_engine = liveness_engine
+        self._judges: dict[str, LivenessJudge] = {}  # per camera, like the trackers
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -178,6 +186,16 @@ class LiveRecognition:
         )
         observed = recognizer.observe(frame.sequence, image_rgb)
         self._metrics.faces_detected.labels(camera=camera_id).inc(len(observed.faces))
+        if self._liveness is not None:
+            judge = self._judges.get(camera_id)
+            if judge is None:
+                judge = LivenessJudge(self._liveness, self._liveness_engine)
+                self._judges[camera_id] = judge
+            started = time.perf_counter()
+            judge.observe(frame.image, observed.faces, np.asarray(observed.track_ids, np.int64))
+            self._metrics.stage_seconds.labels(stage="liveness", backend="cpu").observe(
+                time.perf_counter() - started
+            )
         self._report(camera_id, observed.ended)
         return observed.pending
 
@@ -225,12 +243,14 @@ class LiveRecognition:
             if track.last_frame < since:
                 continue  # not seen in this frame: coasting until the tracker ends it
             x1, y1, x2, y2 = (float(value) for value in track.box)
+            judge = self._judges.get(frame.camera_id)
             labels.append(
                 TrackLabel(
                     track_id=track.track_id,
                     box=(x1, y1, x2, y2),
                     name=track.identities[-1] if track.identities else None,
                     distance=track.distances[-1] if track.distances else None,
+                    liveness=None if judge is None else judge.verdict(track.track_id).verdict,
                 )
             )
         return tuple(labels)
@@ -243,17 +263,26 @@ class LiveRecognition:
             return
         tau = self._config.match.max_distance
         now = time.time()
+        judge = self._judges.get(camera_id)
         for track_id, nearest in zip(pending.track_ids, matches, strict=True):
             match = nearest[0] if nearest else None
             known = match if match is not None and match.distance <= tau else None
+            live: bool | None = None  # liveness off or undecided: doors requiring it wait
+            cues = None
+            if judge is not None:
+                verdict = judge.verdict(track_id)
+                live = {"live": True, "spoof": False}.get(verdict.verdict)
+                cues = {"score": round(verdict.score, 4), "frames": float(verdict.frames)}
+                cues.update({name: round(value, 4) for name, value in verdict.cues.items()})
             observation = TrackObservation(
                 camera_id=camera_id,
                 track_id=track_id,
                 identity_id=None if known is None else known.identity_id,
                 name=None if known is None else known.name,
                 distance=None if match is None else match.distance,
-                live=None,  # no liveness stage yet: doors that require it never grant
+                live=live,
                 at=now,
+                liveness=cues,
             )
             for decision in self._policy.observe(observation):
                 self._metrics.decisions.labels(
@@ -263,14 +292,21 @@ class LiveRecognition:
                     self._on_decision(decision)
 
     def _forget(self, camera_id: str) -> None:
+        self._judges.pop(camera_id, None)
         recognizer = self._recognizers.pop(camera_id, None)
         if recognizer is not None:
             self._report(camera_id, recognizer.finish())
 
     def _report(self, camera_id: str, ended: list[TrackResult]) -> None:
-        for track in ended:
+        judge = self._judges.get(camera_id)
+        for finished in ended:
+            track = finished
             if self._policy is not None:
                 self._policy.end_track(camera_id, track.track_id)
+            if judge is not None:
+                verdict = judge.verdict(track.track_id).verdict
+                track = replace(track, live={"live": True, "spoof": False}.get(verdict))
+                judge.forget(track.track_id)
             outcome = "known" if track.identity is not None else "unknown"
             self._metrics.tracks_finished.labels(camera=camera_id, outcome=outcome).inc()
             if self._on_track is not None:

@@ -29,9 +29,12 @@ _WAIT_SLICE_SECONDS = 0.5  # a viewer re-checks for shutdown at least this often
 _KNOWN_BGR = (60, 200, 60)
 _UNKNOWN_BGR = (40, 40, 230)
 _PENDING_BGR = (170, 170, 170)
+_SPOOF_BGR = (0, 140, 255)  # orange: whoever it looks like, this face seems not to be live
 
 
 def _label(track: TrackLabel) -> tuple[str, tuple[int, int, int]]:
+    if track.liveness == "spoof":
+        return f"SPOOF? {track.name or 'unknown'}", _SPOOF_BGR
     if track.distance is None:
         return f"#{track.track_id}", _PENDING_BGR
     if track.name is None:

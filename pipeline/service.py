@@ -96,6 +96,8 @@ class FaceStreamService:
             outputs=LiveOutputs(
                 policy=self.policy, on_decision=self._decided, on_frame=preview.publish
             ),
+            liveness=self.config.liveness,
+            liveness_engine=services.liveness_engine,
         )
         self._cameras_lock = threading.Lock()  # add/remove: one at a time, preview in step
 

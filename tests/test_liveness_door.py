@@ -1,0 +1,66 @@
+"""Liveness at the door, end to end: the sample video is a photo moved in front of the camera
+(a print attack by construction). With liveness required, the enrolled face is recognised but
+never granted and never judged live; the preview and the stream's tracks show the verdict."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline.capture import CameraConfig
+from pipeline.config import FaceStreamConfig
+from pipeline.decide import DoorConfig
+from pipeline.images import decode_image
+from pipeline.liveness import LivenessConfig
+from pipeline.sample import make_sample
+from pipeline.service import run_service
+
+WATCH_SECONDS = 20.0
+
+
+def test_a_moving_photo_never_opens_a_door_that_requires_liveness(tmp_path: Path) -> None:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    sample = make_sample(tmp_path / "sample", seconds=4.0)
+    door = DoorConfig(
+        id="lab", cameras=["front"], require_liveness=True, required_matches=2, window_encodings=3
+    )
+    config = FaceStreamConfig(
+        data_dir=tmp_path / "data", liveness=LivenessConfig(enabled=True), doors=[door]
+    )
+    with run_service(config) as service:
+        assert service.services.liveness_engine is not None
+        photo = next((sample.gallery / "eileen_collins").iterdir())
+        templates, _ = service.services.templates([(photo.name, decode_image(photo.read_bytes()))])
+        service.services.enroll("eileen_collins", templates)
+        service.add_camera(
+            CameraConfig(id="front", url=str(sample.video), loop=True, realtime=True)
+        )
+        verdicts: set[str | None] = set()
+        recognised = False
+        deadline = time.monotonic() + WATCH_SECONDS
+        while time.monotonic() < deadline:
+            for track in service.preview.tracks("front"):
+                verdicts.add(track.liveness)
+                recognised |= track.name == "eileen_collins"
+            time.sleep(0.2)
+        decisions = service.bus.recent(100, kind="decision")
+        registry = service.services.metrics.registry
+        liveness_seconds = registry.get_sample_value(
+            "facestream_stage_seconds_count", {"stage": "liveness", "backend": "cpu"}
+        )
+    assert recognised, "the enrolled face was never recognised: the test proved nothing"
+    assert "live" not in verdicts
+    assert verdicts <= {"undecided", "spoof"}
+    assert [d.payload["outcome"] for d in decisions if d.payload["outcome"] == "granted"] == []
+    assert liveness_seconds is not None
+    assert liveness_seconds > 10
+
+
+def test_doors_requiring_liveness_need_it_enabled() -> None:
+    door = DoorConfig(id="lab", cameras=["front"], require_liveness=True)
+    with pytest.raises(ValueError, match="require liveness"):
+        FaceStreamConfig(doors=[door])
