@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import MappingProxyType
 
+import cv2
 import numpy as np
 import pydantic
 import pytest
@@ -227,3 +228,32 @@ def test_iso_metrics_count_undecided_against_bona_fide_and_for_attacks() -> None
     assert report["bpcer"] == 0.5
     assert report["acer"] == 0.5
     assert report["median_time_to_decision_s"] == 0.5
+
+
+def test_short_or_heavily_compressed_clips_are_never_judged_live(
+    shared_data: Path, clip_judge: ClipJudge
+) -> None:
+    """The same real head-motion clip, but only 4 frames long (under min_frames), and a print
+    attack re-encoded as JPEG quality 5: neither may come out 'live'."""
+    with (shared_data / "video" / "labels.csv").open(newline="") as handle:
+        video = next(row["path"] for row in csv.DictReader(handle) if row["kind"] == "face")
+    frames = read_video(shared_data / "video" / video, fps=FPS, width=640)
+    short = clip_judge.judge(Clip(tuple(frames[45:49]), FPS, "bona_fide", video))
+    assert short.liveness.verdict == "undecided", short.as_dict()
+    live = next(path for path, label in _liveness_samples(shared_data) if label == "live")
+    attack = print_attack(
+        read_image_bgr(live),
+        frame_count=30,
+        fps=FPS,
+        frame_size=(640, 480),
+        rng=np.random.default_rng(3),
+        parameters=PrintParameters(),
+    )
+    compressed = tuple(
+        cv2.imdecode(cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 5])[1], 1).astype(
+            np.uint8
+        )
+        for frame in attack.frames
+    )
+    result = clip_judge.judge(Clip(compressed, FPS, "print", live.name))
+    assert result.liveness.verdict != "live", result.as_dict()

@@ -48,6 +48,15 @@ class LivenessConfig(StrictModel):
         description="'live' needs parallax evidence (the head moved in 3D); a face that never "
         "moves stays 'undecided'",
     )
+    max_blockiness: float = Field(
+        default=1.6,
+        gt=1.0,
+        le=10.0,
+        description="compression-block artefacts (step across the 8-px grid over the step "
+        "elsewhere; 1.0-1.2 for the H.264 test clips, 1.4-1.8 at JPEG quality 30, 3-4 at "
+        "quality 5) above which motion is not trusted as 3-D evidence, so a heavily "
+        "compressed stream cannot look live",
+    )
     analysis_width_px: int = Field(
         default=128,
         ge=48,

@@ -58,6 +58,7 @@ _log = logging.getLogger(__name__)
 Verdict = Literal["live", "spoof", "undecided"]
 _REGION_MARGIN = 1.3  # the tracked patch spans the face box enlarged this much (motion room)
 _CNN_SCORES_KEPT = 3
+_BLOCK_PX = 8  # JPEG blocks and H.264 transform blocks sit on this grid of the frame
 _MIN_FACE_PX = 24  # narrower faces give no texture or parallax evidence (too few pixels)
 
 
@@ -92,8 +93,10 @@ class _TrackEvidence:
     lumas: deque[float] = field(init=False)
     cnn: deque[float] = field(init=False)
     eye_ratios: deque[float] = field(init=False)
+    blockiness: deque[float] = field(init=False)
 
     def __post_init__(self) -> None:
+        self.blockiness = deque(maxlen=self.window_frames)
         self.measurements = deque(maxlen=self.window_frames)
         self.texture = deque(maxlen=self.window_frames)
         self.lumas = deque(maxlen=self.window_frames)
@@ -201,6 +204,7 @@ class LivenessJudge:
             evidence.parallax.reset()
             return
         region, bounds = _patch_region(box, image_bgr.shape, self.config.analysis_width_px)
+        evidence.blockiness.append(block_artefacts(image_bgr, bounds))
         current = _grey_patch(image_bgr, bounds, region.scale)
         before = (
             _grey_patch(previous_bgr, bounds, region.scale) if previous_bgr is not None else None
@@ -233,6 +237,13 @@ class LivenessJudge:
             min_motion=self.config.parallax_min_motion,
             planar_ratio=self.config.parallax_planar_ratio,
         )
+        if evidence.blockiness:
+            blockiness = float(np.median(evidence.blockiness))
+            figures["blockiness"] = blockiness
+            if blockiness > self.config.max_blockiness:
+                # compression blocks move with the grid, not the face: the flow residual they
+                # leave looks like 3-D motion, so a blocky stream gives no parallax evidence
+                parallax = None
         if parallax is not None:
             probabilities["parallax"] = parallax[0]
             figures["parallax_measurements"] = float(parallax[1])
@@ -268,6 +279,25 @@ class LivenessJudge:
     def forget(self, track_id: int) -> None:
         """Drop a finished track's evidence (unknown ids are ignored)."""
         self._tracks.pop(track_id, None)
+
+
+def block_artefacts(image_bgr: npt.NDArray[np.uint8], bounds: tuple[int, int, int, int]) -> float:
+    """How blocky the region is: the mean step across the 8-pixel grid of the frame (where JPEG
+    and H.264 transform blocks meet) over the mean step elsewhere; about 1 for a clean image,
+    2 and more for heavy compression."""
+    left, top, right, bottom = bounds
+    grey = cv2.cvtColor(image_bgr[top:bottom, left:right], cv2.COLOR_BGR2GRAY).astype(np.float32)
+    ratios = []
+    for axis, origin in ((1, left), (0, top)):
+        steps = np.abs(np.diff(grey, axis=axis)).mean(axis=1 - axis)
+        if steps.size < 16:
+            continue
+        # the step between pixels p and p+1 crosses the grid when (origin + p + 1) % 8 == 0
+        on_grid = (origin + np.arange(steps.size) + 1) % _BLOCK_PX == 0
+        elsewhere = float(steps[~on_grid].mean())
+        if elsewhere > 0:
+            ratios.append(float(steps[on_grid].mean()) / elsewhere)
+    return float(np.mean(ratios)) if ratios else 1.0
 
 
 def _patch_region(
