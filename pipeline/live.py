@@ -118,6 +118,8 @@ class LiveRecognition:
         self._liveness = liveness if liveness is not None and liveness.enabled else None
         self._liveness_engine = liveness_engine
         self._judges: dict[str, LivenessJudge] = {}  # per camera, like the trackers
+        self._taken: dict[str, int] = {}  # frames taken from each camera's queue
+        self._last_detected: dict[str, int] = {}  # sequence of each camera's last detected frame
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -179,8 +181,13 @@ class LiveRecognition:
         if recognizer is None:
             recognizer = StreamRecognizer(self._analyzer, self._gallery, self._config)
             self._recognizers[camera_id] = recognizer
-        if frame.sequence % self._config.detect_every_frames:
+        # count frames taken, not capture sequence numbers: under load the queue drops frames,
+        # and a rule on sequence numbers could skip every frame that survives for one camera
+        taken = self._taken.get(camera_id, 0)
+        self._taken[camera_id] = taken + 1
+        if taken % self._config.detect_every_frames:
             return None
+        self._last_detected[camera_id] = frame.sequence
         image_rgb = np.ascontiguousarray(
             cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB), dtype=np.uint8
         )
@@ -237,7 +244,7 @@ class LiveRecognition:
         recognizer = self._recognizers.get(frame.camera_id)
         if recognizer is None:
             return ()
-        since = frame.sequence - frame.sequence % self._config.detect_every_frames
+        since = self._last_detected.get(frame.camera_id, frame.sequence)
         labels = []
         for track in recognizer.tracker.live_tracks:
             if track.last_frame < since:
@@ -293,6 +300,8 @@ class LiveRecognition:
 
     def _forget(self, camera_id: str) -> None:
         self._judges.pop(camera_id, None)
+        self._taken.pop(camera_id, None)
+        self._last_detected.pop(camera_id, None)
         recognizer = self._recognizers.pop(camera_id, None)
         if recognizer is not None:
             self._report(camera_id, recognizer.finish())
