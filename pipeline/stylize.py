@@ -94,6 +94,7 @@ class Stylizer:
         self._settings = settings
         self._lock = threading.Lock()
         self._network = load_style_network(catalog.path(style), settings)
+        self._style = style
         self._strength = self._checked_strength(strength)
         self._filter = TemporalFilter(temporal_smoothing)
         self._letterbox: Letterbox | None = None
@@ -110,12 +111,30 @@ class Stylizer:
         with self._lock:
             return self._network
 
+    @property
+    def style(self) -> str:
+        """The name of the style in use now."""
+        with self._lock:
+            return self._style
+
+    @property
+    def strength(self) -> float:
+        """The blend strength in use now."""
+        with self._lock:
+            return self._strength
+
+    @property
+    def catalog(self) -> StyleCatalog:
+        """Where styles are looked up."""
+        return self._catalog
+
     def switch_style(self, style: str) -> StyleNetwork:
         """Load ``style`` and use it from the next frame; UnknownStyleError or ModelFileError
         leave the current style running. Returns the new network."""
         network = load_style_network(self._catalog.path(style), self._settings)
         with self._lock:
             old, self._network = self._network, network
+            self._style = style
             self._filter.reset()
             self._letterbox = None
         old.close()

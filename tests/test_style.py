@@ -17,6 +17,7 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 import pytest
+import uvicorn
 from prometheus_client import CollectorRegistry
 
 from engines.errors import FaceStreamError, InputSpecError, ManifestMismatchError, ModelFileError
@@ -24,6 +25,7 @@ from engines.parity import astronaut_rgb
 from pipeline.errors import ImageDecodeError
 from pipeline.metrics import PipelineMetrics
 from pipeline.style.config import StyleStreamConfig
+from pipeline.style.control import create_style_app
 from pipeline.style.engine import (
     SHIPPED_STORE,
     StyleCatalog,
@@ -555,3 +557,55 @@ def test_live_http_source_is_stylized_through_the_capture_layer(
     capture.release()
     assert ok
     assert image.shape == (96, 128, 3)
+
+
+def test_control_api_switches_style_and_strength_while_streaming(
+    tmp_path: Path, capture_metrics: PipelineMetrics
+) -> None:
+    """PUT /v1/style on the real control API (uvicorn on 127.0.0.1): the next frames use the
+    new style and strength; an unknown style is 404, a bad strength 422, no token 401."""
+    token = "style-control-token-0123456789"
+    source = tmp_path / "in.mp4"
+    _write_video(source, frames=8, width=128, height=96)
+    registry = CollectorRegistry()
+    config = StyleStreamConfig(
+        source=str(source), style="starry_night", out_file=tmp_path / "o.mp4", threads=1
+    )
+    with StyleStream(config, StyleMetrics.create(registry), capture_metrics) as stream:
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        port = listener.getsockname()[1]
+        server = uvicorn.Server(
+            uvicorn.Config(
+                create_style_app(stream, token=token, registry=registry), log_level="warning"
+            )
+        )
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]})
+        thread.start()
+        try:
+            while not server.started:
+                time.sleep(0.02)
+            base = f"http://127.0.0.1:{port}"
+            auth = {"Authorization": f"Bearer {token}"}
+            assert httpx.get(f"{base}/v1/style").status_code == 401
+            now = httpx.get(f"{base}/v1/style", headers=auth).json()
+            assert now["style"] == "starry_night"
+            assert {"starry_night", "udnie", "the_scream"} <= set(now["styles"])
+            frame = _astronaut_bgr(128, 96)
+            before, _ = stream.stylizer.process(frame)
+            changed = httpx.put(
+                f"{base}/v1/style", json={"style": "udnie", "strength": 0.5}, headers=auth
+            )
+            assert changed.status_code == 200
+            assert (changed.json()["style"], changed.json()["strength"]) == ("udnie", 0.5)
+            after, _ = stream.stylizer.process(frame)
+            assert float(np.abs(after.astype(np.int16) - before.astype(np.int16)).mean()) > 5
+            bad = httpx.put(f"{base}/v1/style", json={"style": "nope"}, headers=auth)
+            assert bad.status_code == 404
+            too_strong = httpx.put(f"{base}/v1/style", json={"strength": 2}, headers=auth)
+            assert too_strong.status_code == 422
+            metrics = httpx.get(f"{base}/metrics").text
+            assert "facestream_style_active_info" in metrics
+        finally:
+            server.should_exit = True
+            thread.join(10)

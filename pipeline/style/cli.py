@@ -12,22 +12,30 @@ Errors print one line and exit with status 1.
 from __future__ import annotations
 
 import logging
+import os
 import shlex
 import sys
+import threading
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 import typer
+import uvicorn
 
-from engines.errors import FaceStreamError
+from engines.errors import ConfigError, FaceStreamError
 from pipeline.style.config import StyleStreamConfig
 from pipeline.style.engine import StyleCatalog, StyleEngineSettings, load_style_network
 from pipeline.style.errors import SinkError
 from pipeline.style.frames import Letterbox
 from pipeline.style.images import read_bgr_image
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from pipeline.stylize import StyleStream
 
 __all__ = ["style_app", "stylize"]
 
@@ -191,6 +199,13 @@ def stylize(
     threads: Annotated[int, typer.Option(min=0, help="ONNX Runtime threads (0: per core)")] = 1,
     max_frames: Annotated[int | None, typer.Option(min=1)] = None,
     store: Annotated[Path, typer.Option(help="model store folder")] = DEFAULT_STORE,
+    control_port: Annotated[
+        int | None,
+        typer.Option(
+            help="serve the control API (GET/PUT /v1/style, /metrics) on 127.0.0.1:PORT; "
+            "needs FACESTREAM_API_TOKEN"
+        ),
+    ] = None,
     metrics_port: Annotated[
         int | None, typer.Option(help="serve Prometheus /metrics on 127.0.0.1:PORT")
     ] = None,
@@ -232,17 +247,44 @@ def stylize(
         ) as stream:
             if stream.mjpeg is not None:
                 typer.echo(f"MJPEG at {stream.mjpeg.url}")
+            control = (
+                None if control_port is None else _serve_control(stream, registry, control_port)
+            )
             try:
                 report = stream.run()
             except KeyboardInterrupt:
                 stream.stop()
                 return
+            finally:
+                if control is not None:
+                    control.should_exit = True
     except FaceStreamError as exc:
         _fail(exc)
     typer.echo(
         f"{report.frames_out} frames in {report.seconds:.1f} s ({report.fps:.1f} fps), "
         f"style {report.style}"
     )
+
+
+def _serve_control(stream: StyleStream, registry: CollectorRegistry, port: int) -> uvicorn.Server:
+    """Start the control API in a thread; the caller sets ``should_exit`` to stop it."""
+    from pipeline.style.control import create_style_app  # noqa: PLC0415
+
+    token = os.environ.get("FACESTREAM_API_TOKEN", "")
+    if len(token) < 16:
+        _fail(ConfigError("--control-port needs FACESTREAM_API_TOKEN (16+ characters)"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_style_app(stream, token=token, registry=registry),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            access_log=False,
+        )
+    )
+    threading.Thread(target=server.run, name="style-control", daemon=True).start()
+    typer.echo(f"control API at http://127.0.0.1:{port}/v1/style")
+    return server
 
 
 style_app.command("stylize")(stylize)
