@@ -40,13 +40,12 @@ from prometheus_client import CollectorRegistry
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import SHARED_DATA, log, machine_name
-from pipeline.metrics import PipelineMetrics
+from pipeline.metrics import PipelineMetrics, StyleMetrics
 from pipeline.style.config import StyleStreamConfig
 from pipeline.style.engine import SHIPPED_STORE, StyleCatalog, StyleEngineSettings
 from pipeline.style.gatys import GatysSettings, gatys_stylize
 from pipeline.style.images import read_bgr_image, resize_to_width
 from pipeline.style.losses import LossWeights, StyleLosses, Vgg16Features, read_vgg16_weights
-from pipeline.style.metrics import StyleMetrics
 from pipeline.style.nets import INPUT_NAME, build_transformer
 from pipeline.style.train import TrainConfig, save_style_model, to_tensor
 from pipeline.stylize import StyleStream, Stylizer

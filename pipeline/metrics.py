@@ -11,10 +11,12 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-__all__ = ["PipelineMetrics"]
+__all__ = ["PipelineMetrics", "StyleMetrics"]
 
 # around tau = 0.6, where a match is decided, finer than elsewhere
 _DISTANCE_BUCKETS = (0.2, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8, 0.9, 1.0, 1.2)
+# per video frame of the style stream: around 33-66 ms (30-15 fps)
+_FRAME_BUCKETS_SECONDS = (0.005, 0.01, 0.02, 0.033, 0.05, 0.066, 0.1, 0.15, 0.25, 0.5, 1.0)
 _LATENCY_BUCKETS_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -239,6 +241,68 @@ class PipelineMetrics:
                 "facestream_mqtt_published_total",
                 "Events the MQTT broker acknowledged, by kind",
                 ["kind"],
+                registry=registry,
+            ),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StyleMetrics:
+    """The style stream's metrics (``facestream stylize``): frames per second in and out are
+    ``rate()`` of the frame counters; frames a live camera's queue evicts are counted by the
+    capture metrics, ``frames_dropped`` counts frames a sink could not take. Build one per
+    registry with ``StyleMetrics.create``."""
+
+    registry: CollectorRegistry
+    frames_in: Counter
+    frames_out: Counter
+    frames_dropped: Counter
+    frame_latency_seconds: Histogram
+    inference_seconds: Histogram
+    active_style: Gauge
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry | None = None) -> StyleMetrics:
+        """Declare every style metric on ``registry`` (a new one when None)."""
+        registry = registry if registry is not None else CollectorRegistry()
+        return cls(
+            registry=registry,
+            frames_in=Counter(
+                "facestream_style_frames_in_total",
+                "Frames taken from the source by the style stream",
+                ["stream"],
+                registry=registry,
+            ),
+            frames_out=Counter(
+                "facestream_style_frames_out_total",
+                "Stylized frames handed to a sink",
+                ["stream", "sink"],
+                registry=registry,
+            ),
+            frames_dropped=Counter(
+                "facestream_style_frames_dropped_total",
+                "Stylized frames a sink could not take (not ready, no client, write failed)",
+                ["stream", "sink"],
+                registry=registry,
+            ),
+            frame_latency_seconds=Histogram(
+                "facestream_style_frame_latency_seconds",
+                "From a frame leaving the decoder to its stylized copy reaching the sinks",
+                ["stream", "backend"],
+                buckets=_FRAME_BUCKETS_SECONDS,
+                registry=registry,
+            ),
+            inference_seconds=Histogram(
+                "facestream_style_inference_seconds",
+                "Time of one style-network call (batch 1)",
+                ["backend", "model_id"],
+                buckets=_FRAME_BUCKETS_SECONDS,
+                registry=registry,
+            ),
+            active_style=Gauge(
+                "facestream_style_active_info",
+                "1 for the style model a stream uses now, 0 for those it used before",
+                ["stream", "model_id"],
                 registry=registry,
             ),
         )

@@ -28,7 +28,7 @@ import numpy.typing as npt
 
 from pipeline.capture import Camera, CameraConfig, source_kind
 from pipeline.errors import RecordingError
-from pipeline.metrics import PipelineMetrics
+from pipeline.metrics import PipelineMetrics, StyleMetrics
 from pipeline.style.config import StyleStreamConfig
 from pipeline.style.engine import (
     SHIPPED_STORE,
@@ -39,7 +39,6 @@ from pipeline.style.engine import (
 )
 from pipeline.style.errors import SinkError
 from pipeline.style.frames import Letterbox, TemporalFilter, blend
-from pipeline.style.metrics import StyleMetrics
 from pipeline.style.sinks import FileSink, FrameSink, MjpegSink, RtspSink, port_is_free
 
 __all__ = ["StreamReport", "StyleStream", "Stylizer", "TimedFrame"]

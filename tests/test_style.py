@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry
 from engines.errors import FaceStreamError, InputSpecError, ManifestMismatchError, ModelFileError
 from engines.parity import astronaut_rgb
 from pipeline.errors import ImageDecodeError
-from pipeline.metrics import PipelineMetrics
+from pipeline.metrics import PipelineMetrics, StyleMetrics
 from pipeline.style.config import StyleStreamConfig
 from pipeline.style.control import create_style_app
 from pipeline.style.engine import (
@@ -35,7 +35,6 @@ from pipeline.style.engine import (
 from pipeline.style.errors import SinkError, UnknownStyleError
 from pipeline.style.frames import Letterbox, TemporalFilter, blend
 from pipeline.style.images import read_bgr_image
-from pipeline.style.metrics import StyleMetrics
 from pipeline.style.sinks import FileSink, MjpegSink
 from pipeline.stylize import StyleStream, Stylizer
 

@@ -11,6 +11,7 @@ network (``losses``), the nets (``nets``) and Gatys optimisation (``gatys``) nee
 ``[torch]`` extra and are imported from their modules.
 """
 
+from pipeline.metrics import StyleMetrics
 from pipeline.style.config import StyleStreamConfig
 from pipeline.style.engine import (
     SHIPPED_STORE,
@@ -21,7 +22,6 @@ from pipeline.style.engine import (
 )
 from pipeline.style.errors import SinkError, UnknownStyleError
 from pipeline.style.frames import Letterbox, TemporalFilter, blend
-from pipeline.style.metrics import StyleMetrics
 from pipeline.style.sinks import FileSink, FrameSink, MjpegSink, RtspSink
 
 __all__ = [

@@ -213,8 +213,7 @@ def stylize(
     """Stylize a video stream in real time and publish it (file, MJPEG, RTSP)."""
     from prometheus_client import CollectorRegistry, start_http_server  # noqa: PLC0415
 
-    from pipeline.metrics import PipelineMetrics  # noqa: PLC0415
-    from pipeline.style.metrics import StyleMetrics  # noqa: PLC0415
+    from pipeline.metrics import PipelineMetrics, StyleMetrics  # noqa: PLC0415
     from pipeline.stylize import StyleStream  # noqa: PLC0415
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
