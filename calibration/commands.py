@@ -11,9 +11,8 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from functools import wraps
 from pathlib import Path
-from typing import Annotated, ParamSpec, TypeVar
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -36,11 +35,11 @@ from calibration.threshold import (
     save_calibrated_tau,
 )
 from engines.backends import build_encoder_onnx
-from engines.errors import FaceStreamError
 from engines.onnxrt import OrtEngine, OrtSettings
 from engines.quantize import QuantizeSettings
 from engines.store import ModelStore, atomic_write
 from pipeline.align import FaceAligner
+from pipeline.clierrors import reports_errors
 from pipeline.config import FaceStreamConfig, load_config
 from pipeline.detect import load_detector
 
@@ -53,8 +52,6 @@ __all__ = [
     "write_report_files",
 ]
 
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
 
 calibrate_app = typer.Typer(
     help="turn labelled data into the numbers the service runs with", no_args_is_help=True
@@ -77,18 +74,6 @@ DegradeOption = Annotated[
     str | None,
     typer.Option(help="also measure degraded copies: comma-separated small,dark,noise,jpeg,all"),
 ]
-
-
-def _reports_errors(command: Callable[_P, _R]) -> Callable[_P, _R]:
-    @wraps(command)
-    def run(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        try:
-            return command(*args, **kwargs)
-        except FaceStreamError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from exc
-
-    return run
 
 
 @contextmanager
@@ -164,7 +149,7 @@ def _summary_lines(report: ThresholdReport) -> list[str]:
 
 
 @calibrate_app.command("threshold")
-@_reports_errors
+@reports_errors
 def calibrate_threshold_command(
     *,
     pairs: PairsOption,
@@ -220,7 +205,7 @@ def calibrate_threshold_command(
 
 
 @calibrate_app.command("int8")
-@_reports_errors
+@reports_errors
 def calibrate_int8_command(
     *,
     calib: Annotated[
@@ -284,7 +269,7 @@ def calibrate_int8_command(
         typer.echo(json.dumps({"path": str(int8.path), **report.as_dict()}))
 
 
-@_reports_errors
+@reports_errors
 def eval_pairs_command(
     *,
     pairs: PairsOption,
@@ -374,7 +359,7 @@ def eval_pairs_command(
         typer.echo(json.dumps(summary))
 
 
-@_reports_errors
+@reports_errors
 def eval_identify_command(
     *,
     gallery: Annotated[Path, typer.Option("--gallery", help="folder of identity folders")],

@@ -13,12 +13,10 @@ import secrets
 import signal
 import sys
 import tempfile
-from collections.abc import Callable
 from contextlib import ExitStack
-from functools import wraps
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, ParamSpec, TypeVar
+from typing import Annotated
 
 import numpy as np
 import numpy.typing as npt
@@ -33,7 +31,7 @@ from calibration.commands import calibrate_app, eval_identify_command, eval_pair
 from calibration.int8 import build_int8_encoder
 from engines.backends import build_encoder_onnx, load_encoder
 from engines.detectors import build_detector_onnx
-from engines.errors import ConfigError, FaceStreamError
+from engines.errors import ConfigError
 from engines.liveness import build_liveness_onnx
 from engines.parity import (
     DlibOracle,
@@ -47,6 +45,7 @@ from pipeline.api import create_app
 from pipeline.app import Services, open_services
 from pipeline.audit import verify_audit_log
 from pipeline.capture import CameraConfig
+from pipeline.clierrors import reports_errors
 from pipeline.config import ApiConfig, FaceStreamConfig, load_config, with_engine_overrides
 from pipeline.configdoc import render_reference
 from pipeline.decide import DoorConfig
@@ -64,8 +63,6 @@ from pipeline.style.cli import style_app, stylize
 __all__ = ["app", "main"]
 
 TOKEN_ENVIRONMENT_VARIABLE = "FACESTREAM_API_TOKEN"
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
 
 app = typer.Typer(
     help="facestream: streaming face recognition",
@@ -93,18 +90,6 @@ BackendOption = Annotated[
 PrecisionOption = Annotated[str | None, typer.Option(help="fp32 | fp16 | int8")]
 
 
-def _reports_errors(command: Callable[_P, _R]) -> Callable[_P, _R]:
-    @wraps(command)
-    def run(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        try:
-            return command(*args, **kwargs)
-        except FaceStreamError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from exc
-
-    return run
-
-
 def _config(
     path: Path | None, backend: str | None = None, precision: str | None = None
 ) -> FaceStreamConfig:
@@ -121,7 +106,7 @@ def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) ->
 
 
 @app.command("check-config")
-@_reports_errors
+@reports_errors
 def check_config(path: Annotated[Path, typer.Argument(help="TOML config file")]) -> None:
     """Validate a config file and print the resolved settings."""
     config = load_config(path)
@@ -129,7 +114,7 @@ def check_config(path: Annotated[Path, typer.Argument(help="TOML config file")])
 
 
 @engines_app.command("build")
-@_reports_errors
+@reports_errors
 def engines_build(
     config: ConfigOption = None,
     backend: BackendOption = None,
@@ -166,7 +151,7 @@ def engines_build(
 
 
 @engines_app.command("list")
-@_reports_errors
+@reports_errors
 def engines_list(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     """List the models and compiled plans in the data directory."""
     store = ModelStore(_config(config).data_dir)
@@ -195,7 +180,7 @@ def engines_list(config: ConfigOption = None, as_json: JsonOption = False) -> No
 
 
 @engines_app.command("parity")
-@_reports_errors
+@reports_errors
 def engines_parity(
     images: Annotated[
         list[Path] | None,
@@ -246,7 +231,7 @@ def _read_image(path: Path) -> npt.NDArray[np.uint8]:
 
 
 @app.command("enroll")
-@_reports_errors
+@reports_errors
 def enroll(
     name: Annotated[str, typer.Argument(help="the person's name")],
     images: Annotated[list[Path], typer.Argument(help="one or more photos of the person")],
@@ -270,7 +255,7 @@ def enroll(
 
 
 @app.command("identify")
-@_reports_errors
+@reports_errors
 def identify(
     image: Annotated[Path, typer.Argument(help="photo to identify")],
     top_k: Annotated[int, typer.Option(min=1, max=100)] = 5,
@@ -297,7 +282,7 @@ def identify(
 
 
 @app.command("verify")
-@_reports_errors
+@reports_errors
 def verify(
     image: Annotated[Path, typer.Argument(help="photo of the person")],
     identity_id: Annotated[str, typer.Option("--identity", help="claimed identity id")],
@@ -316,7 +301,7 @@ def verify(
 
 
 @identities_app.command("list")
-@_reports_errors
+@reports_errors
 def identities_list(config: ConfigOption = None) -> None:
     """Print every identity as one JSON array."""
     with open_services(_config(config)) as services:
@@ -325,7 +310,7 @@ def identities_list(config: ConfigOption = None) -> None:
 
 
 @identities_app.command("remove")
-@_reports_errors
+@reports_errors
 def identities_remove(
     identity_id: Annotated[str, typer.Argument(help="identity id")], config: ConfigOption = None
 ) -> None:
@@ -353,7 +338,7 @@ def _enroll_folder(services: Services, gallery_dir: Path) -> None:
 
 
 @app.command("process")
-@_reports_errors
+@reports_errors
 def process(
     video: Annotated[Path, typer.Argument(help="recording to process")],
     gallery_dir: Annotated[
@@ -409,7 +394,7 @@ app.add_typer(audit_app, name="audit")
 
 
 @audit_app.command("verify")
-@_reports_errors
+@reports_errors
 def audit_verify(
     path: Annotated[Path, typer.Argument(help="audit log file (JSON lines)")],
     as_json: JsonOption = False,
@@ -470,7 +455,7 @@ def _enroll_sample(service: FaceStreamService, gallery_dir: Path) -> None:
 
 
 @app.command("run")
-@_reports_errors
+@reports_errors
 def run(
     config: ConfigOption = None,
     host: Annotated[str | None, typer.Option(help="address to listen on (api.host)")] = None,
@@ -564,7 +549,7 @@ app.add_typer(events_app, name="events")
 
 
 @events_app.command("tail")
-@_reports_errors
+@reports_errors
 def events_tail(
     config: ConfigOption = None,
     last: Annotated[int, typer.Option(min=0, max=10_000, help="print this many past events")] = 10,
@@ -596,7 +581,7 @@ def events_tail(
 
 
 @app.command("sample")
-@_reports_errors
+@reports_errors
 def sample(
     directory: Annotated[Path, typer.Argument(help="where to write the sample files")] = Path(
         "data/sample"
