@@ -40,6 +40,7 @@ __all__ = [
     "EngineSettings",
     "build_encoder_onnx",
     "encoder_manifest",
+    "encoder_onnx",
     "load_encoder",
     "resolve_backend",
 ]
@@ -65,6 +66,7 @@ class EngineSettings:
     opt_batch: int = 16
     max_batch: int = 64
     source: Path | None = field(default=None)  # dlib .dat; None: the installed wheel's file
+    adapter: Path | None = field(default=None)  # head from `facestream train adapter`
 
     def __post_init__(self) -> None:
         valid = [*BACKENDS, "auto"]
@@ -74,6 +76,11 @@ class EngineSettings:
             raise ConfigError(
                 f"batch sizes must satisfy 1 <= min ({self.min_batch}) <= opt "
                 f"({self.opt_batch}) <= max ({self.max_batch})"
+            )
+        if self.adapter is not None and (self.backend == "torch" or self.precision == "int8"):
+            raise ConfigError(
+                "an adapter runs appended to the fp32/fp16 ONNX encoder: use the onnxruntime "
+                "or tensorrt backend, not torch or int8"
             )
 
     @property
@@ -126,12 +133,22 @@ def build_encoder_onnx(
     return stored
 
 
+def encoder_onnx(store: ModelStore, settings: EngineSettings) -> StoredModel:
+    """The fp32 encoder ONNX the settings describe: dlib's, with the adapter head if any."""
+    encoder = build_encoder_onnx(store, source=settings.source)
+    if settings.adapter is None:
+        return encoder
+    from engines.adapter import build_adapted_encoder  # noqa: PLC0415
+
+    return build_adapted_encoder(store, encoder, settings.adapter)
+
+
 def _load_onnxruntime(store: ModelStore, settings: EngineSettings) -> Engine:
     from engines.onnxrt import OrtEngine, OrtSettings  # noqa: PLC0415
 
     if settings.precision == "fp16":
         raise ConfigError("onnxruntime runs the encoder in fp32 or int8, not fp16")
-    path = build_encoder_onnx(store, source=settings.source).path
+    path = encoder_onnx(store, settings).path
     if settings.precision == "int8":
         path = _int8_encoder_path(store, settings)
     return OrtEngine(
@@ -171,7 +188,7 @@ def _load_torch(store: ModelStore, settings: EngineSettings) -> Engine:
 def _load_tensorrt(store: ModelStore, settings: EngineSettings) -> Engine:
     from engines.tensorrt import load_or_build_encoder_plan  # noqa: PLC0415
 
-    onnx_path = build_encoder_onnx(store, source=settings.source).path
+    onnx_path = encoder_onnx(store, settings).path
     return load_or_build_encoder_plan(onnx_path, store, settings)
 
 

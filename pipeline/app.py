@@ -35,7 +35,7 @@ from pipeline.recognize import FaceAnalyzer
 from pipeline.redis_server import EmbeddedRedis, running_embedded_url
 from pipeline.types import Embeddings
 
-__all__ = ["Services", "open_services"]
+__all__ = ["Services", "gallery_client", "open_services"]
 
 _log = logging.getLogger(__name__)
 
@@ -115,17 +115,13 @@ def _with_calibrated_tau(config: FaceStreamConfig, model_id: str) -> FaceStreamC
 
 
 @contextmanager
-def open_services(config: FaceStreamConfig, *, redis_dir: Path | None = None) -> Iterator[Services]:
-    """Build the services for ``config``; ``redis_dir`` overrides where an embedded Redis keeps
-    its data (default: ``data_dir/redis``)."""
-    metrics = PipelineMetrics.create()
+def gallery_client(
+    config: FaceStreamConfig, *, redis_dir: Path | None = None
+) -> Iterator[redis.Redis]:
+    """A client of the configured gallery Redis; with no URL, the embedded redis-server under
+    ``redis_dir`` (default ``data_dir/redis``): the one already running there, or a new one
+    that stops when the block ends."""
     with ExitStack() as stack:
-        store = ModelStore(config.data_dir)
-        engine = load_encoder(store, config.engine.settings())
-        stack.callback(engine.close)
-        config = _with_calibrated_tau(config, engine.model_id)
-        detector = load_detector(config.detect, store)
-        stack.callback(detector.close)
         url = config.gallery.redis_url
         embedded_dir = redis_dir or config.data_dir / "redis"
         if url is None and (url := running_embedded_url(embedded_dir)) is not None:
@@ -138,6 +134,22 @@ def open_services(config: FaceStreamConfig, *, redis_dir: Path | None = None) ->
             _log.info("embedded redis-server ready at %s", url)
         client = connect(url, config.gallery)
         stack.callback(client.close)
+        yield client
+
+
+@contextmanager
+def open_services(config: FaceStreamConfig, *, redis_dir: Path | None = None) -> Iterator[Services]:
+    """Build the services for ``config``; ``redis_dir`` overrides where an embedded Redis keeps
+    its data (default: ``data_dir/redis``)."""
+    metrics = PipelineMetrics.create()
+    with ExitStack() as stack:
+        store = ModelStore(config.data_dir)
+        engine = load_encoder(store, config.engine.settings())
+        stack.callback(engine.close)
+        config = _with_calibrated_tau(config, engine.model_id)
+        detector = load_detector(config.detect, store)
+        stack.callback(detector.close)
+        client = stack.enter_context(gallery_client(config, redis_dir=redis_dir))
         gallery = Gallery(client, metrics, model_id=engine.model_id, config=config.gallery)
         stack.callback(gallery.close)
         gallery.start()

@@ -29,7 +29,9 @@ from rich.table import Table
 from calibration.cli import eval_liveness_command
 from calibration.commands import calibrate_app, eval_identify_command, eval_pairs_command
 from calibration.int8 import build_int8_encoder
-from engines.backends import build_encoder_onnx, load_encoder
+from calibration.learning import eval_verifier_command, train_app
+from engines.adapter import read_adapter
+from engines.backends import build_encoder_onnx, encoder_onnx, load_encoder
 from engines.detectors import build_detector_onnx
 from engines.errors import ConfigError
 from engines.liveness import build_liveness_onnx
@@ -42,7 +44,7 @@ from engines.parity import (
 )
 from engines.store import ModelStore, default_encoder_source, installed_dlib_model
 from pipeline.api import create_app
-from pipeline.app import Services, open_services
+from pipeline.app import Services, gallery_client, open_services
 from pipeline.audit import verify_audit_log
 from pipeline.capture import CameraConfig
 from pipeline.clierrors import reports_errors
@@ -51,7 +53,7 @@ from pipeline.configdoc import render_reference
 from pipeline.decide import DoorConfig
 from pipeline.errors import EnrollmentRejectedError, ImageDecodeError
 from pipeline.events import EventBus
-from pipeline.gallery import connect
+from pipeline.gallery import Gallery, connect
 from pipeline.images import decode_image
 from pipeline.metrics import PipelineMetrics
 from pipeline.process import RecordingProcessor, TrackResult
@@ -78,7 +80,9 @@ eval_app = typer.Typer(help="accuracy on your own data", no_args_is_help=True)
 eval_app.command("pairs")(eval_pairs_command)
 eval_app.command("identify")(eval_identify_command)
 eval_app.command("liveness")(eval_liveness_command)
+eval_app.command("verifier")(eval_verifier_command)
 app.add_typer(eval_app, name="eval")
+app.add_typer(train_app, name="train")
 app.add_typer(style_app, name="style")
 app.command("stylize")(stylize)
 
@@ -318,6 +322,46 @@ def identities_remove(
     with open_services(_config(config)) as services:
         services.gallery.remove(identity_id)
     typer.echo(f"removed {identity_id}")
+
+
+gallery_app = typer.Typer(help="maintain the gallery's face templates", no_args_is_help=True)
+app.add_typer(gallery_app, name="gallery")
+
+
+@gallery_app.command("reencode")
+@reports_errors
+def gallery_reencode(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Make templates for the configured encoder + adapter from the plain encoder's ones.
+
+    The adapter is a head on the encoder's descriptors, so no photo is needed; the plain
+    encoder's templates stay, and switching back needs nothing.
+    """
+    settings = _config(config)
+    engine = settings.engine.settings()
+    if engine.adapter is None:
+        raise ConfigError(
+            "the configured encoder has no adapter ([engine] adapter): templates of another "
+            "encoder can only be made from photos; enrol them again"
+        )
+    head = read_adapter(engine.adapter)
+    target = encoder_onnx(ModelStore(settings.data_dir), engine).manifest.model_id
+    with gallery_client(settings) as client:
+        gallery = Gallery(
+            client, PipelineMetrics.create(), model_id=target, config=settings.gallery
+        )
+        result = gallery.reencode_from(head.base_model_id, head.apply)
+    summary = {
+        "from_model_id": head.base_model_id,
+        "to_model_id": target,
+        "identities": result.identities,
+        "templates": result.templates,
+    }
+    typer.echo(
+        f"re-encoded {result.templates} templates of {result.identities} identities from "
+        f"{head.base_model_id} to {target}"
+    )
+    if as_json:
+        typer.echo(json.dumps(summary))
 
 
 def _enroll_folder(services: Services, gallery_dir: Path) -> None:

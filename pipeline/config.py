@@ -58,6 +58,11 @@ class EngineConfig(StrictModel):
     min_batch: int = Field(default=1, ge=1, le=4096, description="smallest batch (faces)")
     opt_batch: int = Field(default=16, ge=1, le=4096, description="batch tuned for (faces)")
     max_batch: int = Field(default=64, ge=1, le=4096, description="largest batch (faces)")
+    adapter: Path | None = Field(
+        default=None,
+        description="site adapter head from `facestream train adapter`, appended to the "
+        "encoder (a new model id: run `facestream gallery reencode` and calibrate tau again)",
+    )
 
     @model_validator(mode="after")
     def _batches_ordered(self) -> EngineConfig:
@@ -75,6 +80,7 @@ class EngineConfig(StrictModel):
             min_batch=self.min_batch,
             opt_batch=self.opt_batch,
             max_batch=self.max_batch,
+            adapter=self.adapter,
         )
 
 

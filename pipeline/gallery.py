@@ -24,6 +24,7 @@ channel, and on any gap in versions, lost connection or Redis restart it reloads
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -60,6 +61,7 @@ __all__ = [
     "Identity",
     "Match",
     "MetadataValue",
+    "ReencodeResult",
     "connect",
 ]
 
@@ -132,6 +134,14 @@ def _frozen_metadata(metadata: Mapping[str, MetadataValue]) -> Mapping[str, Meta
                 f"got {type(value).__name__}"
             )
     return MappingProxyType(dict(metadata))
+
+
+@dataclass(frozen=True, slots=True)
+class ReencodeResult:
+    """What ``Gallery.reencode_from`` wrote: identities touched and templates made."""
+
+    identities: int
+    templates: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -599,6 +609,113 @@ class Gallery:
 
         self._transaction(write, [identity_id], "add templates")
         return updated[0]
+
+    def reencode_from(
+        self,
+        source_model_id: str,
+        transform: Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]],
+        *,
+        batch_identities: int = 500,
+    ) -> ReencodeResult:
+        """Make this gallery's templates from those of ``source_model_id`` by ``transform``.
+
+        For an encoder that extends another one (an adapter head on its descriptors),
+        ``transform`` maps float32 (N, 128) source templates to this model's. Each new template
+        id is derived from its source template's, so running it again rewrites the same
+        templates instead of adding copies; the source templates stay (switching back needs
+        nothing). Identities are written ``batch_identities`` per transaction.
+        """
+        if source_model_id == self._model_id:
+            raise GalleryRequestError(f"the gallery's model already is {source_model_id!r}")
+        with self._talking_to_redis("read the templates to re-encode"):
+            stored = self._client.hgetall(self._vectors_prefix + source_model_id)
+        by_identity: dict[str, dict[str, bytes]] = {}
+        for field_name, value in stored.items():
+            identity_id, template_id = _decode(field_name).split("/", 1)
+            by_identity.setdefault(identity_id, {})[template_id] = _as_bytes(value)
+        suffix = hashlib.sha256(self._model_id.encode()).hexdigest()[:8]
+        written = 0
+        identity_ids = sorted(by_identity)
+        for start in range(0, len(identity_ids), batch_identities):
+            chunk = identity_ids[start : start + batch_identities]
+            templates = {
+                identity_id: self._transformed(
+                    identity_id, by_identity[identity_id], transform, suffix
+                )
+                for identity_id in chunk
+            }
+            self._write_reencoded(templates)
+            written += sum(len(values) for values in templates.values())
+        LOGGER.info(
+            "re-encoded %d templates of %d identities from model %s into %s",
+            written,
+            len(identity_ids),
+            source_model_id,
+            self._model_id,
+        )
+        return ReencodeResult(identities=len(identity_ids), templates=written)
+
+    def _transformed(
+        self,
+        identity_id: str,
+        templates: Mapping[str, bytes],
+        transform: Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]],
+        suffix: str,
+    ) -> dict[str, bytes]:
+        """New template id -> transformed vector bytes of one identity's source templates."""
+        source = self._parse_vectors(identity_id, list(templates.values()))
+        vectors = np.asarray(transform(source), _VECTOR_DTYPE)
+        if vectors.shape != source.shape or not np.isfinite(vectors).all():
+            raise GalleryRequestError(
+                f"re-encoding gave {vectors.shape} values (finite: {np.isfinite(vectors).all()}) "
+                f"for {source.shape} templates: expected finite ({DESCRIPTOR_SIZE},) vectors"
+            )
+        return {
+            f"{template_id}-{suffix}": vector.tobytes()
+            for template_id, vector in zip(templates, vectors, strict=True)
+        }
+
+    def _write_reencoded(self, templates: Mapping[str, Mapping[str, bytes]]) -> None:
+        """Store re-encoded templates (identity -> template id -> bytes) in one transaction;
+        identities removed meanwhile are skipped."""
+        identity_ids = list(templates)
+
+        def write(pipe: Pipeline) -> None:
+            records = pipe.hmget(self._identities_key, identity_ids)
+            current = [
+                (identity_id, record, pipe.hgetall(self._templates_prefix + identity_id))
+                for identity_id, record in zip(identity_ids, records, strict=True)
+                if record is not None
+            ]
+            pipe.multi()
+            for identity_id, record, existing in current:
+                models = {_decode(key): _decode(value) for key, value in existing.items()}
+                models.update(dict.fromkeys(templates[identity_id], self._model_id))
+                identity = Identity._from_record(identity_id, _as_bytes(record))
+                counts = dict(identity.template_counts)
+                counts[self._model_id] = sum(model == self._model_id for model in models.values())
+                updated = Identity(
+                    identity_id=identity_id,
+                    name=identity.name,
+                    metadata=identity.metadata,
+                    created=identity.created,
+                    updated=time.time(),
+                    template_counts=counts,
+                )
+                pipe.hset(self._identities_key, identity_id, updated._record())
+                pipe.hset(
+                    self._templates_prefix + identity_id,
+                    mapping=dict.fromkeys(templates[identity_id], self._model_id),
+                )
+                pipe.hset(
+                    self._vectors_key,
+                    mapping={
+                        f"{identity_id}/{template_id}": value
+                        for template_id, value in templates[identity_id].items()
+                    },
+                )
+
+        self._transaction(write, identity_ids, "store re-encoded templates")
 
     def remove(self, identity_id: str) -> None:
         """Delete an identity and its templates of every model; IdentityNotFoundError if absent."""
