@@ -26,6 +26,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 import onnx
+from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 from onnx import TensorProto, helper, numpy_helper
 
 from engines.base import ModelManifest, TensorSpecModel
@@ -129,7 +130,7 @@ def read_adapter(path: Path) -> AdapterHead:
     try:
         model = onnx.load_from_string(data)
         onnx.checker.check_model(model)
-    except (onnx.checker.ValidationError, ValueError, RuntimeError) as exc:  # DecodeError too
+    except (onnx.checker.ValidationError, DecodeError, ValueError) as exc:
         raise ModelFileError(f"{path}: not a valid ONNX adapter: {exc}") from exc
     properties = {item.key: item.value for item in model.metadata_props}
     inputs = [item.name for item in model.graph.input]
