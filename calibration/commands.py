@@ -155,8 +155,11 @@ def calibrate_threshold_command(
     pairs: PairsOption,
     config: ConfigOption = None,
     target_far: Annotated[
-        float, typer.Option(help="false accept rate the tau must not exceed")
-    ] = 1e-3,
+        float | None,
+        typer.Option(
+            help="false accept rate the tau must not exceed (default: process.match.target_far)"
+        ),
+    ] = None,
     degrade: DegradeOption = None,
     baseline: Annotated[
         bool, typer.Option(help="also run face_recognition (tolerance 0.6) on the same pairs")
@@ -179,7 +182,7 @@ def calibrate_threshold_command(
         pair_set = pair_set.subsample(max_pairs, seed=seed)
     settings = _settings(
         settings_file,
-        target_far=target_far,
+        target_far=target_far if target_far is not None else settings_file.process.match.target_far,
         degrade=degrade,
         baseline=baseline,
         bootstrap=bootstrap,

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from calibration.embed import FaceEmbedder, load_image
+from calibration.degrade import Degradation, degrade
+from calibration.embed import FaceEmbedder, FaceEmbedding, load_image
 from calibration.errors import CalibrationDataError
 from calibration.pairs import identity_folders
 from calibration.roc import PairScores
@@ -87,10 +88,31 @@ class LabelledFaces:
         )
 
 
+def _embed(
+    path: Path, embedder: FaceEmbedder, condition: Degradation | None, seed: int
+) -> FaceEmbedding | None:
+    """The photo's main face, or that of its degraded copy (scaled by the clean face's width)."""
+    image = load_image(path)
+    clean = embedder.embed(image)
+    if condition is None:
+        return clean
+    width = clean.face_width_px if clean is not None else image.shape[1] / 4
+    copy = degrade(image, condition, face_width_px=width, key=path.as_posix(), seed=seed)
+    return embedder.embed(copy)
+
+
 def embed_identity_folders(
-    root: Path, embedder: FaceEmbedder, *, model_id: str, progress: Progress | None = None
+    root: Path,
+    embedder: FaceEmbedder,
+    *,
+    model_id: str,
+    condition: Degradation | None = None,
+    seed: int = 0,
+    progress: Progress | None = None,
 ) -> LabelledFaces:
-    """The largest face of every photo under ``ROOT/<identity>/``, encoded by ``embedder``.
+    """The largest face of every photo under ``ROOT/<identity>/``, encoded by ``embedder``;
+    with ``condition``, of a degraded copy of each photo instead (calibration/degrade.py: the
+    door-camera conditions a site adapter is meant for).
 
     Photos without a face are counted in ``no_face``, not silently dropped. CalibrationDataError
     when fewer than two identities have a face, or no identity has two.
@@ -104,7 +126,7 @@ def embed_identity_folders(
     done = 0
     for identity, images in folders.items():
         for path in images:
-            found = embedder.embed(load_image(path))
+            found = _embed(path, embedder, condition, seed)
             if found is None:
                 missing.append(path)
             else:

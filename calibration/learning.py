@@ -18,10 +18,12 @@ from rich.console import Console
 from rich.progress import Progress
 
 from calibration.analyzer import open_analyzer
+from calibration.degrade import parse_degradations
 from calibration.embed import PipelineEmbedder
 from calibration.faceset import LabelledFaces, embed_identity_folders, split_identities
 from calibration.verifier import compare_verifiers
 from engines.backends import build_encoder_onnx
+from engines.errors import ConfigError
 from engines.store import ModelStore, atomic_write
 from pipeline.clierrors import reports_errors
 from pipeline.config import FaceStreamConfig, load_config
@@ -38,8 +40,20 @@ FacesOption = Annotated[
 SeedOption = Annotated[int, typer.Option(help="seed of the identity split and the training")]
 
 
-def _embed_faces(config: FaceStreamConfig, faces: Path) -> LabelledFaces:
-    """Descriptors of every photo under ``faces`` with the configured pipeline."""
+DegradeOption = Annotated[
+    str | None,
+    typer.Option(help="learn and judge on degraded copies: one of small,dark,noise,jpeg,all"),
+]
+
+
+def _embed_faces(
+    config: FaceStreamConfig, faces: Path, *, degrade: str | None, seed: int
+) -> LabelledFaces:
+    """Descriptors of every photo under ``faces`` (or of its degraded copy) with the
+    configured pipeline."""
+    conditions = parse_degradations(degrade or "")
+    if len(conditions) > 1:
+        raise ConfigError(f"--degrade takes one condition, got {degrade!r}")
     with (
         open_analyzer(config) as analyzer,
         Progress(console=Console(stderr=True), transient=True) as bars,
@@ -49,6 +63,8 @@ def _embed_faces(config: FaceStreamConfig, faces: Path) -> LabelledFaces:
             faces,
             PipelineEmbedder(analyzer),
             model_id=analyzer.model_id,
+            condition=conditions[0] if conditions else None,
+            seed=seed,
             progress=lambda done, total: bars.update(task, completed=done, total=total),
         )
     if found.no_face:
@@ -68,12 +84,13 @@ def eval_verifier_command(
     config: ConfigOption = None,
     folds: Annotated[int, typer.Option(min=2, help="identity folds (each held out once)")] = 5,
     l2: Annotated[float, typer.Option(min=0.0, help="L2 penalty of the logistic unit")] = 1.0,
+    degrade: DegradeOption = None,
     seed: SeedOption = 0,
     as_json: JsonOption = False,
 ) -> None:
     """Does a logistic unit on |f(a) - f(b)| (or chi-square) beat the distance threshold on
     people it never saw? Identity-fold cross-validation; the verdict needs McNemar p < 0.05."""
-    found = _embed_faces(load_config(config), faces)
+    found = _embed_faces(load_config(config), faces, degrade=degrade, seed=seed)
     report = compare_verifiers(found, folds=folds, seed=seed, l2=l2)
     typer.echo(
         f"{report.identities} people, {report.faces} faces, {report.folds} identity folds: "
@@ -119,6 +136,7 @@ def train_adapter_command(  # noqa: PLR0917  (typer maps each parameter to an op
     stay_close: Annotated[
         float, typer.Option(min=0.0, help="weight of ||W - I||^2: keeps the head near identity")
     ] = 1.0,
+    degrade: DegradeOption = None,
     seed: SeedOption = 0,
     as_json: JsonOption = False,
 ) -> None:
@@ -134,7 +152,7 @@ def train_adapter_command(  # noqa: PLR0917  (typer maps each parameter to an op
     training = AdapterSettings(
         mining=_mining(mining), margin=margin, steps=steps, stay_close=stay_close, seed=seed
     )
-    found = _embed_faces(settings_file, faces)
+    found = _embed_faces(settings_file, faces, degrade=degrade, seed=seed)
     if holdout > 0:
         learn_from, held_out = split_identities(found, holdout_fraction=holdout, seed=seed)
     else:
@@ -156,6 +174,7 @@ def train_adapter_command(  # noqa: PLR0917  (typer maps each parameter to an op
         "faces": len(found),
         "no_face": len(found.no_face),
         "mining": training.mining,
+        "degrade": degrade,
         "steps": training.steps,
         "held_out": report.as_dict() if report is not None else None,
     }

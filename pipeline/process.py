@@ -57,6 +57,13 @@ class MatchConfig(StrictModel):
         "dlib's published operating point for this encoder (LFW); replace it with the value "
         "`facestream calibrate threshold` measures on your own data",
     )
+    target_far: float = Field(
+        default=1e-3,
+        gt=0.0,
+        lt=1.0,
+        description="false accept rate `facestream calibrate threshold` picks tau for (0.001 = "
+        "0.1 %); measuring it needs well over 1/target_far impostor pairs",
+    )
 
 
 class ProcessConfig(StrictModel):
