@@ -47,7 +47,7 @@ LINE = torch.tensor([[0.0], [1.0], [1.5], [4.0]])
 LINE_LABELS = torch.tensor([0, 0, 1, 1])
 
 
-def _faces(vectors: npt.NDArray[np.float32], labels: list[int]) -> LabelledFaces:
+def _faces(vectors: npt.NDArray[np.floating], labels: list[int]) -> LabelledFaces:
     names = tuple(f"person{label:02d}" for label in labels)
     paths = tuple(Path(f"{index}.jpg") for index in range(len(labels)))
     return LabelledFaces(np.asarray(vectors, np.float32), names, paths, BASE_MODEL)
@@ -98,7 +98,7 @@ def test_anchors_without_a_positive_are_left_out() -> None:
     labels = torch.tensor([0, 1, 1])
     to_positive, to_negative = batch_hard_triplets(distances, labels)
     assert to_positive.tolist() == [6.25, 6.25]  # anchors 1 and 2 only
-    assert to_negative.tolist() == [0.25, 0.25]
+    assert to_negative.tolist() == [0.25, 9.0]  # x = 1.5 and 4 against x = 1
     assert semi_hard_triplets(distances, labels)[0].tolist() == [6.25, 6.25]
     assert batch_hard_triplets(distances, torch.tensor([0, 0, 0]))[0].numel() == 0
 
