@@ -4,7 +4,9 @@ The int8 model is calibrated on the faces of ../shared/data/faces/deepface and b
 encode the same 16 real chips from ../shared/data/faces/face_recognition (not used for
 calibration), interleaved round by round so machine noise hits both alike. Prints progress on
 stderr and one JSON object as the last line: ``ours`` is int8 in ms per face, ``baseline`` fp32,
-``ratio`` baseline / ours (above 1: int8 is faster), plus the cosine similarity of the two.
+``ratio`` baseline / ours (above 1: int8 is faster), plus the cosine similarity of the two,
+the CPU's int8 instruction set (``int8_isa``: ONNX Runtime's u8s8 kernels are much faster with
+VNNI than with AVX2 alone, so the ratio depends on it) and the load average before and after.
 
     python benchmarks/int8.py [--rounds 7] [--threads 0] [--method percentile]
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 from functools import partial
@@ -40,6 +43,29 @@ from pipeline.detect import load_detector
 BATCH = 16
 
 
+def int8_isa() -> str:
+    """The best x86 int8 dot-product instructions the CPU reports: ``avx512_vnni``,
+    ``avx_vnni``, ``avx2`` (no VNNI: u8s8 products go through saturating 16-bit sums, hence
+    7-bit weights) or ``unknown``."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown"
+    flags: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            break
+    for isa in ("avx512_vnni", "avx_vnni", "avx2"):
+        if isa in flags:
+            return isa
+    return "unknown"
+
+
+def _load() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
 def main() -> None:
     """Run the benchmark and print the JSON result line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -50,6 +76,7 @@ def main() -> None:
     if not SHARED_DATA.is_dir():
         sys.exit(f"needs the face photos in {SHARED_DATA}")
 
+    load_before = _load()
     with tempfile.TemporaryDirectory() as data_dir:
         store = ModelStore(Path(data_dir))
         log("calibrating the int8 encoder on deepface photos ...")
@@ -106,6 +133,8 @@ def main() -> None:
                 "n_chips": len(chips),
                 "threads": args.threads,
                 "rounds": args.rounds,
+                "int8_isa": int8_isa(),
+                "load_avg_1min": [load_before, _load()],
             }
         )
     )
