@@ -32,11 +32,16 @@ class OrtSettings:
     """How to run a model on ONNX Runtime.
 
     intra_op_threads: threads inside one operator (0 lets ONNX Runtime pick, one per core).
+    allow_spinning: whether idle pool threads busy-wait for the next operator. Off by default:
+    the service runs several engines (detector, encoder, liveness) and the capture on the same
+    cores, and spinning threads take CPU from the ones doing work (docs/calibration.md,
+    "Speed": on 2 loaded cores the int8 encoder ran 5.48 ms/face spinning, 3.04 not).
     """
 
     device: Literal["cpu", "cuda"] = "cpu"
     intra_op_threads: int = 0
     device_id: int = 0
+    allow_spinning: bool = False
 
     def __post_init__(self) -> None:
         if self.device not in _PROVIDERS:
@@ -72,6 +77,9 @@ class OrtEngine(BaseEngine):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = settings.intra_op_threads
         options.inter_op_num_threads = 1
+        options.add_session_config_entry(
+            "session.intra_op.allow_spinning", "1" if settings.allow_spinning else "0"
+        )
         options.log_severity_level = 3  # a missing provider is reported by our own check below
         provider = _PROVIDERS[settings.device]
         provider_options: dict[str, Any] = {}
