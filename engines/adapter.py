@@ -9,7 +9,7 @@ adapted model still needs its own calibration: it has a new model id).
 The head is stored as a small ONNX file whose metadata names the encoder model id it was
 trained on; ``append_adapter`` refuses any other encoder. ``build_adapted_encoder`` appends
 it to the stored encoder graph and saves the result under
-``models/dlib_resnet_v1+adapter-<head sha256[:12]>.onnx`` with model id
+``models/dlib_resnet_v1_adapter-<head sha256[:12]>.onnx`` with model id
 ``<encoder model id>+adapter-<head sha256[:12]>``, so every backend that takes the ONNX file
 runs encoder and head as one model, and embeddings of the two spaces are never compared.
 The ops used (MatMul, Add, Mul, Sqrt, Max, Div) mean the same in every opset from 8 on.
