@@ -6,7 +6,7 @@ faces found once by BlazeFace and tracked; then, interleaved round by round on t
 a track's first frame and every ``cnn_every_frames`` frames: "ours") against the same judge with
 the CNN on every frame ("baseline"). Times are ms per face per frame on CPU (1 ORT thread).
 
-    python benchmarks/liveness.py [--rounds 3] [--frames 60]
+    python -m benchmarks.liveness [--rounds 3] [--frames 60]
 """
 
 from __future__ import annotations

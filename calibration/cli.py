@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from calibration.liveness import EvalSettings, default_shared_data, run_liveness_eval
+from calibration.liveness import EvalSettings, Split, default_shared_data, run_liveness_eval
 from engines.errors import FaceStreamError
 from pipeline.liveness import LivenessConfig
 
@@ -37,6 +37,10 @@ def eval_liveness_command(  # noqa: PLR0917  (typer maps each parameter to an op
         Path | None, typer.Option(help="folder of the MiniFASNet .pth files")
     ] = None,
     seed: Annotated[int, typer.Option(help="seed of the attack generator")] = 7,
+    split: Annotated[
+        str,
+        typer.Option(help="half of the shared data: report (held out), tune (fitted on) or all"),
+    ] = "report",
     max_prints: Annotated[int, typer.Option(min=1, help="synthetic print attacks")] = 24,
     max_replays: Annotated[int, typer.Option(min=1, help="synthetic screen replays")] = 16,
     cnn: Annotated[bool, typer.Option(help="use the MiniFASNet CNN cue")] = True,
@@ -52,6 +56,7 @@ def eval_liveness_command(  # noqa: PLR0917  (typer maps each parameter to an op
         seed=seed,
         max_prints=max_prints,
         max_replays=max_replays,
+        split=_split(split),
         liveness=LivenessConfig(enabled=True, cnn=cnn),
     )
     try:
@@ -59,8 +64,21 @@ def eval_liveness_command(  # noqa: PLR0917  (typer maps each parameter to an op
     except FaceStreamError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
-    summary = {key: report[key] for key in ("apcer", "bpcer", "acer", "median_time_to_decision_s")}
+    summary = {
+        key: report[key]
+        for key in ("apcer", "bpcer", "acer", "median_time_to_decision_s", "clips", "split")
+    }
     if as_json:
         typer.echo(json.dumps({**report, **summary}))
     else:
         typer.echo(json.dumps(summary, indent=2))
+
+
+def _split(value: str) -> Split:
+    if value == "tune":
+        return "tune"
+    if value == "report":
+        return "report"
+    if value == "all":
+        return "all"
+    raise typer.BadParameter(f"--split must be tune, report or all, not {value!r}")

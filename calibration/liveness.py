@@ -8,11 +8,17 @@ closed) and as rejected for attacks. Clips come from either
 - a manifest CSV (``path,label``; label ``bona_fide`` or an attack type such as ``print`` or
   ``replay``; paths relative to the CSV's folder; each a video or an image, an image being a
   still clip), or
-- the shared data folder: bona fide segments of the face videos listed in
-  ``video/labels.csv``, synthetic print attacks from single-face photos of
-  ``faces/labels.csv``, synthetic screen replays of those video segments and photos
+- the shared data folder: bona fide windows of every face track of the face videos listed in
+  ``video/labels.csv`` (``bona_fide_windows``), synthetic print attacks from single-face photos
+  of ``faces/labels.csv``, synthetic screen replays of those video windows and photos
   (``calibration.liveness_attacks``), all at ``fps``; plus the real samples of
   ``liveness/labels.csv``, reported apart (they are single images: a still is never "live").
+  The data is cut into two disjoint splits (``split_of_window``, ``split_of_photo``): "tune"
+  (what thresholds, weights and the texture model are fitted on, ``calibration.tune_liveness``)
+  and "report" (what the figures in docs/liveness.md come from; the default).
+
+A clip counts as accepted when its main track was judged "live" at any frame (the door opens on
+the first "live"), so a bona fide clip must become live within the clip and an attack must never.
 """
 
 from __future__ import annotations
@@ -20,9 +26,11 @@ from __future__ import annotations
 import csv
 import logging
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -45,17 +53,27 @@ from pipeline.liveness import Liveness, LivenessConfig, LivenessJudge
 from pipeline.track import FaceTracker, TrackConfig, face_qualities
 
 __all__ = [
+    "BonaFideWindow",
+    "ClipJudge",
     "ClipResult",
     "EvalSettings",
+    "Split",
+    "bona_fide_windows",
     "default_shared_data",
     "iso_metrics",
     "run_liveness_eval",
+    "split_of_photo",
+    "synthetic_clips",
     "write_det_plot",
 ]
 
 _log = logging.getLogger(__name__)
 BONA_FIDE = "bona_fide"
 _VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
+Split = Literal["tune", "report", "all"]
+_WINDOW_COVERAGE = 0.7  # a window needs its track detected in this fraction of its frames
+_CROP_SIZE = (640, 480)  # bona fide windows are cut to (at most) this size around the track
+_MAX_SOURCE_WIDTH = 1920
 
 
 def default_shared_data() -> Path:
@@ -71,8 +89,11 @@ def default_shared_data() -> Path:
 @dataclass(frozen=True, slots=True)
 class EvalSettings:
     """What the evaluation runs on. fps: frame rate clips are sampled at; clip_seconds: length
-    of each clip; frame_width_px: frames are resized to this width; max_prints / max_replays:
-    synthetic attacks made (sources drawn at random with ``seed``)."""
+    of each attack clip (and of manifest stills); bona_fide_seconds / window_stride_seconds:
+    length and spacing of the bona fide windows cut from each face track; frame_width_px:
+    attack frames are this wide; max_prints / max_replays: synthetic attacks made (sources
+    drawn at random with ``seed``); split: which half of the shared data ("tune", "report" or
+    "all"; manifests are used whole)."""
 
     data_dir: Path = field(default_factory=default_shared_data)
     store_dir: Path = Path("data")
@@ -81,9 +102,12 @@ class EvalSettings:
     seed: int = 7
     fps: float = 15.0
     clip_seconds: float = 3.0
+    bona_fide_seconds: float = 2.0
+    window_stride_seconds: float = 1 / 3
     frame_width_px: int = 640
     max_prints: int = 24
     max_replays: int = 16
+    split: Split = "report"
     liveness: LivenessConfig = field(
         default_factory=lambda: LivenessConfig(enabled=True)  # the eval judges liveness
     )
@@ -91,19 +115,23 @@ class EvalSettings:
 
 @dataclass(frozen=True, slots=True)
 class ClipResult:
-    """One clip's outcome: its label, the main track's final liveness, and the seconds from
+    """One clip's outcome: its label, the main track's final liveness, whether the track was
+    judged "live" at any frame (``accepted``: the door would have opened), and the seconds from
     the track's first frame to its first non-undecided verdict (None if never decided)."""
 
     source: str
     label: str
     liveness: Liveness
     decision_seconds: float | None
+    accepted: bool = False
+    main_track: int = -1
 
     def as_dict(self) -> dict[str, object]:
         """JSON-ready form."""
         return {
             "source": self.source,
             "label": self.label,
+            "accepted": self.accepted,
             "verdict": self.liveness.verdict,
             "score": round(self.liveness.score, 4),
             "cues": {name: round(value, 4) for name, value in self.liveness.cues.items()},
@@ -158,33 +186,126 @@ def _rows(path: Path) -> list[dict[str, str]]:
         raise PairsFileError(f"{path}: cannot read: {exc.strerror}") from exc
 
 
-def _segments(
-    frames: list[npt.NDArray[np.uint8]], length: int
-) -> Iterator[tuple[npt.NDArray[np.uint8], ...]]:
-    for start in range(0, len(frames) - length + 1, length):
-        yield tuple(frames[start : start + length])
+@dataclass(frozen=True, slots=True)
+class BonaFideWindow:
+    """A window of one real face track: frames cut around the track (BGR uint8), its name
+    (``video#track@start``) and the split it belongs to."""
+
+    name: str
+    split: Literal["tune", "report"]
+    frames: tuple[npt.NDArray[np.uint8], ...]
 
 
-def synthetic_clips(settings: EvalSettings) -> list[Clip]:
-    """Bona fide video segments and synthetic print / replay attacks from the shared data."""
+def split_of_photo(path: str) -> Literal["tune", "report"]:
+    """The split of a photo: a fixed hash of its path, so the halves never share a photo."""
+    return "tune" if zlib.crc32(path.encode("utf-8")) % 2 == 0 else "report"
+
+
+def split_of_window(
+    track_rank: int, start: int, length: int, span: tuple[int, int]
+) -> Literal["tune", "report"] | None:
+    """The split of a window of ``length`` frames from frame ``start`` of a track seen from
+    frame ``span[0]`` to ``span[1]``. ``track_rank``: 0 for the video's longest track, else the
+    rank of the track among the others in order of appearance (1, 2, ...). Other tracks are
+    split by person (odd ranks tune, even ranks report); the longest track's windows by time
+    halves of the track (before / after its middle frame; a window across the middle belongs
+    to neither), so a video with one main person still serves both splits."""
+    if track_rank > 0:
+        return "tune" if track_rank % 2 == 1 else "report"
+    middle = (span[0] + span[1] + 1) // 2
+    if start + length <= middle:
+        return "tune"
+    if start >= middle:
+        return "report"
+    return None
+
+
+def _window_starts(detected: list[int], length: int, stride: int) -> Iterator[int]:
+    """Starts of the windows over a track detected at frame indices ``detected`` (sorted) in
+    which it is detected in at least ``_WINDOW_COVERAGE`` of the frames; windows begin every
+    ``stride`` frames from the track's first frame and from its middle frame (where its time
+    halves split), and not where the track is not detected (the face appears at the window's
+    first frame)."""
+    present = set(detected)
+    middle = (detected[0] + detected[-1] + 1) // 2
+    starts = sorted(
+        set(range(detected[0], middle, stride))
+        | set(range(middle, detected[-1] - length + 2, stride))
+    )
+    for start in starts:
+        if start not in present or start + length > detected[-1] + 1:
+            continue
+        covered = sum(1 for index in range(start, start + length) if index in present)
+        if covered >= _WINDOW_COVERAGE * length:
+            yield start
+
+
+def _crop_bounds(
+    boxes: list[npt.NDArray[np.float32]], frame_size: tuple[int, int]
+) -> tuple[int, int, int, int]:
+    """A window of at most ``_CROP_SIZE`` centred on the mean centre of ``boxes``, inside the
+    frame (width, height)."""
+    width, height = frame_size
+    crop_width, crop_height = min(_CROP_SIZE[0], width), min(_CROP_SIZE[1], height)
+    centres = np.array([((box[0] + box[2]) / 2, (box[1] + box[3]) / 2) for box in boxes])
+    centre_x, centre_y = centres.mean(axis=0)
+    left = int(np.clip(round(centre_x - crop_width / 2), 0, width - crop_width))
+    top = int(np.clip(round(centre_y - crop_height / 2), 0, height - crop_height))
+    return left, top, left + crop_width, top + crop_height
+
+
+def bona_fide_windows(settings: EvalSettings, clip_judge: ClipJudge) -> list[BonaFideWindow]:
+    """Windows of ``bona_fide_seconds`` of every face track of the face videos (every face in
+    them is a real person), each cut to at most 640x480 around its track at the video's own
+    resolution (up to 1920 wide), every ``window_stride_seconds``; in ``settings.split``."""
+    length = round(settings.bona_fide_seconds * settings.fps)
+    stride = max(round(settings.window_stride_seconds * settings.fps), 1)
+    windows: list[BonaFideWindow] = []
+    for row in _rows(settings.data_dir / "video" / "labels.csv"):
+        if row.get("kind") != "face":
+            continue
+        path = settings.data_dir / "video" / row["path"]
+        width = min(int(row.get("width") or _MAX_SOURCE_WIDTH), _MAX_SOURCE_WIDTH)
+        frames = read_video(path, fps=settings.fps, width=width)
+        tracks = clip_judge.tracks(frames)
+        frame_size = (frames[0].shape[1], frames[0].shape[0])
+        eligible = [key for key, value in tracks.items() if len(value) >= _WINDOW_COVERAGE * length]
+        longest = max(eligible, key=lambda track_id: len(tracks[track_id]), default=-1)
+        others = sorted(set(eligible) - {longest}, key=lambda track_id: min(tracks[track_id]))
+        for rank, track_id in enumerate([longest, *others] if eligible else []):
+            boxes = tracks[track_id]
+            detected = sorted(boxes)
+            for start in _window_starts(detected, length, stride):
+                split = split_of_window(rank, start, length, (detected[0], detected[-1]))
+                if split is None or settings.split not in ("all", split):
+                    continue
+                inside = [boxes[i] for i in range(start, start + length) if i in boxes]
+                left, top, right, bottom = _crop_bounds(inside, frame_size)
+                cut = tuple(
+                    np.ascontiguousarray(frame[top:bottom, left:right])
+                    for frame in frames[start : start + length]
+                )
+                windows.append(BonaFideWindow(f"{row['path']}#{rank}@{start}", split, cut))
+    return windows
+
+
+def synthetic_clips(settings: EvalSettings, windows: list[BonaFideWindow]) -> list[Clip]:
+    """Bona fide ``windows`` and synthetic print / replay attacks made from the photos of
+    ``settings.split`` and those windows."""
     rng = np.random.default_rng(settings.seed)
     length = round(settings.clip_seconds * settings.fps)
     size = (settings.frame_width_px, round(settings.frame_width_px * 3 / 4))
     data = settings.data_dir
-    clips: list[Clip] = []
-    segments: list[tuple[str, tuple[npt.NDArray[np.uint8], ...]]] = []
-    for row in _rows(data / "video" / "labels.csv"):
-        if row.get("kind") != "face":
-            continue
-        frames = read_video(data / "video" / row["path"], fps=settings.fps, width=size[0])
-        for number, segment in enumerate(_segments(frames, length)):
-            segments.append((f"{row['path']}#{number}", segment))
-    for name, segment in segments:
-        clips.append(bona_fide_clip(segment, fps=settings.fps, rng=rng, source=name))
+    clips: list[Clip] = [
+        bona_fide_clip(window.frames, fps=settings.fps, rng=rng, source=window.name)
+        for window in windows
+    ]
     photos = [
         row["path"]
         for row in _rows(data / "faces" / "labels.csv")
-        if row.get("n_faces") == "1" and not row.get("duplicate_of")
+        if row.get("n_faces") == "1"
+        and not row.get("duplicate_of")
+        and settings.split in ("all", split_of_photo(row["path"]))
     ]
     order = rng.permutation(len(photos))
     for index in order[: settings.max_prints]:
@@ -199,13 +320,19 @@ def synthetic_clips(settings: EvalSettings) -> list[Clip]:
                 source=photos[index],
             )
         )
-    replay_sources: list[tuple[str, tuple[npt.NDArray[np.uint8], ...]]] = list(segments)
-    replay_sources += [
+    replay_sources: list[tuple[str, tuple[npt.NDArray[np.uint8], ...]]] = [
+        (window.name, window.frames) for window in windows
+    ]
+    replay_sources = [replay_sources[i] for i in rng.permutation(len(replay_sources))]
+    photo_sources: list[tuple[str, tuple[npt.NDArray[np.uint8], ...]]] = [
         (photos[index], (_resize_longest(read_image_bgr(data / "faces" / photos[index]), 480),))
         for index in order[settings.max_prints :][: max(settings.max_replays // 2, 1)]
     ]
-    for number in range(settings.max_replays):
-        name, shown = replay_sources[number % len(replay_sources)]
+    # half the replays show a video window, half a photo, interleaved
+    mixed = [item for pair in zip(replay_sources, photo_sources, strict=False) for item in pair]
+    mixed += replay_sources[len(photo_sources) :] + photo_sources[len(replay_sources) :]
+    for number in range(settings.max_replays if mixed else 0):
+        name, shown = mixed[number % len(mixed)]
         clips.append(
             replay_attack(
                 shown,
@@ -249,14 +376,36 @@ class ClipJudge:
         self._config = config
         self._engine = engine
 
-    def judge(self, clip: Clip) -> ClipResult:
-        """The main track's final liveness and its time to decision."""
+    def tracks(
+        self, frames: list[npt.NDArray[np.uint8]]
+    ) -> dict[int, dict[int, npt.NDArray[np.float32]]]:
+        """Every track of ``frames``: track id -> {frame index: face box (x1 y1 x2 y2)}."""
         tracker = FaceTracker(TrackConfig())
-        judge = LivenessJudge(self._config, self._engine)
+        tracks: dict[int, dict[int, npt.NDArray[np.float32]]] = {}
+        for index, frame in enumerate(frames):
+            faces = self._detector.detect(np.ascontiguousarray(frame[:, :, ::-1]))
+            update = tracker.update(index, faces, face_qualities(faces))
+            for row, track_id in enumerate(update.track_ids.tolist()):
+                tracks.setdefault(track_id, {})[index] = faces.boxes[row].copy()
+        return tracks
+
+    def judge(
+        self,
+        clip: Clip,
+        *,
+        config: LivenessConfig | None = None,
+        trace: list[tuple[int, int, npt.NDArray[np.float32], Liveness]] | None = None,
+    ) -> ClipResult:
+        """The main track's final liveness, whether it was ever "live", and its time to
+        decision. config: another liveness config for this clip; trace: when given, gets
+        (track id, frame index, face box, liveness after the frame) for every face."""
+        tracker = FaceTracker(TrackConfig())
+        judge = LivenessJudge(config or self._config, self._engine)
         frames_seen: dict[int, int] = {}
         widths: dict[int, float] = {}
         first_frame: dict[int, int] = {}
         decided_frame: dict[int, int] = {}
+        ever_live: set[int] = set()
         last_verdict: dict[int, Liveness] = {}
         for index, frame in enumerate(clip.frames):
             faces = self._detector.detect(np.ascontiguousarray(frame[:, :, ::-1]))
@@ -266,9 +415,14 @@ class ClipJudge:
                 frames_seen[track_id] = frames_seen.get(track_id, 0) + 1
                 widths[track_id] = max(widths.get(track_id, 0.0), float(faces.widths_px[row]))
                 first_frame.setdefault(track_id, index)
-                last_verdict[track_id] = judge.verdict(track_id)
-                if track_id not in decided_frame and last_verdict[track_id].verdict != "undecided":
+                liveness = judge.verdict(track_id)
+                last_verdict[track_id] = liveness
+                if liveness.verdict == "live":
+                    ever_live.add(track_id)
+                if track_id not in decided_frame and liveness.verdict != "undecided":
                     decided_frame[track_id] = index
+                if trace is not None:
+                    trace.append((track_id, index, faces.boxes[row].copy(), liveness))
         if not frames_seen:
             return ClipResult(clip.source, clip.label, Liveness.undecided(), None)
         main = max(frames_seen, key=lambda track_id: (frames_seen[track_id], widths[track_id]))
@@ -276,7 +430,9 @@ class ClipJudge:
         seconds = None
         if main in decided_frame:
             seconds = (decided_frame[main] - first_frame[main] + 1) / clip.fps
-        return ClipResult(clip.source, clip.label, liveness, seconds)
+        return ClipResult(
+            clip.source, clip.label, liveness, seconds, accepted=main in ever_live, main_track=main
+        )
 
     def close(self) -> None:
         """Release the detector's engine."""
@@ -284,18 +440,17 @@ class ClipJudge:
 
 
 def iso_metrics(results: list[ClipResult]) -> dict[str, object]:
-    """APCER per attack type, BPCER, ACER (max APCER + BPCER) / 2, median time to decision."""
+    """APCER per attack type (attacks whose main track was ever "live"), BPCER (bona fide clips
+    whose main track never was), ACER (max APCER + BPCER) / 2, median time to decision."""
     bona_fide = [item for item in results if item.label == BONA_FIDE]
     attack_types = sorted({item.label for item in results if item.label != BONA_FIDE})
     if not bona_fide or not attack_types:
         raise CalibrationDataError("liveness evaluation needs bona fide and attack clips")
     apcer = {
-        kind: float(
-            np.mean([item.liveness.verdict == "live" for item in results if item.label == kind])
-        )
+        kind: float(np.mean([item.accepted for item in results if item.label == kind]))
         for kind in attack_types
     }
-    bpcer = float(np.mean([item.liveness.verdict != "live" for item in bona_fide]))
+    bpcer = float(np.mean([not item.accepted for item in bona_fide]))
     times = [item.decision_seconds for item in results if item.decision_seconds is not None]
     return {
         "apcer": apcer,
@@ -368,7 +523,7 @@ def run_liveness_eval(settings: EvalSettings, *, det_plot: Path | None = None) -
         if settings.manifest is not None:
             clips = manifest_clips(settings.manifest, settings)
         else:
-            clips = synthetic_clips(settings)
+            clips = synthetic_clips(settings, bona_fide_windows(settings, clip_judge))
         results = []
         for clip in clips:
             results.append(clip_judge.judge(clip))
@@ -385,6 +540,8 @@ def run_liveness_eval(settings: EvalSettings, *, det_plot: Path | None = None) -
             engine.close()
     if det_plot is not None:
         report["det_plot"] = str(write_det_plot(results, det_plot))
+    report["split"] = "manifest" if settings.manifest is not None else settings.split
+    report["seed"] = settings.seed
     report["real_samples"] = real
     report["results"] = [item.as_dict() for item in results]
     report["seconds"] = round(time.perf_counter() - started, 1)

@@ -13,7 +13,9 @@ uniformly from the documented ranges of ``PrintParameters`` / ``ReplayParameters
   shown on a virtual screen: display gamma and colour temperature, brightness gain with blown
   highlights, an RGB sub-pixel grid with a black matrix (sampled by the camera -> moire),
   refresh flicker (a global beat and rolling bands), a dark bezel, a soft reflection on the
-  glass, the same moving-camera perspective.
+  glass, the same moving-camera perspective. The camera integrates the panel's light over its
+  own pixels (area resampling to the size the screen has in the frame) before anything clips,
+  so the sub-pixel grid leaves moire, not a washed-out picture.
 - Both, and bona fide clips (``bona_fide_clip``), then pass through one camera model:
   defocus blur, sensor noise and JPEG compression, so the camera itself is no giveaway.
 """
@@ -345,7 +347,7 @@ def replay_attack(
     gain = _draw(rng, p.gain)
     flicker_amplitude, flicker_hz = _draw(rng, p.flicker_amplitude), _draw(rng, p.flicker_hz)
     band_amplitude, band_period = _draw(rng, p.band_amplitude), _draw(rng, p.band_period)
-    bezel = max(round(_draw(rng, p.bezel_fraction) * screen_width * pitch), 2)
+    bezel_fraction = _draw(rng, p.bezel_fraction)
     texture_height, texture_width = mask.shape[:2]
     rows = np.arange(texture_height, dtype=np.float32) / texture_height
     grid_y, grid_x = np.mgrid[0:texture_height, 0:texture_width].astype(np.float32)
@@ -361,6 +363,11 @@ def replay_attack(
     background = _background(rng, frame_size)
     settings = _camera_settings(rng, camera or CameraParameters())
     bezel_colour = float(rng.uniform(5, 40))
+    # the panel as big as the camera sees it (at most its texture size): about the fraction of
+    # the frame height the screen covers
+    display_height = min(round(motion.height_fraction * frame_size[1]), texture_height)
+    display = (max(round(display_height * texture_width / texture_height), 1), display_height)
+    bezel = max(round(bezel_fraction * display[0]), 2)
     frames = []
     for index in range(frame_count):
         content = source_frames[min(index, len(source_frames) - 1)]
@@ -374,8 +381,11 @@ def replay_attack(
             interpolation=cv2.INTER_NEAREST,
         )  # fmt: skip
         panel = panel * mask * beat * bands[:, None, None] + reflection[:, :, None]
+        # the camera integrates light over each of its pixels (lens blur, pixel area): the
+        # sub-pixel stripes average out into a residual moire, and only then can light clip
+        integrated = cv2.resize(panel, display, interpolation=cv2.INTER_AREA)
         device = cv2.copyMakeBorder(
-            np.clip(panel, 0, 255).astype(np.float32), bezel, bezel, bezel, bezel,
+            np.clip(integrated, 0, 255).astype(np.float32), bezel, bezel, bezel, bezel,
             cv2.BORDER_CONSTANT, value=(bezel_colour,) * 3,
         )  # fmt: skip
         plane_size = (device.shape[1], device.shape[0])

@@ -207,25 +207,29 @@ def test_config_is_checked() -> None:
     assert LivenessConfig().blink is False
 
 
-def _result(label: str, verdict: str, seconds: float | None = 0.5) -> ClipResult:
+def _result(
+    label: str, verdict: str, seconds: float | None = 0.5, *, ever_live: bool | None = None
+) -> ClipResult:
     liveness = Liveness(verdict, 0.5, MappingProxyType({}), 10)  # type: ignore[arg-type]
-    return ClipResult("x", label, liveness, seconds)
+    accepted = verdict == "live" if ever_live is None else ever_live
+    return ClipResult("x", label, liveness, seconds, accepted=accepted)
 
 
 def test_iso_metrics_count_undecided_against_bona_fide_and_for_attacks() -> None:
-    """APCER per type = attacks accepted as live; BPCER = bona fide not live (undecided too)."""
+    """APCER per type = attacks ever accepted as live (a door opens on the first "live", even
+    if the verdict later turns); BPCER = bona fide never live (undecided too)."""
     results = [
         _result("bona_fide", "live"),
         _result("bona_fide", "undecided", None),
         _result("bona_fide", "live"),
         _result("bona_fide", "spoof"),
         _result("print", "spoof"),
-        _result("print", "undecided", None),
+        _result("print", "undecided", ever_live=True),
         _result("replay", "live", 1.5),
         _result("replay", "spoof"),
     ]
     report = iso_metrics(results)
-    assert report["apcer"] == {"print": 0.0, "replay": 0.5}
+    assert report["apcer"] == {"print": 0.5, "replay": 0.5}
     assert report["bpcer"] == 0.5
     assert report["acer"] == 0.5
     assert report["median_time_to_decision_s"] == 0.5

@@ -1,6 +1,8 @@
 """The ``liveness`` config section: which cues run, how often, how they are weighed, and the
-score thresholds of the verdict. Defaults were tuned on synthetic attacks plus six real images
-only (docs/liveness.md); calibrate on your own door's captures before relying on them."""
+score thresholds of the verdict. Defaults were tuned (``python -m calibration.tune_liveness``)
+on the tune split of the synthetic evaluation only: real face-track windows against synthetic
+prints and replays (docs/liveness.md); calibrate on your own door's captures before relying
+on them."""
 
 from __future__ import annotations
 
@@ -80,25 +82,25 @@ class LivenessConfig(StrictModel):
         "scale) misses the points by at least this fraction of the face width (median)",
     )
     parallax_planar_ratio: float = Field(
-        default=0.45,
+        default=0.55,
         gt=0.0,
         lt=1.0,
         description="homography residual / similarity residual at which parallax is neutral; "
         "a plane (photo, screen) scores well below, a turning head above",
     )
     parallax_weight: float = Field(
-        default=1.6, ge=0.0, le=10.0, description="weight of the parallax cue's log-odds"
+        default=1.0, ge=0.0, le=10.0, description="weight of the parallax cue's log-odds"
     )
     texture: bool = Field(
-        default=False,
-        description="use the texture/colour and flicker cues (off: their logistic model is "
-        "not fitted yet, see docs/liveness.md)",
+        default=True,
+        description="use the texture/colour and flicker cues (the texture model is fitted on "
+        "synthetic attacks only, see docs/liveness.md)",
     )
     texture_every_frames: int = Field(
         default=2, ge=1, le=1000, description="texture features are computed this often"
     )
     texture_weight: float = Field(
-        default=0.8, ge=0.0, le=10.0, description="weight of the texture cue's log-odds"
+        default=1.0, ge=0.0, le=10.0, description="weight of the texture cue's log-odds"
     )
     flicker_weight: float = Field(
         default=0.0,
@@ -119,7 +121,7 @@ class LivenessConfig(StrictModel):
         "~20 ms per face on one CPU core)",
     )
     cnn_weight: float = Field(
-        default=1.0, ge=0.0, le=10.0, description="weight of the CNN cue's log-odds"
+        default=2.0, ge=0.0, le=10.0, description="weight of the CNN cue's log-odds"
     )
     blink: bool = Field(
         default=False,

@@ -14,8 +14,8 @@ screen's pixel grid and moire survive; upsampled otherwise) six features are com
 - ``contrast``: standard deviation over mean of luma (print contrast is compressed).
 
 A logistic model over the standardised features (``TextureModel``; the default coefficients in
-``pipeline.liveness.texture_model`` were fitted by ``calibration.liveness.fit_texture_model``
-on synthetic attacks) turns them into P(live).
+``pipeline.liveness.texture_model`` were fitted by ``python -m calibration.tune_liveness``
+on the tune split: real face crops against synthetic attacks only) turns them into P(live).
 
 Flicker: screens beat against the camera's exposure, so the mean brightness of a replayed face
 jitters from frame to frame; ``flicker_statistic`` is the standard deviation of the
