@@ -14,8 +14,15 @@
    DIS), where the flow is consistent forward and backward; per-frame stylization (baseline)
    against stylization with the runtime temporal filter.
 
+4. File sink (``--parts filesink``): end-to-end fps of the lite stream writing the H.264 mp4
+   (GStreamer x264enc, with the clip's AAC audio carried over) against the MPEG-4 Part 2 mp4
+   (OpenCV, no audio; the baseline), interleaved in rounds.
+5. Backends (``--parts backends``): the lite net alone per 640x360 frame on torch (CPU, fp32)
+   against ONNX Runtime (the baseline), interleaved, same threads; and the largest difference
+   between their outputs.
+
     python benchmarks/style.py [--styles starry_night ...] [--gatys-steps 50] [--rounds 3]
-        [--parts speed flicker quality]
+        [--parts speed flicker quality filesink backends] [--out-codec h264|mpeg4]
 
 Prints one JSON object as the last line.
 """
@@ -26,6 +33,7 @@ import argparse
 import json
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +50,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import SHARED_DATA, log, machine_name
 from pipeline.metrics import PipelineMetrics, StyleMetrics
 from pipeline.style.config import StyleStreamConfig
-from pipeline.style.engine import SHIPPED_STORE, StyleCatalog, StyleEngineSettings
+from pipeline.style.engine import (
+    SHIPPED_STORE,
+    StyleCatalog,
+    StyleEngineSettings,
+    load_style_network,
+)
 from pipeline.style.gatys import GatysSettings, gatys_stylize
 from pipeline.style.images import read_bgr_image, resize_to_width
 from pipeline.style.losses import LossWeights, StyleLosses, Vgg16Features, read_vgg16_weights
@@ -61,15 +74,21 @@ STYLE_FILES = {
 TRAINING_WEIGHTS = LossWeights(style=4e-5)  # what the shipped models were trained with
 
 
-def _stream_fps(store: Path, style: str, *, frames: int, work: Path, threads: int) -> float:
-    config = StyleStreamConfig(
-        source=str(VIDEO_640X360),
-        style=style,
-        models_dir=store,
-        out_file=work / f"{style}.mp4",
-        mjpeg_port=0,
-        max_frames=frames,
-        threads=threads,
+def _stream_fps(
+    store: Path, style: str, *, frames: int, work: Path, threads: int, out_codec: str = "h264"
+) -> float:
+    config = StyleStreamConfig.model_validate(
+        {
+            "source": str(VIDEO_640X360),
+            "style": style,
+            "models_dir": store,
+            "out_file": work / f"{style}.mp4",
+            "out_codec": out_codec,
+            "out_audio": "copy" if out_codec == "h264" else "none",
+            "mjpeg_port": 0,
+            "max_frames": frames,
+            "threads": threads,
+        }
     )
     registry = CollectorRegistry()
     with StyleStream(
@@ -77,6 +96,60 @@ def _stream_fps(store: Path, style: str, *, frames: int, work: Path, threads: in
     ) as stream:
         report = stream.run()
     return report.fps
+
+
+def _filesink(work: Path, style: str, *, rounds: int, threads: int) -> dict[str, float]:
+    h264_runs: list[float] = []
+    mpeg4_runs: list[float] = []
+    for round_number in range(rounds):
+        for codec, runs in (("h264", h264_runs), ("mpeg4", mpeg4_runs)):
+            runs.append(
+                _stream_fps(
+                    SHIPPED_STORE, style, frames=275, work=work, threads=threads, out_codec=codec
+                )
+            )
+        log(f"round {round_number}: h264 {h264_runs[-1]:.1f} fps, mpeg4 {mpeg4_runs[-1]:.1f} fps")
+    return {
+        "h264_fps_640x360": float(np.median(h264_runs)),
+        "mpeg4_fps_640x360": float(np.median(mpeg4_runs)),
+    }
+
+
+def _backends(style: str, *, rounds: int, threads: int, frames: int = 40) -> dict[str, float]:
+    capture = cv2.VideoCapture(str(VIDEO_640X360))
+    images: list[npt.NDArray[np.uint8]] = []
+    while len(images) < frames:
+        ok, image = capture.read()
+        if not ok:
+            break
+        images.append(np.asarray(image, dtype=np.uint8))
+    capture.release()
+    path = StyleCatalog().path(style)
+    networks = {
+        name: load_style_network(path, StyleEngineSettings(backend=name, threads=threads))
+        for name in ("onnxruntime", "torch")
+    }
+    seconds: dict[str, list[float]] = {name: [] for name in networks}
+    for round_number in range(rounds):
+        for name, network in networks.items():
+            network.stylize(images[0])  # warm-up
+            started = time.perf_counter()
+            for image in images:
+                network.stylize(image)
+            seconds[name].append((time.perf_counter() - started) / len(images))
+        log(
+            f"round {round_number}: onnxruntime {seconds['onnxruntime'][-1] * 1000:.1f} ms, "
+            f"torch {seconds['torch'][-1] * 1000:.1f} ms per frame"
+        )
+    batch = {"frames": images[0].transpose(2, 0, 1)[None].astype(np.float32)}
+    outputs = [network.engine.infer(batch)["stylized"] for network in networks.values()]
+    for network in networks.values():
+        network.close()
+    return {
+        "onnxruntime_ms_per_frame": 1000 * float(np.median(seconds["onnxruntime"])),
+        "torch_ms_per_frame": 1000 * float(np.median(seconds["torch"])),
+        "torch_vs_onnxruntime_max_abs_diff": float(np.abs(outputs[0] - outputs[1]).max()),
+    }
 
 
 def _speed(work: Path, style: str, *, rounds: int, threads: int) -> dict[str, float]:
@@ -278,7 +351,8 @@ def main() -> None:
         "--parts", nargs="+", default=["speed", "flicker", "quality"], help="what to measure"
     )
     arguments = parser.parse_args()
-    torch.set_num_threads(arguments.threads)
+    threads = arguments.threads
+    torch.set_num_threads(threads)
     result: dict[str, object] = {
         "name": "style_lite_640x360",
         "machine": machine_name(),
@@ -323,6 +397,30 @@ def main() -> None:
                 baseline=1.0,
                 ratio=1.0 / ratio,
                 unit="style loss, fast net / Gatys (ratio: Gatys/fast)",
+            )
+    if "filesink" in arguments.parts:
+        with tempfile.TemporaryDirectory() as temporary:
+            sink = _filesink(
+                Path(temporary), arguments.styles[0], rounds=arguments.rounds, threads=threads
+            )
+        result.update(sink)
+        if "ours" not in result:
+            result.update(
+                ours=sink["h264_fps_640x360"],
+                baseline=sink["mpeg4_fps_640x360"],
+                ratio=sink["h264_fps_640x360"] / sink["mpeg4_fps_640x360"],
+                unit="fps end to end, H.264+audio file vs MPEG-4 file (ratio: ours/baseline)",
+            )
+    if "backends" in arguments.parts:
+        backends = _backends(arguments.styles[0], rounds=arguments.rounds, threads=threads)
+        result.update(backends)
+        if "ours" not in result:
+            result.update(
+                backend="torch-cpu-fp32",
+                ours=backends["torch_ms_per_frame"],
+                baseline=backends["onnxruntime_ms_per_frame"],
+                ratio=backends["onnxruntime_ms_per_frame"] / backends["torch_ms_per_frame"],
+                unit="ms per 640x360 frame, net alone (ratio: baseline/ours)",
             )
     print(json.dumps(result))
 

@@ -9,7 +9,12 @@ A video *file* (without ``loop``/``realtime``) is transcoded: every frame is rea
 nothing is dropped, and the output file keeps the source's frame rate and frame count. Live
 sources go through ``pipeline.capture.Camera`` (reconnect with backoff, drop-oldest queue, stall
 watchdog): a stream that falls behind drops the oldest frames, counted per camera. Frames of
-any size are fitted to the model (see ``pipeline.style.frames``). Audio is not carried over.
+any size are fitted to the model (see ``pipeline.style.frames``).
+
+A file source keeps its timestamps: each frame carries the presentation time the decoder reports
+(relative to the start of the video track), and the H.264 file sink writes them as they are and
+carries the source's first audio track over on the same timeline (``pipeline.style.h264_sink``).
+Live sources have no audio here.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Self
 
@@ -39,6 +45,7 @@ from pipeline.style.engine import (
 )
 from pipeline.style.errors import SinkError
 from pipeline.style.frames import Letterbox, TemporalFilter, blend
+from pipeline.style.h264_sink import H264FileSink, VideoFileSpec
 from pipeline.style.sinks import FileSink, FrameSink, MjpegSink, RtspSink, port_is_free
 
 __all__ = ["StreamReport", "StyleStream", "Stylizer", "TimedFrame"]
@@ -175,7 +182,12 @@ class Stylizer:
 
 
 class _FileFrames:
-    """Every frame of a video file, in order, with timestamps from its frame rate."""
+    """Every frame of a video file, in order, with the decoder's presentation times.
+
+    The time of a frame is FFmpeg's, relative to the start of the video track (OpenCV's
+    ``CAP_PROP_POS_MSEC``), so a variable frame rate is kept; a time that does not increase
+    (a file without timestamps) is replaced by the previous one plus one frame at ``fps``.
+    """
 
     def __init__(self, path: str) -> None:
         self._capture = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
@@ -187,13 +199,18 @@ class _FileFrames:
 
     def frames(self, stop: threading.Event) -> Iterator[TimedFrame]:
         index = 0
+        previous = -1.0
         while not stop.is_set():
             ok, image = self._capture.read()
             if not ok:
                 return
             if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
                 raise RecordingError(f"{self.path}: frame {index} is not BGR uint8")
-            yield TimedFrame(np.asarray(image), index / self.fps, time.monotonic())
+            pts = float(self._capture.get(cv2.CAP_PROP_POS_MSEC)) / 1000.0
+            if not pts > previous:
+                pts = previous + 1.0 / self.fps if index else 0.0
+            previous = pts
+            yield TimedFrame(np.asarray(image), pts, time.monotonic())
             index += 1
 
     def close(self) -> None:
@@ -240,7 +257,13 @@ class StyleStream:
         catalog = StyleCatalog(
             config.models_dir if config.models_dir is not None else SHIPPED_STORE
         )
-        settings = StyleEngineSettings(device=config.device, threads=config.threads)
+        settings = StyleEngineSettings(
+            backend=config.backend,
+            device=config.device,
+            threads=config.threads,
+            precision=config.precision,
+            plan_dir=config.plan_dir,
+        )
         self.stylizer = Stylizer(
             catalog,
             settings,
@@ -251,6 +274,7 @@ class StyleStream:
         self._sinks: list[FrameSink] = []
         self.mjpeg: MjpegSink | None = None
         self.rtsp: RtspSink | None = None
+        self.file_sink: H264FileSink | None = None
         try:
             rtsp_port = config.rtsp_port
             if rtsp_port is not None and not port_is_free(config.rtsp_host, rtsp_port):
@@ -293,12 +317,25 @@ class StyleStream:
         )
         return _LiveFrames(camera, self._capture_metrics)
 
+    def _open_file_sink(self, path: Path, *, fps: float, width_px: int, height_px: int) -> None:
+        config = self.config
+        if config.out_codec == "mpeg4":
+            self._sinks.append(FileSink(path, fps=fps, width_px=width_px, height_px=height_px))
+            return
+        audio_from = None
+        if config.out_audio == "copy":
+            if source_kind(config.source) == "file":
+                audio_from = Path(config.source)
+            else:
+                _log.info("%s: a live source's audio is not carried over", config.stream_id)
+        spec = VideoFileSpec(path, fps, width_px, height_px, audio_from=audio_from)
+        self.file_sink = H264FileSink(spec)
+        self._sinks.append(self.file_sink)
+
     def _open_frame_sinks(self, image: npt.NDArray[np.uint8], fps: float) -> None:
         height, width = image.shape[:2]
         if self.config.out_file is not None:
-            self._sinks.append(
-                FileSink(self.config.out_file, fps=fps, width_px=width, height_px=height)
-            )
+            self._open_file_sink(self.config.out_file, fps=fps, width_px=width, height_px=height)
         if self.config.rtsp_port is not None:
             self.rtsp = RtspSink(
                 width_px=width,
@@ -340,9 +377,13 @@ class StyleStream:
                     time.monotonic() - frame.captured_at
                 )
                 if self.config.max_frames is not None and frames_in >= self.config.max_frames:
+                    if self.file_sink is not None:  # the source goes on: so would its audio
+                        self.file_sink.cut_audio_at_last_frame()
                     break
         finally:
             source.close()
+        if self._stop.is_set() and self.file_sink is not None:
+            self.file_sink.cut_audio_at_last_frame()
         return StreamReport(
             frames_in=frames_in,
             frames_out=frames_out,
@@ -351,14 +392,20 @@ class StyleStream:
         )
 
     def close(self) -> None:
-        """Close every sink (the file is finished and moved into place) and the model."""
+        """Close every sink (the file is finished and moved into place) and the model; the
+        first sink that failed to close (a file that could not be finished) is raised after
+        all are closed."""
+        failures: list[Exception] = []
         for sink in self._sinks:
             try:
                 sink.close()
-            except Exception:
+            except Exception as exc:
                 _log.exception("closing the %s sink failed", sink.name)
+                failures.append(exc)
         self._sinks.clear()
         self.stylizer.close()
+        if failures:
+            raise failures[0]
 
     def __enter__(self) -> Self:
         return self
@@ -369,4 +416,8 @@ class StyleStream:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self.close()
+        try:
+            self.close()
+        except Exception:
+            if exc is None:  # otherwise the error in flight wins; this one is logged
+                raise

@@ -22,12 +22,14 @@ from pipeline.style.engine import (
 )
 from pipeline.style.errors import SinkError, UnknownStyleError
 from pipeline.style.frames import Letterbox, TemporalFilter, blend
+from pipeline.style.h264_sink import H264FileSink, VideoFileSpec
 from pipeline.style.sinks import FileSink, FrameSink, MjpegSink, RtspSink
 
 __all__ = [
     "SHIPPED_STORE",
     "FileSink",
     "FrameSink",
+    "H264FileSink",
     "Letterbox",
     "MjpegSink",
     "RtspSink",
@@ -39,6 +41,7 @@ __all__ = [
     "StyleStreamConfig",
     "TemporalFilter",
     "UnknownStyleError",
+    "VideoFileSpec",
     "blend",
     "load_style_network",
 ]

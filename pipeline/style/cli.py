@@ -188,6 +188,12 @@ def stylize(
     source: Annotated[str, typer.Option(help="video file, rtsp://, http(s):// MJPEG, /dev/videoN")],
     style: Annotated[str, typer.Option(help="installed style name (facestream style list)")],
     out: Annotated[Path | None, typer.Option(help="write an mp4 file")] = None,
+    out_codec: Annotated[
+        str, typer.Option(help="h264 (GStreamer x264enc; keeps audio) or mpeg4 (OpenCV)")
+    ] = "h264",
+    out_audio: Annotated[
+        str, typer.Option(help="copy: carry a file source's audio into --out; none: video only")
+    ] = "copy",
     mjpeg_port: Annotated[
         int | None, typer.Option(help="serve MJPEG over HTTP on this port (0: any free one)")
     ] = None,
@@ -196,7 +202,17 @@ def stylize(
     rtsp_host: Annotated[str, typer.Option()] = "127.0.0.1",
     strength: Annotated[float, typer.Option(min=0, max=1, help="1 stylized, 0 unchanged")] = 1.0,
     temporal_smoothing: Annotated[float, typer.Option(min=0, max=0.99)] = 0.6,
-    threads: Annotated[int, typer.Option(min=0, help="ONNX Runtime threads (0: per core)")] = 1,
+    threads: Annotated[int, typer.Option(min=0, help="backend CPU threads (0: per core)")] = 1,
+    backend: Annotated[
+        str, typer.Option(help="style network runtime: onnxruntime, torch or tensorrt")
+    ] = "onnxruntime",
+    device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+    precision: Annotated[str, typer.Option(help="fp32, or fp16 (torch/tensorrt on cuda)")] = (
+        "fp32"
+    ),
+    plan_dir: Annotated[
+        Path | None, typer.Option(help="tensorrt: writable folder for the compiled plans")
+    ] = None,
     max_frames: Annotated[int | None, typer.Option(min=1)] = None,
     store: Annotated[Path, typer.Option(help="model store folder")] = DEFAULT_STORE,
     control_port: Annotated[
@@ -218,19 +234,27 @@ def stylize(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
-        config = StyleStreamConfig(
-            source=source,
-            style=style,
-            models_dir=store,
-            out_file=out,
-            mjpeg_host=mjpeg_host,
-            mjpeg_port=mjpeg_port,
-            rtsp_host=rtsp_host,
-            rtsp_port=rtsp_port,
-            strength=strength,
-            temporal_smoothing=temporal_smoothing,
-            threads=threads,
-            max_frames=max_frames,
+        config = StyleStreamConfig.model_validate(
+            {
+                "source": source,
+                "style": style,
+                "models_dir": store,
+                "out_file": out,
+                "out_codec": out_codec,
+                "out_audio": out_audio,
+                "backend": backend,
+                "device": device,
+                "precision": precision,
+                "plan_dir": plan_dir,
+                "mjpeg_host": mjpeg_host,
+                "mjpeg_port": mjpeg_port,
+                "rtsp_host": rtsp_host,
+                "rtsp_port": rtsp_port,
+                "strength": strength,
+                "temporal_smoothing": temporal_smoothing,
+                "threads": threads,
+                "max_frames": max_frames,
+            }
         )
     except ValueError as exc:
         _fail(exc)

@@ -37,13 +37,27 @@ class StyleStreamConfig(StrictModel):
     models_dir: Path | None = Field(
         default=None, description="model store holding models/<style>.onnx; None: the shipped ones"
     )
-    device: Literal["cpu", "cuda"] = Field(default="cpu", description="ONNX Runtime device")
+    backend: Literal["onnxruntime", "torch", "tensorrt"] = Field(
+        default="onnxruntime",
+        description="runtime of the style network: onnxruntime (CPU, or CUDA with "
+        "onnxruntime-gpu), torch (the [torch] extra; CPU or CUDA) or tensorrt (CUDA, needs "
+        "plan_dir); never replaced by another one",
+    )
+    device: Literal["cpu", "cuda"] = Field(default="cpu", description="device of the backend")
+    precision: Literal["fp32", "fp16"] = Field(
+        default="fp32", description="fp16 needs backend torch or tensorrt on device cuda"
+    )
+    plan_dir: Path | None = Field(
+        default=None,
+        description="tensorrt: writable store for the compiled plans (plans/...) and the "
+        "batch-axis copy of the model they are built from (models/...)",
+    )
     threads: int = Field(
         default=1,
         ge=0,
         le=64,
-        description="ONNX Runtime threads (0: one per core). 1 was fastest end to end on 2 "
-        "cores: decoding and the sinks get the other core (docs/style.md)",
+        description="CPU threads of the backend (0: one per core). 1 was fastest end to end on "
+        "2 cores: decoding and the sinks get the other core (docs/style.md)",
     )
     strength: float = Field(
         default=1.0, ge=0.0, le=1.0, description="1: stylized only; 0: the input unchanged"
@@ -56,6 +70,17 @@ class StyleStreamConfig(StrictModel):
         "did not change (0 turns it off)",
     )
     out_file: Path | None = Field(default=None, description="write an mp4 file here")
+    out_codec: Literal["h264", "mpeg4"] = Field(
+        default="h264",
+        description="video codec of out_file: h264 (GStreamer x264enc through PyGObject; "
+        "carries audio) or mpeg4 (MPEG-4 Part 2 through OpenCV; no audio)",
+    )
+    out_audio: Literal["copy", "none"] = Field(
+        default="copy",
+        description="copy: carry the first audio track of a file source into out_file "
+        "(remuxed unchanged; re-encoded to AAC only when mp4 cannot hold its codec); live "
+        "sources have no audio here. none: video only. mpeg4 needs none",
+    )
     mjpeg_host: str = Field(default="127.0.0.1", description="MJPEG-over-HTTP sink address")
     mjpeg_port: int | None = Field(
         default=None, ge=0, le=65535, description="MJPEG sink port (0: any free one; None: off)"
@@ -81,4 +106,12 @@ class StyleStreamConfig(StrictModel):
             raise ValueError("choose at least one sink: out_file, mjpeg_port or rtsp_port")
         if self.out_file is not None and self.out_file.suffix.lower() != ".mp4":
             raise ValueError(f"out_file must end in .mp4, got {self.out_file}")
+        if self.out_codec == "mpeg4" and self.out_audio == "copy":
+            raise ValueError(
+                "out_codec 'mpeg4' (OpenCV) cannot carry audio: set out_audio 'none', or use h264"
+            )
+        if self.precision == "fp16" and (self.backend == "onnxruntime" or self.device != "cuda"):
+            raise ValueError("precision fp16 needs backend torch or tensorrt on device cuda")
+        if self.backend == "tensorrt" and (self.device != "cuda" or self.plan_dir is None):
+            raise ValueError("backend tensorrt needs device 'cuda' and a writable plan_dir")
         return self

@@ -7,7 +7,9 @@ its manifest first, so a truncated or altered model is a ModelFileError, never a
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -16,9 +18,9 @@ import numpy as np
 import numpy.typing as npt
 
 from engines.base import Engine
-from engines.errors import ConfigError, InputSpecError
+from engines.errors import ConfigError, InputSpecError, ManifestMismatchError, ModelFileError
 from engines.onnxrt import OrtEngine, OrtSettings
-from engines.store import ModelStore
+from engines.store import ModelStore, StoredModel
 from pipeline.style.errors import UnknownStyleError
 
 __all__ = [
@@ -27,26 +29,49 @@ __all__ = [
     "StyleEngineSettings",
     "StyleNetwork",
     "load_style_network",
+    "read_verified",
 ]
 
 _log = logging.getLogger(__name__)
 SHIPPED_STORE = Path(__file__).resolve().parent  # pipeline/style/models/<name>.onnx
 
 
+StyleBackend = Literal["onnxruntime", "torch", "tensorrt"]
+
+
 @dataclass(frozen=True, slots=True)
 class StyleEngineSettings:
-    """Backend for style networks. Only ONNX Runtime (CPU or CUDA) runs them today.
+    """Backend for style networks, chosen explicitly; a backend that cannot run raises, nothing
+    takes its place.
 
-    threads: ONNX Runtime intra-op threads (0: one per core).
+    backend: onnxruntime (CPU, or CUDA with onnxruntime-gpu), torch (the weights of the stored
+    ONNX file in the PyTorch net; CPU or CUDA) or tensorrt (CUDA; plans are compiled into
+    ``plan_dir``). precision: fp16 only with torch or tensorrt on cuda. threads: CPU threads of
+    onnxruntime or torch (0: the library's default).
     """
 
-    backend: Literal["onnxruntime"] = "onnxruntime"
+    backend: StyleBackend = "onnxruntime"
     device: Literal["cpu", "cuda"] = "cpu"
     threads: int = 0
+    precision: Literal["fp32", "fp16"] = "fp32"
+    plan_dir: Path | None = None
 
     def __post_init__(self) -> None:
-        if self.backend != "onnxruntime":
-            raise ConfigError(f"style backend {self.backend!r}: only 'onnxruntime' is available")
+        if self.backend not in _LOADERS:
+            raise ConfigError(
+                f"style backend {self.backend!r}: expected one of {', '.join(_LOADERS)}"
+            )
+        if self.device not in ("cpu", "cuda") or self.precision not in ("fp32", "fp16"):
+            raise ConfigError(
+                f"style device {self.device!r} / precision {self.precision!r}: expected "
+                "cpu|cuda and fp32|fp16"
+            )
+        if self.precision == "fp16" and (self.backend == "onnxruntime" or self.device != "cuda"):
+            raise ConfigError("style precision fp16 needs backend torch or tensorrt on cuda")
+        if self.backend == "tensorrt" and (self.device != "cuda" or self.plan_dir is None):
+            raise ConfigError("style backend tensorrt needs device 'cuda' and a plan_dir")
+        if self.threads < 0:
+            raise ConfigError(f"style threads must be >= 0, got {self.threads}")
 
 
 class StyleCatalog:
@@ -78,7 +103,8 @@ class StyleNetwork:
         (self._input_name,) = engine.inputs
         (self._output_name,) = engine.outputs
         shape = engine.inputs[self._input_name].shape
-        if len(shape) != 4 or shape[0] != 1 or shape[1] != 3 or None in shape:
+        # batch 1, or a batch axis left open (the TensorRT copy); H and W are fixed
+        if len(shape) != 4 or shape[0] not in (1, None) or shape[1] != 3 or None in shape[1:]:
             raise InputSpecError(
                 f"style model {engine.model_id}: expected a fixed input (1, 3, H, W), got {shape}"
             )
@@ -108,14 +134,57 @@ class StyleNetwork:
         self.engine.close()
 
 
-def load_style_network(path: Path, settings: StyleEngineSettings) -> StyleNetwork:
-    """Check ``path`` against its manifest and load it on the configured backend.
+def read_verified(stored: StoredModel) -> bytes:
+    """The artifact's bytes, checked against its manifest's sha256 (the file may have changed
+    since ``ModelStore.open``); ModelFileError / ManifestMismatchError otherwise."""
+    try:
+        data = stored.path.read_bytes()
+    except OSError as exc:
+        raise ModelFileError(f"{stored.path}: cannot read: {exc.strerror}") from exc
+    if hashlib.sha256(data).hexdigest() != stored.manifest.artifact_sha256:
+        raise ManifestMismatchError(f"{stored.path}: changed since it was checked")
+    return data
 
-    Raises ModelFileError (missing, corrupt, hash mismatch) or BackendUnavailableError.
-    """
-    store = ModelStore(path.parent.parent)
-    engine = OrtEngine(
-        path, store, OrtSettings(device=settings.device, intra_op_threads=settings.threads)
+
+def _load_onnxruntime(path: Path, settings: StyleEngineSettings) -> Engine:
+    return OrtEngine(
+        path,
+        ModelStore(path.parent.parent),
+        OrtSettings(device=settings.device, intra_op_threads=settings.threads),
     )
+
+
+def _load_torch(path: Path, settings: StyleEngineSettings) -> Engine:
+    from pipeline.style.torch_engine import TorchStyleEngine, TorchStyleSettings  # noqa: PLC0415
+
+    torch_settings = TorchStyleSettings(
+        device=settings.device, precision=settings.precision, threads=settings.threads
+    )
+    return TorchStyleEngine(path, ModelStore(path.parent.parent), torch_settings)
+
+
+def _load_tensorrt(path: Path, settings: StyleEngineSettings) -> Engine:
+    from pipeline.style.tensorrt_style import load_style_plan  # noqa: PLC0415
+
+    if settings.plan_dir is None:  # checked by the settings; kept for the type checker
+        raise ConfigError("style backend tensorrt needs a plan_dir")
+    return load_style_plan(path, ModelStore(settings.plan_dir), precision=settings.precision)
+
+
+_LOADERS: dict[str, Callable[[Path, StyleEngineSettings], Engine]] = {
+    "onnxruntime": _load_onnxruntime,
+    "torch": _load_torch,
+    "tensorrt": _load_tensorrt,
+}
+
+
+def load_style_network(path: Path, settings: StyleEngineSettings) -> StyleNetwork:
+    """Check ``path`` against its manifest and load it on the configured backend (from the
+    ``_LOADERS`` table: no other backend is tried when this one fails).
+
+    Raises ModelFileError (missing, corrupt, hash mismatch), BackendUnavailableError (the
+    backend's library or device is missing) or ConfigError.
+    """
+    engine = _LOADERS[settings.backend](path, settings)
     _log.info("style model %s loaded on %s", engine.model_id, engine.backend)
     return StyleNetwork(path.stem, engine)

@@ -1,5 +1,8 @@
 """Where stylized frames go: an mp4 file, MJPEG over HTTP, or an RTSP server (H.264).
 
+``FileSink`` here is the MPEG-4 Part 2 writer (OpenCV, no audio: ``out_codec = "mpeg4"``); the
+default H.264 file with the source's audio is ``pipeline.style.h264_sink.H264FileSink``.
+
 Every sink takes BGR uint8 (H, W, 3) frames of one size through ``write(image, pts_seconds)``
 and is closed once. Opening is done in the constructor, so a sink that exists can be written:
 a port in use or an unwritable path is a SinkError at start, never later. Sinks never block the
@@ -20,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from engines.errors import BackendUnavailableError
+from pipeline.capture.gstreamer_source import require_gstreamer
 from pipeline.style.errors import SinkError
 
 __all__ = ["FileSink", "FrameSink", "MjpegSink", "RtspSink", "port_is_free"]
@@ -275,12 +279,14 @@ class RtspSink:
         mount: str = "/style",
     ) -> None:
         try:
+            # first: keeps libgcc_s's C++ unwinder in front of GStreamer's libunwind
+            require_gstreamer()
             import gi  # noqa: PLC0415  (optional: GStreamer through PyGObject)
 
             gi.require_version("Gst", "1.0")
             gi.require_version("GstRtspServer", "1.0")
             from gi.repository import GLib, Gst, GstRtspServer  # noqa: PLC0415
-        except (ImportError, ValueError) as exc:
+        except (BackendUnavailableError, ImportError, ValueError) as exc:
             raise BackendUnavailableError(
                 f"the RTSP sink needs PyGObject and gst-rtsp-server: {exc}"
             ) from exc
