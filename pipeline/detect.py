@@ -10,6 +10,13 @@
   ``backend`` (onnxruntime or tensorrt) is chosen explicitly and never swapped for another.
 
 A section without ``model`` means ``blazeface_full``, chosen by measurement (docs/detectors.md).
+
+Every detector has two entry points: ``detect`` (one pass, the per-frame video path) and
+``detect_still`` (for still images, e.g. calibration's photos), which for BlazeFace adds the
+``still_fallback`` search when the first pass finds no face (``pipeline.blazeface``); dlib's HOG
+has no fallback (its ``upsample`` is the lever for small faces), so its ``detect_still`` is
+``detect``. ``FaceAnalyzer.analyze`` (enrolment, identify/verify, calibration) uses
+``detect_still``; the video paths call ``detect``.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from pydantic import Discriminator, Field, Tag
 from engines.detectors import load_detector_engine
 from engines.errors import BackendUnavailableError
 from engines.store import ModelStore, installed_dlib_model
-from pipeline.blazeface import BlazeFaceConfig, BlazeFaceDetector
+from pipeline.blazeface import BlazeFaceConfig, BlazeFaceDetector, StillFallbackConfig
 from pipeline.configbase import StrictModel
 from pipeline.types import LANDMARK_COUNT, Faces, require_array
 
@@ -36,6 +43,7 @@ __all__ = [
     "DetectConfig",
     "DlibHogConfig",
     "DlibHogDetector",
+    "StillFallbackConfig",
     "load_detector",
 ]
 
@@ -136,6 +144,11 @@ class DlibHogDetector:
             landmarks=np.asarray(landmarks, dtype=np.float32),
         )
         return faces.select(np.argsort(-faces.widths_px, kind="stable"))
+
+    def detect_still(self, image_rgb: npt.NDArray[np.uint8]) -> Faces:
+        """The same as ``detect``: HOG has no still-image fallback (raise ``upsample`` to find
+        smaller faces)."""
+        return self.detect(image_rgb)
 
     def close(self) -> None:
         """Nothing to release (dlib's objects are freed with this one)."""

@@ -19,7 +19,12 @@ class FaceDetector(Protocol):
     """Anything that finds faces with 5 landmarks in an RGB image."""
 
     def detect(self, image_rgb: npt.NDArray[np.uint8]) -> Faces:
-        """Faces in ``image_rgb`` (RGB uint8 HxWx3), largest first."""
+        """Faces in ``image_rgb`` (RGB uint8 HxWx3), largest first: one pass (video frames)."""
+        ...
+
+    def detect_still(self, image_rgb: npt.NDArray[np.uint8]) -> Faces:
+        """Faces in the still image ``image_rgb``, largest first; may search harder than
+        ``detect`` when it finds none (``detect.still_fallback``)."""
         ...
 
 
@@ -49,7 +54,8 @@ class FaceAnalyzer:
         return self.encoder.model_id
 
     def analyze(self, image_rgb: npt.NDArray[np.uint8]) -> AnalyzedFaces:
-        """Faces, chips and embeddings of ``image_rgb`` (RGB uint8 HxWx3), largest face first."""
-        faces = self.detector.detect(image_rgb)
+        """Faces, chips and embeddings of the still image ``image_rgb`` (RGB uint8 HxWx3),
+        largest face first; faces come from ``detect_still`` (video frames use ``detect``)."""
+        faces = self.detector.detect_still(image_rgb)
         chips = self.aligner.align(image_rgb, faces)
         return AnalyzedFaces(faces, chips, self.encoder.encode(chips))
