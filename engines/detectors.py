@@ -22,11 +22,11 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import onnx
 
-from engines.base import Engine, ModelManifest, Precision, TensorSpecModel
+from engines.base import Engine, ModelManifest, TensorSpecModel
 from engines.convert.blazeface import (
     BLAZEFACE_VARIANTS,
     INPUT_NAME,
@@ -35,13 +35,13 @@ from engines.convert.blazeface import (
     convert_blazeface,
 )
 from engines.errors import ConfigError, ModelFileError
+from engines.network import NetworkEngineSettings
 from engines.onnxrt import OrtEngine, OrtSettings
 from engines.store import ModelStore, StoredModel, sha256_file
 from engines.tensorrt import TrtBuildSettings
 
 __all__ = [
     "DETECTOR_BACKENDS",
-    "DETECTOR_TENSORRT_PRECISIONS",
     "DetectorBackendName",
     "DetectorEngineSettings",
     "build_detector_onnx",
@@ -52,7 +52,6 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-DETECTOR_TENSORRT_PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16")
 # The detector runs one frame per call (pipeline.blazeface); up to 8 frames fit one call of the
 # plan, and batches larger than that are split by TrtEngine.
 _DETECTOR_MIN_BATCH = 1
@@ -129,44 +128,10 @@ def build_detector_onnx(
 
 
 @dataclass(frozen=True, slots=True)
-class DetectorEngineSettings:
-    """Which backend runs a detector network, and how.
+class DetectorEngineSettings(NetworkEngineSettings):
+    """Which backend runs a detector network, and how (see ``NetworkEngineSettings``)."""
 
-    backend: a key of ``DETECTOR_BACKENDS``; device: ``cpu`` or ``cuda`` (tensorrt needs
-    ``cuda``); device_index: the GPU used when device is ``cuda``; precision: ``fp32`` on
-    onnxruntime, ``fp32`` or ``fp16`` on tensorrt (int8 would need calibration frames);
-    threads: CPU threads of an onnxruntime engine (0: one per core).
-    """
-
-    backend: str = "onnxruntime"
-    device: Literal["cpu", "cuda"] = "cpu"
-    device_index: int = 0
-    precision: Precision = "fp32"
-    threads: int = 0
-
-    def __post_init__(self) -> None:
-        if self.backend not in DETECTOR_BACKENDS:
-            raise ConfigError(
-                f"unknown detector backend {self.backend!r}; valid: {', '.join(DETECTOR_BACKENDS)}"
-            )
-        if self.device not in ("cpu", "cuda"):
-            raise ConfigError(f"detector device {self.device!r}: expected cpu or cuda")
-        if self.threads < 0 or self.device_index < 0:
-            raise ConfigError("detector threads and device_index must be >= 0")
-        if self.backend == "tensorrt":
-            if self.device != "cuda":
-                raise ConfigError(
-                    f"the tensorrt detector backend runs on device 'cuda', not {self.device!r}"
-                )
-            if self.precision not in DETECTOR_TENSORRT_PRECISIONS:
-                raise ConfigError(
-                    f"tensorrt detector precision {self.precision!r}: expected one of "
-                    f"{', '.join(DETECTOR_TENSORRT_PRECISIONS)}"
-                )
-        elif self.precision != "fp32":
-            raise ConfigError(
-                f"the {self.backend} detector backend runs fp32, not {self.precision}"
-            )
+    role: ClassVar[str] = "detector"
 
     def tensorrt_build(self) -> TrtBuildSettings:
         """The TensorRT plan settings of a detector: this precision, tuned for one frame."""

@@ -21,11 +21,11 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar
 
 import onnx
 
-from engines.base import Engine, ModelManifest, Precision, TensorSpecModel
+from engines.base import Engine, ModelManifest, TensorSpecModel
 from engines.convert.minifasnet import (
     CROP_SIZE_PX,
     INPUT_SCALES,
@@ -34,7 +34,8 @@ from engines.convert.minifasnet import (
     OUTPUT_NAME,
     REAL_CLASS,
 )
-from engines.errors import ConfigError, ModelFileError
+from engines.errors import ModelFileError
+from engines.network import NetworkEngineSettings
 from engines.onnxrt import OrtEngine, OrtSettings
 from engines.store import ModelStore, StoredModel, atomic_write, sha256_file
 from engines.tensorrt import TrtBuildSettings
@@ -153,29 +154,13 @@ def build_liveness_onnx(
 
 
 @dataclass(frozen=True, slots=True)
-class LivenessEngineSettings:
-    """Which backend runs the anti-spoofing CNN: ``onnxruntime`` (cpu or cuda) or ``tensorrt``
-    (cuda, fp32 or fp16); threads: CPU threads of an onnxruntime engine (0: one per core)."""
+class LivenessEngineSettings(NetworkEngineSettings):
+    """Which backend runs the anti-spoofing CNN (see ``NetworkEngineSettings``); one CPU
+    thread by default: the CNN runs beside the detector and encoder on every door's frames."""
 
-    backend: Literal["onnxruntime", "tensorrt"] = "onnxruntime"
-    device: Literal["cpu", "cuda"] = "cpu"
-    device_index: int = 0
-    precision: Precision = "fp32"
+    role: ClassVar[str] = "liveness"
+
     threads: int = 1
-
-    def __post_init__(self) -> None:
-        if self.backend not in LIVENESS_BACKENDS:
-            raise ConfigError(
-                f"unknown liveness backend {self.backend!r}; valid: {', '.join(LIVENESS_BACKENDS)}"
-            )
-        if self.threads < 0 or self.device_index < 0:
-            raise ConfigError("liveness threads and device_index must be >= 0")
-        if self.backend == "tensorrt" and (
-            self.device != "cuda" or self.precision not in ("fp32", "fp16")
-        ):
-            raise ConfigError("the tensorrt liveness backend runs on 'cuda' in fp32 or fp16")
-        if self.backend == "onnxruntime" and self.precision != "fp32":
-            raise ConfigError(f"onnxruntime runs the liveness CNN in fp32, not {self.precision}")
 
 
 def _load_onnxruntime(path: Path, store: ModelStore, settings: LivenessEngineSettings) -> Engine:
