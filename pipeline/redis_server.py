@@ -2,9 +2,11 @@
 
 Used when no Redis URL is configured, and by the tests. The server listens on a unix socket
 only (``--port 0`` turns TCP off), keeps its data in the data dir, and has AOF persistence on
-by default with ``appendfsync everysec``: every write Redis acknowledged has been written to
-the append-only file before the reply, so it survives the server being killed (SIGKILL); on
-power loss at most about one second of writes is lost (``appendfsync always`` loses none).
+by default with ``appendfsync always``: every write is in the append-only file and fsynced
+before Redis replies, so nothing acknowledged is lost to a killed server or a power loss.
+``everysec`` is not enough for that: while a background fsync is slow (a busy disk or CPU),
+Redis 7.0 postpones writing the AOF buffer for up to 2 s but still replies, so a SIGKILL in
+that window loses acknowledged writes (the Redis chaos test caught one under load).
 
 The binary is ``$FACESTREAM_REDIS_SERVER`` when set, else ``redis-server`` on PATH. The server
 is stopped (SIGTERM, then SIGKILL after ``stop_timeout_seconds``) by ``stop()``, on leaving the

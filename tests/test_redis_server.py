@@ -46,7 +46,7 @@ def test_server_answers_on_its_unix_socket_and_stops(server: EmbeddedRedis) -> N
     try:
         assert client.ping()
         assert client.config_get("appendonly") == {"appendonly": "yes"}
-        assert client.config_get("appendfsync") == {"appendfsync": "everysec"}
+        assert client.config_get("appendfsync") == {"appendfsync": "always"}
         assert client.config_get("port") == {"port": "0"}  # no TCP listener at all
     finally:
         client.close()
