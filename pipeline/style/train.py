@@ -91,6 +91,7 @@ class TrainConfig:
     export_width_px: int = 640
     threads: int = 1
     seed: int = 0
+    lr_decay_fraction: float = 0.25  # the last quarter of the steps: lr falls linearly to 0.1x
     log_every: int = 25
     checkpoint_every: int = 250
     max_shift_px: int = 4
@@ -134,10 +135,13 @@ def _video_frames(path: Path, count: int) -> list[npt.NDArray[np.uint8]]:
 
 def load_content(directories: Sequence[Path], frames_per_video: int) -> list[npt.NDArray[np.uint8]]:
     """Every image, and ``frames_per_video`` evenly spaced frames of every video, under
-    ``directories`` (searched recursively), as BGR uint8."""
+    ``directories`` (searched recursively), as BGR uint8. An entry that is a file (an image or
+    a video) is taken as it is, so single files can be picked, e.g. to keep evaluation images
+    out of training."""
     images: list[npt.NDArray[np.uint8]] = []
     for directory in directories:
-        for path in sorted(directory.rglob("*")):
+        paths = [directory] if directory.is_file() else sorted(directory.rglob("*"))
+        for path in paths:
             suffix = path.suffix.lower()
             if suffix in IMAGE_SUFFIXES:
                 images.append(read_bgr_image(path))
@@ -264,6 +268,17 @@ def _evaluation_images(content: Sequence[npt.NDArray[np.uint8]]) -> list[torch.T
     return tensors
 
 
+def _lr_factor(done: int, iterations: int, decay_fraction: float) -> float:
+    """Learning-rate factor after ``done`` steps: 1, then linearly down to 0.1 over the last
+    ``decay_fraction`` of the ``iterations`` (Adam's noise at a constant rate keeps the loss
+    above what the net can reach; the final decay lets it settle)."""
+    decay_steps = iterations * decay_fraction
+    if decay_steps <= 0:
+        return 1.0
+    remaining = max(0.0, iterations - done)
+    return 0.1 + 0.9 * min(1.0, remaining / decay_steps)
+
+
 def train(config: TrainConfig) -> TrainResult:
     """Train, checkpoint every ``checkpoint_every`` steps, export and store the model.
 
@@ -290,6 +305,9 @@ def train(config: TrainConfig) -> TrainResult:
     losses = StyleLosses(network, to_tensor(style), config.weights)
     model = build_transformer(config.kind)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda done: _lr_factor(done, config.iterations, config.lr_decay_fraction)
+    )
     checkpoint = config.checkpoint_dir / f"{safe_name(config.name)}.pt"
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     running: dict[str, float] = {}
@@ -306,6 +324,7 @@ def train(config: TrainConfig) -> TrainResult:
         optimizer.zero_grad()
         total.backward()  # type: ignore[no-untyped-call]  # unannotated in torch
         optimizer.step()
+        scheduler.step()
         for key, value in (
             ("content", terms.content),
             ("style", terms.style),
@@ -332,6 +351,7 @@ def train(config: TrainConfig) -> TrainResult:
         "batch_size": str(config.batch_size),
         "crop_px": str(config.crop_px),
         "style_width_px": str(config.style_width_px),
+        "lr_schedule": f"constant, then linear to 0.1x over the last {config.lr_decay_fraction:g}",
         "weights": str(config.weights),
         "content_layer": CONTENT_LAYER,
         "style_layers": ",".join(STYLE_LAYERS),
