@@ -89,8 +89,8 @@ _SCORE_CLIP = 80.0  # MediaPipe clips logits at 100 before the sigmoid; exp(100)
 class StillFallbackConfig(StrictModel):
     """The search a still image gets when one pass finds no face (never run on video frames).
 
-    ``detect_still`` runs it: calibration and evaluation, and the still images of the service
-    (enrolment, identify/verify uploads) where their analyser calls ``detect_still``.
+    ``detect_still`` runs it for every still image: enrolment, identify/verify uploads,
+    calibration and evaluation (``FaceAnalyzer.analyze``).
     """
 
     enabled: bool = Field(
