@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -34,7 +34,7 @@ from calibration.errors import CalibrationDataError
 from calibration.faceset import LabelledFaces, all_pairs
 from calibration.roc import best_accuracy_point
 from calibration.verifier import MethodResult, held_out_result
-from engines.adapter import adapter_head_onnx
+from engines.adapter import adapter_head_onnx, apply_head
 
 __all__ = [
     "AdapterReport",
@@ -50,7 +50,6 @@ __all__ = [
 
 Mining = Literal["batch-hard", "semi-hard"]
 _log = logging.getLogger(__name__)
-_SIGNIFICANCE: Final = 0.05
 
 
 def squared_distances(embeddings: torch.Tensor) -> torch.Tensor:
@@ -157,9 +156,7 @@ class TrainedAdapter:
 
     def apply(self, descriptors: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """The head on descriptors (N, D)."""
-        shifted = np.asarray(descriptors, np.float32) @ self.weight + self.bias
-        norms = np.linalg.norm(shifted, axis=1, keepdims=True)
-        return np.asarray(shifted / np.maximum(norms, 1e-6) * self.scale, np.float32)
+        return apply_head(descriptors, self.weight, self.bias, self.scale)
 
     def onnx_model(self) -> onnx.ModelProto:
         """The head as ONNX, naming the encoder it was trained on."""
@@ -238,11 +235,7 @@ class AdapterReport:
     @property
     def helps(self) -> bool:
         """More accurate held out, AUC no lower, and McNemar's p < 0.05 on the disagreements."""
-        return (
-            self.adapted.accuracy > self.encoder.accuracy
-            and self.adapted.auc >= self.encoder.auc
-            and self.adapted.p_value < _SIGNIFICANCE
-        )
+        return self.adapted.beats(self.encoder)
 
     def as_dict(self) -> dict[str, object]:
         """JSON-ready form."""

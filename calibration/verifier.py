@@ -157,6 +157,15 @@ class MethodResult:
         """McNemar's exact two-sided p-value against the baseline."""
         return mcnemar_exact_p(self.right_where_baseline_wrong, self.wrong_where_baseline_right)
 
+    def beats(self, baseline: MethodResult) -> bool:
+        """More accurate than ``baseline`` (the one it was compared with pair by pair), AUC no
+        lower, and McNemar's p < 0.05 on the pairs where the two disagree."""
+        return (
+            self.accuracy > baseline.accuracy
+            and self.auc >= baseline.auc
+            and self.p_value < _SIGNIFICANCE
+        )
+
     def as_dict(self) -> dict[str, float | int]:
         """JSON-ready form."""
         return {
@@ -185,12 +194,7 @@ class VerifierReport:
 
     def beats_distance(self, method: str) -> bool:
         """More accurate than the distance threshold held out, AUC no lower, p < 0.05."""
-        ours, baseline = self.methods[method], self.methods["distance"]
-        return (
-            ours.accuracy > baseline.accuracy
-            and ours.auc >= baseline.auc
-            and ours.p_value < _SIGNIFICANCE
-        )
+        return self.methods[method].beats(self.methods["distance"])
 
     def as_dict(self) -> dict[str, object]:
         """JSON-ready form, with the verdict for each logistic variant."""

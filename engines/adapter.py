@@ -40,6 +40,7 @@ __all__ = [
     "adapted_model_id",
     "adapter_head_onnx",
     "append_adapter",
+    "apply_head",
     "build_adapted_encoder",
     "read_adapter",
 ]
@@ -104,21 +105,34 @@ def adapter_head_onnx(
     return model
 
 
+def apply_head(
+    descriptors: npt.NDArray[np.float32],
+    weight: npt.NDArray[np.float32],
+    bias: npt.NDArray[np.float32],
+    scale: float,
+) -> npt.NDArray[np.float32]:
+    """``scale * normalize(descriptors @ weight + bias)`` row by row, as the head's graph does."""
+    shifted = np.asarray(descriptors, np.float32) @ weight + bias
+    norms = np.sqrt(np.maximum((shifted * shifted).sum(axis=1, keepdims=True), _EPSILON))
+    return np.asarray(shifted / norms * scale, np.float32)
+
+
 @dataclass(frozen=True, slots=True)
 class AdapterHead:
-    """A head file read from disk: its model, sha256 and the encoder it was trained on."""
+    """A head file read from disk: its model, sha256, the encoder it was trained on, and its
+    weights (read once from the model's initializers)."""
 
     path: Path
     model: onnx.ModelProto
     sha256: str
     base_model_id: str
+    weight: npt.NDArray[np.float32]
+    bias: npt.NDArray[np.float32]
+    scale: float
 
     def apply(self, descriptors: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        """The head on descriptors (N, D) -> (N, D'), computed from its own weights."""
-        weights = {item.name: numpy_helper.to_array(item) for item in self.model.graph.initializer}
-        shifted = np.asarray(descriptors, np.float32) @ weights["weight"] + weights["bias"]
-        norms = np.sqrt(np.maximum((shifted * shifted).sum(axis=1, keepdims=True), _EPSILON))
-        return np.asarray(shifted / norms * weights["scale"], np.float32)
+        """The head on descriptors (N, D) -> (N, D')."""
+        return apply_head(descriptors, self.weight, self.bias, self.scale)
 
 
 def read_adapter(path: Path) -> AdapterHead:
@@ -147,7 +161,16 @@ def read_adapter(path: Path) -> AdapterHead:
             f"{ADAPTER_OUTPUT!r} and metadata {BASE_MODEL_KEY!r}); make one with "
             "`facestream train adapter`"
         )
-    return AdapterHead(path, model, hashlib.sha256(data).hexdigest(), properties[BASE_MODEL_KEY])
+    weights = {item.name: numpy_helper.to_array(item) for item in model.graph.initializer}
+    return AdapterHead(
+        path,
+        model,
+        hashlib.sha256(data).hexdigest(),
+        properties[BASE_MODEL_KEY],
+        weight=np.asarray(weights["weight"], np.float32),
+        bias=np.asarray(weights["bias"], np.float32),
+        scale=float(weights["scale"]),
+    )
 
 
 def adapted_model_id(base_model_id: str, head_sha256: str) -> str:

@@ -21,7 +21,7 @@ from engines.convert.dlib_resnet import ConvWeights, EncoderNetwork, read_dlib_r
 from engines.errors import BackendUnavailableError, ConfigError
 from engines.store import ModelStore
 
-__all__ = ["TorchEngine", "TorchSettings", "build_torch_encoder"]
+__all__ = ["TorchEngine", "TorchSettings", "build_torch_encoder", "import_torch"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +43,8 @@ class TorchSettings:
             raise ConfigError("torch fp16 and CUDA graphs need device 'cuda'")
 
 
-def _import_torch() -> Any:
+def import_torch() -> Any:
+    """The torch module, or BackendUnavailableError naming the extra to install."""
     try:
         import torch  # noqa: PLC0415  (optional dependency, imported on use)
     except ImportError as exc:
@@ -53,7 +54,7 @@ def _import_torch() -> Any:
 
 def build_torch_encoder(network: EncoderNetwork) -> Any:
     """An ``nn.Module`` computing the encoder: float32 (N, 3, 150, 150) RGB 0-255 -> (N, 128)."""
-    _import_torch()  # a clear BackendUnavailableError when the extra is missing
+    import_torch()  # a clear BackendUnavailableError when the extra is missing
     import torch  # noqa: PLC0415  (optional dependency, imported on use)
     from torch.nn import functional  # noqa: PLC0415
 
@@ -115,7 +116,7 @@ class TorchEngine(BaseEngine):
         self, model_path: Path, store: ModelStore, *, source: Path, settings: TorchSettings
     ) -> None:
         stored = store.open(model_path)
-        torch = _import_torch()
+        torch = import_torch()
         if settings.device == "cuda" and not torch.cuda.is_available():
             raise BackendUnavailableError("torch reports no CUDA device; use device 'cpu'")
         network = read_dlib_resnet(source)

@@ -24,6 +24,7 @@ channel, and on any gap in versions, lost connection or Redis restart it reloads
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -173,6 +174,10 @@ class Identity:
             "updated": self.updated,
             "templates": dict(self.template_counts),
         }
+
+    def with_counts(self, template_counts: Mapping[str, int]) -> Identity:
+        """This identity with other template counts, updated now."""
+        return dataclasses.replace(self, updated=time.time(), template_counts=template_counts)
 
     def _record(self) -> bytes:
         return json.dumps(
@@ -594,14 +599,7 @@ class Gallery:
             current = self._current(pipe, identity_id)
             counts = dict(current.template_counts)
             counts[self._model_id] = counts.get(self._model_id, 0) + len(embeddings)
-            identity = Identity(
-                identity_id=identity_id,
-                name=current.name,
-                metadata=current.metadata,
-                created=current.created,
-                updated=time.time(),
-                template_counts=counts,
-            )
+            identity = current.with_counts(counts)
             pipe.multi()
             pipe.hset(self._identities_key, identity_id, identity._record())
             self._queue_templates(pipe, identity_id, embeddings)
@@ -694,14 +692,7 @@ class Gallery:
                 identity = Identity._from_record(identity_id, _as_bytes(record))
                 counts = dict(identity.template_counts)
                 counts[self._model_id] = sum(model == self._model_id for model in models.values())
-                updated = Identity(
-                    identity_id=identity_id,
-                    name=identity.name,
-                    metadata=identity.metadata,
-                    created=identity.created,
-                    updated=time.time(),
-                    template_counts=counts,
-                )
+                updated = identity.with_counts(counts)
                 pipe.hset(self._identities_key, identity_id, updated._record())
                 pipe.hset(
                     self._templates_prefix + identity_id,

@@ -23,6 +23,7 @@ import numpy.typing as npt
 from engines.base import BaseEngine
 from engines.errors import BackendUnavailableError, ConfigError, ModelFileError
 from engines.store import ModelStore
+from engines.torchrt import import_torch
 from pipeline.style.engine import read_verified
 
 __all__ = ["TorchStyleEngine", "TorchStyleSettings", "read_onnx_weights"]
@@ -44,14 +45,6 @@ class TorchStyleSettings:
             )
         if self.precision == "fp16" and self.device != "cuda":
             raise ConfigError("torch fp16 needs device 'cuda'")
-
-
-def _import_torch() -> Any:
-    try:
-        import torch  # noqa: PLC0415  (optional dependency, imported on use)
-    except ImportError as exc:
-        raise BackendUnavailableError("torch is not installed: install facestream[torch]") from exc
-    return torch
 
 
 def read_onnx_weights(data: bytes, source: Path) -> dict[str, npt.NDArray[np.float32]]:
@@ -81,7 +74,7 @@ class TorchStyleEngine(BaseEngine):
         if stored.manifest.format != "onnx":
             raise ModelFileError(f"{model_path}: is {stored.manifest.format}, not an ONNX model")
         weights = read_onnx_weights(read_verified(stored), model_path)
-        torch = _import_torch()
+        torch = import_torch()
         if settings.device == "cuda" and not torch.cuda.is_available():
             raise BackendUnavailableError("torch reports no CUDA device; use device 'cpu'")
         from pipeline.style.nets import NET_SPECS, StyleTransformer  # noqa: PLC0415  (torch)
