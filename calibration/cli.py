@@ -14,7 +14,13 @@ from typing import Annotated
 
 import typer
 
-from calibration.liveness import EvalSettings, Split, default_shared_data, run_liveness_eval
+from calibration.liveness import (
+    EvalSettings,
+    Split,
+    StillPolicy,
+    default_shared_data,
+    run_liveness_eval,
+)
 from engines.errors import FaceStreamError
 from pipeline.liveness import LivenessConfig
 
@@ -43,6 +49,13 @@ def eval_liveness_command(  # noqa: PLR0917  (typer maps each parameter to an op
     ] = "report",
     max_prints: Annotated[int, typer.Option(min=1, help="synthetic print attacks")] = 24,
     max_replays: Annotated[int, typer.Option(min=1, help="synthetic screen replays")] = 16,
+    stills: Annotated[
+        str,
+        typer.Option(
+            help="images: passive (one-frame cues, as a photo upload check) or clip "
+            "(held still as a video: never live, as at a door)"
+        ),
+    ] = "passive",
     cnn: Annotated[bool, typer.Option(help="use the MiniFASNet CNN cue")] = True,
     det_plot: Annotated[Path | None, typer.Option(help="write the DET curve PNG here")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON object last")] = False,
@@ -57,6 +70,7 @@ def eval_liveness_command(  # noqa: PLR0917  (typer maps each parameter to an op
         max_prints=max_prints,
         max_replays=max_replays,
         split=_split(split),
+        stills=_stills(stills),
         liveness=LivenessConfig(enabled=True, cnn=cnn),
     )
     try:
@@ -66,12 +80,28 @@ def eval_liveness_command(  # noqa: PLR0917  (typer maps each parameter to an op
         raise typer.Exit(2) from exc
     summary = {
         key: report[key]
-        for key in ("apcer", "bpcer", "acer", "median_time_to_decision_s", "clips", "split")
+        for key in (
+            "apcer",
+            "bpcer",
+            "acer",
+            "median_time_to_decision_s",
+            "clips",
+            "split",
+            "stills",
+        )
     }
     if as_json:
         typer.echo(json.dumps({**report, **summary}))
     else:
         typer.echo(json.dumps(summary, indent=2))
+
+
+def _stills(value: str) -> StillPolicy:
+    if value == "passive":
+        return "passive"
+    if value == "clip":
+        return "clip"
+    raise typer.BadParameter(f"--stills must be passive or clip, not {value!r}")
 
 
 def _split(value: str) -> Split:

@@ -5,20 +5,25 @@ Each clip is run through the service's own parts (the BlazeFace detector, the Io
 largest) at the end of the clip. "undecided" counts against bona fide clips (the door stays
 closed) and as rejected for attacks. Clips come from either
 
-- a manifest CSV (``path,label``; label ``bona_fide`` or an attack type such as ``print`` or
-  ``replay``; paths relative to the CSV's folder; each a video or an image, an image being a
-  still clip), or
+- a manifest CSV (``path,label``; label ``bona_fide`` (or ``live``) or an attack type such as
+  ``print`` or ``replay``; paths relative to the CSV's folder; each a video or an image), or
 - the shared data folder: bona fide windows of every face track of the face videos listed in
   ``video/labels.csv`` (``bona_fide_windows``), synthetic print attacks from single-face photos
   of ``faces/labels.csv``, synthetic screen replays of those video windows and photos
   (``calibration.liveness_attacks``), all at ``fps``; plus the real samples of
-  ``liveness/labels.csv``, reported apart (they are single images: a still is never "live").
+  ``liveness/labels.csv``, reported apart.
   The data is cut into two disjoint splits (``split_of_window``, ``split_of_photo``): "tune"
   (what thresholds, weights and the texture model are fitted on, ``calibration.tune_liveness``)
   and "report" (what the figures in docs/liveness.md come from; the default).
 
 A clip counts as accepted when its main track was judged "live" at any frame (the door opens on
 the first "live"), so a bona fide clip must become live within the clip and an attack must never.
+
+Images are decided by ``stills``: "passive" (the default) judges the image's largest face by
+the cues one frame carries (``LivenessJudge.judge_still``: CNN and texture), as a passive
+anti-spoofing check of an uploaded photo would; "clip" holds the image still for
+``clip_seconds`` and runs it as a video, where it can never become "live" (no motion), which is
+what a door camera does with a motionless face.
 """
 
 from __future__ import annotations
@@ -58,6 +63,8 @@ __all__ = [
     "ClipResult",
     "EvalSettings",
     "Split",
+    "Still",
+    "StillPolicy",
     "bona_fide_windows",
     "default_shared_data",
     "iso_metrics",
@@ -71,6 +78,8 @@ _log = logging.getLogger(__name__)
 BONA_FIDE = "bona_fide"
 _VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
 Split = Literal["tune", "report", "all"]
+StillPolicy = Literal["passive", "clip"]
+_BONA_FIDE_ALIASES = {"bona_fide", "bonafide", "live", "real", "genuine"}
 _WINDOW_COVERAGE = 0.7  # a window needs its track detected in this fraction of its frames
 _CROP_SIZE = (640, 480)  # bona fide windows are cut to (at most) this size around the track
 _MAX_SOURCE_WIDTH = 1920
@@ -93,7 +102,7 @@ class EvalSettings:
     length and spacing of the bona fide windows cut from each face track; frame_width_px:
     attack frames are this wide; max_prints / max_replays: synthetic attacks made (sources
     drawn at random with ``seed``); split: which half of the shared data ("tune", "report" or
-    "all"; manifests are used whole)."""
+    "all"; manifests are used whole); stills: how images are decided (module docstring)."""
 
     data_dir: Path = field(default_factory=default_shared_data)
     store_dir: Path = Path("data")
@@ -108,6 +117,7 @@ class EvalSettings:
     max_prints: int = 24
     max_replays: int = 16
     split: Split = "report"
+    stills: StillPolicy = "passive"
     liveness: LivenessConfig = field(
         default_factory=lambda: LivenessConfig(enabled=True)  # the eval judges liveness
     )
@@ -351,21 +361,43 @@ def _resize_longest(image: npt.NDArray[np.uint8], longest: int) -> npt.NDArray[n
     return _resize(image, round(image.shape[1] * scale)) if scale < 1 else image
 
 
-def manifest_clips(manifest: Path, settings: EvalSettings) -> list[Clip]:
-    """Clips named by a ``path,label`` CSV (paths relative to its folder)."""
+@dataclass(frozen=True, slots=True)
+class Still:
+    """One image judged on its own (``stills = "passive"``); label as a clip's."""
+
+    image: npt.NDArray[np.uint8]
+    label: str
+    source: str
+
+
+def manifest_label(label: str) -> str:
+    """A manifest label, lower case, with the bona fide aliases (live, real, ...) folded."""
+    folded = label.strip().lower()
+    if not folded:
+        raise PairsFileError("a manifest row has an empty label")
+    return BONA_FIDE if folded in _BONA_FIDE_ALIASES else folded
+
+
+def manifest_clips(manifest: Path, settings: EvalSettings) -> list[Clip | Still]:
+    """Clips (videos; images too when ``stills = "clip"``) and stills named by a ``path,label``
+    CSV (paths relative to its folder)."""
     length = round(settings.clip_seconds * settings.fps)
-    clips = []
+    items: list[Clip | Still] = []
     for row in _rows(manifest):
         if "path" not in row or "label" not in row:
             raise PairsFileError(f"{manifest}: expected the header path,label")
         path = manifest.parent / row["path"]
+        label = manifest_label(row["label"])
         if path.suffix.lower() in _VIDEO_SUFFIXES:
             frames = tuple(read_video(path, fps=settings.fps, width=settings.frame_width_px))
+            items.append(Clip(frames, settings.fps, label, row["path"]))
+            continue
+        image = _resize(read_image_bgr(path), settings.frame_width_px)
+        if settings.stills == "passive":
+            items.append(Still(image, label, row["path"]))
         else:
-            still = _resize(read_image_bgr(path), settings.frame_width_px)
-            frames = (still,) * length
-        clips.append(Clip(frames, settings.fps, row["label"].strip(), row["path"]))
-    return clips
+            items.append(Clip((image,) * length, settings.fps, label, row["path"]))
+    return items
 
 
 class ClipJudge:
@@ -434,6 +466,23 @@ class ClipJudge:
             clip.source, clip.label, liveness, seconds, accepted=main in ever_live, main_track=main
         )
 
+    def judge_still(self, still: Still) -> ClipResult:
+        """The passive verdict on the image's largest face (the still-image detector, with its
+        fallback); accepted when it is "live"; no time to decision."""
+        faces = self._detector.detect_still(np.ascontiguousarray(still.image[:, :, ::-1]))
+        if not len(faces):
+            return ClipResult(still.source, still.label, Liveness.undecided(), None)
+        largest = int(np.argmax(faces.widths_px))
+        judge = LivenessJudge(self._config, self._engine)
+        liveness = judge.judge_still(still.image, faces)[largest]
+        return ClipResult(
+            still.source, still.label, liveness, None, accepted=liveness.verdict == "live"
+        )
+
+    def judge_any(self, item: Clip | Still) -> ClipResult:
+        """``judge`` a clip, ``judge_still`` a still."""
+        return self.judge_still(item) if isinstance(item, Still) else self.judge(item)
+
     def close(self) -> None:
         """Release the detector's engine."""
         self._detector.close()
@@ -490,23 +539,22 @@ def write_det_plot(results: list[ClipResult], path: Path) -> Path:
 
 def _real_samples(
     data_dir: Path, clip_judge: ClipJudge, settings: EvalSettings
-) -> list[dict[str, object]]:
-    """The real images of liveness/labels.csv, each held still for one clip."""
+) -> list[ClipResult]:
+    """The real images of liveness/labels.csv, decided as ``settings.stills`` says."""
     labels = data_dir / "liveness" / "labels.csv"
     if not labels.is_file():
         return []
-    samples = []
     length = round(settings.clip_seconds * settings.fps)
+    samples = []
     for row in _rows(labels):
-        still = _resize(read_image_bgr(data_dir / "liveness" / row["path"]), 640)
+        image = _resize(read_image_bgr(data_dir / "liveness" / row["path"]), 640)
         label = BONA_FIDE if row["label"] == "live" else row.get("attack_type", "spoof")
-        result = clip_judge.judge(Clip((still,) * length, settings.fps, label, row["path"]))
-        samples.append(
-            {
-                **result.as_dict(),
-                "static_correct": (result.liveness.score >= 0.5) == (label == BONA_FIDE),
-            }
+        item: Clip | Still = (
+            Still(image, label, row["path"])
+            if settings.stills == "passive"
+            else Clip((image,) * length, settings.fps, label, row["path"])
         )
+        samples.append(clip_judge.judge_any(item))
     return samples
 
 
@@ -520,13 +568,14 @@ def run_liveness_eval(settings: EvalSettings, *, det_plot: Path | None = None) -
         engine = load_liveness_engine(store, source_dir=settings.minifasnet_dir)
     clip_judge = ClipJudge(store, settings.liveness, engine)
     try:
+        clips: list[Clip | Still]
         if settings.manifest is not None:
             clips = manifest_clips(settings.manifest, settings)
         else:
-            clips = synthetic_clips(settings, bona_fide_windows(settings, clip_judge))
+            clips = list(synthetic_clips(settings, bona_fide_windows(settings, clip_judge)))
         results = []
         for clip in clips:
-            results.append(clip_judge.judge(clip))
+            results.append(clip_judge.judge_any(clip))
             _log.info("%s %s -> %s", clip.label, clip.source, results[-1].liveness.verdict)
         report = iso_metrics(results)
         real = (
@@ -542,7 +591,15 @@ def run_liveness_eval(settings: EvalSettings, *, det_plot: Path | None = None) -
         report["det_plot"] = str(write_det_plot(results, det_plot))
     report["split"] = "manifest" if settings.manifest is not None else settings.split
     report["seed"] = settings.seed
-    report["real_samples"] = real
+    report["stills"] = settings.stills
+    report["real_samples"] = [item.as_dict() for item in real]
+    real_labels = {item.label for item in real}
+    if BONA_FIDE in real_labels and len(real_labels) > 1:
+        report["real_samples_iso"] = {
+            key: value
+            for key, value in iso_metrics(real).items()
+            if key in ("apcer", "bpcer", "acer", "clips")
+        }
     report["results"] = [item.as_dict() for item in results]
     report["seconds"] = round(time.perf_counter() - started, 1)
     return report

@@ -56,6 +56,7 @@ from pipeline.errors import (
 from pipeline.events import EventKind
 from pipeline.images import decode_image
 from pipeline.live import TrackLabel
+from pipeline.liveness import LivenessJudge
 from pipeline.preview import MJPEG_BOUNDARY
 from pipeline.ratelimit import BodySizeLimit, RateLimiter, retry_after_header
 from pipeline.service import FaceStreamService
@@ -384,6 +385,33 @@ def verify(
     tau = state.service.config.process.match.max_distance
     distance = gallery.distance_to(_largest_face(state, image), identity_id)
     return {"match": distance <= tau, "distance": round(distance, 4), "tau": tau}
+
+
+@v1.post("/liveness", tags=["matching"], dependencies=Limited)
+def passive_liveness(state: State, image: Annotated[UploadFile, File()]) -> dict[str, object]:
+    """Passive liveness of each face of one photo (a remote enrolment's selfie, say): the
+    one-frame cues (MiniFASNet, texture), largest face first. A door never relies on this: at
+    a camera a face must also move in 3-D to be "live"."""
+    config = state.service.config.liveness
+    if not config.enabled:
+        raise ConfigError("liveness is disabled: set [liveness] enabled = true")
+    rgb = _read_upload(state, image)
+    bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+    judge = LivenessJudge(config, state.service.services.liveness_engine)
+    with state.analysis_lock:
+        faces = state.service.services.analyzer.detector.detect_still(rgb)
+        verdicts = judge.judge_still(bgr, faces)
+    return {
+        "faces": [
+            {
+                "box": [round(float(value), 1) for value in faces.boxes[row]],
+                "verdict": liveness.verdict,
+                "score": round(liveness.score, 4),
+                "cues": {name: round(value, 4) for name, value in liveness.cues.items()},
+            }
+            for row, liveness in enumerate(verdicts)
+        ]
+    }
 
 
 # ---- streams (cameras) and their previews ----

@@ -128,6 +128,7 @@ def test_every_v1_route_refuses_a_missing_or_wrong_token(
         ("POST", "/v1/identities"),
         ("POST", "/v1/identify"),
         ("POST", "/v1/verify"),
+        ("POST", "/v1/liveness"),
         ("GET", "/v1/streams"),
         ("POST", "/v1/streams"),
         ("DELETE", "/v1/streams/front"),
@@ -371,3 +372,12 @@ def test_data_dir_token_file_is_private(tmp_path: Path, monkeypatch: pytest.Monk
     path = tmp_path / "api_token"
     assert path.read_text().strip() == token
     assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_passive_liveness_needs_liveness_enabled(http: httpx.Client, sample: SampleFiles) -> None:
+    """This service runs without liveness: the photo check says so instead of guessing."""
+    reply = http.post(
+        "/v1/liveness", files={"image": ("face.jpg", _photo(sample), "image/jpeg")}, headers=AUTH
+    )
+    assert reply.status_code == 422
+    assert "liveness is disabled" in reply.json()["detail"]

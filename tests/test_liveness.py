@@ -5,6 +5,7 @@ absent); synthetic attacks come from calibration.liveness_attacks with fixed see
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from types import MappingProxyType
@@ -14,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 import pydantic
 import pytest
+from typer.testing import CliRunner
 
 from calibration.liveness import (
     ClipJudge,
@@ -32,6 +34,7 @@ from engines.convert.minifasnet import (
 from engines.errors import ConfigError, FaceStreamError
 from engines.liveness import INPUT_SCALES, OUTPUT_NAME, default_minifasnet_dir
 from engines.store import ModelStore
+from pipeline.cli import app
 from pipeline.liveness import Liveness, LivenessConfig, LivenessJudge, load_liveness_engine
 from pipeline.liveness.cnn import cnn_live_probabilities
 from pipeline.types import Faces
@@ -264,3 +267,57 @@ def _jpeg_round_trip(image_bgr: npt.NDArray[np.uint8], *, quality: int) -> npt.N
     decoded = cv2.imdecode(encoded, cv2.IMREAD_COLOR) if ok else None
     assert decoded is not None
     return np.asarray(decoded, dtype=np.uint8)
+
+
+def _real_samples_manifest(shared_data: Path, folder: Path) -> Path:
+    """A manifest of the real images, labelled as a site would write them (live, print,
+    replay)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with (shared_data / "liveness" / "labels.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    lines = ["path,label"]
+    for row in rows:
+        label = "live" if row["label"] == "live" else row["attack_type"].split("_")[0]
+        lines.append(f"{shared_data / 'liveness' / row['path']},{label}")
+    manifest = folder / "manifest.csv"
+    manifest.write_text("\n".join(lines) + "\n")
+    return manifest
+
+
+def test_eval_decides_manifest_stills_passively_or_as_motionless_clips(
+    shared_data: Path, liveness_store: ModelStore, minifasnet_dir: Path, tmp_path: Path
+) -> None:
+    """`facestream eval liveness --manifest` on the six real images: passively (the default)
+    the MiniFASNet + texture verdict accepts both live people and rejects all four attacks; held
+    still as a clip nothing can become live (no motion), so BPCER is 1. An empty image in a
+    manifest is a clear error, not a crash."""
+    manifest = _real_samples_manifest(shared_data, tmp_path / "real")
+    runner = CliRunner()
+
+    def run(*extra: str, csv_path: Path = manifest) -> dict[str, object]:
+        result = runner.invoke(
+            app,
+            ["eval", "liveness", "--manifest", str(csv_path), "--store",
+             str(liveness_store.data_dir), "--minifasnet", str(minifasnet_dir), "--json", *extra],
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        report: dict[str, object] = json.loads(result.output.strip().splitlines()[-1])
+        return report
+
+    passive = run()
+    assert passive["stills"] == "passive"
+    assert passive["clips"] == {"bona_fide": 2, "print": 1, "replay": 3}
+    assert passive["bpcer"] == 0.0, passive["results"]
+    assert passive["apcer"] == {"print": 0.0, "replay": 0.0}, passive["results"]
+    as_clips = run("--stills", "clip")
+    assert as_clips["bpcer"] == 1.0
+    assert as_clips["apcer"] == {"print": 0.0, "replay": 0.0}
+    (tmp_path / "real" / "empty.jpg").write_bytes(b"")
+    broken = tmp_path / "real" / "broken.csv"
+    broken.write_text(manifest.read_text() + "empty.jpg,live\n")
+    result = runner.invoke(
+        app, ["eval", "liveness", "--manifest", str(broken), "--store",
+              str(liveness_store.data_dir), "--minifasnet", str(minifasnet_dir)],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "empty.jpg" in result.output

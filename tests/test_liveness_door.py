@@ -1,13 +1,18 @@
 """Liveness at the door, end to end: the sample video is a photo moved in front of the camera
 (a print attack by construction). With liveness required, the enrolled face is recognised but
-never granted and never judged live; the preview and the stream's tracks show the verdict."""
+never granted and never judged live; the preview and the stream's tracks show the verdict.
+The same service's ``POST /v1/liveness`` judges uploaded photos passively."""
 
 from __future__ import annotations
 
+import csv
 import shutil
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
+import httpx
 import pytest
 
 from pipeline.capture import CameraConfig
@@ -16,12 +21,45 @@ from pipeline.decide import DoorConfig
 from pipeline.images import decode_image
 from pipeline.liveness import LivenessConfig
 from pipeline.sample import make_sample
-from pipeline.service import run_service
+from pipeline.service import FaceStreamService, run_service
 
 WATCH_SECONDS = 20.0
 
 
-def test_a_moving_photo_never_opens_a_door_that_requires_liveness(tmp_path: Path) -> None:
+ServeApi = Callable[[FaceStreamService, str], AbstractContextManager[str]]
+TOKEN = "liveness-test-token-0123456789"
+
+
+def _passive_verdicts(
+    service: FaceStreamService, serve_api: ServeApi, shared_data: Path
+) -> dict[str, tuple[str, list[str]]]:
+    """label -> (path, verdicts of the faces) for each real image, through the HTTP API."""
+    folder = shared_data / "liveness"
+    with (folder / "labels.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    found: dict[str, tuple[str, list[str]]] = {}
+    with serve_api(service, TOKEN) as url, httpx.Client(base_url=url, timeout=30.0) as http:
+        for row in rows:
+            reply = http.post(
+                "/v1/liveness",
+                files={"image": (row["path"], (folder / row["path"]).read_bytes())},
+                headers={"Authorization": f"Bearer {TOKEN}"},
+            )
+            assert reply.status_code == 200, reply.text
+            verdicts = [face["verdict"] for face in reply.json()["faces"]]
+            found[row["path"]] = (row["label"], verdicts)
+        junk = http.post(
+            "/v1/liveness",
+            files={"image": ("junk.jpg", b"not an image")},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
+        assert junk.status_code == 400
+    return found
+
+
+def test_a_moving_photo_never_opens_a_door_that_requires_liveness(
+    tmp_path: Path, serve_api: ServeApi, shared_data: Path
+) -> None:
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed (apt-get install redis-server)")
     sample = make_sample(tmp_path / "sample", seconds=4.0)
@@ -47,6 +85,7 @@ def test_a_moving_photo_never_opens_a_door_that_requires_liveness(tmp_path: Path
                 verdicts.add(track.liveness)
                 recognised |= track.name == "eileen_collins"
             time.sleep(0.2)
+        passive = _passive_verdicts(service, serve_api, shared_data)
         decisions = service.bus.recent(100, kind="decision")
         registry = service.services.metrics.registry
         liveness_seconds = registry.get_sample_value(
@@ -58,6 +97,9 @@ def test_a_moving_photo_never_opens_a_door_that_requires_liveness(tmp_path: Path
     assert [d.payload["outcome"] for d in decisions if d.payload["outcome"] == "granted"] == []
     assert liveness_seconds is not None
     assert liveness_seconds > 10
+    for path, (label, found) in passive.items():
+        assert found, f"no face found in {path}"
+        assert found[0] == label, (path, found)  # the largest face: live or spoof
 
 
 def test_doors_requiring_liveness_need_it_enabled() -> None:

@@ -276,6 +276,41 @@ class LivenessJudge:
         cues = MappingProxyType({**probabilities, **figures})
         return Liveness(verdict, score, cues, evidence.frames)
 
+    def judge_still(self, image_bgr: npt.NDArray[np.uint8], faces: Faces) -> list[Liveness]:
+        """Passive liveness of each face of one still image (a photo upload, an evaluation
+        manifest's image), from the cues a single frame carries: the CNN and texture (no
+        parallax, flicker or blink: they need time). "live" at or above ``live_threshold``,
+        "spoof" at or below ``spoof_threshold``, else "undecided". Tracks are not touched.
+        A door never uses this: at a camera, ``require_motion_for_live`` still applies."""
+        require_array("image_bgr", image_bgr, dtype=np.uint8, shape=(None, None, 3))
+        results = [Liveness.undecided() for _ in range(len(faces))]
+        rows = [
+            row
+            for row in range(len(faces))
+            if np.all(np.isfinite(faces.boxes[row])) and faces.widths_px[row] >= _MIN_FACE_PX
+        ]
+        cnn_scores = (
+            cnn_live_probabilities(self._engine, image_bgr, faces.boxes[rows]).tolist()
+            if self._engine is not None and rows
+            else [None] * len(rows)
+        )
+        for row, cnn_score in zip(rows, cnn_scores, strict=True):
+            probabilities: dict[str, float] = {}
+            if cnn_score is not None:
+                probabilities["cnn"] = float(cnn_score)
+            patch = texture_patch(image_bgr, faces.boxes[row]) if self.config.texture else None
+            if patch is not None:
+                features = texture_features(patch)
+                probabilities["texture"] = self._texture_model.live_probability(features)
+            score = fuse(probabilities, self._weights)
+            verdict: Verdict = "undecided"
+            if probabilities and score <= self.config.spoof_threshold:
+                verdict = "spoof"
+            elif probabilities and score >= self.config.live_threshold:
+                verdict = "live"
+            results[row] = Liveness(verdict, score, MappingProxyType(probabilities), 1)
+        return results
+
     def forget(self, track_id: int) -> None:
         """Drop a finished track's evidence (unknown ids are ignored)."""
         self._tracks.pop(track_id, None)
