@@ -66,12 +66,14 @@ from pipeline.stylize import StyleStream, Stylizer
 VIDEO_640X360 = SHARED_DATA / "video" / "faces" / "short_hamilton_clip.mp4"
 FLICKER_VIDEO = SHARED_DATA / "video" / "nonface" / "MOT20-05-raw_even_shorter.mp4"
 CONTENT = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "tubingen.jpg")
-STYLE_FILES = {
-    "starry_night": "starry_night.jpg",
-    "udnie": "udnie.jpg",
-    "the_scream": "the_scream.jpg",
-}
 TRAINING_WEIGHTS = LossWeights(style=4e-5)  # what the shipped models were trained with
+
+
+def _style_image_of(style: str) -> Path:
+    """The painting an installed style model was trained on (named by its manifest)."""
+    manifest = Path(f"{StyleCatalog().path(style)}.manifest.json")
+    name = json.loads(manifest.read_text())["build"]["style_image"]
+    return SHARED_DATA / "style" / "styles" / str(name)
 
 
 def _stream_fps(
@@ -154,7 +156,7 @@ def _backends(style: str, *, rounds: int, threads: int, frames: int = 40) -> dic
 
 def _speed(work: Path, style: str, *, rounds: int, threads: int) -> dict[str, float]:
     full_store = work / "full-store"
-    style_file = SHARED_DATA / "style" / "styles" / STYLE_FILES[style]
+    style_file = _style_image_of(style)
     save_style_model(
         build_transformer("full"),
         TrainConfig(
@@ -221,9 +223,7 @@ def _quality(styles: list[str], *, steps: int) -> dict[str, object]:
         contents.append(np.ascontiguousarray(image[: image.shape[0] // 8 * 8]))
     per_style: dict[str, dict[str, float]] = {}
     for style in styles:
-        style_image = resize_to_width(
-            read_bgr_image(SHARED_DATA / "style" / "styles" / STYLE_FILES[style]), 256
-        )
+        style_image = resize_to_width(read_bgr_image(_style_image_of(style)), 256)
         losses = StyleLosses(network, to_tensor(style_image), TRAINING_WEIGHTS)
         native = _NativeSizeNet(style)
         stylizer = Stylizer(StyleCatalog(), StyleEngineSettings(), style=style)
