@@ -68,8 +68,10 @@ __all__ = [
     "bona_fide_windows",
     "default_shared_data",
     "iso_metrics",
+    "read_photo",
     "run_liveness_eval",
     "split_of_photo",
+    "split_photos",
     "synthetic_clips",
     "write_det_plot",
 ]
@@ -299,27 +301,37 @@ def bona_fide_windows(settings: EvalSettings, clip_judge: ClipJudge) -> list[Bon
     return windows
 
 
+def split_photos(settings: EvalSettings) -> list[str]:
+    """The single-face photos of ``faces/labels.csv`` (paths under ``faces/``, duplicates left
+    out) in ``settings.split``."""
+    return [
+        row["path"]
+        for row in _rows(settings.data_dir / "faces" / "labels.csv")
+        if row.get("n_faces") == "1"
+        and not row.get("duplicate_of")
+        and settings.split in ("all", split_of_photo(row["path"]))
+    ]
+
+
+def read_photo(settings: EvalSettings, path: str) -> npt.NDArray[np.uint8]:
+    """A photo of ``split_photos`` as BGR, its longest side at most 480 px."""
+    return _resize_longest(read_image_bgr(settings.data_dir / "faces" / path), 480)
+
+
 def synthetic_clips(settings: EvalSettings, windows: list[BonaFideWindow]) -> list[Clip]:
     """Bona fide ``windows`` and synthetic print / replay attacks made from the photos of
     ``settings.split`` and those windows."""
     rng = np.random.default_rng(settings.seed)
     length = round(settings.clip_seconds * settings.fps)
     size = (settings.frame_width_px, round(settings.frame_width_px * 3 / 4))
-    data = settings.data_dir
     clips: list[Clip] = [
         bona_fide_clip(window.frames, fps=settings.fps, rng=rng, source=window.name)
         for window in windows
     ]
-    photos = [
-        row["path"]
-        for row in _rows(data / "faces" / "labels.csv")
-        if row.get("n_faces") == "1"
-        and not row.get("duplicate_of")
-        and settings.split in ("all", split_of_photo(row["path"]))
-    ]
+    photos = split_photos(settings)
     order = rng.permutation(len(photos))
     for index in order[: settings.max_prints]:
-        photo = _resize_longest(read_image_bgr(data / "faces" / photos[index]), 480)
+        photo = read_photo(settings, photos[index])
         clips.append(
             print_attack(
                 photo,
@@ -335,7 +347,7 @@ def synthetic_clips(settings: EvalSettings, windows: list[BonaFideWindow]) -> li
     ]
     replay_sources = [replay_sources[i] for i in rng.permutation(len(replay_sources))]
     photo_sources: list[tuple[str, tuple[npt.NDArray[np.uint8], ...]]] = [
-        (photos[index], (_resize_longest(read_image_bgr(data / "faces" / photos[index]), 480),))
+        (photos[index], (read_photo(settings, photos[index]),))
         for index in order[settings.max_prints :][: max(settings.max_replays // 2, 1)]
     ]
     # half the replays show a video window, half a photo, interleaved

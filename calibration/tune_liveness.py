@@ -10,7 +10,9 @@
    texture features of the face (``pipeline.liveness.texture``).
 2. The texture model: an L2-regularised logistic regression on the standardised features,
    bona fide faces against print and replay faces, each clip weighing the same and both
-   classes half. ``--write-texture-model`` writes its coefficients to
+   classes half. Bona fide faces are the windows' and, texture only, each tune photo through
+   the camera model (``_bona_fide_stills``): the prints and photo replays are made of those
+   same photos. ``--write-texture-model`` writes its coefficients to
    ``pipeline/liveness/texture_model.py``.
 3. The fusion: a grid over the cue weights, the parallax neutral ratio and the live
    threshold, replaying each clip's recorded cues frame by frame as ``LivenessJudge.verdict``
@@ -42,8 +44,11 @@ from calibration.liveness import (
     ClipJudge,
     EvalSettings,
     bona_fide_windows,
+    read_photo,
+    split_photos,
     synthetic_clips,
 )
+from calibration.liveness_attacks import bona_fide_clip
 from engines.liveness import load_liveness_engine
 from engines.store import ModelStore
 from pipeline.liveness import Liveness, LivenessConfig
@@ -113,9 +118,32 @@ def record(settings: EvalSettings, store: ModelStore) -> list[ClipTrace]:
                         trace.features[position] = texture_features(patch)
             traces.append(trace)
             print(f"{number + 1}/{len(clips)} {clip.label} {clip.source}", file=sys.stderr)
+        traces += _bona_fide_stills(settings, clip_judge)
     finally:
         clip_judge.close()
         engine.close()
+    return traces
+
+
+def _bona_fide_stills(settings: EvalSettings, clip_judge: ClipJudge) -> list[ClipTrace]:
+    """Texture-only bona fide samples: each photo of the split (a camera's picture of a real
+    person) through the camera model, features of its face. The prints and photo replays are
+    made of the same photos, so the texture model must learn what printing and screens add,
+    not "video frame against photo"."""
+    rng = np.random.default_rng(settings.seed + 1000)
+    traces = []
+    for path in split_photos(settings):
+        frame = bona_fide_clip((read_photo(settings, path),), fps=settings.fps, rng=rng).frames[0]
+        tracks = clip_judge.tracks([frame])
+        boxes = [boxes[0] for boxes in tracks.values()]
+        if not boxes:
+            continue
+        box = max(boxes, key=lambda item: float(item[2] - item[0]))
+        patch = texture_patch(frame, box)
+        if patch is not None:
+            trace = ClipTrace(BONA_FIDE, f"{path} (still)")
+            trace.features[0] = texture_features(patch)
+            traces.append(trace)
     return traces
 
 
@@ -217,6 +245,8 @@ def evaluate(
     accepted: dict[str, list[bool]] = {}
     margins: dict[bool, list[float]] = {True: [], False: []}
     for trace in traces:
+        if not trace.frames:
+            continue  # a texture-only sample (a bona fide still)
         live, highest = replay_verdicts(trace, texture, fusion, min_frames)
         accepted.setdefault(trace.label, []).append(live)
         bona_fide = trace.label == BONA_FIDE
@@ -258,7 +288,8 @@ def write_texture_model(model: TextureModel, command: str) -> Path:
     text = f'''"""Default coefficients of the texture cue's logistic model (``TextureModel``).
 
 Fitted by the project on the tune split of its synthetic evaluation only (bona fide face-track
-windows of ../shared/data/video against synthetic prints and screen replays from
+windows of ../shared/data/video and the tune photos of ../shared/data/faces through the camera
+model, against synthetic prints and screen replays of the same photos and windows from
 ``calibration.liveness_attacks``, seed 1; docs/liveness.md). It has never seen a real print or
 a real screen. Reproduce with:
 

@@ -1,7 +1,8 @@
 """Default coefficients of the texture cue's logistic model (``TextureModel``).
 
 Fitted by the project on the tune split of its synthetic evaluation only (bona fide face-track
-windows of ../shared/data/video against synthetic prints and screen replays from
+windows of ../shared/data/video and the tune photos of ../shared/data/faces through the camera
+model, against synthetic prints and screen replays of the same photos and windows from
 ``calibration.liveness_attacks``, seed 1; docs/liveness.md). It has never seen a real print or
 a real screen. Reproduce with:
 
@@ -16,8 +17,8 @@ __all__ = ["DEFAULT_TEXTURE_MODEL"]
 
 # feature order: high_frequency, spectral_peak, saturation, chroma_spread, highlights, contrast
 DEFAULT_TEXTURE_MODEL = TextureModel(
-    means=(-2.07319, 2.941519, 0.320066, 0.027714, 0.038544, 0.231963),
-    scales=(0.842447, 0.743901, 0.11687, 0.014877, 0.084997, 0.070157),
-    weights=(-1.502238, -0.246525, 0.131911, -0.87358, -0.38236, 1.605858),
-    bias=-2.049826,
+    means=(-2.077099, 2.925685, 0.322473, 0.027826, 0.039405, 0.232619),
+    scales=(0.830029, 0.737216, 0.115987, 0.014713, 0.085453, 0.07094),
+    weights=(-0.810912, -1.12614, 0.683716, 0.46704, 0.057626, 0.590761),
+    bias=-0.429848,
 )
