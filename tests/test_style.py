@@ -437,6 +437,38 @@ def test_error_classes_inherit_the_root_and_a_builtin() -> None:
     assert str(UnknownStyleError("no style 'x'")) == "no style 'x'"
 
 
+def test_warm_start_loads_a_shipped_model_exactly_and_refuses_another_kind(
+    tmp_path: Path,
+) -> None:
+    """``style train --init``: the shipped udnie ONNX loaded into a torch lite net computes what
+    ONNX Runtime computes from the file; a full net, a corrupt file and a missing one are
+    ModelFileErrors."""
+    torch = pytest.importorskip("torch", reason="the [torch] extra is needed for training")
+    from pipeline.style.nets import build_transformer  # noqa: PLC0415  (needs torch)
+    from pipeline.style.train import load_onnx_weights  # noqa: PLC0415
+
+    path = StyleCatalog(SHIPPED_STORE).path("udnie")
+    model = build_transformer("lite").eval()
+    load_onnx_weights(model, path)
+    network = load_style_network(path, StyleEngineSettings(threads=2))
+    frame = _astronaut_bgr(network.width_px, network.height_px)
+    expected = network.stylize(frame).astype(np.float32)
+    network.close()
+    with torch.no_grad():
+        batch = torch.from_numpy(frame.transpose(2, 0, 1).astype(np.float32))[None]
+        ours = model(batch)[0].numpy().transpose(1, 2, 0)
+    # stylize truncates to uint8: the float output, truncated, is within one level of it
+    assert float(np.abs(np.floor(np.clip(ours, 0, 255)) - expected).max()) <= 1.0
+    with pytest.raises(ModelFileError, match="not a full style net"):
+        load_onnx_weights(build_transformer("full"), path)
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"\x08\x01garbage" * 50)
+    with pytest.raises(ModelFileError, match="corrupt.onnx"):
+        load_onnx_weights(build_transformer("lite"), corrupt)
+    with pytest.raises(ModelFileError, match="gone.onnx"):
+        load_onnx_weights(build_transformer("lite"), tmp_path / "gone.onnx")
+
+
 def test_train_config_is_frozen() -> None:
     """Training settings cannot be changed after creation (they go into the model card)."""
     pytest.importorskip("torch", reason="the [torch] extra is needed for training")

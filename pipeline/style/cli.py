@@ -79,6 +79,10 @@ def train_command(
     learning_rate: Annotated[float, typer.Option(min=0)] = 1e-3,
     threads: Annotated[int, typer.Option(min=1, help="torch CPU threads")] = 1,
     seed: Annotated[int, typer.Option()] = 0,
+    init: Annotated[
+        Path | None,
+        typer.Option(help="warm start from this style model (.onnx of the same --kind)"),
+    ] = None,
 ) -> None:
     """Train a fast style net and store it as ONNX (640x360) with a manifest and model card."""
     from pipeline.style.losses import LossWeights  # noqa: PLC0415  (needs torch)
@@ -106,6 +110,7 @@ def train_command(
         ),
         threads=threads,
         seed=seed,
+        init_model=init,
         command="facestream style train " + shlex.join(_arguments_after("train")),
     )
     result = train(config)

