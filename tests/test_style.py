@@ -463,9 +463,9 @@ def test_warm_start_loads_a_shipped_model_exactly_and_refuses_another_kind(
         load_onnx_weights(build_transformer("full"), path)
     corrupt = tmp_path / "corrupt.onnx"
     corrupt.write_bytes(b"\x08\x01garbage" * 50)
-    with pytest.raises(ModelFileError, match="corrupt.onnx"):
+    with pytest.raises(ModelFileError, match=r"corrupt\.onnx"):
         load_onnx_weights(build_transformer("lite"), corrupt)
-    with pytest.raises(ModelFileError, match="gone.onnx"):
+    with pytest.raises(ModelFileError, match=r"gone\.onnx"):
         load_onnx_weights(build_transformer("lite"), tmp_path / "gone.onnx")
 
 
