@@ -38,7 +38,14 @@ from pipeline.style.images import read_bgr_image
 from pipeline.style.sinks import FileSink, MjpegSink
 from pipeline.stylize import StyleStream, Stylizer
 
-SHIPPED_STYLES = ("starry_night", "the_scream", "udnie", "starry_night_full")
+SHIPPED_STYLES = (
+    "starry_night",
+    "the_scream",
+    "udnie",
+    "starry_night_full",
+    "the_scream_full",
+    "udnie_full",
+)
 HTTP_TIMEOUT_SECONDS = 5.0
 
 
