@@ -71,9 +71,9 @@ TRAINING_WEIGHTS = LossWeights(style=4e-5)  # what the shipped models were train
 
 def _style_image_of(style: str) -> Path:
     """The painting an installed style model was trained on (named by its manifest)."""
-    manifest = Path(f"{StyleCatalog().path(style)}.manifest.json")
-    name = json.loads(manifest.read_text())["build"]["style_image"]
-    return SHARED_DATA / "style" / "styles" / str(name)
+    catalog = StyleCatalog()
+    manifest = catalog.store.open(catalog.path(style)).manifest
+    return SHARED_DATA / "style" / "styles" / manifest.build["style_image"]
 
 
 def _stream_fps(

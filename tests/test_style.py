@@ -19,6 +19,7 @@ import numpy.typing as npt
 import pytest
 import uvicorn
 from prometheus_client import CollectorRegistry
+from style_models import SHIPPED_STYLES
 
 from engines.errors import FaceStreamError, InputSpecError, ManifestMismatchError, ModelFileError
 from engines.parity import astronaut_rgb
@@ -38,14 +39,6 @@ from pipeline.style.images import read_bgr_image
 from pipeline.style.sinks import FileSink, MjpegSink
 from pipeline.stylize import StyleStream, Stylizer
 
-SHIPPED_STYLES = (
-    "starry_night",
-    "the_scream",
-    "udnie",
-    "starry_night_full",
-    "the_scream_full",
-    "udnie_full",
-)
 HTTP_TIMEOUT_SECONDS = 5.0
 
 
@@ -466,7 +459,7 @@ def test_warm_start_loads_a_shipped_model_exactly_and_refuses_another_kind(
         ours = model(batch)[0].numpy().transpose(1, 2, 0)
     # stylize truncates to uint8: the float output, truncated, is within one level of it
     assert float(np.abs(np.floor(np.clip(ours, 0, 255)) - expected).max()) <= 1.0
-    with pytest.raises(ModelFileError, match="not a full style net"):
+    with pytest.raises(ModelFileError, match="do not fit the PyTorch full net"):
         load_onnx_weights(build_transformer("full"), path)
     corrupt = tmp_path / "corrupt.onnx"
     corrupt.write_bytes(b"\x08\x01garbage" * 50)

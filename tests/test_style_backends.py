@@ -15,6 +15,7 @@ import onnx
 import onnxruntime
 import pytest
 from prometheus_client import CollectorRegistry
+from style_models import SHIPPED_STYLES
 
 from engines.errors import BackendUnavailableError, ConfigError, ModelFileError
 from engines.parity import astronaut_rgb
@@ -32,14 +33,6 @@ from pipeline.stylize import StyleStream
 
 torch = pytest.importorskip("torch", reason="the torch backend needs the [torch] extra")
 
-SHIPPED_STYLES = (
-    "starry_night",
-    "the_scream",
-    "udnie",
-    "starry_night_full",
-    "the_scream_full",
-    "udnie_full",
-)
 # measured: at most 3e-4 grey levels apart in float, at most 1 level after rounding to uint8
 FLOAT_TOLERANCE = 0.01
 

@@ -26,7 +26,7 @@ from engines.store import ModelStore
 from engines.torchrt import import_torch
 from pipeline.style.engine import read_verified
 
-__all__ = ["TorchStyleEngine", "TorchStyleSettings", "read_onnx_weights"]
+__all__ = ["TorchStyleEngine", "TorchStyleSettings", "load_state", "read_onnx_weights"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +86,7 @@ class TorchStyleEngine(BaseEngine):
                 f"{', '.join(NET_SPECS)} to rebuild the PyTorch net"
             )
         module = StyleTransformer(NET_SPECS[kind])
-        _load_state(module, weights, model_path, torch)
+        load_state(module, weights, model_path, torch)
         if settings.threads:
             torch.set_num_threads(settings.threads)
         self._torch = torch
@@ -112,10 +112,11 @@ class TorchStyleEngine(BaseEngine):
         del self._module
 
 
-def _load_state(
+def load_state(
     module: Any, weights: Mapping[str, npt.NDArray[np.float32]], source: Path, torch: Any
 ) -> None:
-    """Copy ``weights`` into ``module`` by parameter name; every name and shape must match."""
+    """Copy ``weights`` into ``module`` (a ``StyleTransformer``) by parameter name; every name
+    and shape must match, else ModelFileError naming the file and the net's kind."""
     state = module.state_dict()
     missing = sorted(set(state) - set(weights))
     extra = sorted(set(weights) - set(state))
@@ -126,7 +127,8 @@ def _load_state(
     )
     if missing or wrong:
         raise ModelFileError(
-            f"{source}: its weights do not fit the PyTorch net: missing {missing[:3]}, "
+            f"{source}: its weights do not fit the PyTorch {module.spec.kind} net: missing "
+            f"{missing[:3]}, "
             f"misshapen {wrong[:3]} ({len(missing)} missing, {len(wrong)} misshapen)"
         )
     if extra:  # constants the exporter folded (none in the shipped models) would land here

@@ -28,8 +28,6 @@ import numpy as np
 import numpy.typing as npt
 import onnx
 import torch
-from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
-from onnx import numpy_helper
 
 from engines.base import ModelManifest, TensorSpecModel
 from engines.errors import ModelFileError
@@ -55,6 +53,7 @@ from pipeline.style.nets import (
     build_transformer,
     export_onnx,
 )
+from pipeline.style.torch_engine import load_state, read_onnx_weights
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -286,25 +285,13 @@ def _lr_factor(done: int, iterations: int, decay_fraction: float) -> float:
 
 def load_onnx_weights(model: StyleTransformer, path: Path) -> None:
     """Load the weights of an exported style model (its initializers carry the state-dict
-    names) into ``model``; ModelFileError when the file is not one of ``model``'s kind."""
+    names) into ``model``; ModelFileError when the file cannot be read or is not a net of
+    ``model``'s kind."""
     try:
-        graph = onnx.load(str(path)).graph
-    except (OSError, DecodeError, ValueError) as exc:
+        data = path.read_bytes()
+    except OSError as exc:
         raise ModelFileError(f"{path}: cannot read the ONNX model: {exc}") from exc
-    stored = {item.name: numpy_helper.to_array(item) for item in graph.initializer}
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(stored))
-    wrong = [
-        name
-        for name, tensor in expected.items()
-        if name in stored and tuple(stored[name].shape) != tuple(tensor.shape)
-    ]
-    if missing or wrong:
-        raise ModelFileError(
-            f"{path}: not a {model.spec.kind} style net ({len(missing)} weights missing, "
-            f"{len(wrong)} of another shape, e.g. {(missing + wrong)[:3]})"
-        )
-    model.load_state_dict({name: torch.from_numpy(stored[name].copy()) for name in expected})
+    load_state(model, read_onnx_weights(data, path), path, torch)
 
 
 def train(config: TrainConfig) -> TrainResult:
