@@ -393,7 +393,6 @@ def manifest_label(label: str) -> str:
 def manifest_clips(manifest: Path, settings: EvalSettings) -> list[Clip | Still]:
     """Clips (videos; images too when ``stills = "clip"``) and stills named by a ``path,label``
     CSV (paths relative to its folder)."""
-    length = round(settings.clip_seconds * settings.fps)
     items: list[Clip | Still] = []
     for row in _rows(manifest):
         if "path" not in row or "label" not in row:
@@ -405,11 +404,18 @@ def manifest_clips(manifest: Path, settings: EvalSettings) -> list[Clip | Still]
             items.append(Clip(frames, settings.fps, label, row["path"]))
             continue
         image = _resize(read_image_bgr(path), settings.frame_width_px)
-        if settings.stills == "passive":
-            items.append(Still(image, label, row["path"]))
-        else:
-            items.append(Clip((image,) * length, settings.fps, label, row["path"]))
+        items.append(_image_item(image, label, row["path"], settings))
     return items
+
+
+def _image_item(
+    image: npt.NDArray[np.uint8], label: str, source: str, settings: EvalSettings
+) -> Clip | Still:
+    """An image as ``settings.stills`` decides it: a Still, or a motionless clip."""
+    if settings.stills == "passive":
+        return Still(image, label, source)
+    length = round(settings.clip_seconds * settings.fps)
+    return Clip((image,) * length, settings.fps, label, source)
 
 
 class ClipJudge:
@@ -419,6 +425,7 @@ class ClipJudge:
         self._detector = load_detector(BlazeFaceConfig(threads=1), store)
         self._config = config
         self._engine = engine
+        self._still_judge: LivenessJudge | None = None
 
     def tracks(
         self, frames: list[npt.NDArray[np.uint8]]
@@ -485,8 +492,9 @@ class ClipJudge:
         if not len(faces):
             return ClipResult(still.source, still.label, Liveness.undecided(), None)
         largest = int(np.argmax(faces.widths_px))
-        judge = LivenessJudge(self._config, self._engine)
-        liveness = judge.judge_still(still.image, faces)[largest]
+        if self._still_judge is None:  # stateless for stills: one serves every image
+            self._still_judge = LivenessJudge(self._config, self._engine)
+        liveness = self._still_judge.judge_still(still.image, faces)[largest]
         return ClipResult(
             still.source, still.label, liveness, None, accepted=liveness.verdict == "live"
         )
@@ -556,17 +564,11 @@ def _real_samples(
     labels = data_dir / "liveness" / "labels.csv"
     if not labels.is_file():
         return []
-    length = round(settings.clip_seconds * settings.fps)
     samples = []
     for row in _rows(labels):
         image = _resize(read_image_bgr(data_dir / "liveness" / row["path"]), 640)
         label = BONA_FIDE if row["label"] == "live" else row.get("attack_type", "spoof")
-        item: Clip | Still = (
-            Still(image, label, row["path"])
-            if settings.stills == "passive"
-            else Clip((image,) * length, settings.fps, label, row["path"])
-        )
-        samples.append(clip_judge.judge_any(item))
+        samples.append(clip_judge.judge_any(_image_item(image, label, row["path"], settings)))
     return samples
 
 

@@ -110,6 +110,7 @@ class _ApiState:
     token: bytes
     analysis_lock: threading.Lock  # one API face analysis at a time: the cores are shared
     analysis_limit: RateLimiter
+    still_judge: LivenessJudge | None  # photo liveness; built once (its blink model is large)
 
 
 def _state(request: Request) -> _ApiState:
@@ -182,7 +183,13 @@ def create_app(service: FaceStreamService, *, token: str) -> FastAPI:
     )
     api = service.config.api
     limiter = RateLimiter(api.analysis_per_minute, api.analysis_burst)
-    app.state.facestream = _ApiState(service, token.encode(), threading.Lock(), limiter)
+    liveness = service.config.liveness
+    still_judge = (
+        LivenessJudge(liveness, service.services.liveness_engine) if liveness.enabled else None
+    )
+    app.state.facestream = _ApiState(
+        service, token.encode(), threading.Lock(), limiter, still_judge
+    )
     app.include_router(health)
     app.include_router(v1)
     app.include_router(pages)
@@ -392,12 +399,11 @@ def passive_liveness(state: State, image: Annotated[UploadFile, File()]) -> dict
     """Passive liveness of each face of one photo (a remote enrolment's selfie, say): the
     one-frame cues (MiniFASNet, texture), largest face first. A door never relies on this: at
     a camera a face must also move in 3-D to be "live"."""
-    config = state.service.config.liveness
-    if not config.enabled:
+    judge = state.still_judge
+    if judge is None:
         raise ConfigError("liveness is disabled: set [liveness] enabled = true")
     rgb = _read_upload(state, image)
     bgr = np.ascontiguousarray(rgb[:, :, ::-1])
-    judge = LivenessJudge(config, state.service.services.liveness_engine)
     with state.analysis_lock:
         faces = state.service.services.analyzer.detector.detect_still(rgb)
         verdicts = judge.judge_still(bgr, faces)

@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 import pydantic
 import pytest
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from calibration.liveness import (
     ClipJudge,
@@ -294,12 +294,15 @@ def test_eval_decides_manifest_stills_passively_or_as_motionless_clips(
     manifest = _real_samples_manifest(shared_data, tmp_path / "real")
     runner = CliRunner()
 
-    def run(*extra: str, csv_path: Path = manifest) -> dict[str, object]:
-        result = runner.invoke(
+    def invoke(csv_path: Path, *extra: str) -> Result:
+        return runner.invoke(
             app,
             ["eval", "liveness", "--manifest", str(csv_path), "--store",
              str(liveness_store.data_dir), "--minifasnet", str(minifasnet_dir), "--json", *extra],
         )  # fmt: skip
+
+    def run(*extra: str) -> dict[str, object]:
+        result = invoke(manifest, *extra)
         assert result.exit_code == 0, result.output
         report: dict[str, object] = json.loads(result.output.strip().splitlines()[-1])
         return report
@@ -315,9 +318,6 @@ def test_eval_decides_manifest_stills_passively_or_as_motionless_clips(
     (tmp_path / "real" / "empty.jpg").write_bytes(b"")
     broken = tmp_path / "real" / "broken.csv"
     broken.write_text(manifest.read_text() + "empty.jpg,live\n")
-    result = runner.invoke(
-        app, ["eval", "liveness", "--manifest", str(broken), "--store",
-              str(liveness_store.data_dir), "--minifasnet", str(minifasnet_dir)],
-    )  # fmt: skip
+    result = invoke(broken)
     assert result.exit_code == 2
     assert "empty.jpg" in result.output

@@ -217,10 +217,9 @@ class LivenessJudge:
         if inner.size:
             evidence.lumas.append(float(inner.mean()))
         if self.config.texture and (evidence.frames - 1) % self.config.texture_every_frames == 0:
-            patch = texture_patch(image_bgr, box)
-            if patch is not None:
-                features = texture_features(patch)
-                evidence.texture.append(self._texture_model.live_probability(features))
+            texture = self._texture_probability(image_bgr, box)
+            if texture is not None:
+                evidence.texture.append(texture)
         if self._blink is not None:
             rgb = np.ascontiguousarray(image_bgr[:, :, ::-1])
             evidence.eye_ratios.append(self._blink.ratio(rgb, box))
@@ -269,10 +268,7 @@ class LivenessJudge:
         verdict: Verdict = "undecided"
         if evidence.frames >= self.config.min_frames:
             moved = "parallax" in probabilities or not self.config.require_motion_for_live
-            if score <= self.config.spoof_threshold:
-                verdict = "spoof"
-            elif score >= self.config.live_threshold and moved:
-                verdict = "live"
+            verdict = self._thresholded(score, may_be_live=moved)
         cues = MappingProxyType({**probabilities, **figures})
         return Liveness(verdict, score, cues, evidence.frames)
 
@@ -298,18 +294,37 @@ class LivenessJudge:
             probabilities: dict[str, float] = {}
             if cnn_score is not None:
                 probabilities["cnn"] = float(cnn_score)
-            patch = texture_patch(image_bgr, faces.boxes[row]) if self.config.texture else None
-            if patch is not None:
-                features = texture_features(patch)
-                probabilities["texture"] = self._texture_model.live_probability(features)
+            texture = (
+                self._texture_probability(image_bgr, faces.boxes[row])
+                if self.config.texture
+                else None
+            )
+            if texture is not None:
+                probabilities["texture"] = texture
             score = fuse(probabilities, self._weights)
-            verdict: Verdict = "undecided"
-            if probabilities and score <= self.config.spoof_threshold:
-                verdict = "spoof"
-            elif probabilities and score >= self.config.live_threshold:
-                verdict = "live"
+            verdict: Verdict = (
+                self._thresholded(score, may_be_live=True) if probabilities else "undecided"
+            )
             results[row] = Liveness(verdict, score, MappingProxyType(probabilities), 1)
         return results
+
+    def _texture_probability(
+        self, image_bgr: npt.NDArray[np.uint8], box: npt.NDArray[np.float32]
+    ) -> float | None:
+        """The texture model's P(live) for the face in ``box``; None when no patch fits."""
+        patch = texture_patch(image_bgr, box)
+        if patch is None:
+            return None
+        return self._texture_model.live_probability(texture_features(patch))
+
+    def _thresholded(self, score: float, *, may_be_live: bool) -> Verdict:
+        """The verdict of a fused score: spoof at or below ``spoof_threshold``, live at or above
+        ``live_threshold`` when ``may_be_live``, else undecided."""
+        if score <= self.config.spoof_threshold:
+            return "spoof"
+        if score >= self.config.live_threshold and may_be_live:
+            return "live"
+        return "undecided"
 
     def forget(self, track_id: int) -> None:
         """Drop a finished track's evidence (unknown ids are ignored)."""
