@@ -51,6 +51,17 @@ def _fail(exc: Exception) -> NoReturn:
     raise typer.Exit(1) from exc
 
 
+def _show_progress() -> None:
+    """Show this path's INFO logs (training and Gatys steps, stream state) on stderr.
+
+    The main app's callback has already configured the root logger (WARNING unless -v), so a
+    basicConfig here would do nothing: raising our own loggers' level is what shows them.
+    """
+    logging.basicConfig(format="%(asctime)s %(name)s %(message)s")  # style_app on its own
+    for name in ("pipeline.style", "pipeline.stylize"):
+        logging.getLogger(name).setLevel(logging.INFO)
+
+
 @style_app.callback()
 def _group() -> None:
     """Neural style transfer: train nets, stylize images."""
@@ -91,7 +102,7 @@ def train_command(
 
     if kind not in ("lite", "full"):
         raise typer.BadParameter(f"kind must be lite or full, not {kind!r}")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    _show_progress()
     config = TrainConfig(
         name=name,
         style_image=style,
@@ -176,7 +187,7 @@ def image_command(
             from pipeline.style.images import resize_to_width  # noqa: PLC0415
             from pipeline.style.losses import LossWeights  # noqa: PLC0415  (needs torch)
 
-            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+            _show_progress()
             settings = GatysSettings(steps=steps, weights=LossWeights(style=style_weight))
             style_image = resize_to_width(read_bgr_image(Path(style)), 256)
             outcome = gatys_stylize(resize_to_width(image, width_px), style_image, settings)
@@ -237,7 +248,7 @@ def stylize(
     from pipeline.metrics import PipelineMetrics, StyleMetrics  # noqa: PLC0415
     from pipeline.stylize import StyleStream  # noqa: PLC0415
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    _show_progress()
     try:
         config = StyleStreamConfig.model_validate(
             {

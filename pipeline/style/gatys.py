@@ -66,7 +66,9 @@ def gatys_stylize(
         with torch.no_grad():
             pixels.clamp_(0.0, 255.0)
         if step % settings.log_every == 0:
-            _log.info("gatys step %d/%d total %.4g", step, settings.steps, float(terms.total))
+            _log.info(
+                "gatys step %d/%d total %.4g", step, settings.steps, float(terms.total.detach())
+            )
     with torch.no_grad():
         final = losses(pixels, target)
     weights = settings.weights
