@@ -127,9 +127,9 @@ def load_state(
     )
     if missing or wrong:
         raise ModelFileError(
-            f"{source}: its weights do not fit the PyTorch {module.spec.kind} net: missing "
-            f"{missing[:3]}, "
-            f"misshapen {wrong[:3]} ({len(missing)} missing, {len(wrong)} misshapen)"
+            f"{source}: its weights do not fit the PyTorch {module.spec.kind} net: "
+            f"missing {missing[:3]}, misshapen {wrong[:3]} "
+            f"({len(missing)} missing, {len(wrong)} misshapen)"
         )
     if extra:  # constants the exporter folded (none in the shipped models) would land here
         raise ModelFileError(f"{source}: initializers the PyTorch net lacks: {extra[:3]}")
