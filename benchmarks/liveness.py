@@ -4,7 +4,8 @@ A 1280x720 clip of the first face video of ../shared/data/video/labels.csv (upsc
 faces found once by BlazeFace and tracked; then, interleaved round by round on the same frames,
 ``LivenessJudge.observe`` with the default config (parallax every frame, the MiniFASNet CNN on
 a track's first frame and every ``cnn_every_frames`` frames: "ours") against the same judge with
-the CNN on every frame ("baseline"). Times are ms per face per frame on CPU (1 ORT thread).
+the CNN on every frame ("baseline"); also without the CNN ("no_cnn") and without the
+surround-motion cue ("no_surround"). Times are ms per face per frame on CPU (1 ORT thread).
 
     python -m benchmarks.liveness [--rounds 3] [--frames 60]
 """
@@ -55,6 +56,7 @@ def main() -> None:
             "ours": LivenessConfig(enabled=True),
             "baseline": LivenessConfig(enabled=True, cnn_every_frames=1),
             "no_cnn": LivenessConfig(enabled=True, cnn=False),
+            "no_surround": LivenessConfig(enabled=True, surround=False),
         }
         times: dict[str, list[float]] = {name: [] for name in configs}
         for round_number in range(args.rounds):
@@ -78,6 +80,7 @@ def main() -> None:
                 "ratio": round(baseline / ours, 2),
                 "unit": "ms/face/frame",
                 "per_frame_cues_only": round(statistics.median(times["no_cnn"]), 3),
+                "without_surround": round(statistics.median(times["no_surround"]), 3),
                 "cnn_every_frames": configs["ours"].cnn_every_frames,
                 "faces": face_count,
                 "frames": len(frames),

@@ -57,6 +57,14 @@ def eval_liveness_command(  # noqa: PLR0917  (typer maps each parameter to an op
         ),
     ] = "passive",
     cnn: Annotated[bool, typer.Option(help="use the MiniFASNet CNN cue")] = True,
+    surround: Annotated[bool, typer.Option(help="use the surround-motion cue")] = True,
+    scenes: Annotated[
+        bool,
+        typer.Option(
+            help="film synthetic attacks in front of scene photos (--no-scenes: the plain "
+            "backdrop of earlier versions)"
+        ),
+    ] = True,
     det_plot: Annotated[Path | None, typer.Option(help="write the DET curve PNG here")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON object last")] = False,
 ) -> None:
@@ -71,7 +79,8 @@ def eval_liveness_command(  # noqa: PLR0917  (typer maps each parameter to an op
         max_replays=max_replays,
         split=_split(split),
         stills=_stills(stills),
-        liveness=LivenessConfig(enabled=True, cnn=cnn),
+        scene_backgrounds=scenes,
+        liveness=LivenessConfig(enabled=True, cnn=cnn, surround=surround),
     )
     try:
         report = run_liveness_eval(settings, det_plot=det_plot)

@@ -58,6 +58,7 @@ from pipeline.liveness import Liveness, LivenessConfig, LivenessJudge
 from pipeline.track import FaceTracker, TrackConfig, face_qualities
 
 __all__ = [
+    "SCENE_PHOTOS",
     "BonaFideWindow",
     "ClipJudge",
     "ClipResult",
@@ -70,6 +71,7 @@ __all__ = [
     "iso_metrics",
     "read_photo",
     "run_liveness_eval",
+    "scene_photos",
     "split_of_photo",
     "split_photos",
     "synthetic_clips",
@@ -85,6 +87,15 @@ _BONA_FIDE_ALIASES = {"bona_fide", "bonafide", "live", "real", "genuine"}
 _WINDOW_COVERAGE = 0.7  # a window needs its track detected in this fraction of its frames
 _CROP_SIZE = (640, 480)  # bona fide windows are cut to (at most) this size around the track
 _MAX_SOURCE_WIDTH = 1920
+# photos of places without people (../shared/data/style/content): the rooms and streets the
+# synthetic attacks are filmed in, so the scene behind a print or phone has edges and corners
+SCENE_PHOTOS = (
+    "golden_gate.jpg",
+    "hoovertowernight.jpg",
+    "tubingen.jpg",
+    "coffee.png",
+    "rocket.jpg",
+)
 
 
 def default_shared_data() -> Path:
@@ -104,7 +115,9 @@ class EvalSettings:
     length and spacing of the bona fide windows cut from each face track; frame_width_px:
     attack frames are this wide; max_prints / max_replays: synthetic attacks made (sources
     drawn at random with ``seed``); split: which half of the shared data ("tune", "report" or
-    "all"; manifests are used whole); stills: how images are decided (module docstring)."""
+    "all"; manifests are used whole); stills: how images are decided (module docstring);
+    scene_backgrounds: attacks are filmed in front of ``SCENE_PHOTOS`` (else a plain
+    backdrop, as before 2026-12-02's fourth session)."""
 
     data_dir: Path = field(default_factory=default_shared_data)
     store_dir: Path = Path("data")
@@ -120,6 +133,7 @@ class EvalSettings:
     max_replays: int = 16
     split: Split = "report"
     stills: StillPolicy = "passive"
+    scene_backgrounds: bool = True
     liveness: LivenessConfig = field(
         default_factory=lambda: LivenessConfig(enabled=True)  # the eval judges liveness
     )
@@ -318,10 +332,20 @@ def read_photo(settings: EvalSettings, path: str) -> npt.NDArray[np.uint8]:
     return _resize_longest(read_image_bgr(settings.data_dir / "faces" / path), 480)
 
 
+def scene_photos(settings: EvalSettings) -> tuple[npt.NDArray[np.uint8], ...]:
+    """The backgrounds attacks are filmed in front of (``SCENE_PHOTOS``, longest side 960 px);
+    none when ``settings.scene_backgrounds`` is off."""
+    if not settings.scene_backgrounds:
+        return ()
+    folder = settings.data_dir / "style" / "content"
+    return tuple(_resize_longest(read_image_bgr(folder / name), 960) for name in SCENE_PHOTOS)
+
+
 def synthetic_clips(settings: EvalSettings, windows: list[BonaFideWindow]) -> list[Clip]:
     """Bona fide ``windows`` and synthetic print / replay attacks made from the photos of
-    ``settings.split`` and those windows."""
+    ``settings.split`` and those windows, filmed in front of ``scene_photos``."""
     rng = np.random.default_rng(settings.seed)
+    scenes = scene_photos(settings)
     length = round(settings.clip_seconds * settings.fps)
     size = (settings.frame_width_px, round(settings.frame_width_px * 3 / 4))
     clips: list[Clip] = [
@@ -340,6 +364,7 @@ def synthetic_clips(settings: EvalSettings, windows: list[BonaFideWindow]) -> li
                 frame_size=size,
                 rng=rng,
                 source=photos[index],
+                scenes=scenes,
             )
         )
     replay_sources: list[tuple[str, tuple[npt.NDArray[np.uint8], ...]]] = [
@@ -363,6 +388,7 @@ def synthetic_clips(settings: EvalSettings, windows: list[BonaFideWindow]) -> li
                 frame_size=size,
                 rng=rng,
                 source=name,
+                scenes=scenes,
             )
         )
     return clips
@@ -606,6 +632,8 @@ def run_liveness_eval(settings: EvalSettings, *, det_plot: Path | None = None) -
     report["split"] = "manifest" if settings.manifest is not None else settings.split
     report["seed"] = settings.seed
     report["stills"] = settings.stills
+    if settings.manifest is None:
+        report["backgrounds"] = "scenes" if settings.scene_backgrounds else "plain"
     report["real_samples"] = [item.as_dict() for item in real]
     real_labels = {item.label for item in real}
     if BONA_FIDE in real_labels and len(real_labels) > 1:

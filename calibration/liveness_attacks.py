@@ -7,8 +7,9 @@ uniformly from the documented ranges of ``PrintParameters`` / ``ReplayParameters
 - Print attack (``print_attack``): a still face photo becomes a sheet of paper: saturation
   and contrast compressed, a warm paper tint, paper grain and fibre shading, print blur, a white
   margin; it is lit by a directional gradient with a broad flat sheen, placed in front of a
-  blurred background and seen by a moving (hand-held) camera: a 3-D rotation and translation of
-  the sheet, projected through a pinhole camera, i.e. one homography per frame.
+  background (a defocused scene photo, or a plain backdrop when no scenes are given) and seen
+  by a moving (hand-held) camera: a 3-D rotation and translation of the sheet, projected
+  through a pinhole camera, i.e. one homography per frame.
 - Screen replay (``replay_attack``): consecutive frames of a bona fide clip (or one still) are
   shown on a virtual screen: display gamma and colour temperature, brightness gain with blown
   highlights, an RGB sub-pixel grid with a black matrix (sampled by the camera -> moire),
@@ -200,14 +201,40 @@ class _HandMotion:
         return cv2.getPerspectiveTransform(source, projected).astype(np.float64)
 
 
-def _background(rng: np.random.Generator, size: tuple[int, int]) -> npt.NDArray[np.float32]:
-    """A plain indoor-looking background: a smooth colour gradient with faint blurred noise."""
+def _background(
+    rng: np.random.Generator, size: tuple[int, int], scenes: tuple[Image, ...] = ()
+) -> npt.NDArray[np.float32]:
+    """What the camera sees behind the print or screen. Without ``scenes``: a plain
+    indoor-looking backdrop (a smooth colour gradient with faint blurred noise). With them: one
+    scene photo, scaled to cover the frame (1-1.5x), cropped at random, dimmed (gain 0.5-1.0)
+    and defocused (Gaussian sigma 1-3 px: the camera is focused on the sheet in front), so the
+    room has the edges and corners a real one has. The plain backdrop's random draws are made
+    either way and the scene's come from a child generator, so the rest of an attack (motion,
+    print, screen, camera) is the same with or without scenes."""
     width, height = size
     top, bottom = rng.uniform(60, 200, 3), rng.uniform(40, 180, 3)
     ramp = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None, None]
     image = top[None, None, :] * (1 - ramp) + bottom[None, None, :] * ramp
     noise = cv2.GaussianBlur(rng.normal(0, 12, (height, width)).astype(np.float32), (0, 0), 9)
-    return np.broadcast_to(image, (height, width, 3)).astype(np.float32) + noise[:, :, None]
+    plain = np.broadcast_to(image, (height, width, 3)).astype(np.float32) + noise[:, :, None]
+    if not scenes:
+        return plain
+    scene_rng = rng.spawn(1)[0]
+    scene = scenes[int(scene_rng.integers(len(scenes)))]
+    cover = max(width / scene.shape[1], height / scene.shape[0]) * scene_rng.uniform(1.0, 1.5)
+    scaled = cv2.resize(
+        scene,
+        (max(round(scene.shape[1] * cover), width), max(round(scene.shape[0] * cover), height)),
+        interpolation=cv2.INTER_AREA if cover < 1 else cv2.INTER_LINEAR,
+    )
+    left = int(scene_rng.integers(scaled.shape[1] - width + 1))
+    top_row = int(scene_rng.integers(scaled.shape[0] - height + 1))
+    crop = scaled[top_row : top_row + height, left : left + width].astype(np.float32)
+    crop *= scene_rng.uniform(0.5, 1.0)
+    blurred: npt.NDArray[np.float32] = np.asarray(
+        cv2.GaussianBlur(crop, (0, 0), scene_rng.uniform(1.0, 3.0)), np.float32
+    )
+    return blurred
 
 
 def _camera(
@@ -259,8 +286,10 @@ def print_attack(
     parameters: PrintParameters | None = None,
     camera: CameraParameters | None = None,
     source: str = "",
+    scenes: tuple[Image, ...] = (),
 ) -> Clip:
-    """A hand-held print of ``photo_bgr`` filmed for ``frame_count`` frames (frame_size: w, h)."""
+    """A hand-held print of ``photo_bgr`` filmed for ``frame_count`` frames (frame_size: w, h),
+    in front of one of ``scenes`` (BGR photos of rooms or places; a plain backdrop if none)."""
     p = parameters or PrintParameters()
     photo = photo_bgr.astype(np.float32)
     hsv = cv2.cvtColor(photo_bgr, cv2.COLOR_BGR2HSV).astype(np.float32)
@@ -299,7 +328,7 @@ def print_attack(
         rng, (p.yaw_degrees, p.pitch_degrees, p.roll_degrees), p.motion_hz,
         p.sheet_height_fraction,
     )  # fmt: skip
-    background = _background(rng, frame_size)
+    background = _background(rng, frame_size, scenes)
     settings = _camera_settings(rng, camera or CameraParameters())
     sheet: npt.NDArray[np.float32] = np.asarray(bordered, np.float32)
     plane_size = (sheet.shape[1], sheet.shape[0])
@@ -334,8 +363,10 @@ def replay_attack(
     parameters: ReplayParameters | None = None,
     camera: CameraParameters | None = None,
     source: str = "",
+    scenes: tuple[Image, ...] = (),
 ) -> Clip:
-    """``source_frames`` (a clip, or one still repeated) replayed on a filmed screen."""
+    """``source_frames`` (a clip, or one still repeated) replayed on a filmed screen, in front
+    of one of ``scenes`` (a plain backdrop if none)."""
     p = parameters or ReplayParameters()
     first = source_frames[0]
     screen_height = int(rng.integers(150, 240))
@@ -360,7 +391,7 @@ def replay_attack(
         rng, (p.yaw_degrees, p.pitch_degrees, p.roll_degrees), p.motion_hz,
         p.screen_height_fraction,
     )  # fmt: skip
-    background = _background(rng, frame_size)
+    background = _background(rng, frame_size, scenes)
     settings = _camera_settings(rng, camera or CameraParameters())
     bezel_colour = float(rng.uniform(5, 40))
     # the panel as big as the camera sees it (at most its texture size): about the fraction of

@@ -14,12 +14,13 @@
    the camera model (``_bona_fide_stills``): the prints and photo replays are made of those
    same photos. ``--write-texture-model`` writes its coefficients to
    ``pipeline/liveness/texture_model.py``.
-3. The fusion: a grid over the cue weights, the parallax neutral ratio and the live
-   threshold, replaying each clip's recorded cues frame by frame as ``LivenessJudge.verdict``
-   would combine them (a clip is accepted when it could be "live" at any frame). The chosen
-   setting minimises ACER on the tune split, ties going to the widest mean log-odds margin
-   from the threshold; it is printed (last line, JSON) for ``pipeline/liveness/config.py``,
-   not written there.
+3. The fusion: a grid over the cue weights, the parallax neutral ratio, the live threshold
+   and the frames a track needs before any verdict (``min_frames``), replaying each clip's
+   recorded cues frame by frame as ``LivenessJudge.verdict`` would combine them (a clip is
+   accepted when it could be "live" at any frame). The chosen setting minimises ACER on the
+   tune split, ties going to the fewest frames before a verdict, then to the widest mean
+   log-odds margin from the threshold; it is printed (last line, JSON) for
+   ``pipeline/liveness/config.py``, not written there.
 
 The figures this prints are *tune* figures; report figures come from
 ``facestream eval liveness`` (the report split), which this script never reads.
@@ -194,20 +195,21 @@ class Fusion:
     cnn_weight: float
     texture_weight: float
     flicker_weight: float
+    surround_weight: float
     live_threshold: float
     spoof_threshold: float
+    min_frames: int
 
 
-def replay_verdicts(
-    trace: ClipTrace, texture: TextureModel, fusion: Fusion, min_frames: int
-) -> tuple[bool, float]:
+def replay_verdicts(trace: ClipTrace, texture: TextureModel, fusion: Fusion) -> tuple[bool, float]:
     """Replay a recorded track under ``fusion``: (ever live, highest score at which it could
-    have been live: after ``min_frames`` with parallax evidence; 0 if never)."""
+    have been live: after ``fusion.min_frames`` with parallax evidence; 0 if never)."""
     weights = {
         "parallax": fusion.parallax_weight,
         "cnn": fusion.cnn_weight,
         "texture": fusion.texture_weight,
         "flicker": fusion.flicker_weight,
+        "surround": fusion.surround_weight,
     }
     scores: list[float] = []
     highest = 0.0
@@ -220,11 +222,13 @@ def replay_verdicts(
             probabilities["parallax"] = 1.0 / (1.0 + math.exp(-10.0 * ratio))
         if "cnn" in cues:
             probabilities["cnn"] = cues["cnn"]
+        if "surround" in cues:
+            probabilities["surround"] = cues["surround"]
         if scores:
             probabilities["texture"] = float(np.mean(scores[-_TEXTURE_WINDOW:]))
             if "flicker_statistic" in cues:
                 probabilities["flicker"] = flicker_live_probability(cues["flicker_statistic"])
-        if position + 1 >= min_frames and "parallax" in probabilities:
+        if position + 1 >= fusion.min_frames and "parallax" in probabilities:
             highest = max(highest, fuse(probabilities, weights))
     return highest >= fusion.live_threshold, highest
 
@@ -237,9 +241,7 @@ def _margin(score: float, threshold: float, live: bool) -> float:
     return min(distance if live else -distance, 2.0)
 
 
-def evaluate(
-    traces: list[ClipTrace], texture: TextureModel, fusion: Fusion, min_frames: int
-) -> dict[str, float]:
+def evaluate(traces: list[ClipTrace], texture: TextureModel, fusion: Fusion) -> dict[str, float]:
     """APCER per attack type, BPCER, ACER and the mean capped margin of ``fusion`` on recorded
     traces (bona fide and attacks weighing half each)."""
     accepted: dict[str, list[bool]] = {}
@@ -247,7 +249,7 @@ def evaluate(
     for trace in traces:
         if not trace.frames:
             continue  # a texture-only sample (a bona fide still)
-        live, highest = replay_verdicts(trace, texture, fusion, min_frames)
+        live, highest = replay_verdicts(trace, texture, fusion)
         accepted.setdefault(trace.label, []).append(live)
         bona_fide = trace.label == BONA_FIDE
         margins[bona_fide].append(_margin(highest, fusion.live_threshold, bona_fide))
@@ -258,25 +260,26 @@ def evaluate(
             "acer": (max(apcer.values()) + bpcer) / 2, "margin": margin}  # fmt: skip
 
 
-def tune_fusion(
-    traces: list[ClipTrace], texture: TextureModel, min_frames: int
-) -> tuple[Fusion, dict[str, float]]:
-    """The grid point with the lowest ACER; ties go to the widest mean margin. Flicker stays
-    off (on the real clips it is as high as on screens, docs/liveness.md)."""
+def tune_fusion(traces: list[ClipTrace], texture: TextureModel) -> tuple[Fusion, dict[str, float]]:
+    """The grid point with the lowest ACER; ties go to the fewest frames before a verdict (a
+    door must decide fast), then to the widest mean margin. Flicker stays off (on the real
+    clips it is as high as on screens, docs/liveness.md)."""
     grid = itertools.product(
         (1.0, 1.6, 2.4),  # parallax weight
         (0.4, 0.45, 0.5, 0.55),  # parallax neutral ratio
         (0.5, 1.0, 1.5, 2.0),  # cnn weight
         (0.0, 0.5, 1.0),  # texture weight
         (0.0,),  # flicker weight
+        (0.0, 1.0, 2.0),  # surround weight
         (0.6, 0.7, 0.8),  # live threshold
         (0.3,),  # spoof threshold
+        (6, 9, 12, 15),  # frames before any verdict (min_frames; 15 = 1 s at 15 fps)
     )
     best: tuple[tuple[float, ...], Fusion, dict[str, float]] | None = None
     for values in grid:
         fusion = Fusion(*values)
-        figures = evaluate(traces, texture, fusion, min_frames)
-        key = (round(figures["acer"], 6), -figures["margin"])
+        figures = evaluate(traces, texture, fusion)
+        key = (round(figures["acer"], 6), fusion.min_frames, -figures["margin"])
         if best is None or key < best[0]:
             best = (key, fusion, figures)
     assert best is not None
@@ -336,8 +339,7 @@ def main() -> None:
         command = f"python -m calibration.tune_liveness --seed {args.seed} --l2 {args.l2} "
         print(f"wrote {write_texture_model(model, command + '--write-texture-model')}",
               file=sys.stderr)  # fmt: skip
-    min_frames = LivenessConfig().min_frames
-    fusion, figures = tune_fusion(traces, model, min_frames)
+    fusion, figures = tune_fusion(traces, model)
     print(
         json.dumps(
             {

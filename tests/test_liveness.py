@@ -20,9 +20,11 @@ from typer.testing import CliRunner, Result
 from calibration.liveness import (
     ClipJudge,
     ClipResult,
+    EvalSettings,
     iso_metrics,
     read_image_bgr,
     read_video,
+    scene_photos,
 )
 from calibration.liveness_attacks import Clip, PrintParameters, print_attack
 from engines.base import Engine
@@ -153,6 +155,29 @@ def test_synthetic_print_attack_is_planar_and_not_live(
     assert result.liveness.verdict == "spoof", result.as_dict()
 
 
+def test_a_print_held_up_in_a_room_carries_its_surround(
+    shared_data: Path, clip_judge: ClipJudge
+) -> None:
+    """A print waved in front of a street scene by a still camera: the sheet around the face
+    moves as one object while the frame's border stays put, so the surround cue gives spoof
+    evidence (besides the parallax cue's)."""
+    name, photo = _photo(shared_data, 1)
+    clip = print_attack(
+        photo,
+        frame_count=36,
+        fps=FPS,
+        frame_size=(640, 480),
+        rng=np.random.default_rng(5),
+        parameters=PrintParameters(sheet_height_fraction=(0.55, 0.6)),
+        source=name,
+        scenes=scene_photos(EvalSettings(data_dir=shared_data)),
+    )
+    result = clip_judge.judge(clip)
+    assert result.liveness.cues["surround_carried_fraction"] > 0.5, result.as_dict()
+    assert result.liveness.cues["surround"] < 0.5
+    assert not result.accepted
+
+
 def test_real_head_motion_clip_is_not_judged_spoof(
     shared_data: Path, clip_judge: ClipJudge
 ) -> None:
@@ -166,6 +191,8 @@ def test_real_head_motion_clip_is_not_judged_spoof(
     assert result.liveness.verdict != "spoof", result.as_dict()
     assert result.liveness.verdict == "live", result.as_dict()
     assert result.liveness.cues["parallax_ratio"] > 0.45
+    # the stage camera pans: no surround evidence, and none against the performer
+    assert result.liveness.cues.get("surround", 0.5) == 0.5
 
 
 def test_a_face_that_never_moves_stays_undecided(shared_data: Path, clip_judge: ClipJudge) -> None:

@@ -10,6 +10,8 @@ Cues (each a P(live) in 0..1, fused by ``pipeline.liveness.fusion.fuse``):
 - ``cnn``: the MiniFASNet ensemble (cnn.py), on a track's first frame and then every
   ``cnn_every_frames`` frames; the latest three scores are averaged.
 - ``blink`` (optional, off by default): a blink seen in the window (blink.py).
+- ``surround``: does the scene around the face move with it, as a hand-held photo or phone
+  does, while the rest stays still (surround.py)? Spoof evidence only.
 
 The verdict is "undecided" until a track has ``min_frames`` frames; then "spoof" at a score at
 or below ``spoof_threshold``, "live" at or above ``live_threshold`` (only once parallax evidence
@@ -30,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from engines.base import Engine
-from engines.errors import ConfigError, InputSpecError
+from engines.errors import ConfigError
 from pipeline.liveness.blink import BlinkDetector, blink_live_probability
 from pipeline.liveness.cnn import cnn_live_probabilities
 from pipeline.liveness.config import LivenessConfig
@@ -39,7 +41,14 @@ from pipeline.liveness.parallax import (
     ParallaxMeasurement,
     ParallaxTracker,
     PatchRegion,
+    grey_patch,
     parallax_live_probability,
+)
+from pipeline.liveness.surround import (
+    SurroundMeasurement,
+    camera_is_still,
+    measure_surround,
+    surround_live_probability,
 )
 from pipeline.liveness.texture import (
     TextureModel,
@@ -89,6 +98,7 @@ class _TrackEvidence:
     last_frame: int = -1
     frames_since_cnn: int = 0
     measurements: deque[ParallaxMeasurement] = field(init=False)
+    surround: deque[SurroundMeasurement] = field(init=False)
     texture: deque[float] = field(init=False)
     lumas: deque[float] = field(init=False)
     cnn: deque[float] = field(init=False)
@@ -98,6 +108,7 @@ class _TrackEvidence:
     def __post_init__(self) -> None:
         self.blockiness = deque(maxlen=self.window_frames)
         self.measurements = deque(maxlen=self.window_frames)
+        self.surround = deque(maxlen=self.window_frames)
         self.texture = deque(maxlen=self.window_frames)
         self.lumas = deque(maxlen=self.window_frames)
         self.cnn = deque(maxlen=_CNN_SCORES_KEPT)
@@ -133,10 +144,17 @@ class LivenessJudge:
             "flicker": config.flicker_weight if config.texture else 0.0,
             "cnn": config.cnn_weight if config.cnn else 0.0,
             "blink": config.blink_weight if config.blink else 0.0,
+            "surround": config.surround_weight if config.surround else 0.0,
         }
         self._tracks: dict[int, _TrackEvidence] = {}
         self._frame_index = -1
         self._previous_image: npt.NDArray[np.uint8] | None = None
+        # the images of the last ``parallax_span_frames`` calls, oldest first: the surround
+        # cue compares the frame a parallax measurement starts from with the current one
+        self._recent_images: deque[npt.NDArray[np.uint8]] = deque(
+            maxlen=config.parallax_span_frames
+        )
+        self._camera_still: bool | None = None  # this frame's, once a track needed it
 
     def observe(
         self,
@@ -149,9 +167,11 @@ class LivenessJudge:
         require_array("image_bgr", image_bgr, dtype=np.uint8, shape=(None, None, 3))
         require_array("track_ids", track_ids, dtype=np.int64, shape=(len(faces),))
         self._frame_index += 1
+        self._camera_still = None
         previous = self._previous_image
         if previous is not None and previous.shape != image_bgr.shape:
             previous = None  # the stream changed size: flow across it means nothing
+            self._recent_images.clear()
         cnn_rows: list[int] = []
         cnn_tracks: list[_TrackEvidence] = []
         for row, track_id in enumerate(track_ids.tolist()):
@@ -181,6 +201,7 @@ class LivenessJudge:
                 evidence.cnn.append(float(score))
                 evidence.frames_since_cnn = 0
         self._previous_image = image_bgr
+        self._recent_images.append(image_bgr)
         stale = [
             track_id
             for track_id, evidence in self._tracks.items()
@@ -205,13 +226,22 @@ class LivenessJudge:
             return
         region, bounds = _patch_region(box, image_bgr.shape, self.config.analysis_width_px)
         evidence.blockiness.append(block_artefacts(image_bgr, bounds))
-        current = _grey_patch(image_bgr, bounds, region.scale)
+        current = grey_patch(image_bgr, bounds, region.scale)
         before = (
-            _grey_patch(previous_bgr, bounds, region.scale) if previous_bgr is not None else None
+            grey_patch(previous_bgr, bounds, region.scale) if previous_bgr is not None else None
         )
         measurement = evidence.parallax.update(before, current, region, face_width)
         if measurement is not None:
             evidence.measurements.append(measurement)
+            if (
+                self.config.surround
+                and len(self._recent_images) == self.config.parallax_span_frames
+            ):
+                # a measurement means the track was seen in each of the last span + 1
+                # frames, so the oldest recent image is the one it starts from
+                surround = self._surround(self._recent_images[0], image_bgr, box)
+                if surround is not None:
+                    evidence.surround.append(surround)
         x1, y1, x2, y2 = region.inner_box
         inner = current[max(y1, 0) : max(y2, 0), max(x1, 0) : max(x2, 0)]
         if inner.size:
@@ -223,6 +253,18 @@ class LivenessJudge:
         if self._blink is not None:
             rgb = np.ascontiguousarray(image_bgr[:, :, ::-1])
             evidence.eye_ratios.append(self._blink.ratio(rgb, box))
+
+    def _surround(
+        self,
+        then_bgr: npt.NDArray[np.uint8],
+        now_bgr: npt.NDArray[np.uint8],
+        box: npt.NDArray[np.float32],
+    ) -> SurroundMeasurement | None:
+        """The surround measurement of the face in ``box``; None while the camera is not
+        known to be still (checked once per frame, for all faces)."""
+        if self._camera_still is None:
+            self._camera_still = camera_is_still(then_bgr, now_bgr)
+        return measure_surround(then_bgr, now_bgr, box) if self._camera_still else None
 
     def verdict(self, track_id: int) -> Liveness:
         """The current liveness of ``track_id``; "undecided" for a track never observed."""
@@ -252,6 +294,12 @@ class LivenessJudge:
                 if item.similarity_residual >= self.config.parallax_min_motion
             ]
             figures["parallax_ratio"] = float(np.median(informative))
+        surround = surround_live_probability(list(evidence.surround))
+        if surround is not None:
+            probabilities["surround"] = surround
+            figures["surround_carried_fraction"] = float(
+                np.median([item.carried_fraction for item in evidence.surround])
+            )
         if evidence.texture:
             probabilities["texture"] = float(np.mean(evidence.texture))
             flicker = flicker_statistic(list(evidence.lumas))
@@ -365,16 +413,3 @@ def _patch_region(
     bottom = int(np.clip(centre_y + half_height, top + 1, height))
     scale = analysis_width_px / max(x2 - x1, 1.0)
     return PatchRegion.around(box, (float(left), float(top)), scale), (left, top, right, bottom)
-
-
-def _grey_patch(
-    image_bgr: npt.NDArray[np.uint8], bounds: tuple[int, int, int, int], scale: float
-) -> npt.NDArray[np.uint8]:
-    left, top, right, bottom = bounds
-    crop = image_bgr[top:bottom, left:right]
-    size = (max(round((right - left) * scale), 1), max(round((bottom - top) * scale), 1))
-    interpolation = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
-    grey = cv2.cvtColor(cv2.resize(crop, size, interpolation=interpolation), cv2.COLOR_BGR2GRAY)
-    if grey.dtype != np.uint8:
-        raise InputSpecError("liveness patch: expected uint8 pixels")
-    return np.ascontiguousarray(grey)

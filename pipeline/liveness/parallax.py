@@ -30,7 +30,9 @@ __all__ = [
     "ParallaxMeasurement",
     "ParallaxTracker",
     "PatchRegion",
+    "grey_patch",
     "parallax_live_probability",
+    "track_points",
 ]
 
 _MAX_POINTS = 60
@@ -135,7 +137,7 @@ class ParallaxTracker:
         current = np.full_like(previous, np.nan)
         alive = np.flatnonzero(~np.isnan(previous[:, 0]))
         if alive.size:
-            tracked = _track(previous_patch, current_patch, region.to_patch(previous[alive]))
+            tracked = track_points(previous_patch, current_patch, region.to_patch(previous[alive]))
             current[alive] = region.to_frame(tracked)
         existing = region.to_patch(current[~np.isnan(current[:, 0])])
         seeded = region.to_frame(_seed(current_patch, region.inner_box, existing))
@@ -179,14 +181,19 @@ class ParallaxTracker:
         )
 
 
-def _track(
+def track_points(
     previous_patch: npt.NDArray[np.uint8],
     current_patch: npt.NDArray[np.uint8],
     points: npt.NDArray[np.float32],
+    *,
+    window_px: int = _LK_WINDOW_PX,
+    levels: int = _LK_LEVELS,
+    max_error_px: float = _FORWARD_BACKWARD_MAX_PX,
 ) -> npt.NDArray[np.float32]:
-    """LK positions of ``points`` (K, 2) in ``current_patch``; NaN where lost or unreliable."""
+    """Pyramidal Lucas-Kanade positions of ``points`` (K, 2) in ``current_patch``; NaN where
+    lost, outside the patch, or more than ``max_error_px`` off when tracked back."""
     criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.03)
-    window = (_LK_WINDOW_PX, _LK_WINDOW_PX)
+    window = (window_px, window_px)
     start = points.reshape(-1, 1, 2).astype(np.float32)
     forward, status, _ = cv2.calcOpticalFlowPyrLK(
         previous_patch,
@@ -194,7 +201,7 @@ def _track(
         start,
         start.copy(),
         winSize=window,
-        maxLevel=_LK_LEVELS,
+        maxLevel=levels,
         criteria=criteria,
     )
     forward = np.asarray(forward, np.float32)
@@ -204,7 +211,7 @@ def _track(
         forward,
         start.copy(),
         winSize=window,
-        maxLevel=_LK_LEVELS,
+        maxLevel=levels,
         criteria=criteria,
     )
     error = np.linalg.norm((np.asarray(backward, np.float32) - start).reshape(-1, 2), axis=1)
@@ -213,14 +220,21 @@ def _track(
     inside = (
         (result[:, 0] >= 0) & (result[:, 0] < width) & (result[:, 1] >= 0) & (result[:, 1] < height)
     )
-    good = (
-        (status.ravel() == 1)
-        & (back_status.ravel() == 1)
-        & (error < _FORWARD_BACKWARD_MAX_PX)
-        & inside
-    )
+    good = (status.ravel() == 1) & (back_status.ravel() == 1) & (error < max_error_px) & inside
     result[~good] = np.nan
     return result
+
+
+def grey_patch(
+    image_bgr: npt.NDArray[np.uint8], bounds: tuple[int, int, int, int], scale: float
+) -> npt.NDArray[np.uint8]:
+    """The grey uint8 crop of ``bounds`` (left, top, right, bottom) resampled by ``scale``."""
+    left, top, right, bottom = bounds
+    crop = image_bgr[top:bottom, left:right]
+    size = (max(round((right - left) * scale), 1), max(round((bottom - top) * scale), 1))
+    interpolation = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
+    grey = cv2.cvtColor(cv2.resize(crop, size, interpolation=interpolation), cv2.COLOR_BGR2GRAY)
+    return np.ascontiguousarray(grey, dtype=np.uint8)
 
 
 def _seed(
