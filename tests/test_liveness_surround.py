@@ -15,6 +15,7 @@ import pytest
 from calibration.liveness import SCENE_PHOTOS, read_image_bgr
 from pipeline.liveness.surround import (
     SurroundMeasurement,
+    border_view,
     camera_is_still,
     measure_surround,
     surround_live_probability,
@@ -83,7 +84,7 @@ def test_a_hand_held_sheet_carries_its_surround(scene: Image, sheet: Image) -> N
     size = (sheet.shape[1], sheet.shape[0])
     then, now = _placed(0.0, (0, 0), size), _placed(4.0, (9, -5), size)
     before, after = _frames((scene, scene), sheet, then, now)
-    assert camera_is_still(before, after)
+    assert camera_is_still(border_view(before), border_view(after))
     measurement = measure_surround(before, after, FACE_BOX)
     assert measurement is not None
     assert measurement.carried_fraction > 0.9, measurement
@@ -128,7 +129,7 @@ def test_a_head_moving_alone_leaves_its_surround_still(scene: Image, sheet: Imag
     size = (head.shape[1], head.shape[0])
     then, now = _placed(0.0, (0, 0), size), _placed(4.0, (9, -5), size)
     before, after = _frames((scene, scene), head, then, now)
-    assert camera_is_still(before, after)
+    assert camera_is_still(border_view(before), border_view(after))
     measurement = measure_surround(before, after, FACE_BOX)
     assert measurement is not None
     assert measurement.carried_fraction < 0.1, measurement
@@ -145,9 +146,11 @@ def test_a_moving_camera_or_a_featureless_room_is_not_still(scene: Image, sheet:
     panned_scene = np.asarray(
         cv2.warpPerspective(scene, pan, FRAME, borderMode=cv2.BORDER_REFLECT), np.uint8
     )
-    assert not camera_is_still(*_frames((scene, panned_scene), sheet, then, now))
+    panned = _frames((scene, panned_scene), sheet, then, now)
+    assert not camera_is_still(border_view(panned[0]), border_view(panned[1]))
     blank = np.full_like(scene, 128)
-    assert not camera_is_still(*_frames((blank, blank), sheet, then, now))
+    walls = _frames((blank, blank), sheet, then, now)
+    assert not camera_is_still(border_view(walls[0]), border_view(walls[1]))
 
 
 def test_surround_probability_is_spoof_evidence_only() -> None:

@@ -97,6 +97,14 @@ class LivenessConfig(StrictModel):
         description="surround-motion cue: spoof evidence when the scene around the face moves "
         "as one rigid object (a hand-held photo or phone) while the frame's border stays still",
     )
+    surround_every_frames: int = Field(
+        default=1,
+        ge=1,
+        le=1000,
+        description="the surround cue measures on every this many frames of a track that has a "
+        "parallax measurement (~1.5 ms per face on one CPU core each time; 2 halves that but "
+        "let one more held-out replay through, docs/liveness.md)",
+    )
     surround_weight: float = Field(
         default=2.0, ge=0.0, le=10.0, description="weight of the surround cue's log-odds"
     )

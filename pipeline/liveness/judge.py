@@ -46,6 +46,7 @@ from pipeline.liveness.parallax import (
 )
 from pipeline.liveness.surround import (
     SurroundMeasurement,
+    border_view,
     camera_is_still,
     measure_surround,
     surround_live_probability,
@@ -86,6 +87,15 @@ class Liveness:
     def undecided(cls) -> Liveness:
         """No evidence at all (an unknown or brand-new track)."""
         return cls("undecided", 0.5, MappingProxyType({}), 0)
+
+
+@dataclass(slots=True)
+class _RecentFrame:
+    """A frame the surround cue may compare a later one with, and its ``border_view`` once
+    computed."""
+
+    image: npt.NDArray[np.uint8]
+    border: npt.NDArray[np.uint8] | None = None
 
 
 @dataclass(slots=True)
@@ -151,10 +161,9 @@ class LivenessJudge:
         self._previous_image: npt.NDArray[np.uint8] | None = None
         # the images of the last ``parallax_span_frames`` calls, oldest first: the surround
         # cue compares the frame a parallax measurement starts from with the current one
-        self._recent_images: deque[npt.NDArray[np.uint8]] = deque(
-            maxlen=config.parallax_span_frames
-        )
+        self._recent: deque[_RecentFrame] = deque(maxlen=config.parallax_span_frames)
         self._camera_still: bool | None = None  # this frame's, once a track needed it
+        self._border: npt.NDArray[np.uint8] | None = None  # this frame's border_view, once needed
 
     def observe(
         self,
@@ -168,10 +177,11 @@ class LivenessJudge:
         require_array("track_ids", track_ids, dtype=np.int64, shape=(len(faces),))
         self._frame_index += 1
         self._camera_still = None
+        self._border = None
         previous = self._previous_image
         if previous is not None and previous.shape != image_bgr.shape:
             previous = None  # the stream changed size: flow across it means nothing
-            self._recent_images.clear()
+            self._recent.clear()
         cnn_rows: list[int] = []
         cnn_tracks: list[_TrackEvidence] = []
         for row, track_id in enumerate(track_ids.tolist()):
@@ -201,7 +211,7 @@ class LivenessJudge:
                 evidence.cnn.append(float(score))
                 evidence.frames_since_cnn = 0
         self._previous_image = image_bgr
-        self._recent_images.append(image_bgr)
+        self._recent.append(_RecentFrame(image_bgr, self._border))
         stale = [
             track_id
             for track_id, evidence in self._tracks.items()
@@ -235,11 +245,12 @@ class LivenessJudge:
             evidence.measurements.append(measurement)
             if (
                 self.config.surround
-                and len(self._recent_images) == self.config.parallax_span_frames
+                and evidence.frames % self.config.surround_every_frames == 0
+                and len(self._recent) == self.config.parallax_span_frames
             ):
                 # a measurement means the track was seen in each of the last span + 1
                 # frames, so the oldest recent image is the one it starts from
-                surround = self._surround(self._recent_images[0], image_bgr, box)
+                surround = self._surround(self._recent[0], image_bgr, box)
                 if surround is not None:
                     evidence.surround.append(surround)
         x1, y1, x2, y2 = region.inner_box
@@ -255,16 +266,16 @@ class LivenessJudge:
             evidence.eye_ratios.append(self._blink.ratio(rgb, box))
 
     def _surround(
-        self,
-        then_bgr: npt.NDArray[np.uint8],
-        now_bgr: npt.NDArray[np.uint8],
-        box: npt.NDArray[np.float32],
+        self, then: _RecentFrame, now_bgr: npt.NDArray[np.uint8], box: npt.NDArray[np.float32]
     ) -> SurroundMeasurement | None:
         """The surround measurement of the face in ``box``; None while the camera is not
         known to be still (checked once per frame, for all faces)."""
         if self._camera_still is None:
-            self._camera_still = camera_is_still(then_bgr, now_bgr)
-        return measure_surround(then_bgr, now_bgr, box) if self._camera_still else None
+            if then.border is None:
+                then.border = border_view(then.image)
+            self._border = border_view(now_bgr)
+            self._camera_still = camera_is_still(then.border, self._border)
+        return measure_surround(then.image, now_bgr, box) if self._camera_still else None
 
     def verdict(self, track_id: int) -> Liveness:
         """The current liveness of ``track_id``; "undecided" for a track never observed."""

@@ -10,9 +10,10 @@ it also catches a hand-held screen replaying a video of a moving head, whose par
 Per measurement, between the frames ``span`` apart that the parallax cue compares:
 
 1. ``camera_is_still``: points along the frame's border (the outer ``_BORDER_SHARE`` of each
-   side) are tracked; the camera counts as still when at least ``_BORDER_STILL_SHARE`` of
-   them stayed put. A panning camera moves nearly all of them, an attack covering part of the
-   border only its own share; too few points to tell (blank walls) counts as not still.
+   side, on the ``border_view``) are tracked; the camera counts as still when at least
+   ``_BORDER_STILL_SHARE`` of them stayed put. A panning camera moves nearly all of them, an
+   attack covering part of the border only its own share; too few points to tell (blank
+   walls) counts as not still.
 2. ``measure_surround``: points in the *near surround* -- bands beside the face 0.35 to 1.1
    face widths out and above it from 0.6 face heights (past ears and hair; nothing below the
    chin, where a real person's own neck and shoulders move with the head) -- are tracked with
@@ -40,6 +41,7 @@ from pipeline.liveness.parallax import grey_patch, track_points
 
 __all__ = [
     "SurroundMeasurement",
+    "border_view",
     "camera_is_still",
     "measure_surround",
     "surround_live_probability",
@@ -84,13 +86,20 @@ class SurroundMeasurement:
         return self.carried / max(self.carried + self.still, 1)
 
 
-def camera_is_still(then_bgr: npt.NDArray[np.uint8], now_bgr: npt.NDArray[np.uint8]) -> bool:
-    """Whether the frame's border shows a still camera between two frames of the same size
-    (module docstring, step 1)."""
-    height, width = now_bgr.shape[:2]
-    scale = min(_BORDER_WIDTH_PX / width, 1.0)
-    then_grey = grey_patch(then_bgr, (0, 0, width, height), scale)
-    now_grey = grey_patch(now_bgr, (0, 0, width, height), scale)
+def border_view(image_bgr: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+    """The frame as ``camera_is_still`` compares it: grey, at most ``_BORDER_WIDTH_PX`` wide
+    (computed once per frame and kept: each frame is compared as "now" and later as "then")."""
+    height, width = image_bgr.shape[:2]
+    grey = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY)
+    if width <= _BORDER_WIDTH_PX:
+        return np.ascontiguousarray(grey, dtype=np.uint8)
+    size = (_BORDER_WIDTH_PX, max(round(height * _BORDER_WIDTH_PX / width), 1))
+    return np.ascontiguousarray(cv2.resize(grey, size, interpolation=cv2.INTER_AREA), np.uint8)
+
+
+def camera_is_still(then_grey: npt.NDArray[np.uint8], now_grey: npt.NDArray[np.uint8]) -> bool:
+    """Whether the frame's border shows a still camera between two ``border_view``s of frames
+    of the same size (module docstring, step 1)."""
     mask = np.full(then_grey.shape, 255, np.uint8)
     rows, columns = then_grey.shape
     _fill(mask, (columns * _BORDER_SHARE, rows * _BORDER_SHARE,
