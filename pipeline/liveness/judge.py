@@ -10,8 +10,8 @@ Cues (each a P(live) in 0..1, fused by ``pipeline.liveness.fusion.fuse``):
 - ``cnn``: the MiniFASNet ensemble (cnn.py), on a track's first frame and then every
   ``cnn_every_frames`` frames; the latest three scores are averaged.
 - ``blink`` (optional, off by default): a blink seen in the window (blink.py).
-- ``surround``: does the scene around the face move with it, as a hand-held photo or phone
-  does, while the rest stays still (surround.py)? Spoof evidence only.
+- ``surround``: does the scene around the face move as one rigid object, as a hand-held photo
+  or phone does, while the frame's border stays still (surround.py)? Spoof evidence only.
 
 The verdict is "undecided" until a track has ``min_frames`` frames; then "spoof" at a score at
 or below ``spoof_threshold``, "live" at or above ``live_threshold`` (only once parallax evidence

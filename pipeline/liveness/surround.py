@@ -69,7 +69,6 @@ _BORDER_STILL_SHARE = 0.4  # the camera is still when at least this share of bor
 _MIN_BORDER_POINTS = 8
 _CARRIED_NEUTRAL = 0.5  # carried fraction at which the cue starts to speak
 _CARRIED_SLOPE = 8.0  # log-odds per unit of carried fraction above the neutral one
-_BANDS = 3  # left, right, above
 
 
 @dataclass(frozen=True, slots=True)
