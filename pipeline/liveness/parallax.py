@@ -30,6 +30,7 @@ __all__ = [
     "ParallaxMeasurement",
     "ParallaxTracker",
     "PatchRegion",
+    "find_corners",
     "grey_patch",
     "parallax_live_probability",
     "track_points",
@@ -251,13 +252,26 @@ def _seed(
     mask[max(y1, 0) : max(y2, 0), max(x1, 0) : max(x2, 0)] = 255
     for x, y in existing:
         cv2.circle(mask, (round(float(x)), round(float(y))), _SEED_MIN_DISTANCE_PX, 0, -1)
+    return find_corners(patch, mask, max_corners=wanted, min_distance_px=_SEED_MIN_DISTANCE_PX)
+
+
+def find_corners(
+    grey: npt.NDArray[np.uint8],
+    mask: npt.NDArray[np.uint8],
+    *,
+    max_corners: int,
+    min_distance_px: float,
+) -> npt.NDArray[np.float32]:
+    """Shi-Tomasi corners (K, 2) of ``grey`` where ``mask`` is set; none for an empty mask."""
+    if not mask.any():
+        return np.zeros((0, 2), np.float32)
     corners = cv2.goodFeaturesToTrack(
-        patch, maxCorners=wanted, qualityLevel=0.01, minDistance=_SEED_MIN_DISTANCE_PX, mask=mask
+        grey, maxCorners=max_corners, qualityLevel=0.01, minDistance=min_distance_px, mask=mask
     )
     if corners is None:
         return np.zeros((0, 2), np.float32)
-    seeded: npt.NDArray[np.float32] = np.asarray(corners, np.float32).reshape(-1, 2)
-    return seeded
+    found: npt.NDArray[np.float32] = np.asarray(corners, np.float32).reshape(-1, 2)
+    return found
 
 
 def parallax_live_probability(

@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from pipeline.liveness.parallax import grey_patch, track_points
+from pipeline.liveness.parallax import find_corners, grey_patch, track_points
 
 __all__ = [
     "SurroundMeasurement",
@@ -200,15 +200,7 @@ def _fill(mask: npt.NDArray[np.uint8], box: tuple[float, float, float, float], v
 
 
 def _corners(grey: npt.NDArray[np.uint8], mask: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
-    if not mask.any():
-        return np.zeros((0, 2), np.float32)
-    corners = cv2.goodFeaturesToTrack(
-        grey, maxCorners=_MAX_POINTS, qualityLevel=0.01, minDistance=_MIN_DISTANCE_PX, mask=mask
-    )
-    if corners is None:
-        return np.zeros((0, 2), np.float32)
-    found: npt.NDArray[np.float32] = np.asarray(corners, np.float32).reshape(-1, 2)
-    return found
+    return find_corners(grey, mask, max_corners=_MAX_POINTS, min_distance_px=_MIN_DISTANCE_PX)
 
 
 def _track_coarse(
