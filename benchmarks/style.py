@@ -1,4 +1,5 @@
-"""Style stream: speed, quality against Gatys, and flicker, each beside its baseline.
+"""Style stream: speed, quality against Gatys, flicker, the file sink and the backends, each
+beside its baseline.
 
 1. Speed, end to end (decode -> fit -> network -> temporal filter -> mp4 file + MJPEG sinks) on
    the shared 640x360 clip, ONNX Runtime CPU: the lite net against Johnson's full net run frame
@@ -339,7 +340,8 @@ def _flicker(style: str, *, frames: int, smoothing: float) -> dict[str, float]:
 
 
 def main() -> None:
-    """Run the three measurements and print the JSON line."""
+    """Run the measurements named by ``--parts`` (of the five above; speed, flicker and quality
+    by default) and print the JSON line."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--styles", nargs="+", default=["starry_night"])
     parser.add_argument("--gatys-steps", type=int, default=60)

@@ -281,7 +281,8 @@ class StyleMetrics:
             ),
             frames_dropped=Counter(
                 "facestream_style_frames_dropped_total",
-                "Stylized frames a sink could not take (not ready, no client, write failed)",
+                "Stylized frames a sink could not take (not ready, write failed; frames an RTSP "
+                "sink had no client for count as neither sent nor dropped)",
                 ["stream", "sink"],
                 registry=registry,
             ),

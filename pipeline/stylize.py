@@ -4,12 +4,13 @@
     with StyleStream(config, StyleMetrics.create(), PipelineMetrics.create()) as stream:
         stream.run()                      # until the source ends, max_frames, or stop()
         stream.switch_style("udnie")      # from another thread (the API): next frame uses it
+        stream.stop()                     # from another thread or a signal handler
 
-A video *file* (without ``loop``/``realtime``) is transcoded: every frame is read in order,
-nothing is dropped, and the output file keeps the source's frame rate and frame count. Live
-sources go through ``pipeline.capture.Camera`` (reconnect with backoff, drop-oldest queue, stall
-watchdog): a stream that falls behind drops the oldest frames, counted per camera. Frames of
-any size are fitted to the model (see ``pipeline.style.frames``).
+A video *file* is transcoded: every frame is read in order, as fast as the network runs (not
+at the file's own rate), nothing is dropped, and the output file keeps the source's frame rate
+and frame count. Live sources go through ``pipeline.capture.Camera`` (reconnect with backoff,
+drop-oldest queue, stall watchdog): a stream that falls behind drops the oldest frames, counted
+per camera. Frames of any size are fitted to the model (see ``pipeline.style.frames``).
 
 A file source keeps its timestamps: each frame carries the presentation time the decoder reports
 (relative to the start of the video track), and the H.264 file sink writes them as they are and
@@ -254,6 +255,8 @@ class StyleStream:
         self._metrics = metrics
         self._capture_metrics = capture_metrics
         self._stop = threading.Event()
+        # one switch at a time, so the active-style gauge marks the model that won
+        self._switch_lock = threading.Lock()
         catalog = StyleCatalog(
             config.models_dir if config.models_dir is not None else SHIPPED_STORE
         )
@@ -296,9 +299,10 @@ class StyleStream:
 
     def switch_style(self, style: str) -> None:
         """Use another installed style from the next frame (see ``Stylizer.switch_style``)."""
-        previous = self.stylizer.network.model_id
-        self.stylizer.switch_style(style)
-        self._mark_style(previous)
+        with self._switch_lock:
+            previous = self.stylizer.network.model_id
+            self.stylizer.switch_style(style)
+            self._mark_style(previous)
 
     def stop(self) -> None:
         """Ask ``run`` to return after the frame in progress."""
@@ -348,11 +352,16 @@ class StyleStream:
             self._sinks.append(self.rtsp)
 
     def run(self) -> StreamReport:
-        """Move frames until the source ends, ``max_frames`` or ``stop()``; returns counts."""
+        """Move frames until the source ends, ``max_frames`` or ``stop()``; returns counts.
+
+        Whenever the run ends before the source does (``max_frames``, ``stop()``, an error,
+        KeyboardInterrupt), the file sink is told to cut the audio at the last frame.
+        """
         stream = self.config.stream_id
         frames_in_metric = self._metrics.frames_in.labels(stream=stream)
         started = time.monotonic()
         frames_in = frames_out = 0
+        source_ended = False
         source = self._open_source()
         try:
             for frame in source.frames(self._stop):
@@ -368,22 +377,23 @@ class StyleStream:
                 ).observe(inference_seconds)
                 for sink in self._sinks:
                     labels = {"stream": stream, "sink": sink.name}
-                    if sink.write(stylized, frame.pts_seconds):
+                    written = sink.write(stylized, frame.pts_seconds)
+                    if written is True:
                         self._metrics.frames_out.labels(**labels).inc()
-                    else:
+                    elif written is False:  # None: no client to send it to, not a drop
                         self._metrics.frames_dropped.labels(**labels).inc()
                 frames_out += 1
                 self._metrics.frame_latency_seconds.labels(stream=stream, backend=backend).observe(
                     time.monotonic() - frame.captured_at
                 )
                 if self.config.max_frames is not None and frames_in >= self.config.max_frames:
-                    if self.file_sink is not None:  # the source goes on: so would its audio
-                        self.file_sink.cut_audio_at_last_frame()
                     break
+            else:  # frames() also returns on stop(): then the source has not ended
+                source_ended = not self._stop.is_set()
         finally:
             source.close()
-        if self._stop.is_set() and self.file_sink is not None:
-            self.file_sink.cut_audio_at_last_frame()
+            if not source_ended and self.file_sink is not None:  # or its audio would go on
+                self.file_sink.cut_audio_at_last_frame()
         return StreamReport(
             frames_in=frames_in,
             frames_out=frames_out,

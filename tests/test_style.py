@@ -10,7 +10,9 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import httpx
@@ -18,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 import uvicorn
+from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from style_models import SHIPPED_STYLES
 
@@ -36,8 +39,11 @@ from pipeline.style.engine import (
 from pipeline.style.errors import SinkError, UnknownStyleError
 from pipeline.style.frames import Letterbox, TemporalFilter, blend
 from pipeline.style.images import read_bgr_image
-from pipeline.style.sinks import FileSink, MjpegSink
+from pipeline.style.sinks import FileSink, MjpegSink, port_is_free
 from pipeline.stylize import StyleStream, Stylizer
+
+if TYPE_CHECKING:
+    from pipeline.style.sinks import RtspSink
 
 HTTP_TIMEOUT_SECONDS = 5.0
 
@@ -457,8 +463,8 @@ def test_warm_start_loads_a_shipped_model_exactly_and_refuses_another_kind(
     with torch.no_grad():
         batch = torch.from_numpy(frame.transpose(2, 0, 1).astype(np.float32))[None]
         ours = model(batch)[0].numpy().transpose(1, 2, 0)
-    # stylize truncates to uint8: the float output, truncated, is within one level of it
-    assert float(np.abs(np.floor(np.clip(ours, 0, 255)) - expected).max()) <= 1.0
+    # stylize rounds to uint8: the float output, rounded, is within one level of it
+    assert float(np.abs(np.rint(np.clip(ours, 0, 255)) - expected).max()) <= 1.0
     with pytest.raises(ModelFileError, match="do not fit the PyTorch full net"):
         load_onnx_weights(build_transformer("full"), path)
     corrupt = tmp_path / "corrupt.onnx"
@@ -522,6 +528,87 @@ def test_rtsp_sink_publishes_h264_on_localhost() -> None:
         stop.set()
         feeder.join()
         sink.close()
+
+
+def _rtsp_sink(**options: Any) -> RtspSink:
+    """An RtspSink on 127.0.0.1, or a skip where GStreamer's RTSP server is missing."""
+    from engines.errors import BackendUnavailableError  # noqa: PLC0415
+    from pipeline.style.sinks import RtspSink  # noqa: PLC0415
+
+    try:
+        return RtspSink(host="127.0.0.1", **options)
+    except BackendUnavailableError as exc:
+        pytest.skip(f"no GStreamer RTSP server here: {exc}")
+
+
+def test_rtsp_sink_keeps_the_picture_at_odd_sizes_and_frees_its_port() -> None:
+    """A 101x75 frame (odd sides, rows of 303 bytes) reaches an RTSP client (OpenCV/FFmpeg) as
+    102x76 with its colour, not green noise; with no client a write goes nowhere (None); after
+    ``close``, with the client still connected, the port can be bound again."""
+    port = _free_port()
+    sink = _rtsp_sink(width_px=101, height_px=75, fps=25.0, port=port)
+    frame = np.empty((75, 101, 3), np.uint8)
+    frame[:] = (200, 60, 20)
+    assert sink.write(frame, 0.0) is None
+    stop = threading.Event()
+
+    def feed() -> None:
+        while not stop.wait(0.04):
+            sink.write(frame, 0.0)
+
+    feeder = threading.Thread(target=feed, name="rtsp-feed")
+    feeder.start()
+    capture = cv2.VideoCapture(
+        sink.url,
+        cv2.CAP_FFMPEG,
+        [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 5000, cv2.CAP_PROP_READ_TIMEOUT_MSEC, 5000],
+    )
+    try:
+        ok, image = capture.read()
+    finally:
+        stop.set()
+        feeder.join()
+        sink.close()
+    try:
+        assert ok
+        assert image.shape == (76, 102, 3)
+        np.testing.assert_allclose(
+            image[:75, :99].reshape(-1, 3).mean(axis=0), (200, 60, 20), atol=6
+        )
+        assert port_is_free("127.0.0.1", port)
+    finally:
+        capture.release()
+
+
+def test_rtsp_frames_without_a_client_are_not_counted_as_dropped(
+    tmp_path: Path, capture_metrics: PipelineMetrics
+) -> None:
+    """A stream publishing over RTSP that nobody watches counts its frames neither as sent nor
+    as dropped for sink "rtsp" (the file sink beside it counts every frame), and frees the port
+    when it closes."""
+    port = _free_port()
+    _rtsp_sink(width_px=16, height_px=16, fps=25.0, port=port).close()  # skips without RTSP
+    source = tmp_path / "in.mp4"
+    _write_video(source, frames=4, width=64, height=48)
+    config = StyleStreamConfig(
+        source=str(source),
+        style="udnie",
+        out_file=tmp_path / "o.mp4",
+        out_codec="mpeg4",
+        out_audio="none",
+        rtsp_port=port,
+        threads=1,
+    )
+    metrics = StyleMetrics.create(CollectorRegistry())
+    with StyleStream(config, metrics, capture_metrics) as stream:
+        assert stream.run().frames_out == 4
+    registry = metrics.registry
+    rtsp = {"stream": "style", "sink": "rtsp"}
+    assert registry.get_sample_value("facestream_style_frames_dropped_total", rtsp) is None
+    assert registry.get_sample_value("facestream_style_frames_out_total", rtsp) is None
+    file = {"stream": "style", "sink": "file"}
+    assert registry.get_sample_value("facestream_style_frames_out_total", file) == 4
+    assert port_is_free("127.0.0.1", port)
 
 
 def test_cli_stylizes_an_image_and_reports_bad_input(tiny_store: Path, tmp_path: Path) -> None:
@@ -640,3 +727,131 @@ def test_control_api_switches_style_and_strength_while_streaming(
         finally:
             server.should_exit = True
             thread.join(10)
+
+
+def _store_with_a_broken_style(folder: Path) -> Path:
+    """A model store holding the shipped udnie and "broken": garbage with a manifest that
+    matches it, so only ONNX Runtime finds it unusable."""
+    models = folder / "models"
+    models.mkdir(parents=True)
+    shipped = StyleCatalog(SHIPPED_STORE).path("udnie")
+    manifest_path = shipped.with_name(shipped.name + ".manifest.json")
+    (models / "udnie.onnx").write_bytes(shipped.read_bytes())
+    (models / "udnie.onnx.manifest.json").write_text(manifest_path.read_text())
+    garbage = models / "broken.onnx"
+    garbage.write_bytes(b"\x00garbage" * 100)
+    manifest = json.loads(manifest_path.read_text())
+    manifest["artifact_sha256"] = hashlib.sha256(garbage.read_bytes()).hexdigest()
+    (models / "broken.onnx.manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+@contextmanager
+def _serving(app: FastAPI) -> Iterator[str]:
+    """``app`` served by uvicorn on 127.0.0.1 (an ephemeral port) from a thread; its base URL."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + HTTP_TIMEOUT_SECONDS
+    try:
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10.0)
+        listener.close()
+
+
+def test_control_api_answers_a_model_that_cannot_load_with_a_json_error(
+    tmp_path: Path, capture_metrics: PipelineMetrics
+) -> None:
+    """PUT /v1/style to an installed but corrupt model is a 500 whose JSON says which file and
+    why; the stream keeps its style."""
+    token = "style-control-token-0123456789"
+    config = StyleStreamConfig(
+        source="in.mp4",
+        style="udnie",
+        models_dir=_store_with_a_broken_style(tmp_path / "store"),
+        out_file=tmp_path / "o.mp4",
+        threads=1,
+    )
+    registry = CollectorRegistry()
+    with (
+        StyleStream(config, StyleMetrics.create(registry), capture_metrics) as stream,
+        _serving(create_style_app(stream, token=token, registry=registry)) as base,
+    ):
+        reply = httpx.put(
+            f"{base}/v1/style",
+            json={"style": "broken"},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=HTTP_TIMEOUT_SECONDS,
+        )
+        assert reply.status_code == 500
+        assert "broken.onnx" in reply.json()["detail"]
+        assert stream.stylizer.style == "udnie"
+
+
+def test_concurrent_style_switches_leave_one_active_style(
+    capture_metrics: PipelineMetrics, tmp_path: Path
+) -> None:
+    """Switches from several threads at once (the control API serves requests in a thread
+    pool): afterwards the active-style gauge is 1 for exactly one model, the one in use."""
+    styles = ["udnie", "the_scream", "starry_night"]
+    config = StyleStreamConfig(
+        source="in.mp4", style="starry_night", out_file=tmp_path / "o.mp4", threads=1
+    )
+    metrics = StyleMetrics.create(CollectorRegistry())
+    with StyleStream(config, metrics, capture_metrics) as stream:
+        start = threading.Barrier(len(styles))
+
+        def switch(style: str) -> None:
+            start.wait()
+            stream.switch_style(style)
+
+        threads = [threading.Thread(target=switch, args=(style,)) for style in styles]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        active = [
+            sample.labels["model_id"]
+            for family in metrics.registry.collect()
+            if family.name == "facestream_style_active_info"
+            for sample in family.samples
+            if sample.value == 1
+        ]
+        assert active == [stream.stylizer.network.model_id]
+
+
+def test_cli_control_port_in_use_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`facestream stylize --control-port P` with P taken by another socket on 127.0.0.1 ends
+    with status 1 and a line naming the port, before any frame is stylized."""
+    from typer.testing import CliRunner  # noqa: PLC0415
+
+    from pipeline.style.cli import style_app  # noqa: PLC0415
+
+    monkeypatch.setenv("FACESTREAM_API_TOKEN", "style-control-token-0123456789")
+    source = tmp_path / "in.mp4"
+    _write_video(source, frames=3, width=64, height=48)
+    out = tmp_path / "o.mp4"
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        port = holder.getsockname()[1]
+        options = ["--out", str(out), "--out-codec", "mpeg4", "--out-audio", "none"]
+        options += ["--control-port", str(port)]
+        result = CliRunner().invoke(
+            style_app, ["stylize", "--source", str(source), "--style", "udnie", *options]
+        )
+    assert result.exit_code == 1, result.output
+    assert f"control API cannot listen on 127.0.0.1:{port}" in result.output
+    assert "control API at" not in result.output
+    assert not out.exists()

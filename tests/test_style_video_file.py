@@ -9,6 +9,11 @@ packets, decodebin for the audio samples and OpenCV's FFmpeg for the video frame
 from __future__ import annotations
 
 import math
+import os
+import signal
+import subprocess
+import sys
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +32,7 @@ from pipeline.capture.gstreamer_source import require_gstreamer
 from pipeline.metrics import PipelineMetrics, StyleMetrics
 from pipeline.style.config import StyleStreamConfig
 from pipeline.style.errors import SinkError
-from pipeline.style.h264_sink import H264FileSink, VideoFileSpec
+from pipeline.style.h264_sink import H264FileSink, H264Settings, VideoFileSpec
 from pipeline.stylize import StyleStream
 
 gi = pytest.importorskip("gi", reason="the H.264 file sink needs PyGObject (facestream[gstreamer])")
@@ -88,8 +93,11 @@ def _run_to_eos(pipeline: Any) -> None:
     assert message.type == Gst.MessageType.EOS, message.parse_error()[0].message
 
 
-def _write_clip(path: Path, audio: str | None) -> Clip:
-    """x264 video with FRAME_TIMES; audio "aac" or "mp3" (mp4), "vorbis" (mkv) or None (mp4)."""
+def _write_clip(
+    path: Path, audio: str | None, frame_times: tuple[float, ...] = FRAME_TIMES
+) -> Clip:
+    """x264 video with ``frame_times``; audio "aac" or "mp3" (mp4), "vorbis" (mkv) or None
+    (mp4)."""
     caps = f"video/x-raw,format=BGR,width={WIDTH},height={HEIGHT},framerate=25/1"
     mux = "matroskamux" if audio == "vorbis" else "mp4mux"
     encoder = {
@@ -109,14 +117,14 @@ def _write_clip(path: Path, audio: str | None) -> Clip:
         )
     pipeline = Gst.parse_launch(line)
     video = pipeline.get_by_name("v")
-    ends = (*FRAME_TIMES[1:], FRAME_TIMES[-1] + 0.1)
-    for index, (start, end) in enumerate(zip(FRAME_TIMES, ends, strict=True)):
+    ends = (*frame_times[1:], frame_times[-1] + 0.1)
+    for index, (start, end) in enumerate(zip(frame_times, ends, strict=True)):
         buffer = Gst.Buffer.new_wrapped(_frame(index).tobytes())
         buffer.pts = round(start * Gst.SECOND)
         buffer.duration = round((end - start) * Gst.SECOND)
         video.emit("push-buffer", buffer)
     video.emit("end-of-stream")
-    flash = FRAME_TIMES[FLASH_INDEX]
+    flash = frame_times[FLASH_INDEX]
     if audio is not None:
         source = pipeline.get_by_name("a")
         samples = _samples(ends[-1], beep_at=flash)
@@ -128,7 +136,7 @@ def _write_clip(path: Path, audio: str | None) -> Clip:
             source.emit("push-buffer", buffer)
         source.emit("end-of-stream")
     _run_to_eos(pipeline)
-    return Clip(path, FRAME_TIMES, flash)
+    return Clip(path, frame_times, flash)
 
 
 def _stream_types(path: Path) -> dict[str, list[str]]:
@@ -308,27 +316,143 @@ def test_mp3_audio_is_remuxed_unchanged(tmp_path: Path) -> None:
     assert _audio_packets(out) == _audio_packets(clip.path)
 
 
-def test_h264_sink_pads_odd_sizes_and_refuses_what_it_cannot_write(tmp_path: Path) -> None:
-    """A 101x75 frame is written as 102x76 (4:2:0 needs even sides); a frame of another size,
-    an audio source that is not media, and a path that is not .mp4 are SinkErrors."""
-    path = tmp_path / "odd.mp4"
-    sink = H264FileSink(VideoFileSpec(path, 10.0, 101, 75))
-    image = np.zeros((75, 101, 3), np.uint8)
+COLOUR_BGR = (200, 60, 20)  # a blue: any channel mix-up or row misalignment shows
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "written_size"),
+    [
+        (854, 480, (854, 480)),  # rows of 2562 bytes: not a multiple of 4
+        (642, 360, (642, 360)),  # 1926 bytes
+        (101, 75, (102, 76)),  # odd sides, padded to 306-byte rows
+        (160, 96, (160, 96)),  # 480 bytes: aligned
+    ],
+)
+def test_h264_sink_keeps_the_picture_at_any_row_size(
+    tmp_path: Path, width: int, height: int, written_size: tuple[int, int]
+) -> None:
+    """Frames whose BGR rows are not a multiple of 4 bytes long (854x480, 642x360) or whose
+    sides are odd (101x75, written as 102x76: 4:2:0 needs even sides) decode to the picture
+    written: the colour of a plain frame, and its white last column, not green noise."""
+    path = tmp_path / "sized.mp4"
+    sink = H264FileSink(VideoFileSpec(path, 10.0, width, height))
+    image = np.empty((height, width, 3), np.uint8)
+    image[:] = COLOUR_BGR
     image[:, -1] = 255  # the last column must survive
     for index in range(3):
         assert sink.write(image, index / 10)
+    sink.close()
+    capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    decoded = []
+    ok, frame = capture.read()
+    while ok:
+        decoded.append(frame)
+        ok, frame = capture.read()
+    capture.release()
+    assert len(decoded) == 3
+    for frame in decoded:
+        assert (frame.shape[1], frame.shape[0]) == written_size
+        inner = frame[:height, : width - 2].reshape(-1, 3).astype(np.float64)
+        np.testing.assert_allclose(inner.mean(axis=0), COLOUR_BGR, atol=6)
+        assert float(frame[:height, width - 1].mean()) > 240
+
+
+def test_h264_sink_refuses_what_it_cannot_write(tmp_path: Path) -> None:
+    """A frame of another size, an audio source that is not media, and a path that is not
+    .mp4 are SinkErrors; a second close does nothing."""
+    path = tmp_path / "odd.mp4"
+    sink = H264FileSink(VideoFileSpec(path, 10.0, 101, 75))
+    assert sink.write(np.zeros((75, 101, 3), np.uint8), 0.0)
     with pytest.raises(SinkError, match="frame is 100x75"):
         sink.write(np.zeros((75, 100, 3), np.uint8), 0.3)
     sink.close()
     sink.close()  # a second close does nothing
-    times, _, size = _video_frames(path)
-    assert (size, len(times)) == ((102, 76), 3)
+    assert len(_video_frames(path)[0]) == 1
     not_media = tmp_path / "notes.txt"
     not_media.write_text("not a video")
     with pytest.raises(SinkError, match="cannot read its audio"):
         H264FileSink(VideoFileSpec(tmp_path / "b.mp4", 10.0, 64, 64, audio_from=not_media))
     with pytest.raises(SinkError, match=r"\.mp4"):
         H264FileSink(VideoFileSpec(tmp_path / "c.avi", 10.0, 64, 64))
+
+
+def test_close_after_a_writer_error_reports_it_without_waiting(tmp_path: Path) -> None:
+    """mp4mux stages the media data in a hidden file beside the mp4; made a link to /dev/full,
+    every write to it fails. The error reaches ``write`` as a SinkError, and ``close`` then
+    raises that same error (no space left) at once, instead of waiting for an end of stream a
+    failed pipeline never sends, and leaves no file behind."""
+    path = tmp_path / "out.mp4"
+    (tmp_path / ".out.partial.mdat").symlink_to("/dev/full")  # H264FileSink's staging file
+    # a wait for the end of stream would end in "timed out" after these 5 s
+    sink = H264FileSink(VideoFileSpec(path, 25.0, 320, 240), H264Settings(close_timeout_seconds=5))
+    noise = np.random.default_rng(0)
+
+    def write_noise() -> None:  # x264 fills mp4mux's few KiB of write buffer well within these
+        for index in range(200):
+            sink.write(noise.integers(0, 256, (240, 320, 3), dtype=np.uint8), index / 25)
+
+    with pytest.raises(SinkError, match="No space left"):
+        write_noise()
+    with pytest.raises(SinkError, match=r"(?s)finishing the H.264 file failed: .*No space left"):
+        sink.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory: pytest.TempPathFactory) -> Clip:
+    """A 10 s clip (250 frames, AAC audio): the CPU stream needs well over 10 s for it."""
+    frame_times = tuple(index * 0.04 for index in range(250))
+    return _write_clip(tmp_path_factory.mktemp("long") / "in.mp4", "aac", frame_times)
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+def test_a_signal_stops_facestream_stylize_with_a_finished_mp4(
+    tmp_path: Path, long_clip: Clip, signal_number: signal.Signals
+) -> None:
+    """SIGTERM or SIGINT (Ctrl-C) to a real `facestream stylize` writing an mp4 from a file: it
+    finishes the frame in progress, completes the mp4 (playable, some frames, fewer than the
+    source's) with the audio cut at the last frame, and exits with 128 + the signal number."""
+    clip = long_clip
+    out = tmp_path / "out.mp4"
+    command = [sys.executable, "-m", "pipeline.cli", "stylize", "--source", str(clip.path)]
+    process = subprocess.Popen(
+        [*command, "--style", "udnie", "--out", str(out), "--threads", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert process.stderr is not None
+        sink_open = threading.Event()
+        log: list[str] = []
+
+        def read_log() -> None:  # the file sink is opened on the first frame, and logs so
+            assert process.stderr is not None
+            for line in process.stderr:
+                log.append(line)
+                if "H.264 file sink" in line:
+                    sink_open.set()
+
+        reader = threading.Thread(target=read_log, name="stylize-log")
+        reader.start()
+        assert sink_open.wait(60), "".join(log)
+        process.send_signal(signal_number)
+        process.wait(timeout=60)
+        reader.join(10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 128 + signal_number, "".join(log)
+    assert f"stopped by {signal_number.name}" in "".join(log)
+    times, _, size = _video_frames(out)
+    assert size == (WIDTH, HEIGHT)
+    assert 0 < len(times) < len(clip.frame_times)
+    video_end = times[-1] + 0.04
+    last_packet = _audio_packets(out)[-1][0] / Gst.SECOND
+    assert last_packet <= video_end + 2 * AAC_PACKET_SECONDS  # the source's audio goes on
+    assert not list(tmp_path.glob(".*partial*"))
 
 
 def test_codec_and_audio_options_are_validated() -> None:

@@ -6,7 +6,10 @@ Mount on the main app with::
     app.add_typer(style_app, name="style")
     app.command("stylize")(stylize)
 
-Errors print one line and exit with status 1.
+Errors print one line and exit with status 1. ``facestream stylize`` stops cleanly on SIGINT
+(Ctrl-C) and SIGTERM: the frame in progress is finished, the mp4 is completed with its audio
+cut at the last frame, and the exit status is 128 + the signal's number (130, 143); a second
+signal acts as the default one would.
 """
 
 from __future__ import annotations
@@ -14,10 +17,15 @@ from __future__ import annotations
 import logging
 import os
 import shlex
+import signal
+import socket
 import sys
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from types import FrameType, TracebackType
+from typing import TYPE_CHECKING, Annotated, NoReturn, Self
 
 import cv2
 import numpy as np
@@ -44,6 +52,8 @@ style_app = typer.Typer(
 )
 
 DEFAULT_STORE = Path(__file__).resolve().parent
+_CONTROL_START_SECONDS = 10.0  # the control API's server must be up by then
+_CONTROL_STOP_SECONDS = 5.0
 
 
 def _fail(exc: Exception) -> NoReturn:
@@ -178,10 +188,12 @@ def image_command(
         image = read_bgr_image(content)
         if method == "fast":
             network = load_style_network(StyleCatalog(store).path(style), StyleEngineSettings())
-            height, width = image.shape[:2]
-            letterbox = Letterbox(width, height, network.width_px, network.height_px)
-            result = letterbox.unfit(network.stylize(letterbox.fit(image)))
-            network.close()
+            try:
+                height, width = image.shape[:2]
+                letterbox = Letterbox(width, height, network.width_px, network.height_px)
+                result = letterbox.unfit(network.stylize(letterbox.fit(image)))
+            finally:
+                network.close()
         else:
             from pipeline.style.gatys import GatysSettings, gatys_stylize  # noqa: PLC0415
             from pipeline.style.images import resize_to_width  # noqa: PLC0415
@@ -281,49 +293,136 @@ def stylize(
     except OSError as exc:
         _fail(SinkError(f"metrics port {metrics_port}: {exc.strerror}"))
     try:
-        with StyleStream(
-            config, StyleMetrics.create(registry), PipelineMetrics.create(registry)
-        ) as stream:
+        with (
+            _StopOnSignals() as signals,
+            StyleStream(
+                config, StyleMetrics.create(registry), PipelineMetrics.create(registry)
+            ) as stream,
+        ):
+            signals.watch(stream)
             if stream.mjpeg is not None:
                 typer.echo(f"MJPEG at {stream.mjpeg.url}")
             control = (
-                None if control_port is None else _serve_control(stream, registry, control_port)
+                None if control_port is None else _ControlServer(stream, registry, control_port)
             )
             try:
                 report = stream.run()
-            except KeyboardInterrupt:
-                stream.stop()
-                return
             finally:
                 if control is not None:
-                    control.should_exit = True
+                    control.stop()
     except FaceStreamError as exc:
         _fail(exc)
     typer.echo(
         f"{report.frames_out} frames in {report.seconds:.1f} s ({report.fps:.1f} fps), "
         f"style {report.style}"
     )
+    if signals.signal_number is not None:
+        name = signal.Signals(signals.signal_number).name
+        typer.echo(f"stopped by {name}", err=True)
+        raise typer.Exit(128 + signals.signal_number)
 
 
-def _serve_control(stream: StyleStream, registry: CollectorRegistry, port: int) -> uvicorn.Server:
-    """Start the control API in a thread; the caller sets ``should_exit`` to stop it."""
-    from pipeline.style.control import create_style_app  # noqa: PLC0415
+class _StopOnSignals:
+    """SIGINT and SIGTERM become ``stream.stop()`` while the stream runs and closes.
 
-    token = os.environ.get("FACESTREAM_API_TOKEN", "")
-    if len(token) < 16:
-        _fail(ConfigError("--control-port needs FACESTREAM_API_TOKEN (16+ characters)"))
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_style_app(stream, token=token, registry=registry),
-            host="127.0.0.1",
-            port=port,
-            log_level="warning",
-            access_log=False,
+    The default handlers would end the process mid-file (SIGTERM) or raise KeyboardInterrupt
+    out of ``run`` (SIGINT), and the mp4, written under a hidden name and finished on close,
+    would be lost. The first signal restores the previous handlers, so a second one acts as
+    usual. Handlers can only be set from the main thread; elsewhere this does nothing.
+    """
+
+    _SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signal_number: int | None = None  # the first signal received
+        self._stream: StyleStream | None = None
+        # what signal.signal returned: a handler, SIG_DFL/SIG_IGN, or None (set outside Python)
+        self._previous: dict[int, Callable[[int, FrameType | None], object] | int | None] = {}
+
+    def __enter__(self) -> Self:
+        if threading.current_thread() is threading.main_thread():
+            for number in self._SIGNALS:
+                self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def watch(self, stream: StyleStream) -> None:
+        """Stop ``stream`` on a signal (at once, if one came while it was being opened)."""
+        self._stream = stream
+        if self.signal_number is not None:
+            stream.stop()
+
+    def _handle(self, number: int, frame: FrameType | None) -> None:
+        if self.signal_number is None:
+            self.signal_number = number
+        self._restore()
+        if self._stream is not None:
+            self._stream.stop()
+
+    def _restore(self) -> None:
+        for number, previous in self._previous.items():
+            signal.signal(number, signal.SIG_DFL if previous is None else previous)
+        self._previous.clear()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._restore()
+
+
+class _ControlServer:
+    """The control API served by uvicorn in a thread on 127.0.0.1:``port``, up on return.
+
+    The port is bound here, before uvicorn starts: uvicorn reports a port in use by exiting
+    its own thread, which would leave the stream running without its API. A port in use, or a
+    server not up within _CONTROL_START_SECONDS, is a SinkError.
+    """
+
+    def __init__(self, stream: StyleStream, registry: CollectorRegistry, port: int) -> None:
+        from pipeline.style.control import create_style_app  # noqa: PLC0415
+
+        token = os.environ.get("FACESTREAM_API_TOKEN", "")
+        if len(token) < 16:
+            raise ConfigError("--control-port needs FACESTREAM_API_TOKEN (16+ characters)")
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+            listener.bind(("127.0.0.1", port))
+        except OSError as exc:
+            listener.close()
+            raise SinkError(
+                f"control API cannot listen on 127.0.0.1:{port}: {exc.strerror}"
+            ) from exc
+        self.port = int(listener.getsockname()[1])
+        self._server = uvicorn.Server(
+            uvicorn.Config(
+                create_style_app(stream, token=token, registry=registry),
+                log_level="warning",
+                access_log=False,
+            )
         )
-    )
-    threading.Thread(target=server.run, name="style-control", daemon=True).start()
-    typer.echo(f"control API at http://127.0.0.1:{port}/v1/style")
-    return server
+        self._thread = threading.Thread(
+            target=self._server.run,
+            kwargs={"sockets": [listener]},
+            name="style-control",
+            daemon=True,
+        )
+        self._thread.start()
+        deadline = time.monotonic() + _CONTROL_START_SECONDS
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                listener.close()
+                raise SinkError(f"control API on 127.0.0.1:{self.port} did not start")
+            time.sleep(0.02)
+        typer.echo(f"control API at http://127.0.0.1:{self.port}/v1/style")
+
+    def stop(self) -> None:
+        """Ask the server to exit and wait for its thread."""
+        self._server.should_exit = True
+        self._thread.join(_CONTROL_STOP_SECONDS)
 
 
 style_app.command("stylize")(stylize)

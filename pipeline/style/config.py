@@ -1,12 +1,11 @@
-"""The ``[stylize]`` config section: one style stream, its source, style and sinks.
+"""The settings of one style stream: its source, style and sinks.
 
-Example (TOML)::
+The service's config file has no style section: a style stream is a separate process. ``facestream
+stylize`` builds this model from its command-line options (``--source``, ``--style``,
+``--strength``, ``--mjpeg-port``, ...), and Python callers build it directly::
 
-    [stylize]
-    source = "rtsp://10.0.0.5:554/stream1"
-    style = "starry_night"
-    strength = 0.9
-    mjpeg_port = 8090
+    StyleStreamConfig(source="rtsp://10.0.0.5:554/stream1", style="starry_night",
+                      strength=0.9, mjpeg_port=8090)
 """
 
 from __future__ import annotations

@@ -4,7 +4,10 @@
 
 * ``GET /v1/style`` -> ``{"style", "strength", "styles": [...]}``
 * ``PUT /v1/style`` with JSON ``{"style": "udnie"}`` and/or ``{"strength": 0.5}``: applied from
-  the next frame; 404 for a style that is not installed, 422 for a strength outside [0, 1]
+  the next frame; 404 for a style that is not installed, 422 for a strength outside [0, 1],
+  500 for an installed model that cannot be loaded (corrupt, not matching its manifest), 503
+  when the stream's backend cannot run it; each with ``{"detail": "<why>"}``, and the
+  current style keeps running
 * ``GET /metrics``: Prometheus (the stream's ``facestream_style_*`` and capture metrics)
 
 /v1 needs ``Authorization: Bearer <FACESTREAM_API_TOKEN>`` (compared in constant time).
@@ -13,6 +16,7 @@
 from __future__ import annotations
 
 import hmac
+import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
@@ -20,12 +24,21 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import Field
 
-from engines.errors import ConfigError
+from engines.errors import BackendUnavailableError, ConfigError, FaceStreamError
 from pipeline.configbase import StrictModel
 from pipeline.style.errors import UnknownStyleError
 from pipeline.stylize import StyleStream
 
 __all__ = ["StyleChange", "create_style_app"]
+
+_log = logging.getLogger(__name__)
+
+# errors of a style switch -> HTTP status; the first matching class wins, any other
+# FaceStreamError (a corrupt model file, a model of the wrong shape) is a 500
+_STATUS_OF_SWITCH_ERROR: tuple[tuple[type[FaceStreamError], int], ...] = (
+    (UnknownStyleError, 404),
+    (BackendUnavailableError, 503),
+)
 
 
 class StyleChange(StrictModel):
@@ -79,8 +92,13 @@ def change_style(stream: Stream, change: StyleChange) -> dict[str, object]:
     if change.style is not None:
         try:
             stream.switch_style(change.style)
-        except UnknownStyleError as exc:
-            raise HTTPException(status_code=404, detail=str(exc)) from exc
+        except FaceStreamError as exc:
+            status = next(
+                (code for kind, code in _STATUS_OF_SWITCH_ERROR if isinstance(exc, kind)), 500
+            )
+            if status >= 500:
+                _log.error("switching to style %r failed: %s", change.style, exc)
+            raise HTTPException(status_code=status, detail=str(exc)) from exc
     if change.strength is not None:
         stream.stylizer.set_strength(change.strength)
     return _state(stream)

@@ -127,7 +127,9 @@ class StyleNetwork:
             )
         batch = image.transpose(2, 0, 1)[None].astype(np.float32)
         result = self.engine.infer({self._input_name: batch})[self._output_name]
-        return np.ascontiguousarray(np.clip(result[0].transpose(1, 2, 0), 0, 255).astype(np.uint8))
+        # rounded, not truncated: truncation darkens every pixel by half a level on average
+        levels = np.rint(np.clip(result[0].transpose(1, 2, 0), 0, 255))
+        return np.ascontiguousarray(levels.astype(np.uint8))
 
     def close(self) -> None:
         """Release the engine."""

@@ -90,10 +90,11 @@ class TemporalFilter:
     """Damps flicker: where the *input* did not change, keep most of the previous output.
 
     out_t = w * out_{t-1} + (1 - w) * stylized_t, per pixel, with
-    w = smoothing * exp(-(d / change_levels)^2) and d the mean absolute change of the input
-    pixel (0-255) since the previous frame. Moving content (large d) takes the new stylization
-    at once; static content averages over about 1 / (1 - smoothing) frames. It costs a few
-    milliseconds at 640x360 and needs no optical flow at run time. ``smoothing`` 0 turns it off.
+    w = smoothing * exp(-(d / change_levels)^2) and d the change of the input pixel since the
+    previous frame: the luma (BT.601 grey, 0-255) of its per-channel absolute difference.
+    Moving content (large d) takes the new stylization at once; static content averages over
+    about 1 / (1 - smoothing) frames. It costs a few milliseconds at 640x360 and needs no
+    optical flow at run time. ``smoothing`` 0 turns it off.
     """
 
     def __init__(self, smoothing: float, change_levels: float = 12.0) -> None:

@@ -25,7 +25,7 @@ class GatysSettings:
 
     steps: int = 100
     learning_rate: float = 8.0
-    weights: LossWeights = field(default_factory=lambda: LossWeights(style=2e-4))
+    weights: LossWeights = field(default_factory=LossWeights)  # the fast nets' training weights
     threads: int = 0  # torch CPU threads (0 keeps torch's default)
     log_every: int = 10
 

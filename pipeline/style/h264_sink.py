@@ -2,7 +2,7 @@
 
 Pipeline (GStreamer 1.22 from Debian, through PyGObject)::
 
-    appsrc (BGR, our timestamps) ! videoconvert ! I420 ! x264enc ! h264parse ! mp4mux ! filesink
+    appsrc (BGRx, our timestamps) ! videoconvert ! I420 ! x264enc ! h264parse ! mp4mux ! filesink
     filesrc (the source file) ! parsebin ! first audio track ! queue ! [aacparse] ! mp4mux
 
 Audio: the first audio track of ``audio_from`` (the source file) is *remuxed*, packet for packet,
@@ -42,7 +42,14 @@ from engines.errors import BackendUnavailableError
 from pipeline.capture.gstreamer_source import require_gstreamer
 from pipeline.style.errors import SinkError
 
-__all__ = ["AudioMode", "H264FileSink", "H264Settings", "VideoFileSpec", "pad_to_even"]
+__all__ = [
+    "AudioMode",
+    "H264FileSink",
+    "H264Settings",
+    "VideoFileSpec",
+    "pad_to_even",
+    "to_gst_bgrx",
+]
 
 _log = logging.getLogger(__name__)
 AudioMode = Literal["copy", "aac"]
@@ -91,6 +98,17 @@ def pad_to_even(image: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
         return image
     padded = cv2.copyMakeBorder(image, 0, height % 2, 0, width % 2, cv2.BORDER_REPLICATE)
     return np.asarray(padded, dtype=np.uint8)
+
+
+def to_gst_bgrx(image: npt.NDArray[np.uint8]) -> bytes:
+    """A BGR uint8 (H, W, 3) frame as the bytes of a GStreamer ``video/x-raw,format=BGRx``
+    buffer.
+
+    GStreamer rounds each row of packed BGR up to a multiple of 4 bytes: rows of width * 3
+    bytes, pushed as they are, turn every frame whose width * 3 is not a multiple of 4 (854,
+    642, 101 px) into green noise. BGRx rows are width * 4 bytes, always aligned.
+    """
+    return np.asarray(cv2.cvtColor(image, cv2.COLOR_BGR2BGRA), dtype=np.uint8).tobytes()
 
 
 def _import_gst() -> tuple[Any, Any]:
@@ -200,6 +218,7 @@ class H264FileSink:
         self._audio_cut = threading.Event()
         self._last_pts_ns = -1
         self._frames = 0
+        self._failure: str | None = None  # the writer's error, once seen on the bus
         self._closed = False
         self._start(
             self._launch_line(spec, settings, audio_from=spec.audio_from if audio_caps else None)
@@ -253,7 +272,7 @@ class H264FileSink:
         numerator, denominator = self._gst.util_double_to_fraction(spec.fps)
         width, height = self.padded_size
         caps = (
-            f"video/x-raw,format=BGR,width={width},height={height},"
+            f"video/x-raw,format=BGRx,width={width},height={height},"
             f"framerate={numerator}/{denominator}"
         )
         keyframes = max(1, round(spec.fps * settings.keyframe_seconds))
@@ -320,11 +339,13 @@ class H264FileSink:
         return self._gst.PadProbeReturn.DROP
 
     def _bus_error(self) -> str | None:
+        """The writer's error, if it posted one; kept, as popping takes it off the bus."""
         message = self._bus.pop_filtered(self._gst.MessageType.ERROR)
-        if message is None:
-            return None
-        error, debug = message.parse_error()
-        return f"{error.message} ({debug})" if debug else str(error.message)
+        if message is not None:
+            error, debug = message.parse_error()
+            if self._failure is None:  # the first error is the cause; later ones follow from it
+                self._failure = f"{error.message} ({debug})" if debug else str(error.message)
+        return self._failure
 
     def write(self, image: npt.NDArray[np.uint8], pts_seconds: float) -> bool:
         """Queue one frame for the encoder; SinkError when the writer failed or stalled."""
@@ -340,8 +361,7 @@ class H264FileSink:
         if pts_ns <= self._last_pts_ns:
             pts_ns = self._last_pts_ns + self._frame_ns
         self._last_pts_ns = pts_ns
-        data = np.ascontiguousarray(pad_to_even(image)).tobytes()
-        buffer = self._gst.Buffer.new_wrapped(data)
+        buffer = self._gst.Buffer.new_wrapped(to_gst_bgrx(pad_to_even(image)))
         buffer.pts = pts_ns
         buffer.dts = pts_ns
         buffer.duration = self._frame_ns
@@ -383,9 +403,11 @@ class H264FileSink:
             return
         self._closed = True
         gst = self._gst
-        if not self._frames:  # nothing to finish: no file
+        if not self._frames or self._bus_error() is not None:  # nothing to finish: no file
             self._pipeline.set_state(gst.State.NULL)
             self._remove_partial()
+            if self._failure is not None:  # a failed pipeline never posts EOS: do not wait
+                raise SinkError(f"{self.path}: finishing the H.264 file failed: {self._failure}")
             return
         if self._cut_requested:
             self._audio_end_ns = self._last_pts_ns + self._frame_ns

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from engines.store import atomic_write
 from pipeline.style.train import TrainConfig, TrainResult
 
 __all__ = ["write_model_card"]
@@ -49,5 +50,5 @@ lr {config.learning_rate}, weights {config.weights}, {config.threads} CPU thread
 - **Reproduce**: `{config.command}`
 - **Licence**: the weights are this project's own training output (Apache-2.0, as the project).
 """
-    card_path.write_text(text, encoding="utf-8")
+    atomic_write(card_path, text.encode("utf-8"))
     return str(card_path)

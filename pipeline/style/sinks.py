@@ -5,8 +5,10 @@ default H.264 file with the source's audio is ``pipeline.style.h264_sink.H264Fil
 
 Every sink takes BGR uint8 (H, W, 3) frames of one size through ``write(image, pts_seconds)``
 and is closed once. Opening is done in the constructor, so a sink that exists can be written:
-a port in use or an unwritable path is a SinkError at start, never later. Sinks never block the
-stream: the MJPEG and RTSP sinks keep only the newest frame for their clients.
+a port in use or an unwritable path is a SinkError when the sink is opened, never on a write
+(the stream opens the MJPEG sink and checks the RTSP port before the first frame, and opens
+the file and RTSP sinks on it, as they need its size). Sinks never block the stream: the MJPEG
+and RTSP sinks keep only the newest frame for their clients.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import numpy.typing as npt
 from engines.errors import BackendUnavailableError
 from pipeline.capture.gstreamer_source import require_gstreamer
 from pipeline.style.errors import SinkError
+from pipeline.style.h264_sink import pad_to_even, to_gst_bgrx
 
 __all__ = ["FileSink", "FrameSink", "MjpegSink", "RtspSink", "port_is_free"]
 
@@ -37,8 +40,9 @@ class FrameSink(Protocol):
 
     name: str  # "file", "mjpeg" or "rtsp": the metrics' sink label
 
-    def write(self, image: npt.NDArray[np.uint8], pts_seconds: float) -> bool:
-        """Take one BGR uint8 (H, W, 3) frame; False when the sink dropped it."""
+    def write(self, image: npt.NDArray[np.uint8], pts_seconds: float) -> bool | None:
+        """Take one BGR uint8 (H, W, 3) frame; True when it went out, False when the sink
+        dropped it, None when nobody was there to send it to (counted as neither)."""
         ...
 
     def close(self) -> None:
@@ -263,7 +267,10 @@ class RtspSink:
 
     Needs PyGObject and GStreamer (gst-rtsp-server, x264enc); without them the constructor raises
     BackendUnavailableError. Each client's media pulls from an ``appsrc``; frames written while
-    no client is connected are dropped (``write`` returns False).
+    no client is connected go nowhere and ``write`` returns None, so the stream counts them
+    neither as sent nor as dropped. Odd sides are padded by one repeated column/row
+    (``padded_size``), as H.264's 4:2:0 needs even sides. ``close`` disconnects the clients
+    and frees the port.
     """
 
     name = "rtsp"
@@ -296,11 +303,15 @@ class RtspSink:
         if Gst.ElementFactory.find("x264enc") is None:
             raise BackendUnavailableError("the RTSP sink needs x264enc (gstreamer1.0-plugins-ugly)")
         self._gst = Gst
+        self._server_module = GstRtspServer
         self._fps = fps
         self._lock = threading.Lock()
         self._sources: list[Any] = []
+        self._medias: list[Any] = []
+        self.padded_size = (width_px + width_px % 2, height_px + height_px % 2)
         rate = max(1, round(fps))
-        caps = f"video/x-raw,format=BGR,width={width_px},height={height_px},framerate={rate}/1"
+        width, height = self.padded_size
+        caps = f"video/x-raw,format=BGRx,width={width},height={height},framerate={rate}/1"
         launch = (
             f"( appsrc name=frames is-live=true format=time do-timestamp=true caps={caps} "
             "! queue leaky=downstream max-size-buffers=2 ! videoconvert ! video/x-raw,format=I420 "
@@ -317,7 +328,8 @@ class RtspSink:
         factory.set_shared(True)
         factory.connect("media-configure", self._on_media)
         server.get_mount_points().add_factory(mount, factory)
-        if server.attach(self._context) == 0:
+        self._listener_id = server.attach(self._context)
+        if self._listener_id == 0:
             raise SinkError(f"RTSP sink cannot listen on {host}:{port}")
         self._server = server
         self.url = f"rtsp://{host}:{port}{mount}"
@@ -330,20 +342,23 @@ class RtspSink:
         source = media.get_element().get_by_name_recurse_up("frames")
         with self._lock:
             self._sources.append(source)
+            self._medias.append(media)
         media.connect("unprepared", self._on_unprepared, source)
 
     def _on_unprepared(self, media: Any, source: Any) -> None:
         with self._lock:
             if source in self._sources:
                 self._sources.remove(source)
+            if media in self._medias:
+                self._medias.remove(media)
 
-    def write(self, image: npt.NDArray[np.uint8], pts_seconds: float) -> bool:
-        """Push the frame to every connected client's pipeline; False when none is connected."""
+    def write(self, image: npt.NDArray[np.uint8], pts_seconds: float) -> bool | None:
+        """Push the frame to every connected client's pipeline; None when none is connected."""
         with self._lock:
             sources = list(self._sources)
         if not sources:
-            return False
-        data = np.ascontiguousarray(image).tobytes()
+            return None
+        data = to_gst_bgrx(pad_to_even(image))
         for source in sources:
             buffer = self._gst.Buffer.new_wrapped(data)
             buffer.duration = int(self._gst.SECOND / self._fps)
@@ -351,7 +366,8 @@ class RtspSink:
         return True
 
     def close(self) -> None:
-        """Stop the server's main loop and join its thread."""
+        """Disconnect the clients, stop their pipelines, close the listening socket (the port is
+        free again), stop the server's main loop and join its thread."""
         if self._closed:
             return
         self._closed = True
@@ -359,5 +375,15 @@ class RtspSink:
             for source in self._sources:
                 source.emit("end-of-stream")
             self._sources.clear()
+            medias = list(self._medias)
+            self._medias.clear()
+        remove = self._server_module.RTSPFilterResult.REMOVE
+        self._server.client_filter(lambda _server, _client: remove)
+        self._server.get_session_pool().filter(lambda _pool, _session: remove)
+        for media in medias:  # the pipelines to NULL
+            media.unprepare()
+        listener = self._context.find_source_by_id(self._listener_id)
+        if listener is not None:  # destroying the source closes its socket
+            listener.destroy()
         self._loop.quit()
         self._thread.join(timeout=5.0)

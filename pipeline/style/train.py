@@ -15,6 +15,7 @@ card, written into a ``ModelStore``.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import random
 import tempfile
@@ -31,7 +32,7 @@ import torch
 
 from engines.base import ModelManifest, TensorSpecModel
 from engines.errors import ModelFileError
-from engines.store import ModelStore, StoredModel, safe_name, sha256_file
+from engines.store import ModelStore, StoredModel, atomic_write, safe_name, sha256_file
 from pipeline.errors import RecordingError
 from pipeline.style.images import read_bgr_image
 from pipeline.style.losses import (
@@ -261,6 +262,14 @@ def save_style_model(
     return store.save(store.model_path(config.name), data, manifest)
 
 
+def _save_checkpoint(model: StyleTransformer, path: Path) -> None:
+    """The model's state dict at ``path``, replaced atomically (a crash mid-save keeps the
+    previous checkpoint)."""
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    atomic_write(path, buffer.getvalue())
+
+
 def _evaluation_images(content: Sequence[npt.NDArray[np.uint8]]) -> list[torch.Tensor]:
     chosen = content[:: max(1, len(content) // 4)][:4]
     tensors = []
@@ -361,7 +370,7 @@ def train(config: TrainConfig) -> TrainResult:
             )
             running.clear()
         if step % config.checkpoint_every == 0:
-            torch.save(model.state_dict(), checkpoint)
+            _save_checkpoint(model, checkpoint)
     evaluation = evaluate_losses(model, losses, _evaluation_images(content))
     seconds = time.monotonic() - started
     build = {
@@ -380,7 +389,7 @@ def train(config: TrainConfig) -> TrainResult:
     if config.init_model is not None:
         build["init_model_sha256"] = sha256_file(config.init_model)
     stored = save_style_model(model, config, build=build)
-    torch.save(model.state_dict(), checkpoint)
+    _save_checkpoint(model, checkpoint)
     _log.info(
         "stored %s (%s) after %.0f s: %s",
         stored.path,
