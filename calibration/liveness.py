@@ -1,9 +1,9 @@
 """Liveness error rates (ISO/IEC 30107-3): APCER per attack type, BPCER, ACER.
 
 Each clip is run through the service's own parts (the BlazeFace detector, the IoU tracker and
-``LivenessJudge``); its decision is the verdict of its main face track (most frames, then
-largest) at the end of the clip. "undecided" counts against bona fide clips (the door stays
-closed) and as rejected for attacks. Clips come from either
+``LivenessJudge``); its decision is its main face track's (most frames, then largest) first
+verdict other than "undecided", as at a door (below). A track never decided counts against
+bona fide clips (the door stays closed) and as rejected for attacks. Clips come from either
 
 - a manifest CSV (``path,label``; label ``bona_fide`` (or ``live``) or an attack type such as
   ``print`` or ``replay``; paths relative to the CSV's folder; each a video or an image), or
@@ -16,8 +16,10 @@ closed) and as rejected for attacks. Clips come from either
   (what thresholds, weights and the texture model are fitted on, ``calibration.tune_liveness``)
   and "report" (what the figures in docs/liveness.md come from; the default).
 
-A clip counts as accepted when its main track was judged "live" at any frame (the door opens on
-the first "live"), so a bona fide clip must become live within the clip and an attack must never.
+A clip counts as accepted when its main track's first decided verdict is "live": the door policy
+(``pipeline.decide``) opens on a "live" verdict and locks a track out (``spoof_suspected``) on a
+"spoof" one, whichever comes first. So a bona fide clip must become live within the clip
+without first being called a spoof, and an attack must never be live before it is a spoof.
 
 Images are decided by ``stills``: "passive" (the default) judges the image's largest face by
 the cues one frame carries (``LivenessJudge.judge_still``: CNN and texture), as a passive
@@ -54,7 +56,7 @@ from engines.store import ModelStore
 from pipeline.blazeface import BlazeFaceConfig
 from pipeline.detect import load_detector
 from pipeline.images import decode_image
-from pipeline.liveness import Liveness, LivenessConfig, LivenessJudge
+from pipeline.liveness import Liveness, LivenessConfig, LivenessJudge, Verdict
 from pipeline.track import FaceTracker, TrackConfig, face_qualities
 
 __all__ = [
@@ -141,9 +143,9 @@ class EvalSettings:
 
 @dataclass(frozen=True, slots=True)
 class ClipResult:
-    """One clip's outcome: its label, the main track's final liveness, whether the track was
-    judged "live" at any frame (``accepted``: the door would have opened), and the seconds from
-    the track's first frame to its first non-undecided verdict (None if never decided)."""
+    """One clip's outcome: its label, the main track's final liveness, whether the track's
+    first non-undecided verdict was "live" (``accepted``: the door would have opened), and the
+    seconds from the track's first frame to that verdict (None if never decided)."""
 
     source: str
     label: str
@@ -473,16 +475,16 @@ class ClipJudge:
         config: LivenessConfig | None = None,
         trace: list[tuple[int, int, npt.NDArray[np.float32], Liveness]] | None = None,
     ) -> ClipResult:
-        """The main track's final liveness, whether it was ever "live", and its time to
-        decision. config: another liveness config for this clip; trace: when given, gets
-        (track id, frame index, face box, liveness after the frame) for every face."""
+        """The main track's final liveness, whether its first decided verdict was "live", and
+        its time to that decision. config: another liveness config for this clip; trace: when
+        given, gets (track id, frame index, face box, liveness after the frame) for every
+        face."""
         tracker = FaceTracker(TrackConfig())
         judge = LivenessJudge(config or self._config, self._engine)
         frames_seen: dict[int, int] = {}
         widths: dict[int, float] = {}
         first_frame: dict[int, int] = {}
-        decided_frame: dict[int, int] = {}
-        ever_live: set[int] = set()
+        first_decision: dict[int, tuple[int, Verdict]] = {}  # frame index, verdict
         last_verdict: dict[int, Liveness] = {}
         for index, frame in enumerate(clip.frames):
             faces = self._detector.detect(np.ascontiguousarray(frame[:, :, ::-1]))
@@ -494,21 +496,20 @@ class ClipJudge:
                 first_frame.setdefault(track_id, index)
                 liveness = judge.verdict(track_id)
                 last_verdict[track_id] = liveness
-                if liveness.verdict == "live":
-                    ever_live.add(track_id)
-                if track_id not in decided_frame and liveness.verdict != "undecided":
-                    decided_frame[track_id] = index
+                if track_id not in first_decision and liveness.verdict != "undecided":
+                    first_decision[track_id] = (index, liveness.verdict)
                 if trace is not None:
                     trace.append((track_id, index, faces.boxes[row].copy(), liveness))
         if not frames_seen:
             return ClipResult(clip.source, clip.label, Liveness.undecided(), None)
         main = max(frames_seen, key=lambda track_id: (frames_seen[track_id], widths[track_id]))
         liveness = last_verdict[main]  # as of the track's last frame in the clip
-        seconds = None
-        if main in decided_frame:
-            seconds = (decided_frame[main] - first_frame[main] + 1) / clip.fps
+        if main not in first_decision:
+            return ClipResult(clip.source, clip.label, liveness, None, main_track=main)
+        decided_at, verdict = first_decision[main]
+        seconds = (decided_at - first_frame[main] + 1) / clip.fps
         return ClipResult(
-            clip.source, clip.label, liveness, seconds, accepted=main in ever_live, main_track=main
+            clip.source, clip.label, liveness, seconds, accepted=verdict == "live", main_track=main
         )
 
     def judge_still(self, still: Still) -> ClipResult:
@@ -535,8 +536,8 @@ class ClipJudge:
 
 
 def iso_metrics(results: list[ClipResult]) -> dict[str, object]:
-    """APCER per attack type (attacks whose main track was ever "live"), BPCER (bona fide clips
-    whose main track never was), ACER (max APCER + BPCER) / 2, median time to decision."""
+    """APCER per attack type (attacks accepted: first decided "live"), BPCER (bona fide clips
+    not accepted), ACER (max APCER + BPCER) / 2, median time to decision."""
     bona_fide = [item for item in results if item.label == BONA_FIDE]
     attack_types = sorted({item.label for item in results if item.label != BONA_FIDE})
     if not bona_fide or not attack_types:
@@ -559,7 +560,9 @@ def iso_metrics(results: list[ClipResult]) -> dict[str, object]:
 
 
 def write_det_plot(results: list[ClipResult], path: Path) -> Path:
-    """DET curve (BPCER against APCER as the live threshold moves) per attack type, PNG."""
+    """DET curve per attack type, PNG: BPCER against APCER as a threshold moves over each
+    clip's fused score at its end. A view of how well the final scores separate; the reported
+    operating point (the door's first-decision rule, gated on motion) need not lie on it."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415
     from matplotlib.figure import Figure  # noqa: PLC0415
 

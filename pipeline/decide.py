@@ -124,6 +124,7 @@ class DoorPolicy:
         for door in self._doors:
             if observation.camera_id not in door.config.cameras:
                 continue
+            self._forget_stale(door, observation.at)
             decision = self._observe_door(door, observation)
             if decision is not None:
                 decisions.append(decision)
@@ -139,6 +140,7 @@ class DoorPolicy:
         key = (observation.camera_id, observation.track_id)
         state = door.tracks.setdefault(key, _TrackState(deque(maxlen=config.window_encodings)))
         state.window.append(observation)
+        state.last_seen = observation.at
         if state.decided:
             return None
         leader, count = Counter(item.identity_id for item in state.window).most_common(1)[0]

@@ -299,12 +299,12 @@ class LiveRecognition:
                     self._on_decision(decision)
 
     def _forget(self, camera_id: str) -> None:
-        self._judges.pop(camera_id, None)
         self._taken.pop(camera_id, None)
         self._last_detected.pop(camera_id, None)
         recognizer = self._recognizers.pop(camera_id, None)
-        if recognizer is not None:
+        if recognizer is not None:  # report before the judge goes: its verdicts are final
             self._report(camera_id, recognizer.finish())
+        self._judges.pop(camera_id, None)
 
     def _report(self, camera_id: str, ended: list[TrackResult]) -> None:
         judge = self._judges.get(camera_id)

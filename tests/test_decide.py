@@ -112,6 +112,16 @@ def test_ended_track_starts_afresh() -> None:
     assert policy.observe(_seen("ann", at=3))[0].outcome == "granted"
 
 
+def test_track_never_ended_is_forgotten_after_a_while() -> None:
+    """A track whose end is never reported (a detector flicker too short to report) is dropped
+    after forget_after_seconds: its votes do not count for a later track with the same key."""
+    policy = DoorPolicy([_door(required_matches=2, cooldown_seconds=0)], forget_after_seconds=10)
+    assert policy.observe(_seen("ann", at=0)) == []
+    assert policy.observe(_seen("bob", track=2, at=11)) == []  # another track sweeps the stale
+    assert policy.observe(_seen("ann", at=12)) == []  # one fresh vote, not two
+    assert policy.observe(_seen("ann", at=13))[0].outcome == "granted"
+
+
 def test_k_larger_than_n_is_a_config_error() -> None:
     """required_matches above window_encodings can never be met: refused at load."""
     with pytest.raises(ValidationError, match="required_matches"):

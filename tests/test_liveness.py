@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 import cv2
 import numpy as np
@@ -210,7 +211,7 @@ def test_bad_input_gives_undecided_not_a_crash(liveness_engine: Engine) -> None:
     judge = LivenessJudge(LivenessConfig(enabled=True), liveness_engine)
     dark = np.full((240, 320, 3), 3, np.uint8)
     faces = Faces(
-        boxes=np.array([[-40, -30, 60, 90], [300, 200, 310, 212]], np.float32),
+        boxes=np.array([[-20, -30, 80, 90], [300, 200, 310, 212]], np.float32),
         scores=np.ones(2, np.float32),
         landmarks=np.zeros((2, 5, 2), np.float32),
     )
@@ -225,10 +226,98 @@ def test_bad_input_gives_undecided_not_a_crash(liveness_engine: Engine) -> None:
         judge.observe(dark, faces, np.array([1], np.int64))  # one id for two faces
 
 
+def test_a_box_mostly_outside_the_frame_gives_no_evidence(liveness_engine: Engine) -> None:
+    """A box with under half its area in the frame (a tracker coasting past the edge) adds
+    nothing: the crops would be of something else."""
+    judge = LivenessJudge(LivenessConfig(enabled=True), liveness_engine)
+    image = np.random.default_rng(0).integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    faces = Faces(
+        boxes=np.array([[260, 160, 360, 280], [330, 10, 400, 80]], np.float32),
+        scores=np.ones(2, np.float32),
+        landmarks=np.zeros((2, 5, 2), np.float32),
+    )
+    for _ in range(3):
+        judge.observe(image, faces, np.array([1, 2], np.int64))
+    assert judge.verdict(1).frames == 0  # 60 x 80 of its 100 x 120 inside the frame
+    assert judge.verdict(2).frames == 0
+    inside = Faces(
+        boxes=np.array([[220, 120, 320, 240]], np.float32),
+        scores=np.ones(1, np.float32),
+        landmarks=np.zeros((1, 5, 2), np.float32),
+    )
+    judge.observe(image, inside, np.array([1], np.int64))
+    assert judge.verdict(1).frames == 1
+
+
+class _FailingOnce:
+    """The real MiniFASNet engine, except that its ``fail_on``-th call raises (a device
+    error in the middle of a frame)."""
+
+    def __init__(self, engine: Engine, fail_on: int) -> None:
+        self._engine, self._calls, self._fail_on = engine, 0, fail_on
+        self.backend, self.model_id = engine.backend, engine.model_id
+        self.inputs, self.outputs = engine.inputs, engine.outputs
+
+    def infer(self, batch: Mapping[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
+        self._calls += 1
+        if self._calls == self._fail_on:
+            raise RuntimeError("device lost")
+        return self._engine.infer(batch)
+
+    def close(self) -> None:
+        """The wrapped engine belongs to the module's fixture."""
+
+
+def test_a_cue_failing_mid_frame_keeps_the_frame_history_whole(liveness_engine: Engine) -> None:
+    """When the CNN raises during a frame, that frame still becomes the one the next frame's
+    optical flow and surround comparison start from (the tracks' points already refer to it)."""
+    judge = LivenessJudge(
+        LivenessConfig(enabled=True, cnn_every_frames=1),
+        _FailingOnce(liveness_engine, fail_on=2),
+    )
+    rng = np.random.default_rng(1)
+    frames = [rng.integers(0, 256, (240, 320, 3), dtype=np.uint8) for _ in range(3)]
+    faces = Faces(
+        boxes=np.array([[100, 60, 200, 180]], np.float32),
+        scores=np.ones(1, np.float32),
+        landmarks=np.zeros((1, 5, 2), np.float32),
+    )
+    judge.observe(frames[0], faces, np.array([1], np.int64))
+    with pytest.raises(RuntimeError, match="device lost"):
+        judge.observe(frames[1], faces, np.array([1], np.int64))
+    assert judge._previous_image is frames[1]
+    assert [item.image is frame for item, frame in zip(judge._recent, frames, strict=False)] == [
+        True,
+        True,
+    ]
+    judge.observe(frames[2], faces, np.array([1], np.int64))
+    assert judge.verdict(1).frames == 3
+
+
+def test_a_still_is_never_live_on_texture_alone() -> None:
+    """Without the CNN, the passive check of a photo cannot say "live": the texture model is
+    fitted to synthetic attacks and does not separate real captures."""
+    judge = LivenessJudge(LivenessConfig(enabled=True, cnn=False, texture_weight=10.0), engine=None)
+    image = np.random.default_rng(2).integers(0, 256, (160, 160, 3), dtype=np.uint8)
+    faces = Faces(
+        boxes=np.array([[20, 20, 140, 140]], np.float32),
+        scores=np.ones(1, np.float32),
+        landmarks=np.zeros((1, 5, 2), np.float32),
+    )
+    (still,) = judge.judge_still(image, faces)
+    assert "texture" in still.cues
+    assert still.verdict != "live", still
+
+
 def test_config_is_checked() -> None:
-    """Inverted thresholds are refused; the CNN cue without an engine is a ConfigError."""
+    """Inverted thresholds, and a threshold at 0.5 (the score of no evidence at all), are
+    refused; the CNN cue without an engine is a ConfigError."""
     with pytest.raises(pydantic.ValidationError):
         LivenessConfig(live_threshold=0.3, spoof_threshold=0.6)
+    with pytest.raises(pydantic.ValidationError, match=r"greater than 0\.5"):
+        LivenessConfig(live_threshold=0.5, require_motion_for_live=False)
+    with pytest.raises(pydantic.ValidationError, match=r"less than 0\.5"):
+        LivenessConfig(spoof_threshold=0.5)
     with pytest.raises(pydantic.ValidationError):
         LivenessConfig(unknown_field=1)  # type: ignore[call-arg]  # extra keys are refused
     with pytest.raises(ConfigError):
@@ -238,23 +327,23 @@ def test_config_is_checked() -> None:
 
 
 def _result(
-    label: str, verdict: str, seconds: float | None = 0.5, *, ever_live: bool | None = None
+    label: str, verdict: str, seconds: float | None = 0.5, *, first_live: bool | None = None
 ) -> ClipResult:
     liveness = Liveness(verdict, 0.5, MappingProxyType({}), 10)  # type: ignore[arg-type]
-    accepted = verdict == "live" if ever_live is None else ever_live
+    accepted = verdict == "live" if first_live is None else first_live
     return ClipResult("x", label, liveness, seconds, accepted=accepted)
 
 
 def test_iso_metrics_count_undecided_against_bona_fide_and_for_attacks() -> None:
-    """APCER per type = attacks ever accepted as live (a door opens on the first "live", even
-    if the verdict later turns); BPCER = bona fide never live (undecided too)."""
+    """APCER per type = attacks accepted (first decided verdict "live": a door opens then, even
+    if the verdict later turns); BPCER = bona fide not accepted (undecided too)."""
     results = [
         _result("bona_fide", "live"),
         _result("bona_fide", "undecided", None),
         _result("bona_fide", "live"),
         _result("bona_fide", "spoof"),
         _result("print", "spoof"),
-        _result("print", "undecided", ever_live=True),
+        _result("print", "undecided", first_live=True),
         _result("replay", "live", 1.5),
         _result("replay", "spoof"),
     ]

@@ -5,6 +5,7 @@ project's own texture-model fit. Real data from ../shared/data (skipped when abs
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -20,7 +21,7 @@ from calibration.liveness import (
     split_of_window,
 )
 from calibration.liveness_attacks import replay_attack
-from calibration.tune_liveness import ClipTrace, fit_texture_model
+from calibration.tune_liveness import ClipTrace, Fusion, fit_texture_model, replay_verdicts
 from engines.store import ModelStore
 from pipeline.liveness import LivenessConfig
 from pipeline.liveness.texture import TEXTURE_FEATURES
@@ -136,3 +137,33 @@ def test_the_default_texture_model_is_fitted() -> None:
     """The shipped coefficients are the project's fit, not the neutral placeholder."""
     assert any(weight != 0.0 for weight in DEFAULT_TEXTURE_MODEL.weights)
     assert all(scale > 0.0 for scale in DEFAULT_TEXTURE_MODEL.scales)
+
+
+def test_tuner_replays_the_doors_first_decision() -> None:
+    """A track first scored as a spoof and live later is rejected, as the door locks it out on
+    its first "spoof" (``pipeline.decide``); with the first verdicts undecided instead, the
+    later "live" is accepted. Verdicts wait for ``min_frames`` and "live" for parallax."""
+    spoof_then_live = [{"cnn": 0.05}] * 3 + [
+        {"cnn": 0.99, "parallax": 0.9, "parallax_ratio": 0.8}
+    ] * 3
+    fusion = Fusion(
+        parallax_weight=1.0,
+        parallax_planar_ratio=0.55,
+        cnn_weight=2.0,
+        texture_weight=0.0,
+        flicker_weight=0.0,
+        surround_weight=0.0,
+        live_threshold=0.6,
+        spoof_threshold=0.3,
+        min_frames=1,
+    )
+    trace = ClipTrace("bona_fide", "made up", frames=spoof_then_live)
+    accepted, score = replay_verdicts(trace, DEFAULT_TEXTURE_MODEL, fusion)
+    assert not accepted
+    assert score <= fusion.spoof_threshold
+    waited = replace(fusion, min_frames=4)  # the early frames come before any verdict
+    accepted, score = replay_verdicts(trace, DEFAULT_TEXTURE_MODEL, waited)
+    assert accepted
+    assert score >= fusion.live_threshold
+    no_motion = ClipTrace("bona_fide", "made up", frames=[{"cnn": 0.99}] * 6)
+    assert replay_verdicts(no_motion, DEFAULT_TEXTURE_MODEL, fusion)[0] is False

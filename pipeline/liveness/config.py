@@ -28,28 +28,30 @@ class LivenessConfig(StrictModel):
         description="frames of evidence kept per track (30 = 2 s at 15 fps); older is forgotten",
     )
     min_frames: int = Field(
-        default=12,
+        default=9,
         ge=1,
         le=1000,
         description="frames a track needs before it gets any verdict other than 'undecided' "
-        "(12 = 0.8 s at 15 fps: the CNN has scored twice and the surround cue has spoken)",
+        "(9 = 0.6 s at 15 fps: a track's first parallax and surround measurements come at 6)",
     )
     live_threshold: float = Field(
         default=0.6,
-        gt=0.0,
+        gt=0.5,
         lt=1.0,
-        description="fused score at or above which a track is 'live' (if motion was seen)",
+        description="fused score at or above which a track is 'live' (if motion was measured); "
+        "above 0.5, the score of no evidence",
     )
     spoof_threshold: float = Field(
         default=0.3,
         gt=0.0,
-        lt=1.0,
-        description="fused score at or below which a track is 'spoof'",
+        lt=0.5,
+        description="fused score at or below which a track is 'spoof'; below 0.5",
     )
     require_motion_for_live: bool = Field(
         default=True,
-        description="'live' needs parallax evidence (the head moved in 3D); a face that never "
-        "moves stays 'undecided'",
+        description="'live' needs a parallax measurement (the face moved enough, beyond a "
+        "shift, turn or scale, for its 3-D shape to be measured; the parallax cue's answer is "
+        "then weighed with the others); a face that never moves stays 'undecided'",
     )
     max_blockiness: float = Field(
         default=1.6,
@@ -90,7 +92,7 @@ class LivenessConfig(StrictModel):
         "a plane (photo, screen) scores well below, a turning head above",
     )
     parallax_weight: float = Field(
-        default=1.0, ge=0.0, le=10.0, description="weight of the parallax cue's log-odds"
+        default=1.6, ge=0.0, le=10.0, description="weight of the parallax cue's log-odds"
     )
     surround: bool = Field(
         default=True,
@@ -117,7 +119,7 @@ class LivenessConfig(StrictModel):
         default=2, ge=1, le=1000, description="texture features are computed this often"
     )
     texture_weight: float = Field(
-        default=1.0, ge=0.0, le=10.0, description="weight of the texture cue's log-odds"
+        default=0.5, ge=0.0, le=10.0, description="weight of the texture cue's log-odds"
     )
     flicker_weight: float = Field(
         default=0.0,
@@ -138,7 +140,7 @@ class LivenessConfig(StrictModel):
         "~20 ms per face on one CPU core)",
     )
     cnn_weight: float = Field(
-        default=2.0, ge=0.0, le=10.0, description="weight of the CNN cue's log-odds"
+        default=1.0, ge=0.0, le=10.0, description="weight of the CNN cue's log-odds"
     )
     blink: bool = Field(
         default=False,
@@ -150,12 +152,7 @@ class LivenessConfig(StrictModel):
     )
 
     @model_validator(mode="after")
-    def _thresholds_ordered(self) -> LivenessConfig:
-        if self.spoof_threshold >= self.live_threshold:
-            raise ValueError(
-                f"spoof_threshold ({self.spoof_threshold}) must be below live_threshold "
-                f"({self.live_threshold})"
-            )
+    def _windows_ordered(self) -> LivenessConfig:
         if self.min_frames > self.window_frames:
             raise ValueError(
                 f"min_frames ({self.min_frames}) cannot exceed window_frames ({self.window_frames})"

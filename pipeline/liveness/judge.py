@@ -6,7 +6,8 @@ Cues (each a P(live) in 0..1, fused by ``pipeline.liveness.fusion.fuse``):
 - ``parallax``: does the face move like a plane (photo, screen) or like a head (parallax.py)?
 - ``texture``: frequency and colour features of the inner face (texture.py), every
   ``texture_every_frames`` frames, averaged over the window.
-- ``flicker``: frame-to-frame brightness beating of the face (texture.py).
+- ``flicker``: frame-to-frame brightness beating of the face (texture.py), from every
+  frame's brightness, scored once the texture cue has a sample.
 - ``cnn``: the MiniFASNet ensemble (cnn.py), on a track's first frame and then every
   ``cnn_every_frames`` frames; the latest three scores are averaged.
 - ``blink`` (optional, off by default): a blink seen in the window (blink.py).
@@ -14,8 +15,10 @@ Cues (each a P(live) in 0..1, fused by ``pipeline.liveness.fusion.fuse``):
   or phone does, while the frame's border stays still (surround.py)? Spoof evidence only.
 
 The verdict is "undecided" until a track has ``min_frames`` frames; then "spoof" at a score at
-or below ``spoof_threshold``, "live" at or above ``live_threshold`` (only once parallax evidence
-exists when ``require_motion_for_live``), "undecided" in between.
+or below ``spoof_threshold``, "live" at or above ``live_threshold`` (with
+``require_motion_for_live``, only once the face has moved enough for a parallax measurement,
+whatever that measurement says: its answer is weighed with the other cues), "undecided" in
+between. Boxes mostly outside the frame give no evidence.
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ _REGION_MARGIN = 1.3  # the tracked patch spans the face box enlarged this much 
 _CNN_SCORES_KEPT = 3
 _BLOCK_PX = 8  # JPEG blocks and H.264 transform blocks sit on this grid of the frame
 _MIN_FACE_PX = 24  # narrower faces give no texture or parallax evidence (too few pixels)
+_MIN_VISIBLE_FRACTION = 0.5  # a box mostly outside the frame gives no evidence at all
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,12 +186,39 @@ class LivenessJudge:
         if previous is not None and previous.shape != image_bgr.shape:
             previous = None  # the stream changed size: flow across it means nothing
             self._recent.clear()
+        try:
+            self._observe_faces(image_bgr, previous, faces, track_ids)
+        finally:
+            # even when a cue failed part-way (the CNN engine raised), the next frame's optical
+            # flow and surround comparisons must start from this frame, which the tracks'
+            # points already refer to
+            self._previous_image = image_bgr
+            self._recent.append(_RecentFrame(image_bgr, self._border))
+            stale = [
+                track_id
+                for track_id, evidence in self._tracks.items()
+                if self._frame_index - evidence.last_frame > self.config.window_frames
+            ]
+            for track_id in stale:  # tracks the caller never forgot must not pile up
+                del self._tracks[track_id]
+
+    def _observe_faces(
+        self,
+        image_bgr: npt.NDArray[np.uint8],
+        previous: npt.NDArray[np.uint8] | None,
+        faces: Faces,
+        track_ids: npt.NDArray[np.int64],
+    ) -> None:
+        """``observe``'s per-face work: each track's cues, then one CNN batch."""
+        height, width = image_bgr.shape[:2]
         cnn_rows: list[int] = []
         cnn_tracks: list[_TrackEvidence] = []
         for row, track_id in enumerate(track_ids.tolist()):
             box = faces.boxes[row]
             if not np.all(np.isfinite(box)) or box[2] - box[0] < 1 or box[3] - box[1] < 1:
                 continue
+            if _visible_fraction(box, width, height) < _MIN_VISIBLE_FRACTION:
+                continue  # mostly outside the frame: the crops would show something else
             evidence = self._tracks.get(track_id)
             if evidence is None:
                 evidence = _TrackEvidence(
@@ -210,15 +241,6 @@ class LivenessJudge:
             for evidence, score in zip(cnn_tracks, scores.tolist(), strict=True):
                 evidence.cnn.append(float(score))
                 evidence.frames_since_cnn = 0
-        self._previous_image = image_bgr
-        self._recent.append(_RecentFrame(image_bgr, self._border))
-        stale = [
-            track_id
-            for track_id, evidence in self._tracks.items()
-            if self._frame_index - evidence.last_frame > self.config.window_frames
-        ]
-        for track_id in stale:  # tracks the caller never forgot must not pile up
-            del self._tracks[track_id]
 
     def _observe_track(
         self,
@@ -334,8 +356,9 @@ class LivenessJudge:
     def judge_still(self, image_bgr: npt.NDArray[np.uint8], faces: Faces) -> list[Liveness]:
         """Passive liveness of each face of one still image (a photo upload, an evaluation
         manifest's image), from the cues a single frame carries: the CNN and texture (no
-        parallax, flicker or blink: they need time). "live" at or above ``live_threshold``,
-        "spoof" at or below ``spoof_threshold``, else "undecided". Tracks are not touched.
+        parallax, flicker or blink: they need time). "live" at or above ``live_threshold``
+        and only with a CNN score, "spoof" at or below ``spoof_threshold``, else "undecided".
+        Tracks are not touched.
         A door never uses this: at a camera, ``require_motion_for_live`` still applies."""
         require_array("image_bgr", image_bgr, dtype=np.uint8, shape=(None, None, 3))
         results = [Liveness.undecided() for _ in range(len(faces))]
@@ -361,9 +384,9 @@ class LivenessJudge:
             if texture is not None:
                 probabilities["texture"] = texture
             score = fuse(probabilities, self._weights)
-            verdict: Verdict = (
-                self._thresholded(score, may_be_live=True) if probabilities else "undecided"
-            )
+            # texture alone never makes a still "live": fitted to synthetic attacks, it does
+            # not separate real captures (docs/liveness.md)
+            verdict: Verdict = self._thresholded(score, may_be_live="cnn" in probabilities)
             results[row] = Liveness(verdict, score, MappingProxyType(probabilities), 1)
         return results
 
@@ -388,6 +411,14 @@ class LivenessJudge:
     def forget(self, track_id: int) -> None:
         """Drop a finished track's evidence (unknown ids are ignored)."""
         self._tracks.pop(track_id, None)
+
+
+def _visible_fraction(box: npt.NDArray[np.float32], width: int, height: int) -> float:
+    """The share of ``box``'s area (x1 y1 x2 y2, positive size) inside a width x height frame."""
+    x1, y1, x2, y2 = (float(value) for value in box)
+    inside_x = max(0.0, min(x2, width) - max(x1, 0.0))
+    inside_y = max(0.0, min(y2, height) - max(y1, 0.0))
+    return inside_x * inside_y / ((x2 - x1) * (y2 - y1))
 
 
 def block_artefacts(image_bgr: npt.NDArray[np.uint8], bounds: tuple[int, int, int, int]) -> float:
