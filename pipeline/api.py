@@ -5,7 +5,10 @@ cookie that /login sets (derived from the token, not the token), so a browser ca
 live preview (an ``<img>`` cannot send a header). Mutations never accept the cookie, so a
 forged cross-site form cannot enrol or delete anyone. Tokens are compared in constant time.
 /healthz, /readyz and /metrics are open, for probes and Prometheus. Face analysis (identify,
-verify, enrol) is rate-limited per client and request bodies are capped. Errors are JSON
+verify, enrol) is rate-limited per client and request bodies are capped per route (enrolment:
+every image; other routes: one image). The token, the body cap and the rate limit are checked
+by ASGI middleware before anything reads the body (FastAPI parses a form before dependencies
+run), and such a refusal closes the connection. Errors are JSON
 ``{"detail": "..."}`` with a 4xx/5xx status; the access log names the path, never the query
 string (which may carry a token).
 """
@@ -18,7 +21,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Annotated
 
@@ -36,11 +39,15 @@ from fastapi import (
     UploadFile,
 )
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import StreamingResponse
+from starlette.routing import Match
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from engines.errors import ConfigError, FaceStreamError
 from pipeline.capture import CameraConfig
+from pipeline.config import ApiConfig
 from pipeline.errors import (
     EnrollmentRejectedError,
     EventsUnavailableError,
@@ -67,6 +74,12 @@ __all__ = ["PREVIEW_COOKIE", "create_app", "preview_cookie_value"]
 _log = logging.getLogger("facestream.api")
 PREVIEW_COOKIE = "facestream_preview"
 _OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+# the metrics' method label: anything else is "other", so made-up methods make no new series
+_STANDARD_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"}
+)
+_FORM_ROOM_BYTES = 1024 * 1024  # multipart boundaries and form fields beside the images
+_TOKEN_MISSING = "missing or wrong API token: send 'Authorization: Bearer <token>'"
 # FaceStreamError subclasses -> HTTP status; the first matching class wins
 _STATUS_OF_ERROR: tuple[tuple[type[FaceStreamError], int], ...] = (
     (IdentityNotFoundError, 404),
@@ -141,29 +154,130 @@ def preview_cookie_value(token: bytes) -> str:
     return hmac.new(token, b"facestream preview cookie v1", hashlib.sha256).hexdigest()
 
 
-def _limit_analysis(request: Request, state: State) -> None:
-    """Rate-limit face analysis per client address (429 with Retry-After)."""
-    client = request.client.host if request.client is not None else "unknown"
-    wait_seconds = state.analysis_limit.acquire(client)
-    if wait_seconds > 0:
-        raise HTTPException(
-            status_code=429,
-            detail=f"too many face-analysis requests; retry in {wait_seconds:.1f} s "
-            "(api.analysis_per_minute)",
-            headers={"Retry-After": retry_after_header(wait_seconds)},
-        )
-
-
-Limited = [Depends(_limit_analysis)]
-
-
 def _require_token(request: Request, state: State) -> None:
+    # a second line behind _RequestGate, which refuses these before the body is read
     if not _authorised(request, state, allow_cookie=request.method in ("GET", "HEAD")):
         raise HTTPException(
-            status_code=401,
-            detail="missing or wrong API token: send 'Authorization: Bearer <token>'",
-            headers={"WWW-Authenticate": "Bearer"},
+            status_code=401, detail=_TOKEN_MISSING, headers={"WWW-Authenticate": "Bearer"}
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _Admission:
+    """What _RequestGate lets through to one route."""
+
+    max_body_bytes: int
+    limit_source: str  # the settings the body cap comes from, for the 413 message
+    analysis: bool  # face analysis: rate-limited per client
+
+
+@dataclass(frozen=True, slots=True)
+class _GatedRoute:
+    route: APIRoute
+    admission: _Admission
+
+
+class _RequestGate:
+    """ASGI middleware answering /v1 requests that must be refused before their body is read.
+
+    FastAPI reads (and spools) a whole form before any dependency runs, so a token check in a
+    dependency lets anyone make the server take in the largest allowed body first. Here, from
+    the headers alone: the token (401), the route's body cap on a declared Content-Length
+    (413) and the face-analysis rate limit (429). A refusal says ``Connection: close``, so the
+    unread body is not read afterwards either. Bodies without a Content-Length are counted
+    as they stream (``BodySizeLimit``, at the route's cap).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        state: _ApiState,
+        routes: Sequence[_GatedRoute],
+        default: _Admission,
+    ) -> None:
+        self._state = state
+        self._routes = routes
+        self._default = default
+        caps = {gated.admission.max_body_bytes for gated in routes} | {default.max_body_bytes}
+        self._capped: dict[int, ASGIApp] = {cap: BodySizeLimit(app, max_bytes=cap) for cap in caps}
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        if scope["type"] != "http" or not (path == "/v1" or path.startswith("/v1/")):
+            await self._app(scope, receive, send)
+            return
+        request = Request(scope)
+        if not _authorised(request, self._state, allow_cookie=request.method in ("GET", "HEAD")):
+            await _refusal(401, _TOKEN_MISSING, {"WWW-Authenticate": "Bearer"})(
+                scope, receive, send
+            )
+            return
+        admission = self._default
+        for gated in self._routes:
+            if gated.route.matches(scope)[0] is Match.FULL:
+                scope["route"] = gated.route  # the metrics' route label, as the router sets it
+                admission = gated.admission
+                break
+        declared = request.headers.get("content-length")
+        if declared is not None and (
+            not declared.isdigit() or int(declared) > admission.max_body_bytes
+        ):
+            detail = (
+                f"request body of {declared[:20]} bytes is over the {admission.max_body_bytes} "
+                f"bytes this route takes ({admission.limit_source})"
+            )
+            await _refusal(413, detail)(scope, receive, send)
+            return
+        if admission.analysis:
+            client = request.client.host if request.client is not None else "unknown"
+            wait_seconds = self._state.analysis_limit.acquire(client)
+            if wait_seconds > 0:
+                detail = (
+                    f"too many face-analysis requests; retry in {wait_seconds:.1f} s "
+                    "(api.analysis_per_minute)"
+                )
+                headers = {"Retry-After": retry_after_header(wait_seconds)}
+                await _refusal(429, detail, headers)(scope, receive, send)
+                return
+        await self._capped[admission.max_body_bytes](scope, receive, send)
+
+
+def _refusal(status: int, detail: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    # the body was not read: closing is cheaper than reading it to reuse the connection
+    return JSONResponse(
+        {"detail": detail}, status_code=status, headers={**(headers or {}), "Connection": "close"}
+    )
+
+
+def _one_image(api: ApiConfig, *, analysis: bool) -> _Admission:
+    return _Admission(
+        api.max_upload_bytes + _FORM_ROOM_BYTES,
+        "api.max_upload_bytes, plus 1 MiB for the form",
+        analysis=analysis,
+    )
+
+
+def _admissions(api: ApiConfig) -> list[_GatedRoute]:
+    """Each /v1 route's body cap (enrolment: every image; others: one) and rate limit."""
+    enrolment = _Admission(
+        api.max_upload_bytes * api.max_images_per_request + _FORM_ROOM_BYTES,
+        "api.max_upload_bytes x api.max_images_per_request, plus 1 MiB for the form",
+        analysis=True,
+    )
+    analysis_routes: dict[Callable[..., object], _Admission] = {
+        create_identity: enrolment,
+        add_images: enrolment,
+        identify: _one_image(api, analysis=True),
+        verify: _one_image(api, analysis=True),
+        passive_liveness: _one_image(api, analysis=True),
+    }
+    return [
+        _GatedRoute(route, analysis_routes.get(route.endpoint, _one_image(api, analysis=False)))
+        for route in v1.routes  # the app's own list holds the routers, not their routes
+        if isinstance(route, APIRoute)
+    ]
 
 
 health = APIRouter(tags=["health"])
@@ -193,11 +307,15 @@ def create_app(service: FaceStreamService, *, token: str) -> FastAPI:
     app.include_router(health)
     app.include_router(v1)
     app.include_router(pages)
+    # middleware added last runs first: _measure sees the gate's refusals too
+    app.add_middleware(
+        _RequestGate,
+        state=app.state.facestream,
+        routes=_admissions(api),
+        default=_one_image(api, analysis=False),  # a /v1 path no route matches
+    )
     app.middleware("http")(_measure)
     app.exception_handler(FaceStreamError)(_facestream_error)
-    # whole request bodies: every image of an enrolment plus room for the form fields
-    max_body = api.max_upload_bytes * api.max_images_per_request + 1024 * 1024
-    app.add_middleware(BodySizeLimit, max_bytes=max_body)
     return app
 
 
@@ -210,9 +328,8 @@ async def _measure(
     route = getattr(request.scope.get("route"), "path", "unmatched")
     elapsed = time.perf_counter() - started
     metrics = _state(request).service.services.metrics
-    metrics.http_requests.labels(
-        route=route, method=request.method, status=str(response.status_code)
-    ).inc()
+    method = request.method if request.method in _STANDARD_METHODS else "other"
+    metrics.http_requests.labels(route=route, method=method, status=str(response.status_code)).inc()
     metrics.http_request_seconds.labels(route=route).observe(elapsed)
     if route not in _OPEN_PATHS:
         _log.info(
@@ -262,10 +379,20 @@ def _templates(state: _ApiState, images: list[UploadFile]) -> tuple[Embeddings, 
     most = state.service.config.api.max_images_per_request
     if len(images) > most:
         raise ImageDecodeError(f"{len(images)} images; at most {most} per request")
-    decoded = [
-        (upload.filename or f"image {number}", _read_upload(state, upload))
-        for number, upload in enumerate(images, start=1)
-    ]
+    budget_pixels = state.service.config.api.max_request_pixels
+    total_pixels = 0
+    decoded: list[tuple[str, npt.NDArray[np.uint8]]] = []
+    for number, upload in enumerate(images, start=1):
+        name = upload.filename or f"image {number}"
+        rgb = _read_upload(state, upload)
+        total_pixels += rgb.shape[0] * rgb.shape[1]
+        if total_pixels > budget_pixels:  # all are held until analysed: bound the memory
+            raise _TooLargeError(
+                f"{name}: the images up to this one have {total_pixels} pixels together, more "
+                f"than the {budget_pixels} one request may have (api.max_request_pixels); "
+                "send fewer or smaller photos"
+            )
+        decoded.append((name, rgb))
     with state.analysis_lock:
         templates, problems = state.service.services.templates(decoded)
     if not len(templates):
@@ -322,7 +449,7 @@ def list_identities(state: State) -> dict[str, object]:
     return {"identities": [identity.as_dict() for identity in identities]}
 
 
-@v1.post("/identities", tags=["identities"], status_code=201, dependencies=Limited)
+@v1.post("/identities", tags=["identities"], status_code=201)
 def create_identity(
     state: State,
     name: Annotated[str, Form(min_length=1, max_length=200)],
@@ -342,7 +469,7 @@ def get_identity(state: State, identity_id: str) -> dict[str, object]:
     return state.service.services.gallery.get(identity_id).as_dict()
 
 
-@v1.post("/identities/{identity_id}/images", tags=["identities"], dependencies=Limited)
+@v1.post("/identities/{identity_id}/images", tags=["identities"])
 def add_images(
     state: State, identity_id: str, images: Annotated[list[UploadFile], File()]
 ) -> dict[str, object]:
@@ -363,7 +490,7 @@ def delete_identity(state: State, identity_id: str) -> Response:
 # ---- matching ----
 
 
-@v1.post("/identify", tags=["matching"], dependencies=Limited)
+@v1.post("/identify", tags=["matching"])
 def identify(
     state: State,
     image: Annotated[UploadFile, File()],
@@ -380,7 +507,7 @@ def identify(
     return {"matches": matches, "tau": tau}
 
 
-@v1.post("/verify", tags=["matching"], dependencies=Limited)
+@v1.post("/verify", tags=["matching"])
 def verify(
     state: State,
     image: Annotated[UploadFile, File()],
@@ -394,7 +521,7 @@ def verify(
     return {"match": distance <= tau, "distance": round(distance, 4), "tau": tau}
 
 
-@v1.post("/liveness", tags=["matching"], dependencies=Limited)
+@v1.post("/liveness", tags=["matching"])
 def passive_liveness(state: State, image: Annotated[UploadFile, File()]) -> dict[str, object]:
     """Passive liveness of each face of one photo (a remote enrolment's selfie, say): the
     one-frame cues (MiniFASNet, texture), largest face first. A door never relies on this: at
@@ -460,9 +587,10 @@ def snapshot(state: State, camera_id: str) -> Response:
 
 
 @v1.get("/streams/{camera_id}/preview.mjpg", tags=["preview"])
-def preview_stream(state: State, camera_id: str) -> StreamingResponse:
+async def preview_stream(request: Request, state: State, camera_id: str) -> StreamingResponse:
     """Live MJPEG preview with boxes, names and distances (an ``<img>`` shows it)."""
-    parts: Iterator[bytes] = state.service.preview.stream(camera_id)
+    # async: a viewer waiting for its camera holds no thread of the shared pool
+    parts = state.service.preview.stream(camera_id, request.is_disconnected)
     return StreamingResponse(
         parts, media_type=f"multipart/x-mixed-replace; boundary={MJPEG_BOUNDARY}"
     )

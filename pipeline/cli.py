@@ -112,9 +112,10 @@ def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) ->
 @app.command("check-config")
 @reports_errors
 def check_config(path: Annotated[Path, typer.Argument(help="TOML config file")]) -> None:
-    """Validate a config file and print the resolved settings."""
-    config = load_config(path)
-    typer.echo(json.dumps(config.model_dump(mode="json"), indent=2))
+    """Validate a config file and print the resolved settings (secrets hidden), after a
+    warning line for anything valid but probably mistaken."""
+    config = load_config(path)  # logs the warnings
+    typer.echo(json.dumps(config.printable(), indent=2))
 
 
 @engines_app.command("build")

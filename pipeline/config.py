@@ -2,13 +2,18 @@
 
 Files are TOML. Every section forbids unknown keys, so a typo is an error that names the key,
 not a silently ignored setting. ``facestream check-config FILE`` runs exactly this validation.
+What is valid but probably a mistake (a door watching a camera no section lists: cameras can
+also be added at run time, through the API) is logged as a warning when a file is loaded.
 """
 
 from __future__ import annotations
 
+import difflib
+import logging
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
+from urllib.parse import unquote_plus, urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
 
@@ -28,6 +33,7 @@ from pipeline.process import ProcessConfig
 
 __all__ = [
     "BACKEND_ALIASES",
+    "REDACTED",
     "ApiConfig",
     "AuditConfig",
     "EmbeddedRedisConfig",
@@ -36,8 +42,59 @@ __all__ = [
     "GalleryConfig",
     "StrictModel",
     "load_config",
+    "redacted_url",
     "with_engine_overrides",
 ]
+
+_log = logging.getLogger(__name__)
+REDACTED = "****"
+# query keys whose values are credentials (substrings, lower case): ?token=, ?api_key=, ...
+_SECRET_QUERY_WORDS = ("token", "key", "secret", "passw", "pwd", "signature", "sig", "auth")
+
+
+def redacted_url(text: str) -> str:
+    """``text`` with a URL's password and secret-looking query values (keys such as token,
+    api_key, secret, password, signature) replaced by ``REDACTED``, for printing settings;
+    a string that is not a URL comes back as it is."""
+    if "://" not in text:
+        return text
+    try:
+        parts = urlsplit(text)
+        password = parts.password
+    except ValueError:
+        return REDACTED  # unparsable: no telling which part is secret
+    netloc = parts.netloc
+    if password is not None:
+        userinfo, _, host = netloc.rpartition("@")
+        netloc = f"{userinfo.split(':', 1)[0]}:{REDACTED}@{host}"
+    pairs = [pair.partition("=") for pair in parts.query.split("&")] if parts.query else []
+    query = "&".join(
+        f"{key}{equals}{REDACTED}"
+        if value and any(word in unquote_plus(key).lower() for word in _SECRET_QUERY_WORDS)
+        else f"{key}{equals}{value}"
+        for key, equals, value in pairs
+    )
+    if (netloc, query) == (parts.netloc, parts.query):
+        return text
+    # edited in place: urlunsplit would respell some URLs (unix:///path as unix:/path)
+    scheme_and_netloc = f"{parts.scheme}://{parts.netloc}"
+    if not text.lower().startswith(scheme_and_netloc.lower()):
+        return REDACTED  # spelled in a way urlsplit tidied up: hide it all
+    redacted = f"{parts.scheme}://{netloc}" + text[len(scheme_and_netloc) :]
+    if query != parts.query:
+        before, _, after = redacted.partition("?")
+        redacted = f"{before}?{query}{after[len(parts.query) :]}"
+    return redacted
+
+
+def _redacted_values(value: object) -> object:
+    if isinstance(value, str):
+        return redacted_url(value)
+    if isinstance(value, dict):
+        return {key: _redacted_values(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_redacted_values(item) for item in value]
+    return value
 
 
 class EngineConfig(StrictModel):
@@ -148,6 +205,14 @@ class ApiConfig(StrictModel):
     max_images_per_request: int = Field(
         default=20, ge=1, le=1000, description="most images one enrolment request may carry"
     )
+    max_request_pixels: int = Field(
+        default=160_000_000,
+        ge=1_000_000,
+        le=10_000_000_000,
+        description="pixels the decoded images of one request may have together (an "
+        "enrolment holds them all at once: 3 bytes a pixel, so 160 MP is about 480 MB); "
+        "beyond it 413",
+    )
     preview_max_fps: float = Field(
         default=10.0, gt=0, le=60, description="frame rate cap of each live preview stream"
     )
@@ -201,6 +266,31 @@ class FaceStreamConfig(StrictModel):
         """Where decisions are logged."""
         return self.audit.path or self.data_dir / "audit" / "decisions.jsonl"
 
+    def printable(self) -> dict[str, object]:
+        """The resolved settings as JSON-able values for people to read (``facestream
+        check-config``): secret fields print as ``**********``, passwords and credential query
+        values inside URLs (gallery.redis_url, cameras, webhooks, MQTT) as ``REDACTED``."""
+        return cast(dict[str, object], _redacted_values(self.model_dump(mode="json")))
+
+    def warnings(self) -> list[str]:
+        """What is valid but probably a mistake, one line each: a door watching a camera id
+        that ``capture.cameras`` does not list. Not an error, since a camera may be added at
+        run time (POST /v1/streams); until one is, that door decides nothing."""
+        known = [camera.id for camera in self.capture.cameras]
+        lines = []
+        for door in self.doors:
+            for camera_id in door.cameras:
+                if camera_id in known:
+                    continue
+                close = difflib.get_close_matches(camera_id, known, n=1)
+                lines.append(
+                    f"door {door.id!r} watches camera {camera_id!r}, which capture.cameras does "
+                    f"not list (known: {', '.join(map(repr, known)) or 'none'}); the door "
+                    "decides nothing until a camera with that id is added through the API"
+                    + (f"; did you mean {close[0]!r}?" if close else "")
+                )
+        return lines
+
     @model_validator(mode="after")
     def _unique_doors(self) -> FaceStreamConfig:
         ids = [door.id for door in self.doors]
@@ -232,9 +322,12 @@ def load_config(path: Path | None) -> FaceStreamConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigFileError(f"{path}: not valid TOML: {exc}") from exc
     try:
-        return FaceStreamConfig.model_validate(raw)
+        config = FaceStreamConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigFileError(f"{path}: {_problems(exc)}") from exc
+    for line in config.warnings():
+        _log.warning("%s: %s", path, line)
+    return config
 
 
 def _problems(error: ValidationError) -> str:

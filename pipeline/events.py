@@ -10,8 +10,16 @@ each event's JSON with its signature. A claim is a Lua script that moves the del
 time a lease into the future and records a claim token, so two processes never work on the
 same attempt; a delivery whose process died is claimed again when its lease runs out. Failed
 attempts are rescheduled with capped exponential backoff and jitter; after the last attempt a
-delivery moves to the dead-letter list. Webhook delivery is at least once: a receiver dedupes
-by ``X-Facestream-Event-Id``.
+delivery moves to the dead-letter list. Each POST has one deadline as a whole
+(``request_timeout_seconds``; httpx's own timeouts bound each network step only, so a receiver
+dripping its reply would hold the thread). Webhook delivery is at least once: a receiver
+dedupes by the ``event_id`` in the signed body (``X-Facestream-Event-Id`` repeats it, unsigned).
+
+A granted decision is only useful while the person is at the door: its deliveries expire
+``grant_expiry_seconds`` after the decision (``created``). An expired delivery is not POSTed;
+it moves to the dead-letter list (``last_error`` says expired), whether it waited in retries,
+in the outbox while the deliverer was down, or in ``DecisionRecorder``'s queue while Redis was.
+Receivers should check the decision's age too (``deploy/examples/door_controller.py``).
 
 Keys (all share the hash tag ``{namespace}``, one Redis Cluster slot)::
 
@@ -19,7 +27,8 @@ Keys (all share the hash tag ``{namespace}``, one Redis Cluster slot)::
     fs:{events}:published:<event id> string  set on publish (expires): a retried publish of the
                                      same event is a no-op
     fs:{events}:outbox               zset    delivery id -> next attempt (unix seconds)
-    fs:{events}:deliveries           hash    delivery id -> JSON {url, event}
+    fs:{events}:deliveries           hash    delivery id -> JSON {url, event, expires_at}
+                                     (expires_at: unix seconds, or null: never)
     fs:{events}:attempts             hash    delivery id -> attempts started
     fs:{events}:claims               hash    delivery id -> token of the current claim
     fs:{events}:dead                 list    JSON {delivery_id, url, attempts, last_error,
@@ -34,6 +43,7 @@ secret. Receivers check them with ``verify_signature``.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -162,7 +172,11 @@ class EventsConfig(StrictModel):
         "required when webhook_urls is set; never logged)",
     )
     request_timeout_seconds: float = Field(
-        default=5.0, gt=0, le=120, description="connect and read timeout of one webhook POST"
+        default=5.0,
+        gt=0,
+        le=120,
+        description="deadline of one webhook POST as a whole (connect, send, reply headers): a "
+        "receiver that answers a byte at a time is cut off too",
     )
     retry_initial_seconds: float = Field(
         default=1.0, gt=0, le=3600, description="backoff after a delivery's first failure"
@@ -207,6 +221,14 @@ class EventsConfig(StrictModel):
     )
     dead_letter_maxlen: int = Field(
         default=10_000, ge=1, le=10_000_000, description="dead deliveries kept (newest first)"
+    )
+    grant_expiry_seconds: float | None = Field(
+        default=10.0,
+        gt=0,
+        le=86_400,
+        description="a granted decision's webhook not delivered within this many seconds of the "
+        "decision is never delivered (it moves to the dead-letter list as expired), so a door "
+        "cannot open late after retries or an outage; none: no expiry",
     )
 
     @field_validator("webhook_urls")
@@ -491,6 +513,7 @@ class EventBus:
         body = event.to_json()
         published_key = self._keys.published_prefix + event.event_id
         now = time.time()
+        expires_at = self._delivery_expiry(event)
 
         def transaction(pipe: Pipeline) -> None:
             # under WATCH: a read is immediate; writes are queued after multi()
@@ -506,7 +529,7 @@ class EventBus:
             )
             for url in self._config.webhook_urls:
                 delivery_id = _delivery_id(event.event_id, url)
-                record = json.dumps({"url": url, "event": body.decode()})
+                record = json.dumps({"url": url, "event": body.decode(), "expires_at": expires_at})
                 pipe.hset(self._keys.deliveries, delivery_id, record)
                 pipe.zadd(self._keys.outbox, {delivery_id: now})
 
@@ -517,6 +540,18 @@ class EventBus:
             return None
         entry_id = replies[1]
         return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+    def _delivery_expiry(self, event: Event) -> float | None:
+        """When ``event``'s webhook deliveries expire (unix seconds): grants only, counted from
+        the decision, since a door opened late lets in whoever stands there then."""
+        expiry_seconds = self._config.grant_expiry_seconds
+        if (
+            expiry_seconds is None
+            or event.kind != "decision"
+            or event.payload.get("outcome") != "granted"
+        ):
+            return None
+        return event.created + expiry_seconds
 
     def recent(self, count: int = 100, *, kind: str | None = None) -> tuple[Event, ...]:
         """The newest ``count`` events of the stream (of one ``kind`` when given), newest first.
@@ -598,6 +633,7 @@ class _Claim:
     url: str
     event_id: str
     body: bytes
+    expires_at: float | None  # unix seconds; None: never
 
 
 @dataclass(frozen=True, slots=True)
@@ -661,12 +697,10 @@ class WebhookDeliverer:
         config: EventsConfig,
         metrics: PipelineMetrics,
         *,
-        http_client: httpx.Client | None = None,
         jitter: random.Random | None = None,
     ) -> None:
         """Deliver ``config``'s outbox through ``client``.
 
-        http_client: made (and closed on stop) from the config's timeout when None.
         jitter: the random source of backoff jitter (seeded in tests).
         """
         self._client = client
@@ -674,12 +708,8 @@ class WebhookDeliverer:
         self._metrics = metrics
         self._keys = _Keys.of(config.namespace)
         self._where = _where(client)
-        self._owns_http = http_client is None
-        self._http = (
-            http_client
-            if http_client is not None
-            else httpx.Client(timeout=config.request_timeout_seconds, follow_redirects=False)
-        )
+        # one TLS context for every attempt: making one loads the CA bundle
+        self._tls = httpx.create_ssl_context()
         self._jitter = jitter if jitter is not None else random.Random()
         self._claim_script = client.register_script(_CLAIM_SCRIPT)
         self._settle_script = client.register_script(_SETTLE_SCRIPT)
@@ -724,8 +754,6 @@ class WebhookDeliverer:
                 LOGGER.warning("webhook deliverer did not stop within its timeout")
             else:
                 LOGGER.info("webhook deliverer stopped")
-        if self._owns_http and (thread is None or not thread.is_alive()):
-            self._http.close()
 
     def __enter__(self) -> WebhookDeliverer:
         """Start the delivery thread."""
@@ -817,7 +845,9 @@ class WebhookDeliverer:
             url = str(fields["url"])
             body = str(fields["event"]).encode()
             event_id = delivery_id.split(":", 1)[0]
-        except (ValueError, KeyError, TypeError) as exc:
+            expiry = fields.get("expires_at")  # absent in records written before expiry existed
+            expires_at = None if expiry is None else float(expiry)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             LOGGER.error("delivery %s has a malformed outbox record; dropping it", delivery_id)
             self._settle(delivery_id, token, "done", "")
             raise EventStoreError(
@@ -830,11 +860,19 @@ class WebhookDeliverer:
             url=url,
             event_id=event_id,
             body=body,
+            expires_at=expires_at,
         )
 
     def _attempt(self, claim: _Claim) -> None:
         if claim.attempt > self._config.max_attempts:  # attempts cut short by crashes
             self._dead_letter(claim, "attempts exhausted (the deliverer stopped mid-attempt)")
+            return
+        if claim.expires_at is not None and time.time() > claim.expires_at:
+            self._dead_letter(
+                claim,
+                "expired: a granted decision not delivered within events.grant_expiry_seconds "
+                "is not delivered (a door must not open late)",
+            )
             return
         failure = self._post(claim)
         if failure is None:
@@ -870,11 +908,13 @@ class WebhookDeliverer:
             EVENT_ID_HEADER: claim.event_id,
         }
         try:
-            # streamed and closed unread: a receiver's reply body is not ours to buffer
-            with self._http.stream("POST", claim.url, content=claim.body, headers=headers) as reply:
-                status = reply.status_code
-        except httpx.TimeoutException as exc:
-            return _Failure("timeout", f"timed out: {type(exc).__name__}")
+            status = asyncio.run(self._post_by_deadline(claim.url, claim.body, headers))
+        except (TimeoutError, httpx.TimeoutException) as exc:  # the deadline, or one step's
+            return _Failure(
+                "timeout",
+                f"timed out: {type(exc).__name__} (events.request_timeout_seconds is "
+                f"{self._config.request_timeout_seconds:g} s for the whole request)",
+            )
         except httpx.TransportError as exc:
             return _Failure("connect", f"connection failed: {type(exc).__name__}: {exc}")
         except httpx.HTTPError as exc:
@@ -882,6 +922,23 @@ class WebhookDeliverer:
         if 200 <= status < 300:
             return None
         return _Failure("http_status", f"HTTP {status}")
+
+    async def _post_by_deadline(self, url: str, body: bytes, headers: Mapping[str, str]) -> int:
+        """POST ``body`` and return the reply's status; TimeoutError past the deadline.
+
+        httpx's timeouts bound each network step, not the request: a receiver sending its
+        reply a byte at a time would hold the deliverer for ever. Only cancelling bounds the
+        whole request, hence an event loop (and a client, whose connections belong to that
+        loop) per attempt.
+        """
+        deadline_seconds = self._config.request_timeout_seconds
+        async with httpx.AsyncClient(
+            timeout=deadline_seconds, follow_redirects=False, verify=self._tls
+        ) as http:
+            async with asyncio.timeout(deadline_seconds):
+                # streamed and closed unread: a receiver's reply body is not ours to buffer
+                async with http.stream("POST", url, content=body, headers=headers) as reply:
+                    return reply.status_code
 
     def _dead_letter(self, claim: _Claim, last_error: str) -> None:
         record = json.dumps(

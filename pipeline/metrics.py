@@ -47,6 +47,7 @@ class PipelineMetrics:
     events_pending: Gauge
     events_store_errors: Counter
     events_unpublished: Gauge
+    events_unpublished_dropped: Counter
     faces_detected: Counter
     matches: Counter
     match_distance: Histogram
@@ -190,6 +191,14 @@ class PipelineMetrics:
                 "facestream_events_unpublished",
                 "Events recorded (decisions are in the audit log) but not yet in the Redis "
                 "stream because Redis was unreachable; they are retried in order",
+                registry=registry,
+            ),
+            events_unpublished_dropped=Counter(
+                "facestream_events_unpublished_dropped_total",
+                "Events that never reached the Redis stream (nor MQTT, nor the webhooks): the "
+                "retry queue was full, or Redis was still away at shutdown; decisions among "
+                "them are in the audit log. By reason (queue_full, shutdown)",
+                ["reason"],
                 registry=registry,
             ),
             faces_detected=Counter(

@@ -5,7 +5,10 @@ publishes it with QoS 1, waits for the broker's acknowledgement, and only then a
 the stream entry. A broker that is down or slow loses nothing: unacknowledged entries are read
 again (the group's pending list first) once it is back, and so are entries written while the
 service was stopped. The broker being away never stops recognition or doors; it shows as
-``facestream_mqtt_connected 0`` and in /readyz.
+``facestream_mqtt_connected 0`` and in /readyz. Redis failing under the bridge (a restart
+between reading an entry and acknowledging it) is retried with capped backoff, from the
+pending entries again; should the forwarding thread end all the same, ``connected`` (what
+/readyz reports) turns false with it.
 
 Topics (``topic_prefix`` default ``facestream``):
 
@@ -49,6 +52,7 @@ _log = logging.getLogger(__name__)
 _StreamEntries = list[tuple[bytes, dict[bytes, bytes]]]
 _READ_BLOCK_MILLISECONDS = 1000
 _RETRY_SECONDS = 1.0
+_RETRY_MAX_SECONDS = 30.0  # cap of the doubling wait while Redis keeps failing
 
 
 class MqttConfig(StrictModel):
@@ -187,8 +191,9 @@ class MqttBridge:
 
     @property
     def connected(self) -> bool:
-        """True while the broker connection is up."""
-        return self._connected.is_set()
+        """True while the broker connection is up and the thread forwarding events runs."""
+        thread = self._thread
+        return self._connected.is_set() and thread is not None and thread.is_alive()
 
     def start(self) -> None:
         """Connect in the background and start forwarding."""
@@ -203,7 +208,7 @@ class MqttBridge:
         self._stopping.set()
         if self._thread is not None:
             self._thread.join(timeout_seconds)
-        if self.connected:
+        if self._connected.is_set():
             self._mqtt.publish(f"{self._config.topic_prefix}/status", "offline", 1, retain=True)
         self._mqtt.disconnect()
         self._mqtt.loop_stop()
@@ -245,8 +250,17 @@ class MqttBridge:
             )
 
     def _run(self) -> None:
+        try:
+            self._forward_until_stopped()
+        finally:
+            if not self._stopping.is_set():  # BaseException only: everything else is retried
+                _log.error("MQTT bridge stopped forwarding events unexpectedly")
+                self._metrics.mqtt_connected.set(0)
+
+    def _forward_until_stopped(self) -> None:
         group_ready = False
         backlog = True  # read this consumer's unacknowledged entries before new ones
+        failures = 0  # Redis errors in a row
         while not self._stopping.is_set():
             if not self._connected.wait(_RETRY_SECONDS):
                 continue
@@ -255,14 +269,32 @@ class MqttBridge:
                     self._create_group()
                     group_ready = True
                 entries = self._read("0" if backlog else ">")
+                if backlog and not entries:
+                    backlog = False
+                    continue
+                forwarded = self._forward(entries)
             except (redis.RedisError, OSError) as exc:
-                _log.warning("MQTT bridge cannot read events from Redis: %s", exc)
-                self._stopping.wait(_RETRY_SECONDS)
+                # a Redis restart: published entries not yet acknowledged are pending, and are
+                # read again (so a broker may get one twice: at least once); the group itself
+                # may be gone with an unsaved Redis
+                failures += 1
+                group_ready = False
+                backlog = True
+                if failures == 1:
+                    _log.warning("MQTT bridge cannot use the Redis event stream: %s", exc)
+                self._stopping.wait(
+                    min(_RETRY_MAX_SECONDS, _RETRY_SECONDS * 2 ** min(failures - 1, 5))
+                )
                 continue
-            if backlog and not entries:
-                backlog = False
+            except Exception:  # a bug must not end forwarding for good: log it and go on
+                _log.exception("MQTT bridge failed unexpectedly; retrying")
+                backlog = True
+                self._stopping.wait(_RETRY_MAX_SECONDS)
                 continue
-            if not self._forward(entries):
+            if failures:
+                _log.info("MQTT bridge reads the event stream again after %d failures", failures)
+                failures = 0
+            if not forwarded:
                 backlog = True  # the broker went away mid-batch: start again from the pending
                 self._stopping.wait(_RETRY_SECONDS)
 

@@ -4,7 +4,9 @@ A decision is appended to the hash-chained audit log before it is published, so 
 that was acted upon is always on disk. Publishing is retried: events that could not reach
 Redis wait in a bounded in-memory queue (oldest first) and are published again, with the same
 event id, before the next decision; since ``EventBus.publish`` deduplicates by id, a retry
-never doubles an event.
+never doubles an event. Events still waiting at shutdown, or pushed out of a full queue, are
+lost to the stream (and so to MQTT and the webhooks): each is logged and counted in
+``facestream_events_unpublished_dropped_total``; decisions among them stay in the audit log.
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ class DecisionRecorder:
 
     max_unpublished: events kept for retry while Redis is away; beyond it the oldest is dropped
     from the retry queue (a decision stays in the audit log) and a warning is logged.
-    metrics: where the retry queue's length is exported (``facestream_events_unpublished``).
+    metrics: where the retry queue's length (``facestream_events_unpublished``) and the events
+    dropped unpublished (``facestream_events_unpublished_dropped_total``) are exported.
     """
 
     def __init__(
@@ -64,6 +67,7 @@ class DecisionRecorder:
         self._bus = bus
         self._unpublished: deque[Event] = deque(maxlen=max_unpublished)
         self._gauge = None if metrics is None else metrics.events_unpublished
+        self._dropped = None if metrics is None else metrics.events_unpublished_dropped
         self._lock = threading.Lock()  # guards the queue and the audit log's order
         self._flush_lock = threading.Lock()  # one publisher at a time keeps events in order
         self._retry_seconds = retry_seconds
@@ -78,13 +82,28 @@ class DecisionRecorder:
             self._thread.start()
 
     def stop(self, timeout_seconds: float = 10.0) -> None:
-        """Stop the background thread after one last attempt to publish the backlog."""
+        """Stop the background thread after one last attempt to publish the backlog; what
+        still waits then is dropped, logged and counted (decisions stay in the audit log)."""
         thread, self._thread = self._thread, None
         if thread is not None:
             self._stopping.set()
             self._wake.set()
             thread.join(timeout_seconds)
         self.flush()
+        with self._lock:
+            left = [event.event_id for event in self._unpublished]
+            self._unpublished.clear()
+        if left:
+            _log.warning(
+                "%d events never reached Redis and are dropped at shutdown, the oldest %s "
+                "(decisions among them stay in the audit log, under their event ids)",
+                len(left),
+                left[0],
+            )
+            if self._dropped is not None:
+                self._dropped.labels(reason="shutdown").inc(len(left))
+            if self._gauge is not None:
+                self._gauge.set(0)
 
     def _run(self) -> None:
         while not self._stopping.is_set():
@@ -149,4 +168,6 @@ class DecisionRecorder:
                 "audit log)",
                 self._unpublished[0].event_id,
             )
+            if self._dropped is not None:
+                self._dropped.labels(reason="queue_full").inc()
         self._unpublished.append(event)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -152,3 +153,53 @@ def test_configuration_reference_is_current() -> None:
     assert reference.read_text(encoding="utf-8") == result.stdout
     for section in ("`[engine]`", "`[[capture.cameras]]`", "`[[doors]]`", "`[api]`", "`[mqtt]`"):
         assert section in result.stdout
+
+
+def test_check_config_hides_the_secrets_it_prints(tmp_path: Path) -> None:
+    """Passwords in URLs (Redis, camera, webhook, MQTT), credential query values and secret
+    fields never reach check-config's output; the rest of each URL still does."""
+    secrets = ["redis-pass-1", "hook-pass-2", "tok-3", "webhook-secret-4-0123456789",
+               "mqtt-pass-5", "mqtt-pass-6", "cam-pass-7", "api-token-8-0123456789"]  # fmt: skip
+    path = tmp_path / "facestream.toml"
+    path.write_text(
+        f"data_dir = '{tmp_path}'\n"
+        "[gallery]\nredis_url = 'redis://:redis-pass-1@127.0.0.1:6379/0'\n"
+        "[events]\n"
+        "webhook_urls = ['https://hook:hook-pass-2@hooks.example/door?token=tok-3&door=front']\n"
+        "webhook_secret = 'webhook-secret-4-0123456789'\n"
+        "[mqtt]\nurl = 'mqtt://mq:mqtt-pass-5@broker:1883'\npassword = 'mqtt-pass-6'\n"
+        "[api]\ntoken = 'api-token-8-0123456789'\n"
+        "[[capture.cameras]]\nid = 'front-door'\nurl = 'rtsp://admin:cam-pass-7@10.0.0.5/live'\n"
+    )
+    result = runner.invoke(app, ["check-config", str(path)])
+    assert result.exit_code == 0, result.output
+    for secret in secrets:
+        assert secret not in result.output
+    printed = json.loads(result.stdout)
+    assert printed["gallery"]["redis_url"] == "redis://:****@127.0.0.1:6379/0"
+    assert printed["events"]["webhook_urls"] == [
+        "https://hook:****@hooks.example/door?token=****&door=front"
+    ]
+    assert printed["capture"]["cameras"][0]["url"] == "rtsp://admin:****@10.0.0.5/live"
+    assert printed["mqtt"]["url"] == "mqtt://mq:****@broker:1883"
+
+
+def test_a_door_watching_an_unlisted_camera_is_a_warning_naming_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A typo in a door's camera list loads (a camera may still be added over the API) but
+    is logged naming the unknown id, the known ones and the likely intended one."""
+    path = tmp_path / "facestream.toml"
+    path.write_text(
+        "[[capture.cameras]]\nid = 'front-door'\nurl = 'rtsp://10.0.0.5/live'\n"
+        "[[capture.cameras]]\nid = 'lobby'\nurl = 'rtsp://10.0.0.6/live'\n"
+        "[[doors]]\nid = 'front'\ncameras = ['front-dor', 'lobby']\n"
+    )
+    with caplog.at_level(logging.WARNING, logger="pipeline.config"):
+        config = load_config(path)
+    assert config.doors[0].cameras == ["front-dor", "lobby"]
+    [warning] = [record.getMessage() for record in caplog.records]
+    assert "door 'front' watches camera 'front-dor'" in warning
+    assert "known: 'front-door', 'lobby'" in warning
+    assert "did you mean 'front-door'?" in warning
+    assert str(path) in warning

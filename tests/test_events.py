@@ -6,6 +6,7 @@ import logging
 import os
 import random
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -512,3 +513,120 @@ def test_event_survives_redis_killed_between_publish_and_delivery(
     finally:
         publisher.close()
         delivering.close()
+
+
+class DrippingReceiver:
+    """An HTTP server on 127.0.0.1 that reads a request, then sends its reply's status line
+    and headers one byte at a time (each byte well within a read timeout) and never finishes,
+    until ``close()``."""
+
+    def __init__(self, byte_interval_seconds: float = 0.2) -> None:
+        self._listener = socket.socket()
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen()
+        self._interval_seconds = byte_interval_seconds
+        self._closing = threading.Event()
+        self.connections = 0
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        host, port = self._listener.getsockname()[:2]
+        return f"http://{host}:{port}/hook"
+
+    def _serve(self) -> None:
+        self._listener.settimeout(0.1)
+        while not self._closing.is_set():
+            try:
+                connection, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return  # closed
+            self.connections += 1
+            threading.Thread(target=self._drip, args=(connection,), daemon=True).start()
+
+    def _drip(self, connection: socket.socket) -> None:
+        with connection:
+            connection.recv(65536)
+            reply = b"HTTP/1.1 200 OK\r\nX-Drip: " + b"a" * 100_000
+            for index in range(len(reply)):
+                if self._closing.wait(self._interval_seconds):
+                    return
+                try:
+                    connection.sendall(reply[index : index + 1])
+                except OSError:
+                    return  # the deliverer gave up and closed the connection
+
+    def close(self) -> None:
+        self._closing.set()
+        self._listener.close()
+        self._thread.join(timeout=5)
+
+
+def test_a_receiver_dripping_its_reply_is_cut_off_at_the_deadline(
+    clients: Callable[[], redis.Redis],
+    receiver: Receiver,
+    deliverers: Callable[[WebhookDeliverer], WebhookDeliverer],
+) -> None:
+    """A receiver that sends a byte every 0.2 s never trips httpx's per-step timeouts; the
+    deadline on the whole request (request_timeout_seconds) ends the attempt, the delivery is
+    dead-lettered as a timeout, and the healthy receiver behind it gets its event."""
+    receiver.listen()
+    dripping = DrippingReceiver()
+    try:
+        metrics = PipelineMetrics.create()
+        config = _config(
+            receiver,
+            webhook_urls=(dripping.url, receiver.url),
+            request_timeout_seconds=1.0,
+            max_attempts=1,
+        )
+        bus = EventBus(clients(), config, metrics)
+        event = _decision()
+        bus.publish(event)
+        deliverers(WebhookDeliverer(clients(), config, metrics)).start()
+        assert _eventually(lambda: len(bus.dead_letters()) == 1)
+        [letter] = bus.dead_letters()
+        assert letter.url == dripping.url
+        assert "timed out" in letter.last_error
+        assert "request_timeout_seconds" in letter.last_error
+        assert _sample(metrics, "facestream_events_failed_total", reason="timeout") == 1
+        assert _eventually(lambda: len(receiver.received()) == 1)
+        _assert_genuine(receiver.received()[0], event)
+        assert dripping.connections == 1
+    finally:
+        dripping.close()
+
+
+def test_a_grant_is_not_delivered_after_it_expires(
+    clients: Callable[[], redis.Redis],
+    receiver: Receiver,
+    deliverers: Callable[[WebhookDeliverer], WebhookDeliverer],
+) -> None:
+    """A granted decision older than grant_expiry_seconds (it waited out an outage) is
+    dead-lettered as expired without being POSTed; a denial of the same age and a fresh grant
+    are delivered."""
+    receiver.listen()
+    metrics = PipelineMetrics.create()
+    config = _config(receiver, grant_expiry_seconds=30.0)
+    bus = EventBus(clients(), config, metrics)
+    hour_ago = time.time() - 3600
+    stale_grant = Event.create(
+        "decision", "door-1", {"door_id": "front", "outcome": "granted"}, created=hour_ago
+    )
+    stale_denial = Event.create(
+        "decision", "door-1", {"door_id": "front", "outcome": "denied"}, created=hour_ago
+    )
+    fresh_grant = Event.create("decision", "door-1", {"door_id": "front", "outcome": "granted"})
+    for event in (stale_grant, stale_denial, fresh_grant):
+        bus.publish(event)
+    deliverers(WebhookDeliverer(clients(), config, metrics)).start()
+    assert _eventually(lambda: bus.pending_deliveries() == 0)
+    [letter] = bus.dead_letters()
+    assert letter.event == stale_grant
+    assert letter.last_error.startswith("expired")
+    assert "grant_expiry_seconds" in letter.last_error
+    delivered = {request.headers[EVENT_ID_HEADER.lower()] for request in receiver.received()}
+    assert delivered == {stale_denial.event_id, fresh_grant.event_id}

@@ -1,6 +1,7 @@
 """The MQTT bridge against a real broker (Debian's mosquitto on 127.0.0.1) and a real Redis:
-every event arrives on its topics, Home Assistant discovery is announced, and events written
-while the broker is down arrive once it is up."""
+every event arrives on its topics, Home Assistant discovery is announced, events written
+while the broker is down arrive once it is up, and Redis failing under the bridge does not end
+it."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from pydantic import ValidationError
 from pipeline.events import Event, EventBus, EventsConfig
 from pipeline.metrics import PipelineMetrics
 from pipeline.mqtt import MqttBridge, MqttConfig
+from pipeline.redis_server import EmbeddedRedis
 
 DEADLINE_SECONDS = 20.0
 
@@ -187,3 +189,80 @@ def test_events_written_while_the_broker_is_down_arrive_later(
 def test_a_non_mqtt_url_is_a_config_error() -> None:
     with pytest.raises(ValidationError, match="mqtt://"):
         MqttConfig(url="http://127.0.0.1:1883")
+
+
+def _refused_commands(admin: redis.Redis) -> set[str]:
+    """The commands Redis refused to user "bridge" (ACL LOG)."""
+    refused = set()
+    for entry in admin.acl_log():
+        fields = {
+            (k.decode() if isinstance(k, bytes) else str(k)): (
+                v.decode() if isinstance(v, bytes) else str(v)
+            )
+            for k, v in entry.items()
+        }
+        if fields.get("username") == "bridge" and fields.get("reason") == "command":
+            refused.add(fields.get("object", "").lower())
+    return refused
+
+
+def test_the_bridge_rides_out_redis_refusing_its_acknowledgements(
+    broker: Broker,
+    server: EmbeddedRedis,
+    clients: Callable[[], redis.Redis],
+) -> None:
+    """Redis refuses XACK after an event was published (a real ACL rule, as a restart between
+    read and acknowledgement would fail it): the bridge keeps running and reporting ready,
+    and once XACK is allowed again it acknowledges the first event and forwards the next."""
+    broker.start()
+    admin = clients()
+    password = "bridge-password-0123456789"
+    admin.acl_setuser(
+        "bridge", enabled=True, passwords=[f"+{password}"], keys=["*"],
+        categories=["+@all"], commands=["-xack"],
+    )  # fmt: skip
+    bridge_redis = redis.Redis(
+        unix_socket_path=str(server.socket_path),
+        username="bridge",
+        password=password,
+        socket_timeout=2.0,
+    )
+    metrics = PipelineMetrics.create()
+    bus = EventBus(admin, EventsConfig(), metrics)
+    config = MqttConfig(
+        url=f"mqtt://127.0.0.1:{broker.port}",
+        client_id="facestream-test",
+        home_assistant_discovery=False,
+    )
+    bridge = MqttBridge(bridge_redis, bus, config, metrics)
+    subscriber = Subscriber(broker.port, "facestream/events/#")
+    bridge.start()
+    try:
+        first = _decision("first")
+        bus.publish(first)
+        subscriber.wait_for("facestream/events/decision")
+        deadline = time.monotonic() + DEADLINE_SECONDS
+        while "xack" not in _refused_commands(admin):  # Redis's ACL LOG: XACK was tried
+            assert time.monotonic() < deadline, "the bridge never tried to acknowledge"
+            time.sleep(0.05)
+        assert bridge.connected  # the thread is alive and the broker up: ready, rightly
+
+        admin.acl_setuser("bridge", enabled=True, commands=["+xack"])
+        second = _decision("second")
+        bus.publish(second)
+        deadline = time.monotonic() + DEADLINE_SECONDS
+        while True:
+            bodies = subscriber.wait_for("facestream/events/decision")
+            if second.event_id in {json.loads(body)["event_id"] for body in bodies}:
+                break
+            assert time.monotonic() < deadline, "the bridge stopped forwarding"
+            time.sleep(0.05)
+        while admin.xpending(bus.stream_key, config.group)["pending"] != 0:
+            assert time.monotonic() < deadline, "the first event was never acknowledged"
+            time.sleep(0.05)
+        assert bridge.connected
+    finally:
+        bridge.stop()
+        subscriber.close()
+        bridge_redis.close()
+    assert not bridge.connected

@@ -78,3 +78,32 @@ def test_decisions_wait_while_redis_is_down(server: EmbeddedRedis, tmp_path: Pat
     assert tracks == [1, 2, 3]
     assert verify_audit_log(tmp_path / "audit.jsonl").lines_checked == 3
     client.close()
+
+
+def _dropped(metrics: PipelineMetrics, reason: str) -> float:
+    value = metrics.registry.get_sample_value(
+        "facestream_events_unpublished_dropped_total", {"reason": reason}
+    )
+    return 0.0 if value is None else value
+
+
+def test_events_lost_to_the_stream_are_counted(server: EmbeddedRedis, tmp_path: Path) -> None:
+    """With Redis stopped, a third decision pushes the oldest out of a two-event retry queue,
+    and stopping the recorder drops the other two: all three are counted by reason, and all
+    three decisions are in the audit log."""
+    client = connect(server.url, CLIENT_CONFIG)
+    metrics = PipelineMetrics.create()
+    bus = EventBus(client, EventsConfig(), metrics)
+    with AuditLog(tmp_path / "audit.jsonl") as audit:
+        recorder = DecisionRecorder(audit, bus, max_unpublished=2, metrics=metrics)
+        server.stop()
+        for track_id in (1, 2, 3):
+            recorder.record(_decision(track_id))
+        assert recorder.unpublished == 2
+        assert _dropped(metrics, "queue_full") == 1
+        recorder.stop(timeout_seconds=5)
+    assert _dropped(metrics, "shutdown") == 2
+    assert recorder.unpublished == 0
+    assert metrics.registry.get_sample_value("facestream_events_unpublished") == 0
+    assert verify_audit_log(tmp_path / "audit.jsonl").lines_checked == 3
+    client.close()

@@ -11,11 +11,21 @@ with the same ``webhook_secret``. For each request it checks, in order:
    replayed later);
 2. ``X-Facestream-Signature`` is the hex HMAC-SHA256 of ``"<timestamp>.<raw body>"`` under the
    shared secret, compared in constant time;
-3. ``X-Facestream-Event-Id`` was not seen before (delivery is at least once: a retry after a
-   lost reply must not open the door twice).
+3. the ``event_id`` inside the signed body was not seen before (delivery is at least once: a
+   retry after a lost reply must not open the door twice). The ``X-Facestream-Event-Id`` header
+   is not signed, so it is only compared with the body's id (a request whose header disagrees
+   is refused), never used to deduplicate: otherwise a captured grant sent again with a new
+   header value would open the door again;
+4. for a granted decision, its ``created`` time (the decision's, unix seconds, signed) is at
+   most ``--max-grant-age-seconds`` from now: a grant delivered late (after retries, or from
+   the outbox once Redis is back) is acknowledged but opens nothing, because the person has
+   long left the door. facestream does not deliver such grants in the first place
+   (``[events] grant_expiry_seconds``); this check also holds against a captured request
+   replayed within the 5-minute window. Both clocks must be kept in sync (NTP).
 
-Then it answers 204 and, for a granted decision, opens the door (here: prints a line; replace
-``open_door`` with your relay or access-control call). Any other answer makes facestream retry.
+Then it answers 204 and, for a fresh granted decision, opens the door (here: prints a line;
+replace ``open_door`` with your relay or access-control call). A 204 whose reason is
+``duplicate`` or ``grant expired`` acted on nothing. Any other answer makes facestream retry.
 """
 
 from __future__ import annotations
@@ -24,15 +34,18 @@ import argparse
 import hashlib
 import hmac
 import json
+import math
 import os
 import sys
 import threading
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
 
 REPLAY_WINDOW_SECONDS = 300
+MAX_GRANT_AGE_SECONDS = 10.0  # default of --max-grant-age-seconds
 SEEN_EVENTS_KEPT = 10_000
 MAX_BODY_BYTES = 1_000_000
 
@@ -42,45 +55,85 @@ def open_door(door_id: str, person: str) -> None:
     print(f"OPEN {door_id} for {person}", flush=True)
 
 
+@dataclass(frozen=True)
+class SignedEvent:
+    """What a request's signed body says (the only part of a request that is trusted)."""
+
+    event_id: str
+    kind: str
+    decided_at: float  # unix seconds
+    payload: dict[str, object]
+
+
+def signed_event(body: bytes, header_event_id: str | None) -> SignedEvent | str:
+    """The event of a verified body, or why it is refused (malformed, or a header that names
+    another event than the body)."""
+    try:
+        event = json.loads(body)
+        fields = (event["event_id"], event["kind"], float(event["created"]), event["payload"])
+    except (ValueError, KeyError, TypeError):
+        return "malformed event"
+    event_id, kind, decided_at, payload = fields
+    if (
+        not isinstance(event_id, str)
+        or not isinstance(payload, dict)
+        or not math.isfinite(decided_at)  # json.loads takes NaN, which no age exceeds
+    ):
+        return "malformed event"
+    if header_event_id is not None and header_event_id != event_id:
+        return "event id header disagrees with the signed body"
+    return SignedEvent(event_id, str(kind), decided_at, payload)
+
+
 class Receiver(BaseHTTPRequestHandler):
     secret: ClassVar[bytes] = b""
+    max_grant_age_seconds: ClassVar[float] = MAX_GRANT_AGE_SECONDS
     seen: ClassVar[OrderedDict[str, None]] = OrderedDict()  # shared by the request threads
     seen_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def do_POST(self) -> None:
+        status, reason = self._handle()
+        self._answer(status, reason)
+
+    def _handle(self) -> tuple[int, str]:
         length = int(self.headers.get("Content-Length", "0"))
         if not 0 < length <= MAX_BODY_BYTES:
-            self._answer(413 if length else 400, "bad body length")
-            return
+            return (413 if length else 400), "bad body length"
         body = self.rfile.read(length)
-        timestamp = self.headers.get("X-Facestream-Timestamp", "")
-        signature = self.headers.get("X-Facestream-Signature", "")
-        event_id = self.headers.get("X-Facestream-Event-Id", "")
-        try:
-            age = abs(time.time() - float(timestamp))
-        except ValueError:
-            self._answer(401, "no timestamp")
-            return
-        if age > REPLAY_WINDOW_SECONDS:
-            self._answer(401, "timestamp outside the replay window")
-            return
-        expected = hmac.new(self.secret, timestamp.encode() + b"." + body, hashlib.sha256)
-        if not hmac.compare_digest(expected.hexdigest(), signature):
-            self._answer(401, "bad signature")
-            return
+        refusal = self._signature_refusal(body)
+        if refusal is not None:
+            return 401, refusal
+        event = signed_event(body, self.headers.get("X-Facestream-Event-Id"))
+        if isinstance(event, str):
+            return 400, event
         with self.seen_lock:  # check and mark at once: two retries race on a slow network
-            duplicate = event_id in self.seen
-            self.seen[event_id] = None
+            duplicate = event.event_id in self.seen
+            self.seen[event.event_id] = None
             while len(self.seen) > SEEN_EVENTS_KEPT:
                 self.seen.popitem(last=False)
         if duplicate:
-            self._answer(204, "duplicate")  # already acted on: acknowledge, do nothing
-            return
-        event = json.loads(body)
-        payload = event.get("payload", {})
-        if event.get("kind") == "decision" and payload.get("outcome") == "granted":
-            open_door(str(payload.get("door_id")), str(payload.get("name")))
-        self._answer(204, "ok")
+            return 204, "duplicate"  # already acted on: acknowledge, do nothing
+        if event.kind == "decision" and event.payload.get("outcome") == "granted":
+            # acknowledged either way: a late grant never becomes fresh, retrying cannot help
+            if abs(time.time() - event.decided_at) > self.max_grant_age_seconds:
+                return 204, "grant expired"
+            open_door(str(event.payload.get("door_id")), str(event.payload.get("name")))
+        return 204, "ok"
+
+    def _signature_refusal(self, body: bytes) -> str | None:
+        """None for a fresh request signed with the shared secret, else why it is refused."""
+        timestamp = self.headers.get("X-Facestream-Timestamp", "")
+        signature = self.headers.get("X-Facestream-Signature", "")
+        try:
+            age = abs(time.time() - float(timestamp))
+        except ValueError:
+            return "no timestamp"
+        if not age <= REPLAY_WINDOW_SECONDS:  # NaN is outside too
+            return "timestamp outside the replay window"
+        expected = hmac.new(self.secret, timestamp.encode() + b"." + body, hashlib.sha256)
+        if not hmac.compare_digest(expected.hexdigest(), signature):
+            return "bad signature"
+        return None
 
     def _answer(self, status: int, reason: str) -> None:
         self.send_response(status, reason)
@@ -95,11 +148,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="facestream webhook receiver for a door")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9000)
+    parser.add_argument(
+        "--max-grant-age-seconds",
+        type=float,
+        default=MAX_GRANT_AGE_SECONDS,
+        help="open only for grants decided at most this many seconds ago",
+    )
     args = parser.parse_args()
+    if args.max_grant_age_seconds <= 0:
+        sys.exit("--max-grant-age-seconds must be positive")
     secret = os.environ.get("FACESTREAM_WEBHOOK_SECRET")
     if not secret:
         sys.exit("set FACESTREAM_WEBHOOK_SECRET to facestream's events.webhook_secret")
     Receiver.secret = secret.encode()
+    Receiver.max_grant_age_seconds = args.max_grant_age_seconds
     server = ThreadingHTTPServer((args.host, args.port), Receiver)
     print(f"listening on {args.host}:{server.server_port}", flush=True)
     server.serve_forever()
