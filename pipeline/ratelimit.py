@@ -109,8 +109,8 @@ class BodySizeLimit:
 
 async def _refuse(send: Send, max_bytes: int) -> None:
     body = (
-        f'{{"detail": "request body over the {max_bytes} bytes allowed (api.max_upload_bytes '
-        f'x api.max_images_per_request)"}}'
+        f'{{"detail": "request body over the {max_bytes} bytes this route allows '
+        f'(api.max_upload_bytes per image; enrolment: x api.max_images_per_request)"}}'
     ).encode()
     await send(
         {
