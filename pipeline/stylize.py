@@ -10,7 +10,9 @@ A video *file* is transcoded: every frame is read in order, as fast as the netwo
 at the file's own rate), nothing is dropped, and the output file keeps the source's frame rate
 and frame count. Live sources go through ``pipeline.capture.Camera`` (reconnect with backoff,
 drop-oldest queue, stall watchdog): a stream that falls behind drops the oldest frames, counted
-per camera. Frames of any size are fitted to the model (see ``pipeline.style.frames``).
+per camera. Frames of any size are fitted to the model (see ``pipeline.style.frames``); the
+sinks keep the first frame's size, and a live source that reconnects at another resolution
+is scaled into it with black bars (``fit_to_output``).
 
 A file source keeps its timestamps: each frame carries the presentation time the decoder reports
 (relative to the start of the video track), and the H.264 file sink writes them as they are and
@@ -45,7 +47,7 @@ from pipeline.style.engine import (
     load_style_network,
 )
 from pipeline.style.errors import SinkError
-from pipeline.style.frames import Letterbox, TemporalFilter, blend
+from pipeline.style.frames import Letterbox, TemporalFilter, blend, fit_to_output
 from pipeline.style.h264_sink import H264FileSink, VideoFileSpec
 from pipeline.style.sinks import FileSink, FrameSink, MjpegSink, RtspSink, port_is_free
 
@@ -278,6 +280,7 @@ class StyleStream:
         self.mjpeg: MjpegSink | None = None
         self.rtsp: RtspSink | None = None
         self.file_sink: H264FileSink | None = None
+        self._output_size: tuple[int, int] | None = None  # the first frame's: the sinks' size
         try:
             rtsp_port = config.rtsp_port
             if rtsp_port is not None and not port_is_free(config.rtsp_host, rtsp_port):
@@ -338,6 +341,7 @@ class StyleStream:
 
     def _open_frame_sinks(self, image: npt.NDArray[np.uint8], fps: float) -> None:
         height, width = image.shape[:2]
+        self._output_size = (width, height)
         if self.config.out_file is not None:
             self._open_file_sink(self.config.out_file, fps=fps, width_px=width, height_px=height)
         if self.config.rtsp_port is not None:
@@ -370,6 +374,8 @@ class StyleStream:
                 frames_in += 1
                 frames_in_metric.inc()
                 stylized, inference_seconds = self.stylizer.process(frame.image)
+                if self._output_size is not None:  # a reconnect may bring another resolution
+                    stylized = fit_to_output(stylized, *self._output_size)
                 network = self.stylizer.network
                 backend = network.engine.backend
                 self._metrics.inference_seconds.labels(

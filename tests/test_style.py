@@ -37,7 +37,7 @@ from pipeline.style.engine import (
     load_style_network,
 )
 from pipeline.style.errors import SinkError, UnknownStyleError
-from pipeline.style.frames import Letterbox, TemporalFilter, blend
+from pipeline.style.frames import Letterbox, TemporalFilter, blend, fit_to_output
 from pipeline.style.images import read_bgr_image
 from pipeline.style.sinks import FileSink, MjpegSink, port_is_free
 from pipeline.stylize import StyleStream, Stylizer
@@ -675,6 +675,74 @@ def test_live_http_source_is_stylized_through_the_capture_layer(
     capture.release()
     assert ok
     assert image.shape == (96, 128, 3)
+
+
+def test_a_live_source_changing_resolution_keeps_the_output_size(
+    tiny_store: Path, tmp_path: Path, capture_metrics: PipelineMetrics
+) -> None:
+    """A live camera that comes back from a reconnect at another resolution (its server on
+    127.0.0.1 is replaced by one sending 2:1 frames): the sinks keep the first frame's size,
+    the new frames are scaled into it with black bars, and the run goes on."""
+    first = MjpegSink(host="127.0.0.1", port=0)
+    port = first.port
+    stop = threading.Event()
+    sizes = [(128, 96), (200, 100)]
+
+    def feed() -> None:
+        camera = first
+        started = time.monotonic()
+        try:
+            while not stop.wait(0.04):
+                if camera is first and time.monotonic() - started > 0.8:
+                    first.close()  # the camera goes away and comes back at another size
+                    camera = MjpegSink(host="127.0.0.1", port=port)
+                camera.write(_astronaut_bgr(*sizes[camera is not first]), 0.0)
+        finally:
+            camera.close()
+
+    feeder = threading.Thread(target=feed, name="camera-feed")
+    feeder.start()
+    out = tmp_path / "resized.mp4"
+    config = StyleStreamConfig(
+        source=first.url,
+        style="tiny",
+        models_dir=tiny_store,
+        out_file=out,
+        max_frames=40,
+        stall_timeout_seconds=5.0,
+    )
+    try:
+        with StyleStream(config, StyleMetrics.create(CollectorRegistry()), capture_metrics) as s:
+            report = s.run()
+    finally:
+        stop.set()
+        feeder.join()
+    assert report.frames_out == 40
+    capture = cv2.VideoCapture(str(out))
+    frames = []
+    ok, image = capture.read()
+    while ok:
+        frames.append(image)
+        ok, image = capture.read()
+    capture.release()
+    assert len(frames) == 40
+    assert all(image.shape == (96, 128, 3) for image in frames)
+    assert float(frames[0][:8].mean()) > 40  # the 4:3 frames fill the picture
+    # the 2:1 frames after the reconnect fill the width, with black bars above and below
+    assert float(frames[-1][:8].mean()) < 20
+    assert float(frames[-1][40:56].mean()) > 40
+
+
+def test_fit_to_output_keeps_the_aspect_with_black_bars() -> None:
+    """Same size: the very array; otherwise scaled inside the output, centred, black around."""
+    image = np.full((50, 100, 3), 200, np.uint8)
+    assert fit_to_output(image, 100, 50) is image
+    fitted = fit_to_output(image, 60, 60)
+    assert fitted.shape == (60, 60, 3)
+    assert int(fitted[0, 30, 0]) == 0  # the bar above
+    assert int(fitted[30, 30, 0]) == 200  # the picture, 60 x 30 in the middle
+    assert int(fitted[15, 30, 0]) == 200
+    assert int(fitted[14, 30, 0]) == 0
 
 
 def test_control_api_switches_style_and_strength_while_streaming(

@@ -456,13 +456,22 @@ def test_a_signal_stops_facestream_stylize_with_a_finished_mp4(
 
 
 def test_codec_and_audio_options_are_validated() -> None:
-    """mpeg4 (OpenCV) cannot carry audio, so it needs out_audio 'none'; unknown values fail."""
+    """mpeg4 (OpenCV) cannot carry audio, so it needs out_audio 'none', and has no timestamps, so
+    it takes file sources only; unknown values fail."""
     with pytest.raises(ValidationError, match="cannot carry audio"):
         StyleStreamConfig(source="in.mp4", style="udnie", out_file=Path("o.mp4"), out_codec="mpeg4")
     config = StyleStreamConfig(
         source="in.mp4", style="udnie", out_file=Path("o.mp4"), out_codec="mpeg4", out_audio="none"
     )
     assert (config.out_codec, config.out_audio) == ("mpeg4", "none")
+    with pytest.raises(ValidationError, match="for file sources only"):
+        StyleStreamConfig(
+            source="rtsp://127.0.0.1:8554/cam",
+            style="udnie",
+            out_file=Path("o.mp4"),
+            out_codec="mpeg4",
+            out_audio="none",
+        )
     with pytest.raises(ValidationError):
         StyleStreamConfig.model_validate(
             {"source": "in.mp4", "style": "udnie", "out_file": "o.mp4", "out_codec": "h265"}

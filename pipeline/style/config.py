@@ -15,6 +15,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from pipeline.capture.config import source_kind
 from pipeline.configbase import StrictModel
 
 __all__ = ["StyleStreamConfig"]
@@ -108,6 +109,13 @@ class StyleStreamConfig(StrictModel):
         if self.out_codec == "mpeg4" and self.out_audio == "copy":
             raise ValueError(
                 "out_codec 'mpeg4' (OpenCV) cannot carry audio: set out_audio 'none', or use h264"
+            )
+        if self.out_codec == "mpeg4" and source_kind(self.source) != "file":
+            # OpenCV's writer has a fixed frame rate and no timestamps: a live stream that drops
+            # frames would play back too fast
+            raise ValueError(
+                "out_codec 'mpeg4' writes no timestamps, so it is for file sources only; "
+                "a live source needs h264"
             )
         if self.precision == "fp16" and (self.backend == "onnxruntime" or self.device != "cuda"):
             raise ValueError("precision fp16 needs backend torch or tensorrt on device cuda")

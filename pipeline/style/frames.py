@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Letterbox", "TemporalFilter", "blend"]
+__all__ = ["Letterbox", "TemporalFilter", "blend", "fit_to_output"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +73,33 @@ class Letterbox:
             inner, (self.frame_width_px, self.frame_height_px), interpolation=cv2.INTER_LINEAR
         )
         return np.asarray(restored, dtype=np.uint8)
+
+
+def fit_to_output(
+    image: npt.NDArray[np.uint8], width_px: int, height_px: int
+) -> npt.NDArray[np.uint8]:
+    """``image`` (BGR uint8) at the output's size: unchanged when it already has it, else scaled
+    to fit inside, keeping its aspect, with black bars. Sinks are opened at the first frame's
+    size; a live source that comes back from a reconnect at another resolution must not break
+    them."""
+    height, width = image.shape[:2]
+    if (width, height) == (width_px, height_px):
+        return image
+    scale = min(width_px / width, height_px / height)
+    scaled_width = min(width_px, max(1, round(width * scale)))
+    scaled_height = min(height_px, max(1, round(height * scale)))
+    scaled = cv2.resize(image, (scaled_width, scaled_height), interpolation=cv2.INTER_AREA)
+    left, top = (width_px - scaled_width) // 2, (height_px - scaled_height) // 2
+    bordered = cv2.copyMakeBorder(
+        scaled,
+        top,
+        height_px - scaled_height - top,
+        left,
+        width_px - scaled_width - left,
+        cv2.BORDER_CONSTANT,
+        value=(0, 0, 0),
+    )
+    return np.asarray(bordered, dtype=np.uint8)
 
 
 def blend(
