@@ -310,6 +310,29 @@ def _write_video(path: Path, *, frames: int, width: int, height: int) -> None:
     writer.release()
 
 
+def test_training_content_takes_evenly_spaced_video_frames(tmp_path: Path) -> None:
+    """A video gives ``frames_per_video`` frames, every (total // count)-th from the first, in
+    order (a 10-frame clip, 3 asked: frames 0, 3, 6); images are taken whole."""
+    from pipeline.style.train import load_content  # noqa: PLC0415  (needs torch)
+
+    video = tmp_path / "clip.mp4"
+    _write_video(video, frames=10, width=64, height=48)
+    capture = cv2.VideoCapture(str(video))
+    every = []
+    ok, frame = capture.read()
+    while ok:
+        every.append(frame)
+        ok, frame = capture.read()
+    capture.release()
+    assert len(every) == 10
+    picked = load_content([video], frames_per_video=3)
+    assert len(picked) == 3
+    for image, index in zip(picked, (0, 3, 6), strict=True):
+        np.testing.assert_array_equal(image, every[index])
+    cv2.imwrite(str(tmp_path / "still.png"), every[9])
+    assert len(load_content([tmp_path], frames_per_video=3)) == 4
+
+
 def test_file_in_file_out_writes_a_playable_mp4(
     tiny_store: Path, tmp_path: Path, capture_metrics: PipelineMetrics
 ) -> None:

@@ -121,21 +121,34 @@ def to_tensor(image: npt.NDArray[np.uint8]) -> torch.Tensor:
 
 
 def _video_frames(path: Path, count: int) -> list[npt.NDArray[np.uint8]]:
+    """``count`` evenly spaced frames (every ``total // count``-th from the first), BGR uint8.
+
+    Two passes, grabbing without converting, so only the chosen frames are ever held: a long
+    1080p video would not fit in memory whole."""
+    total = _grab_all(path, keep=frozenset())[0]
+    if not total:
+        raise RecordingError(f"{path}: no frame decoded")
+    step = max(1, total // count)
+    return _grab_all(path, keep=frozenset(range(0, total, step)[:count]))[1]
+
+
+def _grab_all(path: Path, *, keep: frozenset[int]) -> tuple[int, list[npt.NDArray[np.uint8]]]:
+    """(frames in the video, the frames whose indices are in ``keep``, in order)."""
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         raise RecordingError(f"{path}: OpenCV cannot open the video")
+    frames = []
+    total = 0
     try:
-        frames = []
-        ok, frame = capture.read()
-        while ok:
-            frames.append(np.asarray(frame, dtype=np.uint8))
-            ok, frame = capture.read()
+        while capture.grab():
+            if total in keep:
+                ok, frame = capture.retrieve()
+                if ok:
+                    frames.append(np.asarray(frame, dtype=np.uint8))
+            total += 1
     finally:
         capture.release()
-    if not frames:
-        raise RecordingError(f"{path}: no frame decoded")
-    step = max(1, len(frames) // count)
-    return frames[::step][:count]
+    return total, frames
 
 
 def load_content(directories: Sequence[Path], frames_per_video: int) -> list[npt.NDArray[np.uint8]]:
