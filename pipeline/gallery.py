@@ -19,7 +19,10 @@ new version with the identities it touched, under WATCH of the version key, so c
 writers from several processes are serialised. Each gallery object applies its own writes to
 its index at once; ``start()`` runs a thread that applies other processes' changes from the
 channel, and on any gap in versions, lost connection or Redis restart it reloads everything
-(once Redis answers again) if the stored version differs from its own.
+(once Redis answers again) if the stored version differs from its own. Deltas and reloads change
+the index one at a time, under one lock, so a slow reload never swaps in a snapshot older than a
+delta applied meanwhile. A write Redis committed is never reported as failed: when the index
+cannot take it at once (Redis gone right after EXEC), that thread reloads at its next resync.
 """
 
 from __future__ import annotations
@@ -69,7 +72,7 @@ __all__ = [
 LOGGER = logging.getLogger(__name__)
 
 MetadataValue = str | int | float | bool | None
-_IDENTITY_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+_IDENTITY_ID = re.compile(r"[A-Za-z0-9_.-]{1,128}")  # fullmatch: "$" would let "a\n" in
 _VECTOR_DTYPE: Final = np.dtype("<f4")
 _VECTOR_BYTES: Final = DESCRIPTOR_SIZE * _VECTOR_DTYPE.itemsize
 _STAGE: Final = "gallery"
@@ -212,7 +215,7 @@ class Identity:
 
 
 def _check_identity_id(identity_id: str) -> None:
-    if not _IDENTITY_ID.match(identity_id):
+    if not _IDENTITY_ID.fullmatch(identity_id):
         raise GalleryRequestError(
             f"identity id {identity_id!r}: expected 1-128 of A-Z a-z 0-9 _ . -"
         )
@@ -458,7 +461,8 @@ class Gallery:
         self._vectors_prefix = prefix + "vectors:"
         self._vectors_key = self._vectors_prefix + model_id
         self._channel = prefix + "changes"
-        self._update_lock = threading.Lock()
+        self._update_lock = threading.Lock()  # one index change at a time: delta or reload
+        self._resync_due = threading.Event()  # a committed write this index could not apply
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._index = _Index.build(0, [])
@@ -732,6 +736,15 @@ class Gallery:
 
     def reload(self) -> None:
         """Rebuild the whole index from Redis (one MULTI/EXEC read)."""
+        # read and swap under the lock that deltas take: a change committed and applied while
+        # an unlocked read was in flight would be undone by swapping in the older snapshot.
+        # Whatever this read returns is newer than anything applied before it (or Redis was
+        # wiped, and its lower version is the truth), so no version check is needed.
+        with self._update_lock:
+            self._reload_locked()
+
+    def _reload_locked(self) -> None:
+        """``reload``'s body; the caller holds ``_update_lock``."""
         with self._talking_to_redis("load the gallery"):
             pipe = self._client.pipeline(transaction=True)
             pipe.get(self._version_key)
@@ -754,8 +767,7 @@ class Gallery:
             vectors=self._parse_vectors("(all)", values),
             counts=np.array([len(grouped[identity]) for identity in identity_ids], np.int64),
         )
-        with self._update_lock:
-            self._swap(index)
+        self._swap(index)
         self._metrics.gallery_reloads.inc()
         LOGGER.info(
             "gallery index loaded: version %d, %d identities, %d templates of model %s",
@@ -863,7 +875,18 @@ class Gallery:
 
         with self._talking_to_redis(action):
             self._client.transaction(transaction, self._version_key)
-        self._apply_change(versions[0], identity_ids, entries)
+        try:
+            self._apply_change(versions[0], identity_ids, entries)
+        except (GalleryUnavailableError, GalleryStoreError) as exc:
+            # the write is committed: raising would report a stored change as failed (and
+            # invite a retry that doubles it); the index catches up on the next resync instead
+            LOGGER.warning(
+                "gallery version %d is stored, but this index could not take it yet (%s); "
+                "reloading at the next resync",
+                versions[0],
+                exc,
+            )
+            self._resync_due.set()
 
     def _apply_change(
         self, version: int, identity_ids: Sequence[str], entries: Sequence[_Entry] | None = None
@@ -880,8 +903,8 @@ class Gallery:
                     entries = self._fetch_entries(identity_ids)
                 self._swap(self._index.replaced(version, set(identity_ids), entries))
                 return
-        LOGGER.info("gallery version jumped from %d to %d: reloading", current, version)
-        self.reload()
+            LOGGER.info("gallery version jumped from %d to %d: reloading", current, version)
+            self._reload_locked()
 
     def _fetch_entries(self, identity_ids: Sequence[str]) -> list[_Entry]:
         """Current name and active-model templates of each identity (absent ones skipped)."""
@@ -937,6 +960,9 @@ class Gallery:
             try:
                 pubsub.subscribe(self._channel)
                 while not self._stop.is_set():
+                    if self._resync_due.is_set():
+                        self._resync_due.clear()  # a failing refresh resubscribes, then resyncs
+                        self.refresh()
                     message = pubsub.get_message(timeout=self._config.resync_interval_seconds)
                     if message is None:
                         continue

@@ -5,7 +5,13 @@ One worker thread serves all cameras in rounds: each round takes one queued fram
 tracks each, then encodes every due face of every camera in one engine call. One worker on
 purpose: the engines already use every core inside each call, and more threads would only
 compete for them. Each camera keeps its own tracker; cameras added or removed from the
-``CameraSet`` at run time are picked up on the next round.
+``CameraSet`` at run time are picked up on the next round. When a camera reconnects (a new
+``Frame.session``) or its id comes back as a new camera, its open tracks are finished and its
+liveness history dropped: the scene after a gap does not continue the one before it.
+
+An error in one camera's work (a bad frame, a failing callback such as the decision handler)
+is logged with the camera's id and skips that step for that camera only; the worker and the
+other cameras go on.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import cv2
 import numpy as np
 
 from engines.base import Engine
-from pipeline.capture import CameraSet
+from pipeline.capture import Camera, CameraSet
 from pipeline.decide import Decision, DoorPolicy, TrackObservation
 from pipeline.errors import QueueClosedError
 from pipeline.gallery import Gallery, Match
@@ -120,6 +126,8 @@ class LiveRecognition:
         self._judges: dict[str, LivenessJudge] = {}  # per camera, like the trackers
         self._taken: dict[str, int] = {}  # frames taken from each camera's queue
         self._last_detected: dict[str, int] = {}  # sequence of each camera's last detected frame
+        # the camera object and session the state above comes from, per camera id
+        self._origins: dict[str, tuple[Camera, int]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -135,48 +143,70 @@ class LiveRecognition:
             self._thread.start()
 
     def stop(self, timeout_seconds: float = 10.0) -> None:
-        """Stop the worker, join it, and report the tracks still open as finished."""
+        """Stop the worker, join it, and report the tracks still open as finished (only once
+        the worker has ended: its trackers are not safe to touch while it runs)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout_seconds)
             if self._thread.is_alive():
-                _log.warning("recognition worker did not stop within %.1f s", timeout_seconds)
-        for camera_id, recognizer in self._recognizers.items():
-            self._report(camera_id, recognizer.finish())
-        self._recognizers.clear()
+                _log.warning(
+                    "recognition worker did not stop within %.1f s; its open tracks are not "
+                    "reported",
+                    timeout_seconds,
+                )
+                return
+        for camera_id in list(self._recognizers):
+            self._forget(camera_id)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            observed: list[tuple[str, float, PendingFaces]] = []
-            taken: list[Frame] = []
-            for camera in list(self._cameras):
-                try:
-                    frame = camera.frames.get(timeout_seconds=0.0)
-                except QueueClosedError:  # the camera was removed: forget its tracks
-                    self._forget(camera.camera_id)
-                    continue
-                if frame is None:
-                    continue
-                taken.append(frame)
-                try:
-                    pending = self._observe(camera.camera_id, frame)
-                except Exception:  # one bad frame must not end recognition for every camera
-                    _log.exception("recognition failed on a frame of camera %s", camera.camera_id)
-                    continue
-                if pending is not None:
-                    observed.append((camera.camera_id, frame.captured_at, pending))
-            if observed:
-                self._identify(observed)
-            if self._on_frame is not None:
-                for frame in taken:
-                    self._on_frame(RecognizedFrame(frame, self._labels(frame)))
-            for camera_id in set(self._recognizers) - set(self._cameras.ids()):
-                self._forget(camera_id)
-            if not observed:
+            try:
+                busy = self._round()
+            except Exception:  # a step not guarded per camera failed: the worker must live on
+                _log.exception("a recognition round failed")
+                busy = False
+            if not busy:
                 self._stop.wait(_IDLE_WAIT_SECONDS)
 
-    def _observe(self, camera_id: str, frame: Frame) -> PendingFaces | None:
+    def _round(self) -> bool:
+        """Take one frame of every camera and process them; False when none had faces due."""
+        observed: list[tuple[str, float, PendingFaces]] = []
+        taken: list[Frame] = []
+        for camera in list(self._cameras):
+            try:
+                frame = camera.frames.get(timeout_seconds=0.0)
+            except QueueClosedError:  # the camera was removed: forget its tracks
+                self._removed(camera.camera_id)
+                continue
+            if frame is None:
+                continue
+            taken.append(frame)
+            try:
+                pending = self._observe(camera, frame)
+            except Exception:  # one bad frame must not end recognition for every camera
+                _log.exception("recognition failed on a frame of camera %s", camera.camera_id)
+                continue
+            if pending is not None:
+                observed.append((camera.camera_id, frame.captured_at, pending))
+        if observed:
+            self._identify(observed)
+        if self._on_frame is not None:
+            for frame in taken:
+                try:
+                    self._on_frame(RecognizedFrame(frame, self._labels(frame)))
+                except Exception:
+                    _log.exception("frame output failed for camera %s", frame.camera_id)
+        for camera_id in set(self._recognizers) - set(self._cameras.ids()):
+            self._removed(camera_id)
+        return bool(observed)
+
+    def _observe(self, camera: Camera, frame: Frame) -> PendingFaces | None:
         """Detect and track one frame; None when the frame is skipped by detect_every_frames."""
+        camera_id = camera.camera_id
+        origin = (camera, frame.session)
+        if self._origins.get(camera_id, origin) != origin:
+            self._restart(camera_id)
+        self._origins[camera_id] = origin
         recognizer = self._recognizers.get(camera_id)
         if recognizer is None:
             recognizer = StreamRecognizer(self._analyzer, self._gallery, self._config)
@@ -217,15 +247,18 @@ class LiveRecognition:
             return
         now = time.monotonic()
         for (camera_id, captured_at, pending), matches in zip(observed, results, strict=True):
-            recognizer = self._recognizers.get(camera_id)
-            if recognizer is not None:
-                recognizer.record(pending, matches)
-            self._count_matches(camera_id, matches)
-            self._decide(camera_id, pending, matches)
-            self._metrics.capture_to_decision_seconds.labels(camera=camera_id).observe(
-                now - captured_at
-            )
-            self._metrics.frames_processed.labels(camera=camera_id).inc()
+            try:
+                recognizer = self._recognizers.get(camera_id)
+                if recognizer is not None:
+                    recognizer.record(pending, matches)
+                self._count_matches(camera_id, matches)
+                self._decide(camera_id, pending, matches)
+                self._metrics.capture_to_decision_seconds.labels(camera=camera_id).observe(
+                    now - captured_at
+                )
+                self._metrics.frames_processed.labels(camera=camera_id).inc()
+            except Exception:  # the other cameras of this batch still get their matches
+                _log.exception("recognition failed after identification on camera %s", camera_id)
 
     def _count_matches(self, camera_id: str, matches: tuple[tuple[Match, ...], ...]) -> None:
         tau = self._config.match.max_distance
@@ -295,13 +328,58 @@ class LiveRecognition:
                 self._metrics.decisions.labels(
                     door=decision.door_id, outcome=decision.outcome
                 ).inc()
-                if self._on_decision is not None:
-                    self._on_decision(decision)
+                self._deliver(decision)
+
+    def _deliver(self, decision: Decision) -> None:
+        """Hand a decision to ``on_decision``; if that fails the decision is lost, loudly.
+
+        Fail closed: a decision whose handler failed (not audited, not published) opens no
+        door, and the policy has marked its track decided, so it is not made again.
+        """
+        if self._on_decision is None:
+            return
+        try:
+            self._on_decision(decision)
+        except Exception:
+            _log.exception(
+                "decision %s for door %s (camera %s, track %d) was not delivered; no door acts "
+                "on it",
+                decision.outcome,
+                decision.door_id,
+                decision.camera_id,
+                decision.track_id,
+            )
+
+    def _restart(self, camera_id: str) -> None:
+        """After a reconnect, or when a new camera took the id: finish the open tracks. The
+        tracker stays, so its track ids keep counting (the door policy knows tracks by camera
+        id and track id, and a new track 1 must not inherit an old track 1's votes)."""
+        _log.info("camera %s reconnected or was replaced: its open tracks end", camera_id)
+        self._end_tracks(camera_id, self._recognizers.get(camera_id))
 
     def _forget(self, camera_id: str) -> None:
+        self._origins.pop(camera_id, None)
+        self._end_tracks(camera_id, self._recognizers.pop(camera_id, None))
+
+    def _removed(self, camera_id: str) -> None:
+        """Forget a camera that left the set, with its recognition metric series (cameras
+        added and removed at run time must not pile up series)."""
+        self._forget(camera_id)
+        if camera_id not in self._cameras.ids():  # else a new camera of this id owns them
+            for metric in (
+                self._metrics.faces_detected,
+                self._metrics.frames_processed,
+                self._metrics.capture_to_decision_seconds,
+                self._metrics.matches,
+                self._metrics.match_distance,
+                self._metrics.tracks_finished,
+            ):
+                metric.remove_by_labels({"camera": camera_id})
+
+    def _end_tracks(self, camera_id: str, recognizer: StreamRecognizer | None) -> None:
+        """Report the camera's open tracks as finished; drop its liveness history and counts."""
         self._taken.pop(camera_id, None)
         self._last_detected.pop(camera_id, None)
-        recognizer = self._recognizers.pop(camera_id, None)
         if recognizer is not None:  # report before the judge goes: its verdicts are final
             self._report(camera_id, recognizer.finish())
         self._judges.pop(camera_id, None)
@@ -309,14 +387,24 @@ class LiveRecognition:
     def _report(self, camera_id: str, ended: list[TrackResult]) -> None:
         judge = self._judges.get(camera_id)
         for finished in ended:
-            track = finished
-            if self._policy is not None:
-                self._policy.end_track(camera_id, track.track_id)
-            if judge is not None:
-                verdict = judge.verdict(track.track_id).verdict
-                track = replace(track, live={"live": True, "spoof": False}.get(verdict))
-                judge.forget(track.track_id)
-            outcome = "known" if track.identity is not None else "unknown"
-            self._metrics.tracks_finished.labels(camera=camera_id, outcome=outcome).inc()
-            if self._on_track is not None:
-                self._on_track(CameraTrack(camera_id, track))
+            try:
+                self._report_track(camera_id, finished, judge)
+            except Exception:  # the camera's other tracks still end, in the policy too
+                _log.exception(
+                    "reporting finished track %d of camera %s failed", finished.track_id, camera_id
+                )
+
+    def _report_track(
+        self, camera_id: str, finished: TrackResult, judge: LivenessJudge | None
+    ) -> None:
+        track = finished
+        if self._policy is not None:
+            self._policy.end_track(camera_id, track.track_id)
+        if judge is not None:
+            verdict = judge.verdict(track.track_id).verdict
+            track = replace(track, live={"live": True, "spoof": False}.get(verdict))
+            judge.forget(track.track_id)
+        outcome = "known" if track.identity is not None else "unknown"
+        self._metrics.tracks_finished.labels(camera=camera_id, outcome=outcome).inc()
+        if self._on_track is not None:
+            self._on_track(CameraTrack(camera_id, track))

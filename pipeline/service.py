@@ -28,7 +28,12 @@ from pipeline.capture import CameraConfig, CameraSet, CameraState, CameraStatus
 from pipeline.capture.source import SourceFactory, make_source
 from pipeline.config import FaceStreamConfig
 from pipeline.decide import Decision, DoorPolicy
-from pipeline.errors import AuditLogError, ServiceNotReadyError
+from pipeline.errors import (
+    AuditEventError,
+    AuditLogCorruptError,
+    AuditLogError,
+    ServiceNotReadyError,
+)
 from pipeline.events import Event, EventBus, EventKind, JsonValue, WebhookDeliverer
 from pipeline.live import LiveOutputs, LiveRecognition
 from pipeline.mqtt import MqttBridge
@@ -163,10 +168,20 @@ class FaceStreamService:
     def _decided(self, decision: Decision) -> None:
         try:
             self.recorder.record(decision)
-        except AuditLogError:
-            # not audited means not announced: a door controller must never act on a decision
-            # the log does not hold; the operator sees this line and the metric
-            _log.exception("decision on door %s not recorded", decision.door_id)
+        except (AuditLogError, AuditLogCorruptError, AuditEventError):
+            # not audited means not announced (record appends before it publishes): a door
+            # controller must never act on a decision the log does not hold, so the door stays
+            # shut; the operator sees this line and the metric. A log damaged by an earlier
+            # failed write refuses every append until it is dealt with and the service
+            # restarted; an unencodable decision is a bug. Neither of those two is an OSError
+            # like AuditLogError (they are ValueErrors by design), hence three classes here.
+            _log.exception(
+                "decision %s on door %s (camera %s) not audited, so not announced: the door "
+                "does not act on it",
+                decision.outcome,
+                decision.door_id,
+                decision.camera_id,
+            )
             self.services.metrics.events_store_errors.labels(operation="audit").inc()
 
     def _camera_changed(self, status: CameraStatus, previous: CameraState) -> None:

@@ -138,7 +138,9 @@ class FaceTracker:
             track = self._tracks[int(track_id)]
             quality = float(qualities[face_index])
             due = frame_index - track.last_encoded_frame >= self.config.encode_every_frames
-            better = quality >= track.encoded_quality * self.config.quality_gain
+            # strictly greater: with ``>=`` a face of quality 0 (a turned head) would count as
+            # "better" than its own 0 and be encoded on every frame
+            better = quality > track.encoded_quality * self.config.quality_gain
             if track.last_encoded_frame < 0 or due or better:
                 track.last_encoded_frame = frame_index
                 track.encoded_quality = quality

@@ -1,8 +1,9 @@
 """Frozen, validated data passed between pipeline stages.
 
 Each type checks its fields in ``__post_init__`` (field, expected and actual dtype/shape) and
-makes its arrays read-only, since ``frozen`` alone does not stop writes into an array. Images are
-BGR uint8 HxWx3 as OpenCV delivers them; the one conversion to RGB happens in alignment.
+makes its arrays read-only, since ``frozen`` alone does not stop writes into an array. Frames are
+BGR uint8 HxWx3 as OpenCV delivers them; recognition converts each frame to RGB once, before
+detection (``pipeline.live``, ``pipeline.process``), so detection, alignment and encoding see RGB.
 """
 
 from __future__ import annotations
@@ -49,19 +50,24 @@ def _frozen(array: npt.NDArray[Any]) -> None:
 class Frame:
     """One decoded video frame.
 
-    image: BGR uint8 (H, W, 3); sequence: per-camera frame counter from 0;
-    captured_at: ``time.monotonic()`` seconds when the frame left the decoder.
+    image: BGR uint8 (H, W, 3); sequence: per-camera frame counter from 0, which keeps
+    counting across reconnects; captured_at: ``time.monotonic()`` seconds when the frame left
+    the decoder; session: which connection of the camera delivered it (from 0, +1 on every
+    reconnect): frames of different sessions do not continue each other's scene.
     """
 
     camera_id: str
     sequence: int
     captured_at: float
     image: npt.NDArray[np.uint8]
+    session: int = 0
 
     def __post_init__(self) -> None:
         require_array("Frame.image", self.image, dtype=np.uint8, shape=(None, None, 3))
         if self.sequence < 0:
             raise InputSpecError(f"Frame.sequence must be >= 0, got {self.sequence}")
+        if self.session < 0:
+            raise InputSpecError(f"Frame.session must be >= 0, got {self.session}")
         _frozen(self.image)
 
     @property

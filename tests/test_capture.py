@@ -328,7 +328,7 @@ def test_backoff_doubles_up_to_the_cap_with_bounded_jitter() -> None:
     jittered = config.model_copy(update={"reconnect_jitter_fraction": 0.25})
     waits = [backoff_seconds(jittered, 2, rng) for _ in range(200)]
     assert min(waits) >= 0.75
-    assert max(waits) <= 1.25
+    assert max(waits) <= 1.0  # jitter only shortens a wait
     assert max(waits) - min(waits) > 0.1, "jitter did not spread the waits"
 
 

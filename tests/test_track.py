@@ -96,3 +96,22 @@ def test_select_with_no_index_gives_no_faces() -> None:
     faces = _faces((0, 0, 10, 10), (20, 20, 30, 30))
     assert len(faces.select([])) == 0
     assert len(faces.select([1])) == 1
+
+
+def test_face_of_quality_zero_keeps_to_the_schedule() -> None:
+    """A turned head (nose beyond the eye span: quality 0) is encoded when it appears and then
+    every encode_every_frames frames, not on every frame (0 is not "better" than 0); a later
+    frontal face of that track still counts as better and is encoded at once."""
+    turned = Faces(
+        np.array([[40, 30, 100, 90]], np.float32),
+        np.ones(1, np.float32),
+        np.array([[[50, 50], [55, 50], [60, 50], [65, 50], [90, 60]]], np.float32),
+    )
+    assert face_qualities(turned)[0] == 0.0
+    tracker = FaceTracker(TrackConfig(encode_every_frames=10))
+    encoded_frames = [
+        frame for frame in range(30) if tracker.update(frame, turned, face_qualities(turned)).encode
+    ]
+    assert encoded_frames == [0, 10, 20]
+    frontal = tracker.update(31, turned, np.array([60.0], np.float32))
+    assert frontal.encode == (0,)

@@ -13,7 +13,13 @@ from pipeline.capture.camera import (
     StateListener,
     backoff_seconds,
 )
-from pipeline.capture.config import CameraConfig, CaptureConfig, SourceKind, source_kind
+from pipeline.capture.config import (
+    CameraConfig,
+    CaptureConfig,
+    SourceKind,
+    redact_credentials,
+    source_kind,
+)
 from pipeline.capture.queue import DropOldestQueue
 from pipeline.capture.source import BACKENDS, FrameSource, SourceFactory, make_source
 
@@ -32,5 +38,6 @@ __all__ = [
     "StateListener",
     "backoff_seconds",
     "make_source",
+    "redact_credentials",
     "source_kind",
 ]

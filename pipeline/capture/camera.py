@@ -26,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from engines.errors import BackendUnavailableError, ConfigError
-from pipeline.capture.config import CameraConfig, CaptureConfig
+from pipeline.capture.config import CameraConfig, CaptureConfig, redact_credentials
 from pipeline.capture.queue import DropOldestQueue
 from pipeline.capture.source import FrameSource, SourceFactory, make_source
 from pipeline.errors import (
@@ -60,12 +60,13 @@ def backoff_seconds(config: CameraConfig, failures: int, rng: random.Random) -> 
     """Seconds to wait before reconnect attempt number ``failures`` (1 = first after a failure).
 
     ``reconnect_initial_seconds * 2 ** (failures - 1)``, capped at ``reconnect_max_seconds``,
-    scaled by a random factor in ``[1 - jitter, 1 + jitter]`` and capped again.
+    scaled by a random factor in ``[1 - jitter, 1]``. Jitter only shortens a wait: scaling up and
+    capping again would put about half of all capped waits exactly on the cap, in step.
     """
     exponent = min(max(failures - 1, 0), 32)  # 2**32 * any initial wait is far past any cap
     capped = min(config.reconnect_max_seconds, config.reconnect_initial_seconds * 2.0**exponent)
     jitter = config.reconnect_jitter_fraction
-    return min(config.reconnect_max_seconds, capped * rng.uniform(1.0 - jitter, 1.0 + jitter))
+    return capped * rng.uniform(1.0 - jitter, 1.0)
 
 
 def _checked_image(camera_id: str, image: object) -> npt.NDArray[np.uint8]:
@@ -139,6 +140,7 @@ class Camera:
         self._backend: str = config.backend
         self._last_error: str | None = None
         self._sequence = 0
+        self._session_number = -1  # connection attempts so far, less one: Frame.session
         self._session_frames = 0
         self._reconnects = 0
         self._up.set(0)
@@ -204,8 +206,7 @@ class Camera:
                     timeout_seconds,
                 )
         self.frames.close()
-        self._up.set(0)
-        self._set_state("stopped")
+        self._set_state("stopped", up=False)
         return ended
 
     def __enter__(self) -> Camera:
@@ -226,8 +227,7 @@ class Camera:
                     return
                 failures = 1 if self._session_frames > 0 else failures + 1
                 delay_seconds = backoff_seconds(self.config, failures, self._rng)
-                self._set_state("waiting", error=error)  # before camera_up: readers see why
-                self._up.set(0)
+                self._set_state("waiting", error=error, up=False)
                 logger.warning(
                     "camera %s down (%s); reconnecting in %.2f s (attempt %d)",
                     self.config.id,
@@ -247,7 +247,9 @@ class Camera:
             self._up.set(0)
 
     def _session(self) -> str | None:
-        """Open, read until failure or stop, close. The failure as text, or None to end."""
+        """Open, read until failure or stop, close. The failure as text (no credentials: it
+        becomes last_error, camera_down events and log lines), or None to end."""
+        self._session_number += 1
         self._session_frames = 0
         source: FrameSource | None = None
         try:
@@ -259,22 +261,24 @@ class Camera:
             self._read_frames(source)
         except StreamEndedError as exc:
             if self.config.kind == "file" and not self.config.loop:
-                logger.info("camera %s: end of file %s", self.config.id, self.config.url)
+                logger.info(
+                    "camera %s: end of file %s", self.config.id, redact_credentials(self.config.url)
+                )
                 self._set_state("finished")
                 return None
-            return str(exc)
+            return redact_credentials(str(exc))
         except BackendUnavailableError as exc:
             # a missing library does not come back by retrying; never switch backends either
             logger.error(
                 "camera %s: backend %s unavailable: %s", self.config.id, self._backend, exc
             )
-            self._set_state("failed", error=str(exc))
+            self._set_state("failed", error=redact_credentials(str(exc)))
             return None
         except CameraError as exc:
-            return str(exc)
+            return redact_credentials(str(exc))
         except Exception as exc:  # a backend bug or garbage we did not foresee: reconnect
             logger.exception("camera %s: unexpected error from the source", self.config.id)
-            return f"{type(exc).__name__}: {exc}"
+            return redact_credentials(f"{type(exc).__name__}: {exc}")
         finally:
             if source is not None:
                 self._close_quietly(source)
@@ -315,14 +319,17 @@ class Camera:
             sequence = self._sequence
             self._sequence += 1
         return Frame(
-            camera_id=self.config.id, sequence=sequence, captured_at=captured_at, image=image
+            camera_id=self.config.id,
+            sequence=sequence,
+            captured_at=captured_at,
+            image=image,
+            session=self._session_number,
         )
 
     def _announce(self, old_size: tuple[int, int] | None, new_size: tuple[int, int]) -> None:
         width, height = new_size
         if old_size is None:
-            self._up.set(1)
-            self._set_state("up")
+            self._set_state("up", up=True)
             logger.info(
                 "camera %s up via %s: %dx%d px", self.config.id, self._backend, width, height
             )
@@ -335,11 +342,24 @@ class Camera:
                 height,
             )
 
-    def _set_state(self, state: CameraState, error: str | None = None) -> None:
+    def _set_state(
+        self, state: CameraState, error: str | None = None, *, up: bool | None = None
+    ) -> None:
+        """Change state (and the camera_up gauge, when ``up`` is given) and tell the listener.
+
+        Once stop is requested only ``stop`` itself changes anything: a reader still inside a
+        backend call must not bring a stopped camera back "up" (gauge and camera_up event).
+        """
         with self._lock:
+            if self._stop.is_set() and state != "stopped":
+                return
             previous, self._state = self._state, state
             if error is not None:
                 self._last_error = error
+            if up is not None:  # under the lock, so a late "up" cannot land after stop's 0
+                self._up.set(1 if up else 0)
+        if self._stop.is_set() and state != "stopped":
+            return  # stop came meanwhile: its own change is the one to announce
         if self._on_state is not None and state != previous:
             try:
                 self._on_state(self.status(), previous)
@@ -380,26 +400,39 @@ class CameraSet:
 
     def add(self, config: CameraConfig) -> Camera:
         """Start a camera; ConfigError when a camera with its id already runs."""
-        camera = Camera(
-            config, self._metrics, source_factory=self._source_factory, on_state=self._on_state
-        )
         with self._lock:
             if config.id in self._cameras:
                 raise ConfigError(f"camera {config.id} already exists")
+            # built under the lock: its metric series must not be made while ``remove`` of an
+            # earlier camera of this id is deleting them (see there)
+            camera = Camera(
+                config, self._metrics, source_factory=self._source_factory, on_state=self._on_state
+            )
             self._cameras[config.id] = camera
         camera.start()
         logger.info("camera %s added (%s, %s)", config.id, config.backend, config.kind)
         return camera
 
     def remove(self, camera_id: str) -> None:
-        """Stop a camera and forget it (its gauges too); UnknownCameraError when absent."""
+        """Stop a camera and forget it, with every capture metric series of its id (so cameras
+        added and removed at run time do not pile up series); UnknownCameraError when absent.
+        """
         with self._lock:
             camera = self._cameras.pop(camera_id, None)
         if camera is None:
             raise UnknownCameraError(f"no camera with id {camera_id!r}")
         camera.stop()
-        for gauge in (self._metrics.camera_up, self._metrics.queue_frames):
-            gauge.remove(camera_id)
+        metrics = self._metrics
+        with self._lock:
+            if camera_id not in self._cameras:  # a new camera of this id now owns the series
+                for metric in (
+                    metrics.camera_up,
+                    metrics.queue_frames,
+                    metrics.frames_captured,
+                    metrics.frames_dropped,
+                    metrics.camera_reconnects,
+                ):
+                    metric.remove(camera_id)
         logger.info("camera %s removed", camera_id)
 
     def get(self, camera_id: str) -> Camera:

@@ -18,11 +18,40 @@ from pydantic import Field, model_validator
 
 from pipeline.configbase import StrictModel
 
-__all__ = ["CameraConfig", "CaptureConfig", "SourceKind", "source_kind"]
+__all__ = ["CameraConfig", "CaptureConfig", "SourceKind", "redact_credentials", "source_kind"]
 
 SourceKind = Literal["rtsp", "http", "device", "file"]
 
 _DEVICE_PATH = re.compile(r"^/dev/video\d+$")
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")  # a URL, alone or inside a message
+# userinfo: greedy up to the last @ before the path, since passwords often hold an unescaped @
+_USERINFO = re.compile(r"^(?P<scheme>[^:]+://)(?P<userinfo>[^/?#]*)@")
+# query values under credential-looking keys (?token=, &pwd=, ...), as check-config hides them
+_SECRET_QUERY = re.compile(
+    r"(?P<key>[?&][^=&#]*(?:token|key|secret|passw|pwd|signature|sig|auth)[^=&#]*=)[^&#]*",
+    re.IGNORECASE,
+)
+
+
+def redact_credentials(text: str | int) -> str:
+    """``text`` with the credentials of every URL in it hidden: ``rtsp://user:pass@host``
+    becomes ``rtsp://user:***@host``, ``rtsp://token@host`` (no colon) ``rtsp://***@host``,
+    and ``?token=abc`` (or pwd=, key=, secret=, ...) ``?token=***``.
+
+    Use it on every error and log line built from a camera URL: they reach /v1/streams
+    (last_error), camera_down events and logs, which must never hold a camera's password.
+    """
+
+    def hidden_userinfo(match: re.Match[str]) -> str:
+        user, colon, _password = match["userinfo"].partition(":")
+        return f"{match['scheme']}{user}:***@" if colon else f"{match['scheme']}***@"
+
+    def hidden(match: re.Match[str]) -> str:
+        url = _USERINFO.sub(hidden_userinfo, match[0], count=1)
+        return _SECRET_QUERY.sub(r"\g<key>***", url)
+
+    return _URL.sub(hidden, str(text))
+
 
 DeviceIndex = Annotated[int, Field(ge=0, le=63)]
 
@@ -78,15 +107,16 @@ class CameraConfig(StrictModel):
         default=3.0,
         gt=0,
         le=3600,
-        description="cap of the exponentially growing wait between reconnects (seconds); with "
-        "the default jitter (at most 3.6 s) plus the time to open a stream, a camera is back "
-        "within 5 s of its source returning, however long it was away",
+        description="cap of the exponentially growing wait between reconnects (seconds); "
+        "jitter only shortens a wait, so with the defaults (at most 3 s) plus the time to open "
+        "a stream, a camera is back within 5 s of its source returning, however long it was away",
     )
     reconnect_jitter_fraction: float = Field(
         default=0.2,
         ge=0,
         le=1,
-        description="each wait is scaled by a random factor in [1 - jitter, 1 + jitter]",
+        description="each wait is scaled by a random factor in [1 - jitter, 1]: spread out, "
+        "never longer than the cap",
     )
     decode_threads: int = Field(
         default=0,

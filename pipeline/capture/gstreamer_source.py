@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from engines.errors import BackendUnavailableError
-from pipeline.capture.config import CameraConfig
+from pipeline.capture.config import CameraConfig, redact_credentials
 from pipeline.errors import CameraError, CameraTimeoutError, StreamEndedError
 
 __all__ = ["GstreamerSource", "require_gstreamer"]
@@ -142,13 +142,14 @@ class GstreamerSource:
         pipeline.get_by_name("source").set_property(name, value)
         self._pipeline = pipeline
         self._sink = pipeline.get_by_name("sink")
+        shown = redact_credentials(value)  # errors reach logs, events and the API
         if pipeline.set_state(gst.State.PLAYING) == gst.StateChangeReturn.FAILURE:
             self._raise_bus_error()
-            raise CameraError(f"camera {self._config.id}: GStreamer cannot start {value}")
+            raise CameraError(f"camera {self._config.id}: GStreamer cannot start {shown}")
         image = self._pull(self._config.open_timeout_seconds)
         if image is None:
             raise CameraTimeoutError(
-                f"camera {self._config.id}: no frame from {value} within "
+                f"camera {self._config.id}: no frame from {shown} within "
                 f"{self._config.open_timeout_seconds:g} s"
             )
         self._pending = image
@@ -169,12 +170,18 @@ class GstreamerSource:
     def _pull(self, timeout_seconds: float) -> npt.NDArray[np.uint8] | None:
         gst = self._gst
         deadline = time.monotonic() + timeout_seconds
+        rewound = False
         while True:
             self._raise_bus_error()
             if self._sink.get_property("eos"):
+                if rewound:  # back at the end with no frame since the seek: nothing to loop
+                    raise StreamEndedError(
+                        f"camera {self._config.id}: end of stream again right after looping "
+                        "back to the start (no video frame in the file)"
+                    )
                 if not self._rewind():
                     raise StreamEndedError(f"camera {self._config.id}: end of stream")
-                continue
+                rewound = True  # and fall through: the deadline still holds after a seek
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
@@ -197,9 +204,12 @@ class GstreamerSource:
         message = self._pipeline.get_bus().pop_filtered(self._gst.MessageType.ERROR)
         if message is not None:
             error, debug = message.parse_error()
+            # GStreamer's texts can quote the location, credentials included
             raise CameraError(
-                f"camera {self._config.id}: GStreamer error from "
-                f"{message.src.get_name()}: {error.message} ({debug})"
+                redact_credentials(
+                    f"camera {self._config.id}: GStreamer error from "
+                    f"{message.src.get_name()}: {error.message} ({debug})"
+                )
             )
 
     def _to_image(self, sample: Any, gst: Any) -> npt.NDArray[np.uint8]:

@@ -16,7 +16,7 @@ from typing import Any
 import cv2
 import numpy.typing as npt
 
-from pipeline.capture.config import CameraConfig
+from pipeline.capture.config import CameraConfig, redact_credentials
 from pipeline.errors import CameraError, CameraFrameError, CameraTimeoutError, StreamEndedError
 
 __all__ = ["OpenCvSource"]
@@ -66,12 +66,13 @@ class OpenCvSource:
         elapsed_seconds = time.monotonic() - started
         if not capture.isOpened():
             capture.release()
+            shown = redact_credentials(target)  # errors reach logs, events and the API
             if elapsed_seconds >= self._config.open_timeout_seconds * 0.9:
                 raise CameraTimeoutError(
-                    f"camera {self._config.id}: {target!s} did not open within "
+                    f"camera {self._config.id}: {shown} did not open within "
                     f"{self._config.open_timeout_seconds:g} s"
                 )
-            raise CameraError(f"camera {self._config.id}: OpenCV cannot open {target!s}")
+            raise CameraError(f"camera {self._config.id}: OpenCV cannot open {shown}")
         self._capture = capture
         fps = float(capture.get(cv2.CAP_PROP_FPS))
         self._frame_seconds = 1.0 / fps if self._config.realtime and fps > 0 else 0.0
