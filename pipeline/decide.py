@@ -135,6 +135,13 @@ class DoorPolicy:
         for door in self._doors:
             door.tracks.pop((camera_id, track_id), None)
 
+    def end_camera(self, camera_id: str) -> None:
+        """Forget every track of a camera that went away, reported or not: a camera added
+        again under the same id starts its track ids anew, and must not inherit their votes."""
+        for door in self._doors:
+            for key in [key for key in door.tracks if key[0] == camera_id]:
+                del door.tracks[key]
+
     def _observe_door(self, door: _DoorState, observation: TrackObservation) -> Decision | None:
         config = door.config
         key = (observation.camera_id, observation.track_id)

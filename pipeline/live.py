@@ -360,6 +360,8 @@ class LiveRecognition:
     def _forget(self, camera_id: str) -> None:
         self._origins.pop(camera_id, None)
         self._end_tracks(camera_id, self._recognizers.pop(camera_id, None))
+        if self._policy is not None:  # the unreported tracks too: a new tracker reuses ids
+            self._policy.end_camera(camera_id)
 
     def _removed(self, camera_id: str) -> None:
         """Forget a camera that left the set, with its recognition metric series (cameras

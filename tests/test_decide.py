@@ -112,6 +112,17 @@ def test_ended_track_starts_afresh() -> None:
     assert policy.observe(_seen("ann", at=3))[0].outcome == "granted"
 
 
+def test_a_camera_that_went_away_leaves_no_votes() -> None:
+    """end_camera drops every track of that camera (a tracker made anew reuses track ids),
+    and only that camera's."""
+    policy = DoorPolicy([_door(required_matches=2, cameras=["cam", "side"])])
+    assert policy.observe(_seen("ann", at=0)) == []
+    assert policy.observe(_seen("bob", at=0, camera="side")) == []
+    policy.end_camera("cam")
+    assert policy.observe(_seen("ann", at=1)) == []  # one fresh vote, not two
+    assert policy.observe(_seen("bob", at=1, camera="side"))[0].outcome == "granted"
+
+
 def test_track_never_ended_is_forgotten_after_a_while() -> None:
     """A track whose end is never reported (a detector flicker too short to report) is dropped
     after forget_after_seconds: its votes do not count for a later track with the same key."""
