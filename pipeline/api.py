@@ -80,6 +80,7 @@ _STANDARD_METHODS = frozenset(
 )
 _FORM_ROOM_BYTES = 1024 * 1024  # multipart boundaries and form fields beside the images
 _TOKEN_MISSING = "missing or wrong API token: send 'Authorization: Bearer <token>'"
+_DRAIN_UNAUTHORISED_BYTES = 64 * 1024  # read before a 401 (see _refuse); more is not read
 # FaceStreamError subclasses -> HTTP status; the first matching class wins
 _STATUS_OF_ERROR: tuple[tuple[type[FaceStreamError], int], ...] = (
     (IdentityNotFoundError, 404),
@@ -205,13 +206,22 @@ class _RequestGate:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
-        if scope["type"] != "http" or not (path == "/v1" or path.startswith("/v1/")):
+        if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
+        if not (path == "/v1" or path.startswith("/v1/")):  # open pages: still capped
+            await self._capped[self._default.max_body_bytes](scope, receive, send)
+            return
         request = Request(scope)
+        declared = request.headers.get("content-length")
         if not _authorised(request, self._state, allow_cookie=request.method in ("GET", "HEAD")):
-            await _refusal(401, _TOKEN_MISSING, {"WWW-Authenticate": "Bearer"})(
-                scope, receive, send
+            await _refuse(
+                (scope, receive, send),
+                401,
+                _TOKEN_MISSING,
+                {"WWW-Authenticate": "Bearer"},
+                declared=declared,
+                drain_bytes=_DRAIN_UNAUTHORISED_BYTES,
             )
             return
         admission = self._default
@@ -220,7 +230,6 @@ class _RequestGate:
                 scope["route"] = gated.route  # the metrics' route label, as the router sets it
                 admission = gated.admission
                 break
-        declared = request.headers.get("content-length")
         if declared is not None and (
             not declared.isdigit() or int(declared) > admission.max_body_bytes
         ):
@@ -228,7 +237,7 @@ class _RequestGate:
                 f"request body of {declared[:20]} bytes is over the {admission.max_body_bytes} "
                 f"bytes this route takes ({admission.limit_source})"
             )
-            await _refusal(413, detail)(scope, receive, send)
+            await _refuse((scope, receive, send), 413, detail, declared=declared, drain_bytes=0)
             return
         if admission.analysis:
             client = request.client.host if request.client is not None else "unknown"
@@ -239,16 +248,56 @@ class _RequestGate:
                     "(api.analysis_per_minute)"
                 )
                 headers = {"Retry-After": retry_after_header(wait_seconds)}
-                await _refusal(429, detail, headers)(scope, receive, send)
+                await _refuse(
+                    (scope, receive, send),
+                    429,
+                    detail,
+                    headers,
+                    declared=declared,
+                    drain_bytes=admission.max_body_bytes,  # a client of ours: let it read the 429
+                )
                 return
         await self._capped[admission.max_body_bytes](scope, receive, send)
 
 
-def _refusal(status: int, detail: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
-    # the body was not read: closing is cheaper than reading it to reuse the connection
-    return JSONResponse(
-        {"detail": detail}, status_code=status, headers={**(headers or {}), "Connection": "close"}
+async def _refuse(
+    asgi: tuple[Scope, Receive, Send],
+    status: int,
+    detail: str,
+    headers: Mapping[str, str] | None = None,
+    *,
+    declared: str | None,
+    drain_bytes: int,
+) -> None:
+    """Answer ``status`` without passing the request on. A body of at most ``drain_bytes`` is
+    read and dropped first: closing a connection with unread data in it makes the kernel
+    reset it, and the client sees "connection reset" instead of this answer. A larger body is
+    not read at all, and the connection is closed after the answer."""
+    scope, receive, send = asgi
+    drained = await _drain(receive, declared=declared, limit=drain_bytes)
+    answer_headers = dict(headers or {})
+    if not drained:
+        answer_headers["Connection"] = "close"
+    await JSONResponse({"detail": detail}, status_code=status, headers=answer_headers)(
+        scope, receive, send
     )
+
+
+async def _drain(receive: Receive, *, declared: str | None, limit: int) -> bool:
+    """Read and drop the request body if it is at most ``limit`` bytes; False (not all read)
+    when it is declared or found to be longer, or the client went away."""
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        return False
+    seen = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return False
+        seen += len(message.get("body", b""))
+        if seen > limit:
+            return False
+        if not message.get("more_body", False):
+            return True
 
 
 def _one_image(api: ApiConfig, *, analysis: bool) -> _Admission:

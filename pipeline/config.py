@@ -206,12 +206,12 @@ class ApiConfig(StrictModel):
         default=20, ge=1, le=1000, description="most images one enrolment request may carry"
     )
     max_request_pixels: int = Field(
-        default=160_000_000,
+        default=256_000_000,
         ge=1_000_000,
         le=10_000_000_000,
-        description="pixels the decoded images of one request may have together (an "
-        "enrolment holds them all at once: 3 bytes a pixel, so 160 MP is about 480 MB); "
-        "beyond it 413",
+        description="pixels the decoded images of one enrolment may have together (it holds "
+        "them all at once: 3 bytes a pixel, so 256 MP, 20 phone photos of 12 MP, is about "
+        "770 MB); beyond it 413",
     )
     preview_max_fps: float = Field(
         default=10.0, gt=0, le=60, description="frame rate cap of each live preview stream"

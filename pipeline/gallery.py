@@ -729,7 +729,9 @@ class Gallery:
                 )
             pipe.delete(templates_key)
 
-        self._transaction(write, [identity_id], "remove an identity")
+        # no entries: the index drops the identity without reading Redis again, so a removal
+        # that Redis took is in force here even if Redis goes away right after
+        self._transaction(write, [identity_id], "remove an identity", entries=[])
         LOGGER.info("removed identity %s", identity_id)
 
     # -- synchronisation ------------------------------------------------------------------
@@ -880,6 +882,10 @@ class Gallery:
         except (GalleryUnavailableError, GalleryStoreError) as exc:
             # the write is committed: raising would report a stored change as failed (and
             # invite a retry that doubles it); the index catches up on the next resync instead
+            if entries is not None:  # what changed is known: in force here at once (a removal)
+                with self._update_lock:
+                    index = self._index
+                    self._swap(index.replaced(index.version, set(identity_ids), entries))
             LOGGER.warning(
                 "gallery version %d is stored, but this index could not take it yet (%s); "
                 "reloading at the next resync",

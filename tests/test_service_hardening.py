@@ -92,6 +92,23 @@ def test_an_unauthenticated_upload_is_refused_before_its_body_is_sent(base_url: 
     assert b"www-authenticate: bearer" in reply.lower()
 
 
+def test_a_small_refused_body_is_read_so_the_client_gets_its_answer(base_url: str) -> None:
+    """A small form with a wrong token is read and dropped before the 401, on a connection
+    kept open: closing with the body unread makes the kernel reset the connection, and the
+    client saw "connection reset" instead of the answer (a 401 or a 429)."""
+    body = b"x" * 60_000  # under the 64 KiB read before a refusal
+    with httpx.Client(base_url=base_url, timeout=REPLY_TIMEOUT_SECONDS) as client:
+        for _ in range(3):
+            refused = client.post(
+                "/v1/identities",
+                content=body,
+                headers={"Authorization": "Bearer wrong-token-0123456789",
+                         "Content-Type": "application/octet-stream"},
+            )  # fmt: skip
+            assert refused.status_code == 401
+            assert refused.headers.get("connection", "").lower() != "close"
+
+
 def test_a_body_over_the_routes_own_cap_is_refused_before_it_is_sent(base_url: str) -> None:
     """/v1/identify takes one image: a body declared one byte over one image's cap is 413
     at once, though enrolment (four images here) would take it."""

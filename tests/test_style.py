@@ -710,13 +710,17 @@ def test_a_live_source_changing_resolution_keeps_the_output_size(
     port = first.port
     stop = threading.Event()
     sizes = [(128, 96), (200, 100)]
+    registry = CollectorRegistry()
+
+    def frames_taken() -> float:
+        taken = registry.get_sample_value("facestream_style_frames_in_total", {"stream": "style"})
+        return taken or 0.0
 
     def feed() -> None:
         camera = first
-        started = time.monotonic()
         try:
             while not stop.wait(0.04):
-                if camera is first and time.monotonic() - started > 0.8:
+                if camera is first and frames_taken() >= 8:
                     first.close()  # the camera goes away and comes back at another size
                     camera = MjpegSink(host="127.0.0.1", port=port)
                 camera.write(_astronaut_bgr(*sizes[camera is not first]), 0.0)
@@ -735,7 +739,7 @@ def test_a_live_source_changing_resolution_keeps_the_output_size(
         stall_timeout_seconds=5.0,
     )
     try:
-        with StyleStream(config, StyleMetrics.create(CollectorRegistry()), capture_metrics) as s:
+        with StyleStream(config, StyleMetrics.create(registry), capture_metrics) as s:
             report = s.run()
     finally:
         stop.set()

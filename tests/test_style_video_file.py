@@ -472,6 +472,13 @@ def test_codec_and_audio_options_are_validated() -> None:
             out_codec="mpeg4",
             out_audio="none",
         )
+    StyleStreamConfig(  # without a file the codec writes nothing: no reason to refuse
+        source="rtsp://127.0.0.1:8554/cam",
+        style="udnie",
+        mjpeg_port=0,
+        out_codec="mpeg4",
+        out_audio="none",
+    )
     with pytest.raises(ValidationError):
         StyleStreamConfig.model_validate(
             {"source": "in.mp4", "style": "udnie", "out_file": "o.mp4", "out_codec": "h265"}

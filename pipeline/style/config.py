@@ -110,7 +110,11 @@ class StyleStreamConfig(StrictModel):
             raise ValueError(
                 "out_codec 'mpeg4' (OpenCV) cannot carry audio: set out_audio 'none', or use h264"
             )
-        if self.out_codec == "mpeg4" and source_kind(self.source) != "file":
+        if (
+            self.out_codec == "mpeg4"
+            and self.out_file is not None
+            and source_kind(self.source) != "file"
+        ):
             # OpenCV's writer has a fixed frame rate and no timestamps: a live stream that drops
             # frames would play back too fast
             raise ValueError(
