@@ -17,6 +17,7 @@ other cameras go on.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -42,10 +43,53 @@ from pipeline.process import (
 from pipeline.recognize import FaceAnalyzer
 from pipeline.types import Frame
 
-__all__ = ["CameraTrack", "LiveOutputs", "LiveRecognition", "RecognizedFrame", "TrackLabel"]
+__all__ = [
+    "UNHEALTHY_AFTER_SECONDS",
+    "CameraTrack",
+    "LiveOutputs",
+    "LiveRecognition",
+    "RecognizedFrame",
+    "TrackLabel",
+]
 
 _log = logging.getLogger(__name__)
 _IDLE_WAIT_SECONDS = 0.005  # no frame in any queue: wait this long before the next round
+_FAILURE_LOG_SECONDS = 10.0  # while steps keep failing, one traceback per this many seconds
+UNHEALTHY_AFTER_SECONDS = 10.0  # failing this long without a clean round: not healthy
+
+
+class _FailureLog:
+    """Failures the worker caught and lived on after. A persistent fault (a broken engine, a
+    callback that always raises) would otherwise log a traceback on every round, hundreds a
+    second; here the first is logged at once and then one every ``_FAILURE_LOG_SECONDS``, with
+    the number left out. ``failing_since`` is when the current run of failures began (None
+    after a round that took frames and failed nowhere): readiness turns on it."""
+
+    def __init__(self) -> None:
+        self.failing_since: float | None = None
+        self._last_logged = -math.inf
+        self._not_logged = 0
+        self._round_failed = False
+
+    def caught(self, message: str, *args: object) -> None:
+        """Call in an ``except`` block: log the exception (rate-limited), count the round as
+        failed."""
+        now = time.monotonic()
+        self._round_failed = True
+        if self.failing_since is None:
+            self.failing_since = now
+        if now - self._last_logged < _FAILURE_LOG_SECONDS:
+            self._not_logged += 1
+            return
+        if self._not_logged:
+            message += f" ({self._not_logged} more failures since the last one logged)"
+        _log.exception(message, *args)
+        self._last_logged, self._not_logged = now, 0
+
+    def round_ended(self, *, took_frames: bool) -> None:
+        if took_frames and not self._round_failed:
+            self.failing_since = None
+        self._round_failed = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,11 +174,19 @@ class LiveRecognition:
         self._origins: dict[str, tuple[Camera, int]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._failures = _FailureLog()
 
     @property
     def running(self) -> bool:
         """True while the worker thread is alive."""
         return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def failing_seconds(self) -> float:
+        """How long the worker's steps have been failing with no clean round between (0 when
+        the last round that took frames failed nowhere)."""
+        since = self._failures.failing_since
+        return 0.0 if since is None else time.monotonic() - since
 
     def start(self) -> None:
         """Start the worker thread (once)."""
@@ -163,7 +215,8 @@ class LiveRecognition:
             try:
                 busy = self._round()
             except Exception:  # a step not guarded per camera failed: the worker must live on
-                _log.exception("a recognition round failed")
+                self._failures.caught("a recognition round failed")
+                self._failures.round_ended(took_frames=True)
                 busy = False
             if not busy:
                 self._stop.wait(_IDLE_WAIT_SECONDS)
@@ -184,7 +237,9 @@ class LiveRecognition:
             try:
                 pending = self._observe(camera, frame)
             except Exception:  # one bad frame must not end recognition for every camera
-                _log.exception("recognition failed on a frame of camera %s", camera.camera_id)
+                self._failures.caught(
+                    "recognition failed on a frame of camera %s", camera.camera_id
+                )
                 continue
             if pending is not None:
                 observed.append((camera.camera_id, frame.captured_at, pending))
@@ -195,9 +250,10 @@ class LiveRecognition:
                 try:
                     self._on_frame(RecognizedFrame(frame, self._labels(frame)))
                 except Exception:
-                    _log.exception("frame output failed for camera %s", frame.camera_id)
+                    self._failures.caught("frame output failed for camera %s", frame.camera_id)
         for camera_id in set(self._recognizers) - set(self._cameras.ids()):
             self._removed(camera_id)
+        self._failures.round_ended(took_frames=bool(taken))
         return bool(observed)
 
     def _observe(self, camera: Camera, frame: Frame) -> PendingFaces | None:
@@ -243,7 +299,7 @@ class LiveRecognition:
                 self._analyzer, self._gallery, [pending for _, _, pending in observed]
             )
         except Exception:
-            _log.exception("encoding or identification failed for %d frames", len(observed))
+            self._failures.caught("encoding or identification failed for %d frames", len(observed))
             return
         now = time.monotonic()
         for (camera_id, captured_at, pending), matches in zip(observed, results, strict=True):
@@ -258,7 +314,9 @@ class LiveRecognition:
                 )
                 self._metrics.frames_processed.labels(camera=camera_id).inc()
             except Exception:  # the other cameras of this batch still get their matches
-                _log.exception("recognition failed after identification on camera %s", camera_id)
+                self._failures.caught(
+                    "recognition failed after identification on camera %s", camera_id
+                )
 
     def _count_matches(self, camera_id: str, matches: tuple[tuple[Match, ...], ...]) -> None:
         tau = self._config.match.max_distance
@@ -341,7 +399,7 @@ class LiveRecognition:
         try:
             self._on_decision(decision)
         except Exception:
-            _log.exception(
+            self._failures.caught(
                 "decision %s for door %s (camera %s, track %d) was not delivered; no door acts "
                 "on it",
                 decision.outcome,
@@ -392,7 +450,7 @@ class LiveRecognition:
             try:
                 self._report_track(camera_id, finished, judge)
             except Exception:  # the camera's other tracks still end, in the policy too
-                _log.exception(
+                self._failures.caught(
                     "reporting finished track %d of camera %s failed", finished.track_id, camera_id
                 )
 

@@ -35,7 +35,7 @@ from pipeline.errors import (
     ServiceNotReadyError,
 )
 from pipeline.events import Event, EventBus, EventKind, JsonValue, WebhookDeliverer
-from pipeline.live import LiveOutputs, LiveRecognition
+from pipeline.live import UNHEALTHY_AFTER_SECONDS, LiveOutputs, LiveRecognition
 from pipeline.mqtt import MqttBridge
 from pipeline.preview import PreviewHub
 from pipeline.record import DecisionRecorder
@@ -148,8 +148,12 @@ class FaceStreamService:
             redis_ok, detail = False, f"redis: {exc}"
         engines = {"encoder": self.services.engine.backend}
         recognition = self.recognition.running
+        failing_seconds = self.recognition.failing_seconds
         if not recognition:
             detail = "recognition worker is not running"
+        elif failing_seconds > UNHEALTHY_AFTER_SECONDS:  # alive, but nothing gets through
+            recognition = False
+            detail = f"recognition has been failing for {failing_seconds:.0f} s (see the log)"
         return Readiness(
             redis=redis_ok,
             engines=engines,

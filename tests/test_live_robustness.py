@@ -134,7 +134,7 @@ def test_a_failing_decision_handler_does_not_stop_recognition(
     services: Services, sample: SampleFiles
 ) -> None:
     """The decision handler raises on every decision (as an audit log that refuses appends
-    did): each failure is logged, the worker keeps running, and the other camera's face is
+    did): the failures are logged, the worker keeps running, and the other camera's face is
     still decided (one exception used to end recognition for every camera)."""
     decisions: list[Decision] = []
 
@@ -163,6 +163,39 @@ def test_a_failing_decision_handler_does_not_stop_recognition(
         finally:
             live.stop()
     assert all(decision.name == NAME for decision in decisions)
+
+
+def test_a_persistent_fault_is_logged_sparingly_and_shows_in_failing_seconds(
+    services: Services, sample: SampleFiles, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A frame callback that raises on every frame: one traceback is logged, not one per
+    frame; ``failing_seconds`` (what readiness turns on) grows while the fault lasts and is 0
+    again after the first clean round."""
+    failing = threading.Event()
+    failing.set()
+    calls = 0
+
+    def on_frame(frame: RecognizedFrame) -> None:
+        nonlocal calls
+        calls += 1
+        if failing.is_set():
+            raise RuntimeError("preview encoder broken (test)")
+
+    outputs = LiveOutputs(on_frame=on_frame)
+    with CameraSet(services.metrics) as cameras:
+        cameras.add(CameraConfig(id="faulty", url=str(sample.video), loop=True, realtime=True))
+        live = _live(services, cameras, outputs)
+        live.start()
+        try:
+            _wait(lambda: calls >= 20 and live.failing_seconds > 0.5, "20 failing frames")
+            assert live.running
+            logged = [r for r in caplog.records if "frame output failed" in r.getMessage()]
+            assert len(logged) == 1, [r.getMessage() for r in logged]
+            assert logged[0].exc_info is not None
+            failing.clear()
+            _wait(lambda: live.failing_seconds == 0.0, "a clean round")
+        finally:
+            live.stop()
 
 
 def test_a_reconnect_finishes_the_open_tracks(services: Services, sample: SampleFiles) -> None:
