@@ -269,10 +269,11 @@ class Camera:
             return redact_credentials(str(exc))
         except BackendUnavailableError as exc:
             # a missing library does not come back by retrying; never switch backends either
+            error = redact_credentials(str(exc))
             logger.error(
-                "camera %s: backend %s unavailable: %s", self.config.id, self._backend, exc
+                "camera %s: backend %s unavailable: %s", self.config.id, self._backend, error
             )
-            self._set_state("failed", error=redact_credentials(str(exc)))
+            self._set_state("failed", error=error)
             return None
         except CameraError as exc:
             return redact_credentials(str(exc))
