@@ -210,7 +210,8 @@ def tau_at_far(scores: PairScores, target_far: float, curve: RocCurve | None = N
     curve = curve if curve is not None else roc_curve(scores)
     allowed = np.flatnonzero(curve.far <= target_far + 1e-12)
     if allowed.size == 0:  # an impostor at distance 0: only "accept nothing" meets the target
-        return 0.0
+        # below 0, as acceptance is distance <= tau and 0.0 would still accept that impostor
+        return float(np.nextafter(0.0, -1.0))
     return _midpoint_after(curve, int(allowed[-1]))
 
 

@@ -92,7 +92,9 @@ class OrtEngine(BaseEngine):
             )
         try:
             session: onnxruntime.InferenceSession = ort.InferenceSession(
-                str(model_path), sess_options=options, providers=[(provider, provider_options)]
+                stored.read_verified(),  # the bytes checked, not the path (it may change)
+                sess_options=options,
+                providers=[(provider, provider_options)],
             )
         except Exception as exc:  # ORT raises its own untyped errors for bad models
             raise ModelFileError(f"{model_path}: onnxruntime cannot load it: {exc}") from exc

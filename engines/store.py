@@ -104,6 +104,19 @@ class StoredModel:
     path: Path
     manifest: ModelManifest
 
+    def read_verified(self) -> bytes:
+        """The artifact's bytes, checked against the manifest again: the file may have changed
+        since ``ModelStore.open``, so a runtime loads these bytes, never the path."""
+        try:
+            data = self.path.read_bytes()
+        except OSError as exc:
+            raise ModelFileError(f"{self.path}: cannot read: {exc.strerror}") from exc
+        if hashlib.sha256(data).hexdigest() != self.manifest.artifact_sha256:
+            raise ManifestMismatchError(
+                f"{self.path}: changed since it was checked against its manifest"
+            )
+        return data
+
 
 class ModelStore:
     """Models and plans under one data directory (see the module docstring for the layout)."""

@@ -36,8 +36,8 @@ from engines.cuda_runtime import CudaRuntime, CudaStream, DeviceBuffer, GpuDevic
 from engines.errors import (
     BackendUnavailableError,
     ConfigError,
+    EngineStateError,
     InputSpecError,
-    ManifestMismatchError,
     ModelFileError,
 )
 from engines.store import ModelStore, StoredModel, atomic_write
@@ -465,19 +465,6 @@ def _recent(errors: deque[str]) -> str:
     return "; ".join(errors) if errors else "see the TensorRT log"
 
 
-def _read_verified(stored: StoredModel) -> bytes:
-    """The artifact's bytes, re-checked against the manifest (it may change after ``open``)."""
-    try:
-        data = stored.path.read_bytes()
-    except OSError as exc:
-        raise ModelFileError(f"{stored.path}: cannot read: {exc.strerror}") from exc
-    if hashlib.sha256(data).hexdigest() != stored.manifest.artifact_sha256:
-        raise ManifestMismatchError(
-            f"{stored.path}: changed since it was checked against its manifest"
-        )
-    return data
-
-
 def _check_calibrator(
     settings: TrtBuildSettings, calibrator: tensorrt.IInt8Calibrator | None
 ) -> None:
@@ -564,7 +551,7 @@ def build_engine(
     onnx = store.open(onnx_path)
     if onnx.manifest.format != "onnx":
         raise ModelFileError(f"{onnx_path}: is a {onnx.manifest.format} file, not an ONNX model")
-    onnx_bytes = _read_verified(onnx)
+    onnx_bytes = onnx.read_verified()
     _require_tensorrt()
     import tensorrt  # noqa: PLC0415
 
@@ -687,7 +674,7 @@ class TrtEngine(BaseEngine):
         self._errors: deque[str] = deque(maxlen=_KEPT_ERRORS)
         self._logger = _make_logger(self._errors)  # TensorRT needs it alive as long as the engine
         self._runtime = tensorrt.Runtime(self._logger)
-        engine = self._runtime.deserialize_cuda_engine(_read_verified(plan))
+        engine = self._runtime.deserialize_cuda_engine(plan.read_verified())
         if engine is None:
             raise ModelFileError(
                 f"{plan_path}: TensorRT {tensorrt.__version__} cannot "
@@ -759,6 +746,8 @@ class TrtEngine(BaseEngine):
             for name, binding in self._outputs.items()
         }
         with self._lock:
+            if self._closed:  # closed while this call waited for the lock: buffers are freed
+                raise EngineStateError(f"{self.backend} engine for {self.model_id} is closed")
             self._cuda.set_device(self._device_index)  # the calling thread may be new to CUDA
             for chunk in plan_chunks(total_rows, self._profile):
                 self._run_chunk(batch, chunk, results)

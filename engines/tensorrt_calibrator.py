@@ -153,6 +153,7 @@ def make_entropy_calibrator(
                 raise ModelFileError(f"the face encoder has one input, TensorRT asks for {names}")
             batch = batches.next_batch()
             if batch is None:
+                batches.reset()  # TensorRT may ask for another pass (a refused cache, a rebuild)
                 return None
             self._staged = batch
             cuda.copy_to_device_async(device_buffer, batch, stream)

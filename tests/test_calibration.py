@@ -138,6 +138,15 @@ def test_tau_at_far_picks_the_largest_threshold_within_the_target() -> None:
     assert (point.far, point.frr, point.accuracy) == pytest.approx((0.25, 0.0, 7 / 8))
 
 
+def test_an_impostor_at_distance_zero_leaves_a_tau_that_accepts_nothing() -> None:
+    """A duplicate photo labelled as two people gives an impostor at 0; "accept nothing" must
+    then be a tau below 0, since acceptance is distance <= tau (0.0 accepted that impostor)."""
+    scores = PairScores(np.array([0.0, 0.3, 0.4, 0.5]), np.array([False, True, True, False]))
+    tau = tau_at_far(scores, 0.0)
+    assert tau < 0.0
+    assert operating_point(scores, tau).far == 0.0
+
+
 def test_auc_equals_the_mann_whitney_statistic_with_ties() -> None:
     """The trapezoid AUC is P(genuine < impostor) + P(tie) / 2, ties included."""
     generator = np.random.default_rng(3)

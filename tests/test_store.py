@@ -42,6 +42,19 @@ def test_truncated_onnx_is_refused_before_loading(
         OrtEngine(path, store, OrtSettings())
 
 
+def test_a_model_changed_after_its_check_is_not_read(
+    encoder_model: StoredModel, tmp_path: Path
+) -> None:
+    """Runtimes load ``read_verified()``'s bytes, checked again, not the path: a file swapped
+    between ``open`` and loading is refused instead of run unverified."""
+    store, path = _copy_store(encoder_model, tmp_path)
+    stored = store.open(path)
+    assert stored.read_verified() == path.read_bytes()
+    path.write_bytes(path.read_bytes()[:-1] + b"\0")
+    with pytest.raises(ManifestMismatchError, match="changed since it was checked"):
+        stored.read_verified()
+
+
 def test_missing_manifest_is_refused(encoder_model: StoredModel, tmp_path: Path) -> None:
     """A model without its manifest is not trusted."""
     store, path = _copy_store(encoder_model, tmp_path)
