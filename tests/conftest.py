@@ -24,6 +24,7 @@ from engines.store import ModelStore, StoredModel, default_encoder_source, insta
 from pipeline.api import create_app
 from pipeline.config import GalleryConfig
 from pipeline.gallery import connect
+from pipeline.metrics import PipelineMetrics
 from pipeline.redis_server import EmbeddedRedis
 from pipeline.service import FaceStreamService
 
@@ -153,3 +154,21 @@ def serve_api() -> ServeApi:
     """``with serve_api(service, token) as base_url:`` serves the real HTTP API of ``service``
     with uvicorn on 127.0.0.1 (an ephemeral port) from a thread until the block ends."""
     return _serving
+
+
+@pytest.fixture
+def metrics() -> PipelineMetrics:
+    """Fresh metrics on their own registry."""
+    return PipelineMetrics.create()
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A TCP port on 127.0.0.1 that accepts connections (kernel backlog) but never answers."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    try:
+        yield int(listener.getsockname()[1])
+    finally:
+        listener.close()

@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pytest
+from capture_support import ScriptedSource, TimingOutSource, grey_image, wait_until
 from pydantic import ValidationError
 from script_servers import RtspServer, ScriptServer
 
@@ -54,15 +54,6 @@ BACKENDS = ["opencv", "gstreamer"]
 
 
 # Helpers.
-
-
-def wait_until(condition: Callable[[], bool], timeout_seconds: float, what: str) -> None:
-    """Poll ``condition`` every 20 ms until it holds; fail naming ``what`` after the deadline."""
-    deadline = time.monotonic() + timeout_seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not within {timeout_seconds:g} s")
-        time.sleep(0.02)
 
 
 def sample(metrics: PipelineMetrics, name: str, camera_id: str) -> float:
@@ -103,12 +94,6 @@ def drain(camera: Camera) -> None:
 # Fixtures.
 
 
-@pytest.fixture
-def metrics() -> PipelineMetrics:
-    """Fresh metrics on their own registry."""
-    return PipelineMetrics.create()
-
-
 @pytest.fixture(scope="module")
 def video(shared_data: Path) -> Path:
     """The short face clip from ../shared/data, or a skip."""
@@ -139,18 +124,6 @@ def rtsp_server(gstreamer: None, video: Path, tmp_path: Path) -> Iterator[RtspSe
         yield server
     finally:
         server.kill()
-
-
-@pytest.fixture
-def silent_port() -> Iterator[int]:
-    """A TCP port that accepts connections (kernel backlog) but never answers a byte."""
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
-    try:
-        yield int(listener.getsockname()[1])
-    finally:
-        listener.close()
 
 
 def backend_ready(backend: str, request: pytest.FixtureRequest) -> None:
@@ -487,48 +460,6 @@ def test_url_that_never_answers_backs_off_without_crashing(
 
 
 # Garbage, resolution changes, a missing backend.
-
-
-class ScriptedSource:
-    """A source that plays a fixed script per connection: each item is what ``read`` returns,
-    or an exception it raises; after the script it raises StreamEndedError."""
-
-    backend = "scripted"
-
-    def __init__(self, script: list[object]) -> None:
-        self._script = list(script)
-
-    def open(self) -> None:
-        """Connect (instantly)."""
-
-    def read(self, timeout_seconds: float) -> npt.NDArray[Any] | None:
-        """The next scripted item."""
-        if not self._script:
-            raise StreamEndedError("script finished")
-        item = self._script.pop(0)
-        if isinstance(item, BaseException):
-            raise item
-        assert item is None or isinstance(item, np.ndarray)
-        return item
-
-    def close(self) -> None:
-        """Disconnect (instantly)."""
-
-
-def grey_image(width: int, height: int) -> npt.NDArray[np.uint8]:
-    """A grey BGR uint8 test image of width x height pixels."""
-    return np.full((height, width, 3), 128, np.uint8)
-
-
-class TimingOutSource(ScriptedSource):
-    """A scripted source whose None items take the read's timeout (at most 10 ms) to come."""
-
-    def read(self, timeout_seconds: float) -> npt.NDArray[Any] | None:
-        """The next scripted item; a None one after a short wait."""
-        item = super().read(timeout_seconds)
-        if item is None:
-            time.sleep(min(timeout_seconds, 0.01))
-        return item
 
 
 def test_garbage_frames_reconnect_and_resolution_changes_just_work(

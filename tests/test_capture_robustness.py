@@ -9,17 +9,14 @@ cue (a read that hangs until released); every wait is a poll with a deadline.
 from __future__ import annotations
 
 import random
-import socket
 import statistics
 import threading
-import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import numpy.typing as npt
 import pytest
+from capture_support import TimingOutSource, grey_image, wait_until
 
 from engines.errors import BackendUnavailableError
 from pipeline.capture import CameraStatus, redact_credentials
@@ -39,63 +36,9 @@ CAPTURE_SERIES = (
 )
 
 
-def wait_until(condition: Callable[[], bool], timeout_seconds: float, what: str) -> None:
-    """Poll ``condition`` every 20 ms until it holds; fail naming ``what`` after the deadline."""
-    deadline = time.monotonic() + timeout_seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not within {timeout_seconds:g} s")
-        time.sleep(0.02)
-
-
 def series(metrics: PipelineMetrics, name: str, camera_id: str) -> float | None:
     """The value of metric ``name`` for ``camera_id``, None when it has no such series."""
     return metrics.registry.get_sample_value(name, {"camera": camera_id})
-
-
-def grey_image(width: int, height: int) -> npt.NDArray[np.uint8]:
-    """A grey BGR uint8 test image of width x height pixels."""
-    return np.full((height, width, 3), 128, np.uint8)
-
-
-@pytest.fixture
-def silent_port() -> Iterator[int]:
-    """A TCP port on 127.0.0.1 that accepts connections (kernel backlog) but never answers."""
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
-    try:
-        yield int(listener.getsockname()[1])
-    finally:
-        listener.close()
-
-
-Script = list[npt.NDArray[np.uint8] | None]  # what each read of one connection returns
-
-
-class ScriptedSource:
-    """Plays a fixed script per connection: each item is what ``read`` returns; after the
-    script, StreamEndedError (the stream ended: the camera reconnects)."""
-
-    backend = "scripted"
-
-    def __init__(self, script: Script) -> None:
-        self._script = list(script)
-
-    def open(self) -> None:
-        """Connect (instantly)."""
-
-    def read(self, timeout_seconds: float) -> npt.NDArray[Any] | None:
-        """The next scripted item; a None one after a short wait."""
-        if not self._script:
-            raise StreamEndedError("script finished")
-        item = self._script.pop(0)
-        if item is None:
-            time.sleep(min(timeout_seconds, 0.01))
-        return item
-
-    def close(self) -> None:
-        """Disconnect (instantly)."""
 
 
 class HangingReadSource:
@@ -119,12 +62,6 @@ class HangingReadSource:
 
     def close(self) -> None:
         """Disconnect (instantly)."""
-
-
-@pytest.fixture
-def metrics() -> PipelineMetrics:
-    """Fresh metrics on their own registry."""
-    return PipelineMetrics.create()
 
 
 def test_backoff_jitter_only_shortens_waits() -> None:
@@ -205,11 +142,11 @@ def test_frames_carry_the_connection_they_came_from(metrics: PipelineMetrics) ->
     """Frame.sequence keeps counting across a reconnect while Frame.session goes up by one,
     so recognition can tell that the scene was interrupted."""
     frame = grey_image(32, 24)
-    scripts: list[Script] = [[frame, frame], [frame, frame, *[None] * 1000]]
+    scripts: list[list[object]] = [[frame, frame], [frame, frame, *[None] * 1000]]
     sessions = iter(scripts)
 
     def factory(config: CameraConfig) -> FrameSource:
-        return ScriptedSource(next(sessions, [None] * 1000))
+        return TimingOutSource(next(sessions, [None] * 1000))
 
     config = CameraConfig(
         id="blink",
@@ -259,11 +196,11 @@ def test_removed_camera_leaves_no_metric_series(metrics: PipelineMetrics) -> Non
     """A camera that captured, dropped and reconnected is removed: none of its capture series
     (gauges, counters) stays behind, so add/remove cycles do not pile up series."""
     frame = grey_image(16, 16)
-    scripts: list[Script] = [[frame, frame, frame], [frame, *[None] * 1000]]
+    scripts: list[list[object]] = [[frame, frame, frame], [frame, *[None] * 1000]]
     sessions = iter(scripts)
 
     def factory(config: CameraConfig) -> FrameSource:
-        return ScriptedSource(next(sessions, [None] * 1000))
+        return TimingOutSource(next(sessions, [None] * 1000))
 
     config = CameraConfig(
         id="temporary",
