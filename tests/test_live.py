@@ -3,18 +3,16 @@ a real encoder and detector, and a real embedded Redis gallery."""
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from live_support import enrolled_services, frames_processed
 
-from pipeline.app import Services, open_services
+from pipeline.app import Services
 from pipeline.capture import CameraConfig, CameraSet
-from pipeline.config import FaceStreamConfig
 from pipeline.decide import Decision, DoorConfig, DoorPolicy
-from pipeline.images import decode_image
 from pipeline.live import CameraTrack, LiveOutputs, LiveRecognition
 from pipeline.process import ProcessConfig
 from pipeline.sample import SampleFiles, make_sample
@@ -31,22 +29,8 @@ def sample(tmp_path_factory: pytest.TempPathFactory) -> SampleFiles:
 @pytest.fixture
 def services(tmp_path: Path, sample: SampleFiles) -> Iterator[Services]:
     """Services with the astronaut enrolled, on a private data dir and embedded Redis."""
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server)")
-    config = FaceStreamConfig(data_dir=tmp_path / "data")
-    with open_services(config) as built:
-        photo = next((sample.gallery / "eileen_collins").iterdir())
-        templates, problems = built.templates([(photo.name, decode_image(photo.read_bytes()))])
-        assert not problems
-        built.enroll("eileen_collins", templates)
+    with enrolled_services(tmp_path / "data", sample) as built:
         yield built
-
-
-def _processed(services: Services, camera_id: str) -> float:
-    value = services.metrics.registry.get_sample_value(
-        "facestream_frames_processed_total", {"camera": camera_id}
-    )
-    return value or 0.0
 
 
 def _live_cameras(
@@ -86,16 +70,16 @@ def test_two_cameras_are_recognised_and_reported_on_stop(
         deadline = time.monotonic() + DEADLINE_SECONDS
         while (
             time.monotonic() < deadline
-            and min(_processed(services, "door-a"), _processed(services, "door-b")) < 20
+            and min(frames_processed(services, "door-a"), frames_processed(services, "door-b")) < 20
         ):
             time.sleep(0.1)
         live.stop()
-    assert _processed(services, "door-a") >= 20
-    assert _processed(services, "door-b") >= 20
+    assert frames_processed(services, "door-a") >= 20
+    assert frames_processed(services, "door-b") >= 20
     latency_count = services.metrics.registry.get_sample_value(
         "facestream_capture_to_decision_seconds_count", {"camera": "door-a"}
     )
-    assert latency_count == _processed(services, "door-a")
+    assert latency_count == frames_processed(services, "door-a")
     named = {item.camera_id for item in finished if item.track.identity == "eileen_collins"}
     assert named == {"door-a", "door-b"}
 
@@ -109,19 +93,19 @@ def test_removed_camera_reports_its_tracks(services: Services, sample: SampleFil
             camera.start()
         live.start()
         deadline = time.monotonic() + DEADLINE_SECONDS
-        while time.monotonic() < deadline and _processed(services, "leaves") < 10:
+        while time.monotonic() < deadline and frames_processed(services, "leaves") < 10:
             time.sleep(0.1)
         cameras.remove("leaves")
         while time.monotonic() < deadline and not any(
             item.camera_id == "leaves" for item in finished
         ):
             time.sleep(0.1)
-        before = _processed(services, "stays")
-        while time.monotonic() < deadline and _processed(services, "stays") < before + 5:
+        before = frames_processed(services, "stays")
+        while time.monotonic() < deadline and frames_processed(services, "stays") < before + 5:
             time.sleep(0.1)
         live.stop()
     assert any(item.camera_id == "leaves" for item in finished)
-    assert _processed(services, "stays") >= before + 5
+    assert frames_processed(services, "stays") >= before + 5
 
 
 def test_door_decision_grants_the_enrolled_face(services: Services, sample: SampleFiles) -> None:

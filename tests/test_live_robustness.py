@@ -10,29 +10,26 @@ camera's scene goes on while its link is down.
 
 from __future__ import annotations
 
-import shutil
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy.typing as npt
 import pytest
+from capture_support import wait_until
+from live_support import SAMPLE_NAME, enrolled_services, frames_processed
 
-from pipeline.app import Services, open_services
+from pipeline.app import Services
 from pipeline.capture import CameraConfig, CameraSet, FrameSource
 from pipeline.capture.opencv_source import OpenCvSource
-from pipeline.config import FaceStreamConfig
 from pipeline.decide import Decision, DoorConfig, DoorPolicy
 from pipeline.errors import AuditLogCorruptError, StreamEndedError
-from pipeline.images import decode_image
 from pipeline.live import CameraTrack, LiveOutputs, LiveRecognition, RecognizedFrame
 from pipeline.process import ProcessConfig
 from pipeline.sample import SampleFiles, make_sample
 
 DEADLINE_SECONDS = 60.0
-NAME = "eileen_collins"
 SWITCH_AFTER_FRAMES = 30  # frames of the first connection (or camera) before it goes away
 
 
@@ -45,13 +42,7 @@ def sample(tmp_path_factory: pytest.TempPathFactory) -> SampleFiles:
 @pytest.fixture
 def services(tmp_path: Path, sample: SampleFiles) -> Iterator[Services]:
     """Services with the astronaut enrolled, on a private data dir and embedded Redis."""
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server)")
-    with open_services(FaceStreamConfig(data_dir=tmp_path / "data")) as built:
-        photo = next((sample.gallery / NAME).iterdir())
-        templates, problems = built.templates([(photo.name, decode_image(photo.read_bytes()))])
-        assert not problems
-        built.enroll(NAME, templates)
+    with enrolled_services(tmp_path / "data", sample) as built:
         yield built
 
 
@@ -104,21 +95,6 @@ def _camera(camera_id: str, **overrides: Any) -> CameraConfig:
     return CameraConfig(**{**settings, **overrides})
 
 
-def _processed(services: Services, camera_id: str) -> float:
-    value = services.metrics.registry.get_sample_value(
-        "facestream_frames_processed_total", {"camera": camera_id}
-    )
-    return value or 0.0
-
-
-def _wait(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_SECONDS
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not within {DEADLINE_SECONDS:g} s")
-        time.sleep(0.05)
-
-
 def _live(services: Services, cameras: CameraSet, outputs: LiveOutputs) -> LiveRecognition:
     return LiveRecognition(
         services.analyzer,
@@ -153,16 +129,21 @@ def test_a_failing_decision_handler_does_not_stop_recognition(
         live = _live(services, cameras, outputs)
         live.start()
         try:
-            _wait(
+            wait_until(
                 lambda: {decision.camera_id for decision in decisions} == {"door-a", "door-b"},
+                DEADLINE_SECONDS,
                 "a decision on each camera",
             )
             assert live.running
-            before = _processed(services, "door-a")
-            _wait(lambda: _processed(services, "door-a") > before + 5, "more frames processed")
+            before = frames_processed(services, "door-a")
+            wait_until(
+                lambda: frames_processed(services, "door-a") > before + 5,
+                DEADLINE_SECONDS,
+                "more frames processed",
+            )
         finally:
             live.stop()
-    assert all(decision.name == NAME for decision in decisions)
+    assert all(decision.name == SAMPLE_NAME for decision in decisions)
 
 
 def test_a_persistent_fault_is_logged_sparingly_and_shows_in_failing_seconds(
@@ -187,13 +168,17 @@ def test_a_persistent_fault_is_logged_sparingly_and_shows_in_failing_seconds(
         live = _live(services, cameras, outputs)
         live.start()
         try:
-            _wait(lambda: calls >= 20 and live.failing_seconds > 0.5, "20 failing frames")
+            wait_until(
+                lambda: calls >= 20 and live.failing_seconds > 0.5,
+                DEADLINE_SECONDS,
+                "20 failing frames",
+            )
             assert live.running
             logged = [r for r in caplog.records if "frame output failed" in r.getMessage()]
             assert len(logged) == 1, [r.getMessage() for r in logged]
             assert logged[0].exc_info is not None
             failing.clear()
-            _wait(lambda: live.failing_seconds == 0.0, "a clean round")
+            wait_until(lambda: live.failing_seconds == 0.0, DEADLINE_SECONDS, "a clean round")
         finally:
             live.stop()
 
@@ -210,8 +195,16 @@ def test_a_reconnect_finishes_the_open_tracks(services: Services, sample: Sample
             live = _live(services, cameras, LiveOutputs(on_track=finished.append))
             live.start()
             try:
-                _wait(lambda: video.frames >= SWITCH_AFTER_FRAMES + 40, "frames after the drop")
-                _wait(lambda: _processed(services, "door") >= 40, "frames recognised")
+                wait_until(
+                    lambda: video.frames >= SWITCH_AFTER_FRAMES + 40,
+                    DEADLINE_SECONDS,
+                    "frames after the drop",
+                )
+                wait_until(
+                    lambda: frames_processed(services, "door") >= 40,
+                    DEADLINE_SECONDS,
+                    "frames recognised",
+                )
                 reported_while_running = list(finished)
             finally:
                 live.stop()
@@ -220,11 +213,11 @@ def test_a_reconnect_finishes_the_open_tracks(services: Services, sample: Sample
     before_drop = [
         item.track
         for item in reported_while_running
-        if item.track.identity == NAME and item.track.last_frame < SWITCH_AFTER_FRAMES
+        if item.track.identity == SAMPLE_NAME and item.track.last_frame < SWITCH_AFTER_FRAMES
     ]
-    assert before_drop, f"no track of {NAME} ended at the drop: {reported_while_running}"
+    assert before_drop, f"no track of {SAMPLE_NAME} ended at the drop: {reported_while_running}"
     after_drop = [item.track for item in finished if item.track.first_frame >= SWITCH_AFTER_FRAMES]
-    assert any(track.identity == NAME for track in after_drop), finished
+    assert any(track.identity == SAMPLE_NAME for track in after_drop), finished
 
 
 def test_a_camera_replaced_under_its_id_starts_new_tracks(
@@ -251,15 +244,19 @@ def test_a_camera_replaced_under_its_id_starts_new_tracks(
         )
         live.start()
         try:
-            _wait(replaced.is_set, "the camera replaced")
+            wait_until(replaced.is_set, DEADLINE_SECONDS, "the camera replaced")
             replaced_at = video.frames
-            _wait(lambda: video.frames >= replaced_at + 40, "frames from the new camera")
+            wait_until(
+                lambda: video.frames >= replaced_at + 40,
+                DEADLINE_SECONDS,
+                "frames from the new camera",
+            )
             reported_while_running = list(finished)
         finally:
             live.stop()
             video.release()
-    assert any(item.track.identity == NAME for item in reported_while_running), (
-        f"the old camera's track of {NAME} was not finished at the replacement: {finished}"
+    assert any(item.track.identity == SAMPLE_NAME for item in reported_while_running), (
+        f"the old camera's track of {SAMPLE_NAME} was not finished at the replacement: {finished}"
     )
 
 
@@ -275,7 +272,7 @@ def test_stop_leaves_the_tracks_of_a_worker_that_is_still_running(
 
     def blocks_when_told(frame: RecognizedFrame) -> None:
         # late enough for the track to have the detections it needs to be reported
-        named = any(label.name == NAME for label in frame.tracks)
+        named = any(label.name == SAMPLE_NAME for label in frame.tracks)
         if named and frame.frame.sequence >= SWITCH_AFTER_FRAMES and not blocking.is_set():
             blocking.set()
             release.wait(DEADLINE_SECONDS)
@@ -286,7 +283,7 @@ def test_stop_leaves_the_tracks_of_a_worker_that_is_still_running(
         live = _live(services, cameras, outputs)
         live.start()
         try:
-            _wait(blocking.is_set, f"a frame with {NAME} named")
+            wait_until(blocking.is_set, DEADLINE_SECONDS, f"a frame with {SAMPLE_NAME} named")
             live.stop(timeout_seconds=0.2)
             assert live.running
             assert finished == []
@@ -294,4 +291,4 @@ def test_stop_leaves_the_tracks_of_a_worker_that_is_still_running(
             release.set()
             live.stop()
     assert not live.running
-    assert any(item.track.identity == NAME for item in finished)
+    assert any(item.track.identity == SAMPLE_NAME for item in finished)

@@ -1,0 +1,40 @@
+"""Helpers the live-recognition tests share: services with the sample face enrolled, and the
+frames recognised so far on a camera."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from pipeline.app import Services, open_services
+from pipeline.config import FaceStreamConfig
+from pipeline.images import decode_image
+from pipeline.sample import SampleFiles
+
+SAMPLE_NAME = "eileen_collins"  # the face in the sample video and its gallery
+
+
+@contextmanager
+def enrolled_services(data_dir: Path, sample: SampleFiles) -> Iterator[Services]:
+    """Services on ``data_dir`` and an embedded Redis, with the sample face enrolled; skips
+    the test when redis-server is not installed."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    with open_services(FaceStreamConfig(data_dir=data_dir)) as built:
+        photo = next((sample.gallery / SAMPLE_NAME).iterdir())
+        templates, problems = built.templates([(photo.name, decode_image(photo.read_bytes()))])
+        assert not problems
+        built.enroll(SAMPLE_NAME, templates)
+        yield built
+
+
+def frames_processed(services: Services, camera_id: str) -> float:
+    """facestream_frames_processed_total of ``camera_id`` (0 before its first frame)."""
+    value = services.metrics.registry.get_sample_value(
+        "facestream_frames_processed_total", {"camera": camera_id}
+    )
+    return value or 0.0
