@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 import subprocess
 import time
 import tomllib
@@ -21,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from ports import free_port
 
 from pipeline.config import FaceStreamConfig, load_config
 from pipeline.metrics import PipelineMetrics
@@ -239,12 +239,6 @@ def test_promtool_checks_config_rules_and_alert_unit_tests() -> None:
     assert alerts == tested, alerts ^ tested
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
 def running_service(tmp_path: Path, serve_api: ServeApi) -> Iterator[str]:
     if shutil.which("redis-server") is None:
@@ -270,7 +264,7 @@ def test_real_prometheus_scrapes_the_service(tmp_path: Path, running_service: st
             }
         )
     )
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [
             binary,

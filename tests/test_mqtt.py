@@ -18,6 +18,7 @@ import paho.mqtt.client as paho
 import pytest
 import redis
 from paho.mqtt.enums import CallbackAPIVersion
+from ports import free_port
 from pydantic import ValidationError
 
 from pipeline.events import Event, EventBus, EventsConfig
@@ -28,12 +29,6 @@ from pipeline.redis_server import EmbeddedRedis
 DEADLINE_SECONDS = 20.0
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 class Broker:
     """mosquitto on 127.0.0.1:port, startable and stoppable."""
 
@@ -42,7 +37,7 @@ class Broker:
         if not Path(binary).exists():
             pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
         self.binary = binary
-        self.port = _free_port()
+        self.port = free_port()
         self.config = directory / "mosquitto.conf"
         self.config.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from ports import free_port
 
 from pipeline.audit import verify_audit_log
 from pipeline.capture import CameraConfig
@@ -29,14 +30,6 @@ from pipeline.service import FaceStreamService, run_service
 TOKEN = "service-test-token-0123456789"
 DEADLINE_SECONDS = 90.0
 FACESTREAM = [sys.executable, "-m", "pipeline.cli"]
-
-
-def _free_port() -> int:
-    import socket  # noqa: PLC0415
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _until(condition: object, what: str, seconds: float = DEADLINE_SECONDS) -> None:
@@ -63,7 +56,7 @@ def test_facestream_run_with_the_sample_decides_and_stops_cleanly_on_sigterm(
     order (exit 0, audit log intact)."""
     config = tmp_path / "facestream.toml"
     config.write_text(f'data_dir = "{tmp_path / "data"}"\n', encoding="utf-8")
-    port = _free_port()
+    port = free_port()
     environment = {**os.environ, "FACESTREAM_API_TOKEN": TOKEN}
     process = subprocess.Popen(
         [*FACESTREAM, "run", "--sample", "--config", str(config), "--port", str(port)],
@@ -161,7 +154,7 @@ def test_a_camera_that_never_answers_is_reported_not_fatal(
 ) -> None:
     config = FaceStreamConfig(data_dir=tmp_path / "data")
     with run_service(config) as service:
-        port = _free_port()  # nothing listens there
+        port = free_port()  # nothing listens there
         camera = CameraConfig(
             id="dead", url=f"rtsp://127.0.0.1:{port}/nothing", open_timeout_seconds=1.0
         )

@@ -15,6 +15,7 @@ import cv2
 import httpx
 import numpy as np
 import pytest
+from ports import free_port
 
 from pipeline.config import ApiConfig, FaceStreamConfig
 from pipeline.service import FaceStreamService, run_service
@@ -143,12 +144,6 @@ def test_made_up_methods_share_one_metrics_label(base_url: str) -> None:
     assert not any(name in line for line in lines for name in ("BREW", "M0ZZ", "XYZZY"))
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _preview_viewers(base_url: str, camera_id: str) -> float:
     for line in _metric_lines(base_url, "facestream_preview_clients{"):
         if f'camera="{camera_id}"' in line:
@@ -159,7 +154,7 @@ def _preview_viewers(base_url: str, camera_id: str) -> float:
 def test_viewers_leaving_a_silent_camera_free_their_places(base_url: str) -> None:
     """A camera that never delivers a frame (nothing listens at its address): viewers that
     connect and leave are let go while no frame comes, so later viewers are not refused."""
-    camera = {"id": "silent", "url": f"rtsp://127.0.0.1:{_free_port()}/none"}
+    camera = {"id": "silent", "url": f"rtsp://127.0.0.1:{free_port()}/none"}
     added = httpx.post(
         f"{base_url}/v1/streams", json=camera, headers=AUTH, timeout=REPLY_TIMEOUT_SECONDS
     )

@@ -21,6 +21,7 @@ import numpy.typing as npt
 import pytest
 import uvicorn
 from fastapi import FastAPI
+from ports import free_port
 from prometheus_client import CollectorRegistry
 from style_models import SHIPPED_STYLES
 
@@ -508,19 +509,13 @@ def test_train_config_is_frozen() -> None:
         config.name = "other"  # type: ignore[misc]
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_rtsp_sink_publishes_h264_on_localhost() -> None:
     """An RTSP client (OpenCV/FFmpeg) on 127.0.0.1 receives the frames written to the sink,
     at their size; a second sink on the same port is refused with SinkError."""
     from engines.errors import BackendUnavailableError  # noqa: PLC0415
     from pipeline.style.sinks import RtspSink  # noqa: PLC0415
 
-    port = _free_port()
+    port = free_port()
     try:
         sink = RtspSink(width_px=160, height_px=120, fps=25.0, host="127.0.0.1", port=port)
     except BackendUnavailableError as exc:
@@ -568,7 +563,7 @@ def test_rtsp_sink_keeps_the_picture_at_odd_sizes_and_frees_its_port() -> None:
     """A 101x75 frame (odd sides, rows of 303 bytes) reaches an RTSP client (OpenCV/FFmpeg) as
     102x76 with its colour, not green noise; with no client a write goes nowhere (None); after
     ``close``, with the client still connected, the port can be bound again."""
-    port = _free_port()
+    port = free_port()
     sink = _rtsp_sink(width_px=101, height_px=75, fps=25.0, port=port)
     frame = np.empty((75, 101, 3), np.uint8)
     frame[:] = (200, 60, 20)
@@ -609,7 +604,7 @@ def test_rtsp_frames_without_a_client_are_not_counted_as_dropped(
     """A stream publishing over RTSP that nobody watches counts its frames neither as sent nor
     as dropped for sink "rtsp" (the file sink beside it counts every frame), and frees the port
     when it closes."""
-    port = _free_port()
+    port = free_port()
     _rtsp_sink(width_px=16, height_px=16, fps=25.0, port=port).close()  # skips without RTSP
     source = tmp_path / "in.mp4"
     _write_video(source, frames=4, width=64, height=48)
