@@ -24,6 +24,7 @@ from fastapi import FastAPI
 from ports import free_port
 from prometheus_client import CollectorRegistry
 from style_models import SHIPPED_STYLES
+from video_files import decoded_frames
 
 from engines.errors import FaceStreamError, InputSpecError, ManifestMismatchError, ModelFileError
 from engines.parity import astronaut_rgb
@@ -318,13 +319,7 @@ def test_training_content_takes_evenly_spaced_video_frames(tmp_path: Path) -> No
 
     video = tmp_path / "clip.mp4"
     _write_video(video, frames=10, width=64, height=48)
-    capture = cv2.VideoCapture(str(video))
-    every = []
-    ok, frame = capture.read()
-    while ok:
-        every.append(frame)
-        ok, frame = capture.read()
-    capture.release()
+    every = decoded_frames(video)
     assert len(every) == 10
     picked = load_content([video], frames_per_video=3)
     assert len(picked) == 3
@@ -740,13 +735,7 @@ def test_a_live_source_changing_resolution_keeps_the_output_size(
         stop.set()
         feeder.join()
     assert report.frames_out == 40
-    capture = cv2.VideoCapture(str(out))
-    frames = []
-    ok, image = capture.read()
-    while ok:
-        frames.append(image)
-        ok, image = capture.read()
-    capture.release()
+    frames = decoded_frames(out)
     assert len(frames) == 40
     assert all(image.shape == (96, 128, 3) for image in frames)
     assert float(frames[0][:8].mean()) > 40  # the 4:3 frames fill the picture

@@ -25,6 +25,7 @@ import numpy.typing as npt
 import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
+from video_files import decoded_frames
 
 from engines.errors import BackendUnavailableError
 from engines.parity import astronaut_rgb
@@ -342,13 +343,7 @@ def test_h264_sink_keeps_the_picture_at_any_row_size(
     for index in range(3):
         assert sink.write(image, index / 10)
     sink.close()
-    capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
-    decoded = []
-    ok, frame = capture.read()
-    while ok:
-        decoded.append(frame)
-        ok, frame = capture.read()
-    capture.release()
+    decoded = decoded_frames(path)
     assert len(decoded) == 3
     for frame in decoded:
         assert (frame.shape[1], frame.shape[0]) == written_size
