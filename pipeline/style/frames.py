@@ -47,19 +47,27 @@ class Letterbox:
         top = (self.model_height_px - height) // 2
         return left, top, width, height
 
-    def fit(self, image: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
-        """BGR uint8 frame -> BGR uint8 (model_height, model_width, 3), scaled and mirrored."""
+    def fit(
+        self, image: npt.NDArray[np.uint8], *, black_bars: bool = False
+    ) -> npt.NDArray[np.uint8]:
+        """BGR uint8 frame -> BGR uint8 (model_height, model_width, 3), scaled and mirrored into
+        the padding (what the network sees), or with black bars (what a viewer sees)."""
         if self.identity:
             return image
         left, top, width, height = self._scaled
         scaled = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+        if black_bars:
+            border = cv2.BORDER_CONSTANT
+        else:
+            border = cv2.BORDER_REFLECT_101 if min(width, height) > 1 else cv2.BORDER_REPLICATE
         padded = cv2.copyMakeBorder(
             scaled,
             top,
             self.model_height_px - height - top,
             left,
             self.model_width_px - width - left,
-            cv2.BORDER_REFLECT_101 if min(width, height) > 1 else cv2.BORDER_REPLICATE,
+            border,
+            value=(0, 0, 0),
         )
         return np.asarray(padded, dtype=np.uint8)
 
@@ -83,23 +91,7 @@ def fit_to_output(
     size; a live source that comes back from a reconnect at another resolution must not break
     them."""
     height, width = image.shape[:2]
-    if (width, height) == (width_px, height_px):
-        return image
-    scale = min(width_px / width, height_px / height)
-    scaled_width = min(width_px, max(1, round(width * scale)))
-    scaled_height = min(height_px, max(1, round(height * scale)))
-    scaled = cv2.resize(image, (scaled_width, scaled_height), interpolation=cv2.INTER_AREA)
-    left, top = (width_px - scaled_width) // 2, (height_px - scaled_height) // 2
-    bordered = cv2.copyMakeBorder(
-        scaled,
-        top,
-        height_px - scaled_height - top,
-        left,
-        width_px - scaled_width - left,
-        cv2.BORDER_CONSTANT,
-        value=(0, 0, 0),
-    )
-    return np.asarray(bordered, dtype=np.uint8)
+    return Letterbox(width, height, width_px, height_px).fit(image, black_bars=True)
 
 
 def blend(
