@@ -106,8 +106,7 @@ class BaseEngine(ABC):
 
     def infer(self, batch: Mapping[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
         """Check ``batch`` against the input specs, run it, and return outputs by name."""
-        if self._closed:
-            raise EngineStateError(f"{self.backend} engine for {self.model_id} is closed")
+        self._require_open()
         if set(batch) != set(self.inputs):
             raise InputSpecError(f"expected inputs {sorted(self.inputs)}, got {sorted(batch)}")
         sizes = set()
@@ -123,6 +122,12 @@ class BaseEngine(ABC):
     @abstractmethod
     def _run(self, batch: Mapping[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
         """Backend inference on an already checked batch."""
+
+    def _require_open(self) -> None:
+        """EngineStateError once ``close`` was called (a backend that frees under a lock checks
+        again under it)."""
+        if self._closed:
+            raise EngineStateError(f"{self.backend} engine for {self.model_id} is closed")
 
     def close(self) -> None:
         """Release resources once; safe to call again."""

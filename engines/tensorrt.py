@@ -36,7 +36,6 @@ from engines.cuda_runtime import CudaRuntime, CudaStream, DeviceBuffer, GpuDevic
 from engines.errors import (
     BackendUnavailableError,
     ConfigError,
-    EngineStateError,
     InputSpecError,
     ModelFileError,
 )
@@ -746,8 +745,7 @@ class TrtEngine(BaseEngine):
             for name, binding in self._outputs.items()
         }
         with self._lock:
-            if self._closed:  # closed while this call waited for the lock: buffers are freed
-                raise EngineStateError(f"{self.backend} engine for {self.model_id} is closed")
+            self._require_open()  # closed while this call waited for the lock: buffers freed
             self._cuda.set_device(self._device_index)  # the calling thread may be new to CUDA
             for chunk in plan_chunks(total_rows, self._profile):
                 self._run_chunk(batch, chunk, results)

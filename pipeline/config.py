@@ -20,7 +20,7 @@ from pydantic import Field, SecretStr, ValidationError, model_validator
 from engines.backends import EngineSettings
 from engines.errors import ConfigError
 from pipeline.blazeface import BlazeFaceConfig
-from pipeline.capture.config import CaptureConfig
+from pipeline.capture.config import SECRET_QUERY_WORDS, CaptureConfig
 from pipeline.configbase import StrictModel
 from pipeline.decide import DoorConfig
 from pipeline.detect import DetectConfig
@@ -48,8 +48,6 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 REDACTED = "****"
-# query keys whose values are credentials (substrings, lower case): ?token=, ?api_key=, ...
-_SECRET_QUERY_WORDS = ("token", "key", "secret", "passw", "pwd", "signature", "sig", "auth")
 
 
 def redacted_url(text: str) -> str:
@@ -70,7 +68,7 @@ def redacted_url(text: str) -> str:
     pairs = [pair.partition("=") for pair in parts.query.split("&")] if parts.query else []
     query = "&".join(
         f"{key}{equals}{REDACTED}"
-        if value and any(word in unquote_plus(key).lower() for word in _SECRET_QUERY_WORDS)
+        if value and any(word in unquote_plus(key).lower() for word in SECRET_QUERY_WORDS)
         else f"{key}{equals}{value}"
         for key, equals, value in pairs
     )

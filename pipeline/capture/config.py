@@ -18,7 +18,14 @@ from pydantic import Field, model_validator
 
 from pipeline.configbase import StrictModel
 
-__all__ = ["CameraConfig", "CaptureConfig", "SourceKind", "redact_credentials", "source_kind"]
+__all__ = [
+    "SECRET_QUERY_WORDS",
+    "CameraConfig",
+    "CaptureConfig",
+    "SourceKind",
+    "redact_credentials",
+    "source_kind",
+]
 
 SourceKind = Literal["rtsp", "http", "device", "file"]
 
@@ -26,10 +33,11 @@ _DEVICE_PATH = re.compile(r"^/dev/video\d+$")
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")  # a URL, alone or inside a message
 # userinfo: greedy up to the last @ before the path, since passwords often hold an unescaped @
 _USERINFO = re.compile(r"^(?P<scheme>[^:]+://)(?P<userinfo>[^/?#]*)@")
-# query values under credential-looking keys (?token=, &pwd=, ...), as check-config hides them
+# query keys whose values are credentials (substrings, lower case): ?token=, ?api_key=, ...;
+# pipeline.config hides the same ones when it prints settings
+SECRET_QUERY_WORDS = ("token", "key", "secret", "passw", "pwd", "signature", "sig", "auth")
 _SECRET_QUERY = re.compile(
-    r"(?P<key>[?&][^=&#]*(?:token|key|secret|passw|pwd|signature|sig|auth)[^=&#]*=)[^&#]*",
-    re.IGNORECASE,
+    rf"(?P<key>[?&][^=&#]*(?:{'|'.join(SECRET_QUERY_WORDS)})[^=&#]*=)[^&#]*", re.IGNORECASE
 )
 
 
