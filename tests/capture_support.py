@@ -1,26 +1,15 @@
-"""Helpers the capture tests share: a deadline poll, a plain test image, and scripted sources
-that stand in for a camera where a real one cannot be made to misbehave on cue."""
+"""Helpers the capture tests share: a plain test image, and scripted sources that stand in
+for a camera where a real one cannot be made to misbehave on cue."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import pytest
 
 from pipeline.errors import StreamEndedError
-
-
-def wait_until(condition: Callable[[], bool], timeout_seconds: float, what: str) -> None:
-    """Poll ``condition`` every 20 ms until it holds; fail naming ``what`` after the deadline."""
-    deadline = time.monotonic() + timeout_seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not within {timeout_seconds:g} s")
-        time.sleep(0.02)
 
 
 def grey_image(width: int, height: int) -> npt.NDArray[np.uint8]:

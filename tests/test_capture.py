@@ -20,9 +20,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pytest
-from capture_support import ScriptedSource, TimingOutSource, grey_image, wait_until
+from capture_support import ScriptedSource, TimingOutSource, grey_image
 from pydantic import ValidationError
 from script_servers import RtspServer, ScriptServer
+from waiting import wait_until
 
 from engines.errors import BackendUnavailableError, ConfigError, FaceStreamError
 from engines.parity import read_rgb

@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy.typing as npt
 import pytest
-from capture_support import TimingOutSource, grey_image, wait_until
+from capture_support import TimingOutSource, grey_image
+from waiting import wait_until
 
 from engines.errors import BackendUnavailableError
 from pipeline.capture import CameraStatus, redact_credentials

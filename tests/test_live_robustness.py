@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy.typing as npt
 import pytest
-from capture_support import wait_until
 from live_support import SAMPLE_NAME, enrolled_services, frames_processed
+from waiting import wait_until
 
 from pipeline.app import Services
 from pipeline.capture import CameraConfig, CameraSet, FrameSource
