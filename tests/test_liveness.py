@@ -206,15 +206,21 @@ def test_a_face_that_never_moves_stays_undecided(shared_data: Path, clip_judge: 
     assert result.liveness.verdict != "live"
 
 
+def _boxes_only(boxes: list[list[float]]) -> Faces:
+    """Faces at ``boxes`` (xyxy) with score 1 and no landmarks: what the judge reads is the box."""
+    count = len(boxes)
+    return Faces(
+        boxes=np.array(boxes, np.float32),
+        scores=np.ones(count, np.float32),
+        landmarks=np.zeros((count, 5, 2), np.float32),
+    )
+
+
 def test_bad_input_gives_undecided_not_a_crash(liveness_engine: Engine) -> None:
     """Tiny faces, faces half outside the frame, a dark frame and an unknown track id."""
     judge = LivenessJudge(LivenessConfig(enabled=True), liveness_engine)
     dark = np.full((240, 320, 3), 3, np.uint8)
-    faces = Faces(
-        boxes=np.array([[-20, -30, 80, 90], [300, 200, 310, 212]], np.float32),
-        scores=np.ones(2, np.float32),
-        landmarks=np.zeros((2, 5, 2), np.float32),
-    )
+    faces = _boxes_only([[-20, -30, 80, 90], [300, 200, 310, 212]])
     for _ in range(8):
         judge.observe(dark, faces, np.array([1, 2], np.int64))
     for track_id in (1, 2):
@@ -231,20 +237,12 @@ def test_a_box_mostly_outside_the_frame_gives_no_evidence(liveness_engine: Engin
     nothing: the crops would be of something else."""
     judge = LivenessJudge(LivenessConfig(enabled=True), liveness_engine)
     image = np.random.default_rng(0).integers(0, 256, (240, 320, 3), dtype=np.uint8)
-    faces = Faces(
-        boxes=np.array([[260, 160, 360, 280], [330, 10, 400, 80]], np.float32),
-        scores=np.ones(2, np.float32),
-        landmarks=np.zeros((2, 5, 2), np.float32),
-    )
+    faces = _boxes_only([[260, 160, 360, 280], [330, 10, 400, 80]])
     for _ in range(3):
         judge.observe(image, faces, np.array([1, 2], np.int64))
     assert judge.verdict(1).frames == 0  # 60 x 80 of its 100 x 120 inside the frame
     assert judge.verdict(2).frames == 0
-    inside = Faces(
-        boxes=np.array([[220, 120, 320, 240]], np.float32),
-        scores=np.ones(1, np.float32),
-        landmarks=np.zeros((1, 5, 2), np.float32),
-    )
+    inside = _boxes_only([[220, 120, 320, 240]])
     judge.observe(image, inside, np.array([1], np.int64))
     assert judge.verdict(1).frames == 1
 
@@ -277,11 +275,7 @@ def test_a_cue_failing_mid_frame_keeps_the_frame_history_whole(liveness_engine: 
     )
     rng = np.random.default_rng(1)
     frames = [rng.integers(0, 256, (240, 320, 3), dtype=np.uint8) for _ in range(3)]
-    faces = Faces(
-        boxes=np.array([[100, 60, 200, 180]], np.float32),
-        scores=np.ones(1, np.float32),
-        landmarks=np.zeros((1, 5, 2), np.float32),
-    )
+    faces = _boxes_only([[100, 60, 200, 180]])
     judge.observe(frames[0], faces, np.array([1], np.int64))
     with pytest.raises(RuntimeError, match="device lost"):
         judge.observe(frames[1], faces, np.array([1], np.int64))
@@ -299,11 +293,7 @@ def test_a_still_is_never_live_on_texture_alone() -> None:
     fitted to synthetic attacks and does not separate real captures."""
     judge = LivenessJudge(LivenessConfig(enabled=True, cnn=False, texture_weight=10.0), engine=None)
     image = np.random.default_rng(2).integers(0, 256, (160, 160, 3), dtype=np.uint8)
-    faces = Faces(
-        boxes=np.array([[20, 20, 140, 140]], np.float32),
-        scores=np.ones(1, np.float32),
-        landmarks=np.zeros((1, 5, 2), np.float32),
-    )
+    faces = _boxes_only([[20, 20, 140, 140]])
     (still,) = judge.judge_still(image, faces)
     assert "texture" in still.cues
     assert still.verdict != "live", still
