@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Literal, cast
 from urllib.parse import unquote_plus, urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, IPvAnyNetwork, SecretStr, ValidationError, model_validator
 
 from engines.backends import EngineSettings
 from engines.errors import ConfigError
@@ -182,6 +182,18 @@ class GalleryConfig(StrictModel):
         le=60,
         description="after losing Redis, how often the index retries to reconnect and resync",
     )
+    redis_password_file: Path | None = Field(
+        default=None,
+        description="file holding the Redis password (a mounted Secret); "
+        "FACESTREAM_REDIS_PASSWORD or FACESTREAM_REDIS_PASSWORD_FILE override it, a password "
+        "in redis_url wins over all; the ACL user name goes in the URL (redis://facestream@host)",
+    )
+    allow_insecure_redis: bool = Field(
+        default=False,
+        description="let the service use a redis:// URL to a host that is not this machine "
+        "without a password (anyone who reaches that Redis can enrol faces and forge events); "
+        "the service refuses such a URL unless this is true, and warns at start when it is",
+    )
     embedded: EmbeddedRedisConfig = EmbeddedRedisConfig()
 
 
@@ -196,6 +208,36 @@ class ApiConfig(StrictModel):
         description="bearer token every endpoint but /healthz, /readyz and /metrics requires; "
         "FACESTREAM_API_TOKEN overrides it; with neither, `facestream run` makes a random one "
         "and writes it to data_dir/api_token (mode 600)",
+    )
+    admin_token: SecretStr | None = Field(
+        default=None,
+        min_length=16,
+        description="bearer token that adding and removing cameras (POST and DELETE "
+        "/v1/streams) requires, and that opens every other route too; "
+        "FACESTREAM_ADMIN_TOKEN or FACESTREAM_ADMIN_TOKEN_FILE override it; none: the API "
+        "token is the admin token as well",
+    )
+    trusted_proxies: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        max_length=256,
+        description="reverse proxies (addresses or CIDR ranges) whose X-Forwarded-For and "
+        "X-Forwarded-Proto headers are believed; none (the default): those headers are "
+        "ignored, so a client cannot pick the address the rate limit counts it under",
+    )
+    drain_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description="longest wait for the body of a refused request (401, 413, 429) before "
+        "the connection is closed, so a client that declares a body and never sends it "
+        "holds nothing",
+    )
+    preview_session_seconds: int = Field(
+        default=12 * 3600,
+        ge=60,
+        le=30 * 24 * 3600,
+        description="how long the browser preview cookie from /login is valid; the server "
+        "checks the expiry it carries (signed), not only the browser",
     )
     max_upload_bytes: int = Field(
         default=20 * 1024 * 1024, ge=1024, le=1024**3, description="largest accepted image"

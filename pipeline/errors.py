@@ -4,8 +4,10 @@ Each error also inherits the builtin a caller would naturally catch::
 
     FaceStreamError                                  (engines.errors)
     ├── ConfigError(ValueError)                      (engines.errors)
-    │   └── ConfigFileError                          the config file is missing, unparsable or
-    │                                                invalid
+    │   ├── ConfigFileError                          the config file is missing, unparsable or
+    │   │                                            invalid
+    │   └── CameraUrlRefusedError                    a camera URL the API may not open (a scheme,
+    │                                                file or address range it refuses); has .reason
     ├── CameraError(ConnectionError)                 a camera cannot be opened, or its stream
     │   │                                            failed
     │   ├── CameraTimeoutError(TimeoutError)         no answer, or no new frame, within the
@@ -60,6 +62,7 @@ __all__ = [
     "CameraError",
     "CameraFrameError",
     "CameraTimeoutError",
+    "CameraUrlRefusedError",
     "ConfigFileError",
     "EnrollmentRejectedError",
     "EventFormatError",
@@ -85,6 +88,17 @@ __all__ = [
 
 class ConfigFileError(ConfigError):
     """The config file is missing, is not valid TOML, or fails validation (names the field)."""
+
+
+class CameraUrlRefusedError(ConfigError):
+    """A camera URL sent to the API that it refuses to open (``POST /v1/streams``): a scheme
+    other than rtsp(s)/http(s)/device, a file outside ``capture.media_dir``, or a host in an
+    address range ``capture.api_allowed_networks`` does not list. ``reason`` is a short
+    machine-readable code."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{message} ({reason})")
+        self.reason = reason
 
 
 class CameraError(FaceStreamError, ConnectionError):

@@ -12,9 +12,10 @@ Example (TOML)::
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, IPvAnyNetwork, model_validator
 
 from pipeline.configbase import StrictModel
 
@@ -156,10 +157,27 @@ class CameraConfig(StrictModel):
 
 
 class CaptureConfig(StrictModel):
-    """The ``[capture]`` section: every camera the service reads at start."""
+    """The ``[capture]`` section: every camera the service reads at start, and what a camera
+    added through the API (``POST /v1/streams``) may point at."""
 
     cameras: list[CameraConfig] = Field(
-        default_factory=list, max_length=256, description="cameras read at start"
+        default_factory=list,
+        max_length=256,
+        description="cameras read at start (trusted as written: the limits below apply to "
+        "cameras added through the API only)",
+    )
+    media_dir: Path | None = Field(
+        default=None,
+        description="video files a camera added through the API may read: only regular files "
+        "under this folder (symbolic links resolved); none: the API takes no file path at all",
+    )
+    api_allowed_networks: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        max_length=1024,
+        description="address ranges (CIDR) a camera added through the API may reach although "
+        "they are not public: loopback, private (10/8, 172.16/12, 192.168/16, fc00::/7), "
+        "link-local (169.254/16: cloud metadata) and other special ranges are refused unless "
+        "listed here, e.g. [\"10.20.0.0/16\"] for the camera network",
     )
 
     @model_validator(mode="after")
