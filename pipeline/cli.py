@@ -51,6 +51,7 @@ from pipeline.clierrors import reports_errors
 from pipeline.config import ApiConfig, FaceStreamConfig, load_config, with_engine_overrides
 from pipeline.configdoc import render_reference
 from pipeline.decide import DoorConfig
+from pipeline.doctor import diagnose
 from pipeline.errors import EnrollmentRejectedError, ImageDecodeError
 from pipeline.events import EventBus
 from pipeline.gallery import Gallery, connect
@@ -116,6 +117,29 @@ def check_config(path: Annotated[Path, typer.Argument(help="TOML config file")])
     warning line for anything valid but probably mistaken."""
     config = load_config(path)  # logs the warnings
     typer.echo(json.dumps(config.printable(), indent=2))
+
+
+@app.command("doctor")
+@reports_errors
+def doctor(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Check every part the service and its tests use (Python packages, GStreamer, Redis,
+    ONNX Runtime, CUDA/TensorRT, the model store, the data directory, the test browsers,
+    the configured cameras), with the fix for each; exit 1 when a runtime part is missing."""
+    report = diagnose(load_config(config))
+    if as_json:
+        typer.echo(json.dumps(report.to_json()))
+    else:
+        styles = {"ok": "green", "missing": "red", "wrong_version": "red", "unavailable": "yellow"}
+        table = Table("part", "status", "needed by", "detail", "fix")
+        for part in report.parts:
+            status = f"[{styles[part.status]}]{part.status}[/]"
+            table.add_row(
+                part.name, status, "run" if part.runtime else "tests/GPU", part.detail, part.fix
+            )
+        Console(width=160).print(table)
+        typer.echo("all runtime parts ok" if report.ok else "a runtime part is missing (see fix)")
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 @engines_app.command("build")

@@ -25,6 +25,7 @@ from ports import free_port
 from prometheus_client import CollectorRegistry
 from style_models import SHIPPED_STYLES
 from video_files import decoded_frames
+from waiting import wait_until
 
 from engines.errors import FaceStreamError, InputSpecError, ManifestMismatchError, ModelFileError
 from engines.parity import astronaut_rgb
@@ -780,8 +781,7 @@ def test_control_api_switches_style_and_strength_while_streaming(
         thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]})
         thread.start()
         try:
-            while not server.started:
-                time.sleep(0.02)
+            wait_until(lambda: server.started, HTTP_TIMEOUT_SECONDS, "uvicorn started")
             base = f"http://127.0.0.1:{port}"
             auth = {"Authorization": f"Bearer {token}"}
             assert httpx.get(f"{base}/v1/style").status_code == 401
