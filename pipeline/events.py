@@ -1,9 +1,9 @@
 """Events: a Redis stream for consumers, and signed webhooks delivered from a durable outbox.
 
 ``EventBus.publish`` writes one event in one MULTI/EXEC transaction: the stream entry (XADD,
-``MAXLEN ~``) and, for each configured webhook, a delivery in the outbox. Once ``publish``
-returns, the event is in Redis (and in its AOF): a crash of this process loses nothing, and a
-consumer group reads each stream entry once (XREADGROUP, then XACK).
+``MAXLEN ~``) and, for each configured webhook that takes the event (its ``doors``), a delivery
+in the outbox. Once ``publish`` returns, the event is in Redis (and in its AOF): a crash of this
+process loses nothing, and a consumer group reads each stream entry once (XREADGROUP, then XACK).
 
 ``WebhookDeliverer`` is a background thread that claims due deliveries one at a time and POSTs
 each event's JSON with its signature. A claim is a Lua script that moves the delivery's due
@@ -15,6 +15,24 @@ delivery moves to the dead-letter list. Each POST has one deadline as a whole
 dripping its reply would hold the thread). Webhook delivery is at least once: a receiver
 dedupes by the ``event_id`` in the signed body (``X-Facestream-Event-Id`` repeats it, unsigned).
 
+Redis is not trusted with what a delivery says. Whoever can write to Redis could otherwise add
+a delivery of their own (a grant for any door) and have it signed with the real secret, or
+point a delivery at their own host and collect signed bodies (a signing oracle). So:
+
+* an outbox record names its webhook by the key of the current config (``Webhook.key``, the
+  first 16 hex of the SHA-256 of its url), never by url: the deliverer posts only to urls it
+  was configured with;
+* each record carries an HMAC-SHA256 (``mac``) over its delivery id, webhook key, event and
+  expiry, under a key derived from that webhook's secret (``outbox_key``), which is not in
+  Redis;
+* a record whose webhook is unknown, whose MAC does not match or that cannot be read is not
+  POSTed: it moves to the dead-letter list and counts in
+  ``facestream_events_rejected_total{reason}`` (alert ``FacestreamForgedDelivery``).
+
+What this does not stop: someone with Redis write access can still delete or delay deliveries
+(a denial of service), read event bodies, and re-queue a genuine record within its expiry (the
+receiver dedupes by event id). See docs/security.md.
+
 A granted decision is only useful while the person is at the door: its deliveries expire
 ``grant_expiry_seconds`` after the decision (``created``). An expired delivery is not POSTed;
 it moves to the dead-letter list (``last_error`` says expired), whether it waited in retries,
@@ -23,22 +41,27 @@ Receivers should check the decision's age too (``deploy/examples/door_controller
 
 Keys (all share the hash tag ``{namespace}``, one Redis Cluster slot)::
 
-    fs:{events}:stream               stream  field "event" -> the event's JSON
+    fs:{events}:stream               stream  field "event" -> the event's JSON; field "mac" ->
+                                     HMAC of it when the bus has an entry key (MQTT signing)
     fs:{events}:published:<event id> string  set on publish (expires): a retried publish of the
                                      same event is a no-op
     fs:{events}:outbox               zset    delivery id -> next attempt (unix seconds)
-    fs:{events}:deliveries           hash    delivery id -> JSON {url, event, expires_at}
-                                     (expires_at: unix seconds, or null: never)
+    fs:{events}:deliveries           hash    delivery id -> JSON {webhook, event, expires_at,
+                                     mac} (expires_at: unix seconds, or null: never)
     fs:{events}:attempts             hash    delivery id -> attempts started
     fs:{events}:claims               hash    delivery id -> token of the current claim
     fs:{events}:dead                 list    JSON {delivery_id, url, attempts, last_error,
                                      dead_at, event}, newest first, capped
 
-A delivery id is ``<event id>:<first 16 hex of sha256(url)>``.
+A delivery id is ``<event id>:<webhook key>``.
 
-Webhook requests carry ``X-Facestream-Timestamp`` (unix seconds), ``X-Facestream-Event-Id``
-and ``X-Facestream-Signature``: hex HMAC-SHA256 of ``f"{timestamp}.{body}"`` under the shared
-secret. Receivers check them with ``verify_signature``.
+Webhook requests carry ``X-Facestream-Timestamp`` (unix seconds), ``X-Facestream-Event-Id``,
+``X-Facestream-Destination`` (the url as configured), ``X-Facestream-Door`` (the event's door
+id, empty for events of no door) and ``X-Facestream-Signature``: ``v2=`` and the hex
+HMAC-SHA256, under that webhook's secret, of ``"<timestamp>\\n<destination>\\n<door>\\n<body>"``
+(``SignedMessage.signed_bytes``). A receiver checks it with ``verify_signature`` against its
+own url and door, so a request meant for another receiver or door is refused even where two
+receivers were given the same secret.
 """
 
 from __future__ import annotations
@@ -57,12 +80,13 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import Final, Literal, TypeAlias, cast, get_args
 
 import httpx
 import redis
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 from redis.client import Pipeline
 
 from pipeline.configbase import StrictModel
@@ -73,8 +97,11 @@ from pipeline.errors import (
     WebhookSignatureError,
 )
 from pipeline.metrics import PipelineMetrics
+from pipeline.secretsource import SecretSpec, resolve_secret
 
 __all__ = [
+    "DESTINATION_HEADER",
+    "DOOR_HEADER",
     "EVENT_ID_HEADER",
     "EVENT_KINDS",
     "SIGNATURE_HEADER",
@@ -85,14 +112,23 @@ __all__ = [
     "EventKind",
     "EventsConfig",
     "JsonValue",
+    "PurgeReport",
+    "SignedMessage",
+    "Webhook",
+    "WebhookConfig",
     "WebhookDeliverer",
+    "derived_key",
+    "event_door",
     "sign",
+    "stream_entry_mac",
     "verify_signature",
 ]
 
 LOGGER = logging.getLogger(__name__)
 
-EventKind = Literal["decision", "unknown_face", "spoof_suspected", "camera_down", "camera_up"]
+EventKind = Literal[
+    "decision", "unknown_face", "spoof_suspected", "camera_down", "camera_up", "audit_checkpoint"
+]
 EVENT_KINDS: Final[tuple[str, ...]] = get_args(EventKind)
 JsonValue: TypeAlias = (
     "str | int | float | bool | Sequence[JsonValue] | Mapping[str, JsonValue] | None"
@@ -101,6 +137,12 @@ JsonValue: TypeAlias = (
 TIMESTAMP_HEADER: Final = "X-Facestream-Timestamp"
 SIGNATURE_HEADER: Final = "X-Facestream-Signature"
 EVENT_ID_HEADER: Final = "X-Facestream-Event-Id"
+DESTINATION_HEADER: Final = "X-Facestream-Destination"
+DOOR_HEADER: Final = "X-Facestream-Door"
+SIGNATURE_VERSION: Final = "v2="
+WEBHOOK_SECRET_ENVIRONMENT: Final = "FACESTREAM_WEBHOOK_SECRET"
+# labels of the keys derived from one secret, so that no two uses share a key
+_OUTBOX_KEY_LABEL: Final = b"facestream/outbox-record/v1"
 
 _EVENT_ID = re.compile(r"^[0-9a-f]{32}$")
 _CAMERA_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -108,6 +150,8 @@ _MAX_EVENT_BYTES: Final = 1 << 20
 _MAX_PAYLOAD_DEPTH: Final = 16
 _SIGNATURE = re.compile(r"^[0-9a-f]{64}$")
 _STREAM_FIELD: Final = b"event"
+_STREAM_MAC_FIELD: Final = b"mac"
+_DOOR_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _MIN_SECRET_CHARS: Final = 16
 
 # Claim the earliest due delivery: push its due time a lease ahead, record the claim token and
@@ -146,6 +190,115 @@ return 1
 """
 
 
+def _check_webhook_url(url: str) -> str:
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise ValueError(f"webhook url {_redacted(url)!r}: {exc}") from exc
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ValueError(f"webhook url {_redacted(url)!r}: expected http(s)://host/...")
+    return url
+
+
+def derived_key(secret: SecretStr, label: bytes) -> bytes:
+    """A key for one use of ``secret`` (HMAC-SHA256 of ``label`` under it): knowing a key made
+    for one label tells nothing of the secret nor of the keys made for other labels."""
+    return hmac.new(secret.get_secret_value().encode(), label, hashlib.sha256).digest()
+
+
+def _webhook_key(url: str) -> str:
+    return hashlib.sha256(url.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    """One receiver as the deliverer uses it: ``key`` names it in Redis (never the url),
+    ``secret`` signs its requests and keys its outbox records, ``doors`` are the doors whose
+    events it gets (empty: every event, doorless ones included)."""
+
+    key: str
+    url: str
+    secret: SecretStr
+    doors: frozenset[str]
+
+    def takes(self, event: Event) -> bool:
+        """Whether ``event`` is delivered to this receiver."""
+        return not self.doors or event_door(event) in self.doors
+
+    @property
+    def outbox_key(self) -> bytes:
+        """The key of this webhook's outbox record MACs (derived, so never the signing key)."""
+        return derived_key(self.secret, _OUTBOX_KEY_LABEL)
+
+
+class WebhookConfig(StrictModel):
+    """One webhook receiver (``[[events.webhooks]]``) with its own secret and doors."""
+
+    url: str = Field(description="http(s) URL the events are POSTed to")
+    secret: SecretStr | None = Field(
+        default=None,
+        description="this receiver's HMAC-SHA256 key (at least 16 characters; never logged); "
+        "or secret_file / secret_env",
+    )
+    secret_file: Path | None = Field(
+        default=None, description="file holding the secret (a mounted Kubernetes Secret)"
+    )
+    secret_env: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$",
+        description="environment variable holding the secret (NAME_FILE: a file holding it); "
+        "wins over secret_file and secret",
+    )
+    doors: tuple[str, ...] = Field(
+        default=(),
+        max_length=1024,
+        description="door ids whose events this receiver gets (a door controller: its own "
+        "door); empty: every event, camera and checkpoint events included",
+    )
+    _resolved: SecretStr | None = PrivateAttr(default=None)
+
+    @field_validator("url")
+    @classmethod
+    def _url_is_http(cls, url: str) -> str:
+        return _check_webhook_url(url)
+
+    @field_validator("doors")
+    @classmethod
+    def _door_ids(cls, doors: tuple[str, ...]) -> tuple[str, ...]:
+        for door in doors:
+            if not _DOOR_ID.match(door):
+                raise ValueError(f"door id {door!r}: expected 1-64 of A-Z a-z 0-9 _ . -")
+        return doors
+
+    @model_validator(mode="after")
+    def _secret_resolves(self) -> WebhookConfig:
+        secret = resolve_secret(
+            SecretSpec(
+                what=f"webhook {_redacted(self.url)} secret",
+                environment=self.secret_env,
+                file=self.secret_file,
+                inline=self.secret,
+            )
+        )
+        if secret is None:
+            raise ValueError(
+                f"webhook {_redacted(self.url)}: set secret, secret_file or secret_env"
+            )
+        _check_secret_length(secret, f"webhook {_redacted(self.url)} secret")
+        self._resolved = secret
+        return self
+
+    def resolved(self) -> Webhook:
+        """This receiver with its secret read (environment, file or config)."""
+        assert self._resolved is not None  # set by the validator
+        return Webhook(_webhook_key(self.url), self.url, self._resolved, frozenset(self.doors))
+
+
+def _check_secret_length(secret: SecretStr, what: str) -> None:
+    if len(secret.get_secret_value()) < _MIN_SECRET_CHARS:
+        raise ValueError(f"{what}: expected at least {_MIN_SECRET_CHARS} characters")
+
+
 class EventsConfig(StrictModel):
     """Events: the Redis stream, and the webhooks each event is POSTed to (signed, retried)."""
 
@@ -161,15 +314,26 @@ class EventsConfig(StrictModel):
         description="events kept in the Redis stream; older ones are trimmed (MAXLEN ~, so "
         "Redis may keep somewhat more)",
     )
+    webhooks: tuple[WebhookConfig, ...] = Field(
+        default=(),
+        max_length=16,
+        description="webhook receivers ([[events.webhooks]] url, secret, doors), each with its "
+        "own secret, so that no receiver can sign for another",
+    )
     webhook_urls: tuple[str, ...] = Field(
         default=(),
         max_length=16,
-        description="http(s) URLs every event is POSTed to; empty: stream only",
+        description="older form: http(s) URLs every event is POSTed to, all signed with "
+        "webhook_secret; prefer [[events.webhooks]] (one secret per receiver: with one shared "
+        "secret any receiver can forge requests to the others)",
     )
     webhook_secret: SecretStr | None = Field(
         default=None,
-        description="shared HMAC-SHA256 key of the webhook signatures (at least 16 characters; "
-        "required when webhook_urls is set; never logged)",
+        description="the shared key of webhook_urls (at least 16 characters; never logged); "
+        "FACESTREAM_WEBHOOK_SECRET or a file named by FACESTREAM_WEBHOOK_SECRET_FILE wins",
+    )
+    webhook_secret_file: Path | None = Field(
+        default=None, description="file holding webhook_secret (a mounted Kubernetes Secret)"
     )
     request_timeout_seconds: float = Field(
         default=5.0,
@@ -230,30 +394,38 @@ class EventsConfig(StrictModel):
         "decision is never delivered (it moves to the dead-letter list as expired), so a door "
         "cannot open late after retries or an outage; none: no expiry",
     )
+    _receivers: tuple[Webhook, ...] = PrivateAttr(default=())
 
     @field_validator("webhook_urls")
     @classmethod
     def _urls_are_http(cls, urls: tuple[str, ...]) -> tuple[str, ...]:
-        for url in urls:
-            try:
-                parsed = httpx.URL(url)
-            except httpx.InvalidURL as exc:
-                raise ValueError(f"webhook url {_redacted(url)!r}: {exc}") from exc
-            if parsed.scheme not in ("http", "https") or not parsed.host:
-                raise ValueError(f"webhook url {_redacted(url)!r}: expected http(s)://host/...")
-        if len(set(urls)) != len(urls):
-            raise ValueError("webhook_urls lists a url twice")
-        return urls
+        return tuple(_check_webhook_url(url) for url in urls)
 
     @model_validator(mode="after")
     def _consistent(self) -> EventsConfig:
-        if self.webhook_urls and self.webhook_secret is None:
-            raise ValueError("webhook_urls is set but webhook_secret is not")
-        if (
-            self.webhook_secret is not None
-            and len(self.webhook_secret.get_secret_value()) < _MIN_SECRET_CHARS
-        ):
-            raise ValueError(f"webhook_secret: expected at least {_MIN_SECRET_CHARS} characters")
+        legacy = resolve_secret(
+            SecretSpec(
+                what="events.webhook_secret",
+                environment=WEBHOOK_SECRET_ENVIRONMENT,
+                file=self.webhook_secret_file,
+                inline=self.webhook_secret,
+            )
+        )
+        if self.webhook_urls and legacy is None:
+            raise ValueError(
+                "webhook_urls is set but webhook_secret is not (better: one [[events.webhooks]] "
+                "table per receiver, each with its own secret)"
+            )
+        if legacy is not None and self.webhook_urls:
+            _check_secret_length(legacy, "webhook_secret")
+        receivers = [webhook.resolved() for webhook in self.webhooks]
+        if legacy is not None:
+            receivers += [
+                Webhook(_webhook_key(url), url, legacy, frozenset()) for url in self.webhook_urls
+            ]
+        urls = [receiver.url for receiver in receivers]
+        if len(set(urls)) != len(urls):
+            raise ValueError("a webhook url is listed twice (webhooks and webhook_urls together)")
         if self.retry_initial_seconds > self.retry_max_seconds:
             raise ValueError(
                 f"retry_initial_seconds ({self.retry_initial_seconds}) exceeds "
@@ -264,7 +436,14 @@ class EventsConfig(StrictModel):
                 f"claim_lease_seconds ({self.claim_lease_seconds}) must exceed "
                 f"request_timeout_seconds ({self.request_timeout_seconds})"
             )
+        self._receivers = tuple(receivers)
         return self
+
+    @property
+    def receivers(self) -> tuple[Webhook, ...]:
+        """Every webhook receiver, from ``webhooks`` and the older ``webhook_urls``, with its
+        secret read."""
+        return self._receivers
 
 
 def _frozen_json(value: object, where: str, depth: int = 0) -> JsonValue:
@@ -403,16 +582,43 @@ class Event:
         return cls.from_json(body)
 
 
+def event_door(event: Event) -> str:
+    """The door an event is about (its payload's ``door_id``), or "" for events of no door."""
+    door = event.payload.get("door_id")
+    return door if isinstance(door, str) and _DOOR_ID.match(door) else ""
+
+
+def stream_entry_mac(key: bytes, body: bytes) -> bytes:
+    """The hex HMAC-SHA256 a stream entry carries in its ``mac`` field, so that a reader holding
+    ``key`` (the MQTT bridge, before it signs) can tell the service's entries from entries
+    someone else wrote to Redis."""
+    return hmac.new(key, body, hashlib.sha256).hexdigest().encode()
+
+
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """A webhook delivery given up after its last attempt (dead_at: unix seconds)."""
+    """A webhook delivery given up after its last attempt, or refused (dead_at: unix seconds).
+
+    url: the configured url ("" when the record named no configured webhook); event: None when
+    the record's event could not be read (a forged or damaged record).
+    """
 
     delivery_id: str
     url: str
     attempts: int
     last_error: str
     dead_at: float
-    event: Event
+    event: Event | None
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeReport:
+    """What ``EventBus.purge_identity`` removed: stream entries, pending deliveries and
+    dead letters about the identity."""
+
+    stream_entries: int
+    deliveries: int
+    dead_letters: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -459,8 +665,29 @@ def _talking_to_redis(action: str, where: str) -> Iterator[None]:
         raise EventStoreError(f"events: cannot {action}: Redis at {where} refused: {exc}") from exc
 
 
-def _delivery_id(event_id: str, url: str) -> str:
-    return f"{event_id}:{hashlib.sha256(url.encode()).hexdigest()[:16]}"
+def _delivery_id(event_id: str, webhook: Webhook) -> str:
+    return f"{event_id}:{webhook.key}"
+
+
+def _outbox_record(
+    delivery_id: str, webhook: Webhook, body: bytes, expires_at: float | None
+) -> str:
+    """The JSON of an outbox record, with its MAC under the webhook's outbox key."""
+    return json.dumps(
+        {
+            "webhook": webhook.key,
+            "event": body.decode(),
+            "expires_at": expires_at,
+            "mac": _record_mac(webhook.outbox_key, delivery_id, body, expires_at),
+        }
+    )
+
+
+def _record_mac(key: bytes, delivery_id: str, body: bytes, expires_at: float | None) -> str:
+    # delivery id (event id and webhook key), expiry and body, unambiguously delimited: the
+    # first two hold no newline and the body is last
+    signed = f"{delivery_id}\n{json.dumps(expires_at)}\n".encode() + body
+    return hmac.new(key, signed, hashlib.sha256).hexdigest()
 
 
 def _redacted(url: str) -> str:
@@ -479,13 +706,25 @@ _StreamEntries: TypeAlias = list[tuple[bytes, dict[bytes, bytes]]]
 class EventBus:
     """Publishes events to the Redis stream and queues them for every configured webhook."""
 
-    def __init__(self, client: redis.Redis, config: EventsConfig, metrics: PipelineMetrics) -> None:
-        """Use ``client`` (bytes responses, e.g. ``pipeline.gallery.connect``) for ``config``."""
+    def __init__(
+        self,
+        client: redis.Redis,
+        config: EventsConfig,
+        metrics: PipelineMetrics,
+        *,
+        entry_key: bytes | None = None,
+    ) -> None:
+        """Use ``client`` (bytes responses, e.g. ``pipeline.gallery.connect``) for ``config``.
+
+        entry_key: when given, each stream entry carries ``stream_entry_mac(entry_key, body)``
+        in its ``mac`` field (the MQTT bridge signs only entries that carry a good one).
+        """
         self._client = client
         self._config = config
         self._metrics = metrics
         self._keys = _Keys.of(config.namespace)
         self._where = _where(client)
+        self._entry_key = entry_key
 
     @property
     def stream_key(self) -> str:
@@ -521,15 +760,20 @@ class EventBus:
                 return  # queue nothing: EXEC returns no replies
             pipe.multi()
             pipe.set(published_key, b"1", ex=self._config.dedupe_ttl_seconds)
+            fields = {_STREAM_FIELD: body}
+            if self._entry_key is not None:
+                fields[_STREAM_MAC_FIELD] = stream_entry_mac(self._entry_key, body)
             pipe.xadd(
                 self._keys.stream,
-                {_STREAM_FIELD: body},
+                fields,  # type: ignore[arg-type]  # redis-py types the fields too narrowly
                 maxlen=self._config.stream_maxlen,
                 approximate=True,
             )
-            for url in self._config.webhook_urls:
-                delivery_id = _delivery_id(event.event_id, url)
-                record = json.dumps({"url": url, "event": body.decode(), "expires_at": expires_at})
+            for webhook in self._config.receivers:
+                if not webhook.takes(event):
+                    continue
+                delivery_id = _delivery_id(event.event_id, webhook)
+                record = _outbox_record(delivery_id, webhook, body, expires_at)
                 pipe.hset(self._keys.deliveries, delivery_id, record)
                 pipe.zadd(self._keys.outbox, {delivery_id: now})
 
@@ -615,14 +859,101 @@ class EventBus:
                         attempts=int(fields["attempts"]),
                         last_error=str(fields["last_error"]),
                         dead_at=float(fields["dead_at"]),
-                        event=Event.from_json(fields["event"]),
+                        event=_event_or_none(fields["event"]),
                     )
                 )
-            except (ValueError, KeyError, TypeError, EventFormatError) as exc:
+            except (ValueError, KeyError, TypeError) as exc:
                 raise EventStoreError(
                     f"events: dead-letter record in {self._keys.dead} is malformed: {exc}"
                 ) from exc
         return tuple(letters)
+
+    def purge_identity(self, identity_id: str) -> PurgeReport:
+        """Remove what Redis holds about a deleted identity: the stream entries, the pending
+        deliveries and the dead letters whose event names it (``payload.identity_id``).
+
+        The audit log is not touched (see docs/security.md: its new lines hold ids only).
+        Entries written while this runs may be missed: call it after the identity is gone
+        from the gallery, when no new event can name it.
+        """
+        with _talking_to_redis(f"purge identity {identity_id}", self._where):
+            return PurgeReport(
+                stream_entries=self._purge_stream(identity_id),
+                deliveries=self._purge_deliveries(identity_id),
+                dead_letters=self._purge_dead_letters(identity_id),
+            )
+
+    def _purge_stream(self, identity_id: str) -> int:
+        removed = 0
+        start: bytes | str = "-"
+        while True:
+            entries = cast(
+                _StreamEntries, self._client.xrange(self._keys.stream, min=start, count=500)
+            )
+            if not entries:
+                return removed
+            doomed = [
+                entry_id
+                for entry_id, fields in entries
+                if _names(fields.get(_STREAM_FIELD), identity_id)
+            ]
+            if doomed:
+                removed += int(self._client.xdel(self._keys.stream, *doomed))
+            last = entries[-1][0].decode()
+            milliseconds, _, sequence = last.partition("-")
+            start = f"{milliseconds}-{int(sequence) + 1}"  # exclusive of the last one read
+
+    def _purge_deliveries(self, identity_id: str) -> int:
+        doomed = []
+        for delivery_id, record in self._client.hscan_iter(self._keys.deliveries, count=500):
+            try:
+                body = json.loads(record).get("event")
+            except (ValueError, AttributeError):
+                continue
+            if _names(body, identity_id):
+                doomed.append(delivery_id)
+        if doomed:
+            pipe = self._client.pipeline()
+            pipe.hdel(self._keys.deliveries, *doomed)
+            pipe.zrem(self._keys.outbox, *doomed)
+            pipe.hdel(self._keys.attempts, *doomed)
+            pipe.hdel(self._keys.claims, *doomed)
+            pipe.execute()
+        return len(doomed)
+
+    def _purge_dead_letters(self, identity_id: str) -> int:
+        removed = 0
+        for record in self._client.lrange(self._keys.dead, 0, -1):
+            try:
+                body = json.loads(record).get("event")
+            except (ValueError, AttributeError):
+                continue
+            if _names(body, identity_id):
+                removed += int(self._client.lrem(self._keys.dead, 1, cast(str, record)))
+        return removed
+
+
+def _readable_event(record: bytes) -> str:
+    """The ``event`` text of an outbox record that fails its checks, or "" when it has none."""
+    try:
+        fields = json.loads(record)
+    except ValueError:
+        return ""
+    event = fields.get("event") if isinstance(fields, dict) else None
+    return event if isinstance(event, str) else ""
+
+
+def _event_or_none(body: object) -> Event | None:
+    try:
+        return Event.from_json(body) if isinstance(body, str | bytes) else None
+    except EventFormatError:
+        return None
+
+
+def _names(body: object, identity_id: str) -> bool:
+    """Whether an event's JSON (str or bytes) is about ``identity_id``."""
+    event = _event_or_none(body)
+    return event is not None and event.payload.get("identity_id") == identity_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -630,10 +961,24 @@ class _Claim:
     delivery_id: str
     token: str
     attempt: int
-    url: str
+    webhook: Webhook
     event_id: str
+    door: str
     body: bytes
     expires_at: float | None  # unix seconds; None: never
+
+
+@dataclass(frozen=True, slots=True)
+class _Refused:
+    """A claimed record that is not ours to POST: why, and what it held (for the dead letter)."""
+
+    delivery_id: str
+    token: str
+    attempt: int
+    reason: Literal["forged", "unknown_destination", "malformed"]
+    detail: str
+    url: str
+    event: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -642,11 +987,29 @@ class _Failure:
     detail: str
 
 
-def sign(secret: SecretStr | str | bytes, timestamp: str, body: bytes) -> str:
-    """Hex HMAC-SHA256 of ``f"{timestamp}.{body}"`` under ``secret``."""
-    return hmac.new(
-        _secret_bytes(secret), timestamp.encode() + b"." + body, hashlib.sha256
-    ).hexdigest()
+@dataclass(frozen=True, slots=True)
+class SignedMessage:
+    """What a webhook signature covers: the ``X-Facestream-Timestamp`` value, the destination
+    url as configured, the event's door id ("" for events of no door) and the raw body."""
+
+    timestamp: str
+    destination: str
+    door: str
+    body: bytes
+
+    def signed_bytes(self) -> bytes:
+        """``"<timestamp>\\n<destination>\\n<door>\\n"`` then the body: none of the first three
+        can hold a newline, and the body comes last, so no two messages sign alike."""
+        for part in (self.timestamp, self.destination, self.door):
+            if "\n" in part or "\r" in part:
+                raise WebhookSignatureError("a signed header holds a line break")
+        return f"{self.timestamp}\n{self.destination}\n{self.door}\n".encode() + self.body
+
+
+def sign(secret: SecretStr | str | bytes, message: SignedMessage) -> str:
+    """``v2=`` and the hex HMAC-SHA256 of ``message.signed_bytes()`` under ``secret``."""
+    digest = hmac.new(_secret_bytes(secret), message.signed_bytes(), hashlib.sha256)
+    return SIGNATURE_VERSION + digest.hexdigest()
 
 
 def _secret_bytes(secret: SecretStr | str | bytes) -> bytes:
@@ -657,8 +1020,7 @@ def _secret_bytes(secret: SecretStr | str | bytes) -> bytes:
 
 def verify_signature(
     secret: SecretStr | str | bytes,
-    timestamp: str,
-    body: bytes,
+    message: SignedMessage,
     signature: str,
     *,
     now: float,
@@ -666,11 +1028,13 @@ def verify_signature(
 ) -> None:
     """Check a received webhook: raise WebhookSignatureError unless it is genuine and fresh.
 
-    timestamp and signature: the ``X-Facestream-Timestamp`` and ``X-Facestream-Signature``
-    header values; body: the raw request body; now: unix seconds; window_seconds: how far the
-    timestamp may lie from ``now``, either way (older ones are replays). The signature is
-    compared in constant time.
+    message: the ``X-Facestream-Timestamp`` header, the receiver's OWN url (as facestream is
+    configured to call it) and door id (not the request's headers: a request signed for
+    another receiver or door must fail), and the raw body; signature: the
+    ``X-Facestream-Signature`` header; now: unix seconds; window_seconds: how far the timestamp
+    may lie from ``now``, either way (older ones are replays). Compared in constant time.
     """
+    timestamp = message.timestamp
     if not timestamp.isascii() or not timestamp.isdigit() or len(timestamp) > 12:
         raise WebhookSignatureError(f"timestamp: expected unix seconds, got {timestamp[:32]!r}")
     age_seconds = now - int(timestamp)
@@ -679,9 +1043,11 @@ def verify_signature(
             f"timestamp is {age_seconds:.0f} s from now, outside the {window_seconds:.0f} s "
             "replay window"
         )
-    expected = sign(secret, timestamp, body)
+    expected = sign(secret, message)
     if not hmac.compare_digest(expected.encode(), signature.strip().lower().encode()):
-        raise WebhookSignatureError("signature does not match the body and timestamp")
+        raise WebhookSignatureError(
+            "signature does not match the body, timestamp, destination and door"
+        )
 
 
 class WebhookDeliverer:
@@ -708,6 +1074,7 @@ class WebhookDeliverer:
         self._metrics = metrics
         self._keys = _Keys.of(config.namespace)
         self._where = _where(client)
+        self._webhooks = {webhook.key: webhook for webhook in config.receivers}
         # one TLS context for every attempt: making one loads the CA bundle
         self._tls = httpx.create_ssl_context()
         self._jitter = jitter if jitter is not None else random.Random()
@@ -732,8 +1099,8 @@ class WebhookDeliverer:
         self._thread.start()
         LOGGER.info(
             "webhook deliverer started for %d url(s): %s",
-            len(self._config.webhook_urls),
-            ", ".join(_redacted(url) for url in self._config.webhook_urls),
+            len(self._webhooks),
+            ", ".join(_redacted(webhook.url) for webhook in self._webhooks.values()),
         )
 
     def stop(self, timeout_seconds: float | None = None) -> None:
@@ -781,7 +1148,10 @@ class WebhookDeliverer:
             if claim is None:
                 break
             attempted += 1
-            self._attempt(claim)
+            if isinstance(claim, _Refused):
+                self._refuse(claim)
+            else:
+                self._attempt(claim)
         with _talking_to_redis("count pending deliveries", self._where):
             self._metrics.events_pending.set(self._client.zcard(self._keys.outbox))
         return attempted
@@ -823,7 +1193,7 @@ class WebhookDeliverer:
         )
         return base / 2 + self._jitter.uniform(0, base / 2)
 
-    def _claim(self) -> _Claim | None:
+    def _claim(self) -> _Claim | _Refused | None:
         now = time.time()
         token = uuid.uuid4().hex
         with _talking_to_redis("claim a delivery", self._where):
@@ -840,28 +1210,84 @@ class WebhookDeliverer:
             return None
         raw_id, attempt, record = reply
         delivery_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
+        return self._checked(delivery_id, token, int(attempt), record)
+
+    def _checked(
+        self, delivery_id: str, token: str, attempt: int, record: bytes
+    ) -> _Claim | _Refused:
+        """The claim of a record this service wrote for a webhook of its config, or why not.
+
+        Nothing in the record is believed before its MAC is checked under the key of the
+        webhook it names; the url comes from the config, never from Redis."""
+
+        def refused(reason: Literal["forged", "unknown_destination", "malformed"], detail: str,
+                    url: str = "", event: str = "") -> _Refused:  # fmt: skip
+            return _Refused(delivery_id, token, attempt, reason, detail, url, event)
+
         try:
             fields = json.loads(record)
-            url = str(fields["url"])
-            body = str(fields["event"]).encode()
-            event_id = delivery_id.split(":", 1)[0]
-            expiry = fields.get("expires_at")  # absent in records written before expiry existed
+            webhook_key, event_text = str(fields["webhook"]), str(fields["event"])
+            mac = str(fields["mac"])
+            expiry = fields["expires_at"]
             expires_at = None if expiry is None else float(expiry)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            LOGGER.error("delivery %s has a malformed outbox record; dropping it", delivery_id)
-            self._settle(delivery_id, token, "done", "")
-            raise EventStoreError(
-                f"events: delivery {delivery_id} in {self._keys.deliveries} is malformed: {exc}"
-            ) from exc
+            # records of older versions ({"url", "event"}) end here too: they name a url
+            kept = _readable_event(record)  # evidence for the dead letter, never POSTed
+            return refused("malformed", f"refused: the outbox record is malformed ({exc!r})",
+                           event=kept)  # fmt: skip
+        webhook = self._webhooks.get(webhook_key)
+        event_id, _, named_key = delivery_id.partition(":")
+        if webhook is None or named_key != webhook_key:
+            return refused(
+                "unknown_destination",
+                f"refused: the record names webhook {webhook_key[:16]!r}, which the config "
+                "does not list",
+                event=event_text,
+            )
+        body = event_text.encode()
+        expected = _record_mac(webhook.outbox_key, delivery_id, body, expires_at)
+        if not hmac.compare_digest(expected.encode(), mac.encode()):
+            return refused(
+                "forged",
+                "refused: the record's MAC does not match (not written by this service: someone "
+                "with write access to Redis)",
+                webhook.url,
+                event_text,
+            )
+        try:
+            event = Event.from_json(body)
+        except EventFormatError as exc:  # ours, yet unreadable: a bug, never a POST
+            return refused("malformed", f"refused: {exc}", webhook.url, event_text)
         return _Claim(
             delivery_id=delivery_id,
             token=token,
-            attempt=int(attempt),
-            url=url,
+            attempt=attempt,
+            webhook=webhook,
             event_id=event_id,
+            door=event_door(event),
             body=body,
             expires_at=expires_at,
         )
+
+    def _refuse(self, refused: _Refused) -> None:
+        self._metrics.events_rejected.labels(reason=refused.reason).inc()
+        LOGGER.error(
+            "delivery %s refused and dead-lettered: %s",
+            refused.delivery_id[:64],
+            refused.detail,
+        )
+        record = json.dumps(
+            {
+                "delivery_id": refused.delivery_id,
+                "url": refused.url,
+                "attempts": refused.attempt,
+                "last_error": refused.detail,
+                "dead_at": time.time(),
+                "event": refused.event,
+            }
+        )
+        if self._settle(refused.delivery_id, refused.token, "dead", record):
+            self._metrics.events_dead_lettered.inc()
 
     def _attempt(self, claim: _Claim) -> None:
         if claim.attempt > self._config.max_attempts:  # attempts cut short by crashes
@@ -888,7 +1314,7 @@ class WebhookDeliverer:
         LOGGER.info(
             "delivery %s to %s failed (attempt %d of %d: %s); next try in %.1f s",
             claim.delivery_id,
-            _redacted(claim.url),
+            _redacted(claim.webhook.url),
             claim.attempt,
             self._config.max_attempts,
             failure.detail,
@@ -897,18 +1323,19 @@ class WebhookDeliverer:
         self._settle(claim.delivery_id, claim.token, "retry", str(time.time() + delay))
 
     def _post(self, claim: _Claim) -> _Failure | None:
-        secret = self._config.webhook_secret
-        if secret is None:  # EventsConfig requires a secret with urls; old outbox entries
-            return _Failure("http_error", "no webhook_secret configured to sign with")
+        webhook = claim.webhook
         timestamp = str(int(time.time()))
+        message = SignedMessage(timestamp, webhook.url, claim.door, claim.body)
         headers = {
             "Content-Type": "application/json",
             TIMESTAMP_HEADER: timestamp,
-            SIGNATURE_HEADER: sign(secret, timestamp, claim.body),
+            DESTINATION_HEADER: webhook.url,
+            DOOR_HEADER: claim.door,
+            SIGNATURE_HEADER: sign(webhook.secret, message),
             EVENT_ID_HEADER: claim.event_id,
         }
         try:
-            status = asyncio.run(self._post_by_deadline(claim.url, claim.body, headers))
+            status = asyncio.run(self._post_by_deadline(webhook.url, claim.body, headers))
         except (TimeoutError, httpx.TimeoutException) as exc:  # the deadline, or one step's
             return _Failure(
                 "timeout",
@@ -944,7 +1371,7 @@ class WebhookDeliverer:
         record = json.dumps(
             {
                 "delivery_id": claim.delivery_id,
-                "url": claim.url,
+                "url": claim.webhook.url,
                 "attempts": claim.attempt,
                 "last_error": last_error,
                 "dead_at": time.time(),
@@ -956,7 +1383,7 @@ class WebhookDeliverer:
             LOGGER.warning(
                 "delivery %s to %s dead-lettered after %d attempts: %s",
                 claim.delivery_id,
-                _redacted(claim.url),
+                _redacted(claim.webhook.url),
                 claim.attempt,
                 last_error,
             )

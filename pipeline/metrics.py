@@ -44,6 +44,7 @@ class PipelineMetrics:
     events_delivered: Counter
     events_failed: Counter
     events_dead_lettered: Counter
+    events_rejected: Counter
     events_pending: Gauge
     events_store_errors: Counter
     events_unpublished: Gauge
@@ -173,6 +174,14 @@ class PipelineMetrics:
             events_dead_lettered=Counter(
                 "facestream_events_dead_lettered_total",
                 "Webhook deliveries moved to the dead-letter list after their last attempt",
+                registry=registry,
+            ),
+            events_rejected=Counter(
+                "facestream_events_rejected_total",
+                "Outbox records refused without a POST and dead-lettered, by reason: forged "
+                "(MAC mismatch), unknown_destination (a webhook the config does not list), "
+                "malformed. Anything but 0 means someone wrote to the outbox in Redis",
+                ["reason"],
                 registry=registry,
             ),
             events_pending=Gauge(

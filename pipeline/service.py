@@ -237,7 +237,7 @@ def run_service(
         recorder = DecisionRecorder(audit, bus, metrics=services.metrics)
         recorder.start()
         stack.callback(recorder.stop)
-        if config.events.webhook_urls:
+        if config.events.receivers:
             stack.enter_context(WebhookDeliverer(services.redis, config.events, services.metrics))
         api = config.api
         preview = PreviewHub(

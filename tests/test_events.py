@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import logging
 import os
 import random
@@ -12,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import cast
 
 import pytest
@@ -27,6 +31,8 @@ from pipeline.errors import (
     WebhookSignatureError,
 )
 from pipeline.events import (
+    DESTINATION_HEADER,
+    DOOR_HEADER,
     EVENT_ID_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -34,6 +40,7 @@ from pipeline.events import (
     EventBus,
     EventsConfig,
     JsonValue,
+    SignedMessage,
     WebhookDeliverer,
     sign,
     verify_signature,
@@ -183,15 +190,20 @@ def _read_group(client: redis.Redis, stream_key: str, consumer: str) -> StreamEn
     return entries
 
 
-def _assert_genuine(request: Received, event: Event) -> None:
-    """The request carries ``event`` as its body, its id, and a fresh, valid signature."""
+def _assert_genuine(
+    request: Received, event: Event, url: str, *, secret: str = SECRET, door: str = ""
+) -> None:
+    """The request carries ``event`` as its body, its id, and a fresh signature that is valid
+    for ``url`` and ``door`` under ``secret``."""
     assert request.headers["content-type"] == "application/json"
     assert request.headers[EVENT_ID_HEADER.lower()] == event.event_id
+    assert request.headers[DESTINATION_HEADER.lower()] == url
+    assert request.headers[DOOR_HEADER.lower()] == door
     assert Event.from_json(request.body) == event
+    message = SignedMessage(request.headers[TIMESTAMP_HEADER.lower()], url, door, request.body)
     verify_signature(
-        SECRET,
-        request.headers[TIMESTAMP_HEADER.lower()],
-        request.body,
+        secret,
+        message,
         request.headers[SIGNATURE_HEADER.lower()],
         now=time.time(),
         window_seconds=300,
@@ -287,40 +299,39 @@ def test_config_requires_a_long_secret_with_webhooks_and_hides_it() -> None:
 
 
 def test_verify_signature_accepts_genuine_and_rejects_forgeries_and_replays() -> None:
-    """A fresh, correct signature passes; a wrong one, a tampered body, a replay older than
-    5 minutes, a timestamp from the future and a non-numeric timestamp are rejected."""
+    """A fresh, correct signature passes; a wrong one, a tampered body, another destination,
+    another door, a replay older than 5 minutes, a timestamp from the future and a
+    non-numeric timestamp are rejected."""
     now = 1_700_000_000.0
     body = _decision().to_json()
-    timestamp = str(int(now))
-    signature = sign(SECRET, timestamp, body)
-    verify_signature(SECRET, timestamp, body, signature, now=now, window_seconds=300)
-    verify_signature(
-        SecretStr(SECRET), timestamp, body, signature, now=now + 299, window_seconds=300
-    )
+    url = "https://door.example/hook"
+    message = SignedMessage(str(int(now)), url, "front", body)
+    signature = sign(SECRET, message)
+    assert signature.startswith("v2=")
+    verify_signature(SECRET, message, signature, now=now, window_seconds=300)
+    verify_signature(SecretStr(SECRET), message, signature, now=now + 299, window_seconds=300)
 
-    with pytest.raises(WebhookSignatureError, match="does not match"):
-        verify_signature(SECRET, timestamp, body, "0" * 64, now=now, window_seconds=300)
-    with pytest.raises(WebhookSignatureError, match="does not match"):
-        verify_signature(
-            "another-secret-of-16+", timestamp, body, signature, now=now, window_seconds=300
-        )
+    def rejected(candidate: SignedMessage, signed: str, match: str, secret: str = SECRET) -> None:
+        with pytest.raises(WebhookSignatureError, match=match):
+            verify_signature(secret, candidate, signed, now=now, window_seconds=300)
+
+    rejected(message, "v2=" + "0" * 64, "does not match")
+    rejected(message, signature, "does not match", secret="another-secret-of-16+")
     tampered = body.replace(b'"granted":true', b'"granted":false')
     assert tampered != body
-    with pytest.raises(WebhookSignatureError, match="does not match"):
-        verify_signature(SECRET, timestamp, tampered, signature, now=now, window_seconds=300)
-    with pytest.raises(WebhookSignatureError, match="does not match"):  # timestamp is signed
-        verify_signature(SECRET, str(int(now) + 1), body, signature, now=now, window_seconds=300)
+    rejected(SignedMessage(message.timestamp, url, "front", tampered), signature, "does not match")
+    later = SignedMessage(str(int(now) + 1), url, "front", body)
+    rejected(later, signature, "does not match")  # the timestamp is signed
+    rejected(SignedMessage(message.timestamp, "https://log.example/", "front", body), signature,
+             "does not match")  # fmt: skip
+    rejected(SignedMessage(message.timestamp, url, "server-room", body), signature,
+             "does not match")  # fmt: skip
 
-    old = str(int(now) - 301)
-    with pytest.raises(WebhookSignatureError, match="replay window"):
-        verify_signature(SECRET, old, body, sign(SECRET, old, body), now=now, window_seconds=300)
-    future = str(int(now) + 301)
-    with pytest.raises(WebhookSignatureError, match="replay window"):
-        verify_signature(
-            SECRET, future, body, sign(SECRET, future, body), now=now, window_seconds=300
-        )
-    with pytest.raises(WebhookSignatureError, match="unix seconds"):
-        verify_signature(SECRET, "soon", body, signature, now=now, window_seconds=300)
+    old = SignedMessage(str(int(now) - 301), url, "front", body)
+    rejected(old, sign(SECRET, old), "replay window")
+    future = SignedMessage(str(int(now) + 301), url, "front", body)
+    rejected(future, sign(SECRET, future), "replay window")
+    rejected(SignedMessage("soon", url, "front", body), signature, "unix seconds")
 
 
 def test_stream_entries_are_read_once_by_a_consumer_group(
@@ -369,7 +380,7 @@ def test_webhook_is_delivered_signed_once(
 
     deliverers(WebhookDeliverer(clients(), config, metrics)).start()
     assert _eventually(lambda: len(receiver.received()) == 1)
-    _assert_genuine(receiver.received()[0], event)
+    _assert_genuine(receiver.received()[0], event, receiver.url)
     assert _eventually(lambda: bus.pending_deliveries() == 0)
     assert _eventually(lambda: _sample(metrics, "facestream_events_delivered_total") == 1)
     assert len(receiver.received()) == 1
@@ -402,7 +413,7 @@ def test_receiver_down_then_up_is_delivered_after_retries(
     assert _eventually(lambda: bus.pending_deliveries() == 0)
     requests = receiver.received()
     assert {request.headers[EVENT_ID_HEADER.lower()] for request in requests} == {event.event_id}
-    _assert_genuine(requests[-1], event)
+    _assert_genuine(requests[-1], event, receiver.url)
     assert _sample(metrics, "facestream_events_delivered_total") == 1
 
 
@@ -506,7 +517,7 @@ def test_event_survives_redis_killed_between_publish_and_delivery(
             restarted.wait_ready(timeout_seconds=READY_SECONDS)
             receiver.listen()
             assert _eventually(lambda: len(receiver.received()) >= 1)
-            _assert_genuine(receiver.received()[0], event)
+            _assert_genuine(receiver.received()[0], event, receiver.url)
             assert _eventually(lambda: bus.pending_deliveries() == 0)
             [(_, fields)] = cast(StreamEntries, publisher.xrange(bus.stream_key))
             assert Event.from_stream_fields(fields) == event
@@ -594,7 +605,7 @@ def test_a_receiver_dripping_its_reply_is_cut_off_at_the_deadline(
         assert "request_timeout_seconds" in letter.last_error
         assert _sample(metrics, "facestream_events_failed_total", reason="timeout") == 1
         assert _eventually(lambda: len(receiver.received()) == 1)
-        _assert_genuine(receiver.received()[0], event)
+        _assert_genuine(receiver.received()[0], event, receiver.url)
         assert dripping.connections == 1
     finally:
         dripping.close()
@@ -630,3 +641,211 @@ def test_a_grant_is_not_delivered_after_it_expires(
     assert "grant_expiry_seconds" in letter.last_error
     delivered = {request.headers[EVENT_ID_HEADER.lower()] for request in receiver.received()}
     assert delivered == {stale_denial.event_id, fresh_grant.event_id}
+
+
+# ---- what someone with write access to Redis can no longer do (issue 23) ----
+
+ATTACKER_SECRET_GUESS = "attacker-guess-0123456789abcdef"
+
+
+def _forge(client: redis.Redis, bus: EventBus, delivery_id: str, record: dict[str, object]) -> None:
+    """Write a delivery straight into the outbox, as an attacker with Redis access would."""
+    namespace_prefix = bus.stream_key.removesuffix("stream")
+    client.hset(namespace_prefix + "deliveries", delivery_id, json.dumps(record))
+    client.zadd(namespace_prefix + "outbox", {delivery_id: time.time()})
+
+
+def _mallory_grant() -> Event:
+    return Event.create(
+        "decision",
+        "server-room-cam",
+        {"door_id": "server-room", "outcome": "granted", "name": "MALLORY"},
+    )
+
+
+def test_a_forged_outbox_record_is_dead_lettered_and_counted_never_delivered(
+    clients: Callable[[], redis.Redis], receiver: Receiver
+) -> None:
+    """The attack of issue 23: a grant written straight into the outbox (HSET + ZADD) was
+    signed with the real secret and POSTed. Now the record of the old shape (url + event) and
+    one naming the real webhook with a made-up MAC are both refused: no request reaches the
+    receiver, both are dead-lettered, and both are counted by reason. A genuine event
+    published afterwards is still delivered."""
+    receiver.listen()
+    metrics = PipelineMetrics.create()
+    config = _config(receiver)
+    [webhook] = config.receivers
+    client = clients()
+    bus = EventBus(client, config, metrics)
+    grant = _mallory_grant()
+    body = grant.to_json().decode()
+    _forge(client, bus, f"{grant.event_id}:{webhook.key}",
+           {"url": receiver.url, "event": body, "expires_at": None})  # fmt: skip
+    second = _mallory_grant()
+    forged_mac = hmac.new(ATTACKER_SECRET_GUESS.encode(), body.encode(), hashlib.sha256)
+    _forge(client, bus, f"{second.event_id}:{webhook.key}",
+           {"webhook": webhook.key, "event": second.to_json().decode(), "expires_at": None,
+            "mac": forged_mac.hexdigest()})  # fmt: skip
+
+    deliverer = WebhookDeliverer(clients(), config, metrics)
+    assert deliverer.deliver_due() == 2
+    assert receiver.received() == []
+    letters = bus.dead_letters()
+    assert sorted(letter.event.event_id for letter in letters if letter.event) == sorted(
+        [grant.event_id, second.event_id]
+    )
+    assert all(letter.last_error.startswith("refused") for letter in letters)
+    assert _sample(metrics, "facestream_events_rejected_total", reason="malformed") == 1
+    assert _sample(metrics, "facestream_events_rejected_total", reason="forged") == 1
+    assert _sample(metrics, "facestream_events_dead_lettered_total") == 2
+    assert bus.pending_deliveries() == 0
+
+    genuine = _decision()
+    bus.publish(genuine)
+    assert deliverer.deliver_due() == 1
+    [request] = receiver.received()
+    _assert_genuine(request, genuine, receiver.url)
+
+
+def test_a_record_naming_a_foreign_url_is_never_posted(clients: Callable[[], redis.Redis]) -> None:
+    """The signing oracle of issue 23: a record pointing at the attacker's host got a validly
+    signed body there. Now a record names its webhook by config key only: naming the key of a
+    url the config does not list, or carrying a url beside a real key, sends nothing to that
+    url, and the record is dead-lettered as unknown_destination or forged."""
+    door, attacker = Receiver(), Receiver()
+    try:
+        door.listen()
+        attacker.listen()
+        metrics = PipelineMetrics.create()
+        config = _config(door)
+        [webhook] = config.receivers
+        client = clients()
+        bus = EventBus(client, config, metrics)
+        event = _mallory_grant()
+        body = event.to_json().decode()
+        attacker_key = hashlib.sha256(attacker.url.encode()).hexdigest()[:16]
+        _forge(client, bus, f"{event.event_id}:{attacker_key}",
+               {"webhook": attacker_key, "url": attacker.url, "event": body,
+                "expires_at": None, "mac": "0" * 64})  # fmt: skip
+        other = _mallory_grant()
+        _forge(client, bus, f"{other.event_id}:{webhook.key}",
+               {"webhook": webhook.key, "url": attacker.url, "event": other.to_json().decode(),
+                "expires_at": None, "mac": "0" * 64})  # fmt: skip
+
+        assert WebhookDeliverer(clients(), config, metrics).deliver_due() == 2
+        assert attacker.received() == []
+        assert door.received() == []
+        assert len(bus.dead_letters()) == 2
+        assert (
+            _sample(metrics, "facestream_events_rejected_total", reason="unknown_destination") == 1
+        )
+        assert _sample(metrics, "facestream_events_rejected_total", reason="forged") == 1
+    finally:
+        door.close()
+        attacker.close()
+
+
+def test_each_receiver_has_its_own_secret_and_gets_only_its_doors(
+    clients: Callable[[], redis.Redis],
+) -> None:
+    """[[events.webhooks]]: the front door's controller gets only front's decisions, signed with
+    its own secret for its url and door; a log sink taking everything has another secret, so
+    the sink's requests do not verify at the controller (it cannot forge grants for it)."""
+    controller, sink = Receiver(), Receiver()
+    controller_secret, sink_secret = "front-controller-secret-0123", "log-sink-secret-0123456789"
+    try:
+        controller.listen()
+        sink.listen()
+        metrics = PipelineMetrics.create()
+        config = _config(
+            webhooks=(
+                {"url": controller.url, "secret": controller_secret, "doors": ["front"]},
+                {"url": sink.url, "secret": sink_secret},
+            )
+        )
+        bus = EventBus(clients(), config, metrics)
+        front = Event.create("decision", "cam-1", {"door_id": "front", "outcome": "granted"})
+        back = Event.create("decision", "cam-2", {"door_id": "back", "outcome": "granted"})
+        camera = Event.create("camera_up", "cam-1", {"state": "running"})
+        for event in (front, back, camera):
+            bus.publish(event)
+        assert WebhookDeliverer(clients(), config, metrics).deliver_due() == 4
+        [to_controller] = controller.received()
+        _assert_genuine(to_controller, front, controller.url, secret=controller_secret,
+                        door="front")  # fmt: skip
+        sunk = {Event.from_json(request.body).event_id: request for request in sink.received()}
+        assert set(sunk) == {front.event_id, back.event_id, camera.event_id}
+        _assert_genuine(sunk[back.event_id], back, sink.url, secret=sink_secret, door="back")
+        _assert_genuine(sunk[camera.event_id], camera, sink.url, secret=sink_secret)
+        with pytest.raises(WebhookSignatureError):  # the sink's copy, replayed to the door
+            _assert_genuine(sunk[front.event_id], front, sink.url, secret=controller_secret,
+                            door="front")  # fmt: skip
+    finally:
+        controller.close()
+        sink.close()
+
+
+def test_webhook_secrets_come_from_a_file_or_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A webhook's secret can be a file (a mounted k8s Secret, trailing newline dropped) or an
+    environment variable (which wins); the older shared secret reads FACESTREAM_WEBHOOK_SECRET
+    or the file FACESTREAM_WEBHOOK_SECRET_FILE names. A missing file or no secret at all is a
+    config error naming the webhook."""
+    url = "http://127.0.0.1:9/hook"
+    secret_file = tmp_path / "front-secret"
+    secret_file.write_text("from-a-mounted-secret-0123\n")
+    [webhook] = EventsConfig(webhooks=({"url": url, "secret_file": secret_file},)).receivers
+    assert webhook.secret.get_secret_value() == "from-a-mounted-secret-0123"
+    monkeypatch.setenv("FRONT_DOOR_SECRET", "from-the-environment-0123")
+    [webhook] = EventsConfig(
+        webhooks=({"url": url, "secret_file": secret_file, "secret_env": "FRONT_DOOR_SECRET"},)
+    ).receivers
+    assert webhook.secret.get_secret_value() == "from-the-environment-0123"
+    with pytest.raises(ValidationError, match="cannot read the secret file"):
+        EventsConfig(webhooks=({"url": url, "secret_file": tmp_path / "absent"},))
+    with pytest.raises(ValidationError, match="set secret, secret_file or secret_env"):
+        EventsConfig(webhooks=({"url": url},))
+
+    monkeypatch.setenv("FACESTREAM_WEBHOOK_SECRET_FILE", str(secret_file))
+    [legacy] = EventsConfig(webhook_urls=(url,)).receivers
+    assert legacy.secret.get_secret_value() == "from-a-mounted-secret-0123"
+    monkeypatch.setenv("FACESTREAM_WEBHOOK_SECRET", "legacy-from-the-environment")
+    [legacy] = EventsConfig(webhook_urls=(url,), webhook_secret=SECRET).receivers
+    assert legacy.secret.get_secret_value() == "legacy-from-the-environment"
+    printed = str(EventsConfig(webhook_urls=(url,)).model_dump())
+    assert "legacy-from-the-environment" not in printed
+
+
+def test_deleting_an_identity_purges_it_from_stream_outbox_and_dead_letters(
+    clients: Callable[[], redis.Redis], receiver: Receiver
+) -> None:
+    """After an identity is deleted, nothing in Redis's event keys names it: its stream
+    entries, its pending deliveries and its dead letters go; another person's stay."""
+    metrics = PipelineMetrics.create()
+    config = _config(receiver, max_attempts=1)
+    client = clients()
+    bus = EventBus(client, config, metrics)
+
+    def about(identity_id: str, name: str) -> Event:
+        payload = {"door_id": "front", "outcome": "denied", "identity_id": identity_id,
+                   "name": name}  # fmt: skip
+        return Event.create("decision", "cam-1", payload)
+
+    dead = about("alice", "Alice Liddell")
+    bus.publish(dead)
+    WebhookDeliverer(clients(), config, metrics).deliver_due()  # refused: dead-lettered
+    assert [letter.event for letter in bus.dead_letters()] == [dead]
+    pending, kept = about("alice", "Alice Liddell"), about("bob", "Bob Ross")
+    bus.publish(pending)
+    bus.publish(kept)
+
+    report = bus.purge_identity("alice")
+    assert (report.stream_entries, report.deliveries, report.dead_letters) == (2, 1, 1)
+    assert [event.event_id for event in bus.recent()] == [kept.event_id]
+    assert bus.dead_letters() == ()
+    assert bus.pending_deliveries() == 1
+    prefix = bus.stream_key.removesuffix("stream")
+    stored = repr(client.xrange(bus.stream_key)) + repr(client.hgetall(prefix + "deliveries"))
+    assert "Alice" not in stored
+    assert "Bob Ross" in stored
