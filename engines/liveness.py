@@ -10,8 +10,9 @@ converted model (``models/minifasnet.LICENSE``, ``models/minifasnet.NOTICE``)::
     python -c "from pathlib import Path; from engines.liveness import build_liveness_onnx; \
         from engines.store import ModelStore; build_liveness_onnx(ModelStore(Path('data')))"
 
-The weights are not on PyPI, so ``source_dir`` defaults to ``../shared/models/minifasnet``
-beside the repository checkout (``default_minifasnet_dir``); pass it explicitly elsewhere.
+The weights are not on PyPI, so the conversion ships inside the package (``engines.bundled``)
+and ``build_liveness_onnx`` installs it from there; ``convert_liveness_onnx`` converts again from
+the .pth files (``default_minifasnet_dir``: ../shared/models/minifasnet beside a checkout).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import ClassVar
 import onnx
 
 from engines.base import Engine, ModelManifest, TensorSpecModel
+from engines.bundled import install_bundled
 from engines.convert.minifasnet import (
     CROP_SIZE_PX,
     INPUT_SCALES,
@@ -49,6 +51,7 @@ __all__ = [
     "REAL_CLASS",
     "LivenessEngineSettings",
     "build_liveness_onnx",
+    "convert_liveness_onnx",
     "default_minifasnet_dir",
     "liveness_model_id",
     "load_liveness_engine",
@@ -103,12 +106,21 @@ def _checked_sources(source_dir: Path) -> list[str]:
 def build_liveness_onnx(
     store: ModelStore, *, source_dir: Path | None = None, force: bool = False
 ) -> StoredModel:
+    """The MiniFASNet ensemble in ``store``: the shipped conversion (``engines.bundled``), or,
+    with ``source_dir``, our converter's output from the .pth files there."""
+    if source_dir is None:
+        return install_bundled(store, LIVENESS_MODEL_NAME, force=force)
+    return convert_liveness_onnx(store, source_dir=source_dir, force=force)
+
+
+def convert_liveness_onnx(
+    store: ModelStore, *, source_dir: Path, force: bool = False
+) -> StoredModel:
     """Convert the MiniFASNet ensemble into ``store`` unless an up-to-date copy is there.
 
-    ``source_dir`` holds the two released .pth files (sha256-pinned) and their LICENSE; it
-    defaults to ``default_minifasnet_dir()``. Needs torch (facestream[torch]) to convert.
+    ``source_dir`` holds the two released .pth files (sha256-pinned) and their LICENSE
+    (``default_minifasnet_dir()`` in a checkout). Needs torch (facestream[torch]).
     """
-    source_dir = source_dir if source_dir is not None else default_minifasnet_dir()
     digests = _checked_sources(source_dir)
     source_sha256 = _sources_sha256(digests)
     path = store.model_path(LIVENESS_MODEL_NAME)
