@@ -42,7 +42,7 @@ from engines.parity import (
     image_files,
     read_rgb,
 )
-from engines.store import ModelStore, default_encoder_source, installed_dlib_model
+from engines.store import ModelStore, StoredModel, default_encoder_source, installed_dlib_model
 from pipeline.api import create_app
 from pipeline.app import Services, gallery_client, open_services
 from pipeline.audit import verify_audit_log
@@ -142,6 +142,23 @@ def doctor(config: ConfigOption = None, as_json: JsonOption = False) -> None:
         raise typer.Exit(1)
 
 
+def _prepare_models(
+    settings: FaceStreamConfig, *, force: bool = False
+) -> list[tuple[str, StoredModel]]:
+    """The ONNX models ``settings`` uses, in its data directory: dlib's encoder converted
+    (seconds, once), the detector and the anti-spoofing CNN copied from the package
+    (engines/bundled). Each is kept when an intact copy of the same source is there."""
+    store = ModelStore(settings.data_dir)
+    prepared = [("encoder", build_encoder_onnx(store, force=force))]
+    if settings.detect.model != "dlib_hog":
+        prepared.append(
+            ("detector", build_detector_onnx(store, settings.detect.model, force=force))
+        )
+    if settings.liveness.enabled and settings.liveness.cnn:
+        prepared.append(("liveness", build_liveness_onnx(store, force=force)))
+    return prepared
+
+
 @engines_app.command("build")
 @reports_errors
 def engines_build(
@@ -161,19 +178,13 @@ def engines_build(
     configured backend's engine."""
     settings = _config(config, backend, precision)
     store = ModelStore(settings.data_dir)
-    stored = build_encoder_onnx(store, force=force)
-    typer.echo(f"onnx: {stored.path} (model id {stored.manifest.model_id})")
     if calib is not None:
         if settings.engine.precision != "int8" or settings.engine.backend != "onnxruntime":
             raise ConfigError("--calib builds the onnxruntime int8 encoder: add --precision int8")
         int8 = build_int8_encoder(store, calib, detect=settings.detect, force=force)
         typer.echo(f"int8: {int8.path} (model id {int8.manifest.model_id})")
-    if settings.detect.model != "dlib_hog":
-        detector = build_detector_onnx(store, settings.detect.model, force=force)
-        typer.echo(f"onnx: {detector.path} (detector {detector.manifest.model_id})")
-    if settings.liveness.enabled and settings.liveness.cnn:
-        liveness = build_liveness_onnx(store, force=force)
-        typer.echo(f"onnx: {liveness.path} (liveness {liveness.manifest.model_id})")
+    for role, stored in _prepare_models(settings, force=force):
+        typer.echo(f"onnx: {stored.path} ({role} {stored.manifest.model_id})")
     engine = load_encoder(store, settings.engine.settings())
     typer.echo(f"engine ready: {engine.backend}")
     engine.close()
@@ -555,6 +566,7 @@ def run(
     if with_sample:
         settings = _with_sample(settings)
     token, generated = _api_token(settings, required=token_required)
+    _prepare_models(settings)  # a plain `pip install` then `run` needs no other step
     # uvicorn shuts down on SIGINT/SIGTERM, then re-raises the signal; with this handler that
     # becomes an exception, so the service below still stops in order (tracks decided, events
     # flushed, audit log closed) instead of the process dying at once
