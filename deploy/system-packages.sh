@@ -27,7 +27,7 @@ for group in "$@"; do
   current=""
   while IFS= read -r line || [ -n "$line" ]; do
     line="${line%%#*}"
-    line="$(echo "$line" | tr -d '[:space:]')"
+    line="${line//[[:space:]]/}"
     [ -z "$line" ] && continue
     if [[ "$line" == \[*\] ]]; then
       current="${line:1:${#line}-2}"
@@ -50,11 +50,12 @@ fi
 missing=()
 if command -v dpkg-query >/dev/null 2>&1; then
   # one dpkg-query for every package: "ii " marks an installed one
-  installed="$(dpkg-query -W -f='${Package} ${db:Status-Abbrev}\n' "${packages[@]}" 2>/dev/null || true)"
+  declare -A installed=()
+  while read -r name status; do
+    [ "$status" = ii ] && installed["${name%%:*}"]=1
+  done < <(dpkg-query -W -f='${Package} ${db:Status-Abbrev}\n' "${packages[@]}" 2>/dev/null || true)
   for package in "${packages[@]}"; do
-    if ! grep -qE "^${package//./\\.}(:[a-z0-9]+)? ii" <<<"$installed"; then
-      missing+=("$package")
-    fi
+    [ -n "${installed[$package]:-}" ] || missing+=("$package")
   done
 else
   missing=("${packages[@]}")
