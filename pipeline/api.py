@@ -531,8 +531,9 @@ def add_images(
 
 @v1.delete("/identities/{identity_id}", tags=["identities"], status_code=204)
 def delete_identity(state: State, identity_id: str) -> Response:
-    """Delete an identity and all its templates."""
-    state.service.services.gallery.remove(identity_id)
+    """Delete an identity, all its templates, and its name from the event stream, the
+    webhook outbox, the dead letters and the MQTT broker's retained topics."""
+    state.service.remove_identity(identity_id)  # and purges its events
     return Response(status_code=204)
 
 

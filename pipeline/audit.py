@@ -12,10 +12,24 @@ File format: UTF-8, one JSON object per line, each line ended by ``\\n``, keys s
   ``GENESIS_PREV`` (64 zeros) on line 1.
 - ``hash``: SHA-256 hex of the line's canonical encoding without the ``hash`` key.
 
+- ``mac`` (when the log has a key, ``audit.key``): HMAC-SHA256 hex, under the key, of the same
+  canonical encoding ``hash`` covers. The key is not in the log nor next to it (config, env, a
+  mounted secret).
+
 ``hash`` catches an edit of any line, the last one included; ``prev`` and ``seq`` catch deleted,
-inserted, duplicated and reordered lines. What a chain without a secret cannot catch: someone who
-rewrites the whole tail with recomputed hashes, or who drops the last complete lines. Against
-those, keep :attr:`AuditLog.head` somewhere else (an event, a webhook) and compare.
+inserted, duplicated and reordered lines. Without a key, someone who can write the file can
+rewrite it and recompute every ``hash``: the chain stays intact. With a key, each ``mac`` needs
+the key and each line's ``prev`` binds it to every line before (an HMAC chain), so a rewrite
+shows at its first line in ``verify_audit_log(path, key=...)``. What the key cannot catch: the
+last lines cut off, or the whole log replaced by an older copy. Against those, the head is
+anchored outside: each published decision event carries ``audit_seq`` and ``audit_head`` (the
+SHA-256 of its line), and :meth:`AuditLog.checkpoint` is published periodically as a signed
+``audit_checkpoint`` event; ``verify_audit_log(..., expected_head=...)`` checks that the log
+still holds that line.
+
+What a line keeps: ids, never names (``pipeline.record``): deleting an identity removes its name
+from Redis, and the audit log, which cannot be rewritten, holds none to remove. Lines written
+before this rule may hold names; they stay, since removing them would break the chain.
 
 Durability: each append is one ``write`` on an ``O_APPEND`` descriptor followed by ``fsync``, so a
 decision that ``append`` returned survives a crash or power loss; it costs one disk sync per
@@ -30,6 +44,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import hmac
 import json
 import logging
 import os
@@ -47,10 +62,13 @@ from pipeline.errors import AuditEventError, AuditLogCorruptError, AuditLogError
 
 __all__ = [
     "GENESIS_PREV",
+    "AuditCheckpoint",
     "AuditHead",
     "AuditLog",
     "AuditRecord",
     "AuditReport",
+    "checkpoint_mac",
+    "checkpoint_message",
     "verify_audit_log",
 ]
 
@@ -60,6 +78,8 @@ GENESIS_PREV = "0" * 64
 """The ``prev`` of line 1: there is no previous line to hash."""
 
 _KEYS = frozenset({"event", "hash", "prev", "seq", "ts"})
+_KEYED_KEYS = _KEYS | {"mac"}
+_CHECKPOINT_LABEL = "facestream/audit-checkpoint/v1"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -69,6 +89,26 @@ class AuditHead:
 
     seq: int
     digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuditCheckpoint:
+    """A statement of the head, for the event stream: ``mac`` is the HMAC-SHA256 hex, under
+    the audit key, of ``checkpoint_message(seq, digest)`` (None: the log has no key)."""
+
+    seq: int
+    digest: str
+    mac: str | None
+
+
+def checkpoint_message(seq: int, digest: str) -> bytes:
+    """What a checkpoint's MAC covers: a fixed label, the seq and the head digest."""
+    return f"{_CHECKPOINT_LABEL}\n{seq}\n{digest}".encode()
+
+
+def checkpoint_mac(key: bytes, seq: int, digest: str) -> str:
+    """The MAC of a checkpoint of (seq, digest) under the audit key."""
+    return hmac.new(key, checkpoint_message(seq, digest), hashlib.sha256).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,11 +134,17 @@ class AuditReport:
     ok: bool
     first_bad_line: int | None = None
     reason: str | None = None
+    keyed: bool = False  # whether every line's MAC was checked under a key
 
     def summary(self) -> str:
         """One line for a person: the file, and either the line count or the bad line."""
         if self.ok:
-            return f"{self.path}: ok, {self.lines_checked} lines, chain intact"
+            how = (
+                "every MAC checked"
+                if self.keyed
+                else "no key given: a rewrite with recomputed hashes would not show"
+            )
+            return f"{self.path}: ok, {self.lines_checked} lines, chain intact ({how})"
         return f"{self.path}: line {self.first_bad_line}: {self.reason}"
 
     def as_dict(self) -> dict[str, object]:
@@ -109,6 +155,7 @@ class AuditReport:
             "ok": self.ok,
             "first_bad_line": self.first_bad_line,
             "reason": self.reason,
+            "keyed": self.keyed,
         }
 
 
@@ -134,8 +181,13 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _parse_line(raw: bytes) -> _Line:
-    """Check one line on its own (everything but its place in the chain).
+def _mac(key: bytes, content: bytes) -> str:
+    return hmac.new(key, content, hashlib.sha256).hexdigest()
+
+
+def _parse_line(raw: bytes, key: bytes | None = None) -> _Line:
+    """Check one line on its own (everything but its place in the chain); with ``key``, its
+    MAC too (a line without one fails).
 
     raw: the line's bytes as read, ``\\n`` included when present. Raises _BadLineError.
     """
@@ -150,16 +202,27 @@ def _parse_line(raw: bytes) -> _Line:
         raise _BadLineError(f"invalid JSON ({exc.msg} at column {exc.colno})") from exc
     if not isinstance(document, dict):
         raise _BadLineError(f"a JSON {type(document).__name__}, expected an object")
-    if set(document) != _KEYS:
-        raise _BadLineError(f"keys {sorted(document)}, expected {sorted(_KEYS)}")
+    if set(document) not in (_KEYS, _KEYED_KEYS):
+        raise _BadLineError(f"keys {sorted(document)}, expected {sorted(_KEYED_KEYS)}")
     seq, prev, claimed = _check_fields(document)
     try:
-        content = _encode({k: v for k, v in document.items() if k != "hash"})
+        content = _encode({k: v for k, v in document.items() if k not in ("hash", "mac")})
         canonical = _encode(document)
     except ValueError as exc:  # NaN/Infinity, lone surrogates
         raise _BadLineError(f"holds a value JSON cannot encode ({exc})") from exc
     if _sha256(content) != claimed:
         raise _BadLineError("hash does not match the line's content: the line was edited")
+    if key is not None:
+        mac = document.get("mac")
+        if mac is None:
+            raise _BadLineError(
+                "no MAC: written without an audit key, or the MAC was stripped (a log started "
+                "before audit.key was set verifies only without --key)"
+            )
+        if not isinstance(mac, str) or not hmac.compare_digest(mac, _mac(key, content)):
+            raise _BadLineError(
+                "MAC does not match under this key: the line was rewritten (or the key is wrong)"
+            )
     if canonical != body:
         raise _BadLineError("not in canonical form (sorted keys, no spaces): the line was edited")
     return _Line(seq=seq, prev=prev, digest=_sha256(body))
@@ -227,13 +290,19 @@ def _bad(path: Path, line_number: int, reason: str) -> AuditReport:
     return AuditReport(path, line_number, ok=False, first_bad_line=line_number, reason=reason)
 
 
-def verify_audit_log(path: Path) -> AuditReport:
+def verify_audit_log(
+    path: Path, *, key: bytes | None = None, expected_head: AuditHead | None = None
+) -> AuditReport:
     """Check every line of an audit log and the chain between them; stop at the first bad line.
 
     Finds edited, deleted, inserted, duplicated and reordered lines, a torn (unterminated) last
-    line, and lines that are not JSON or not in the format above. Streams the file (memory is
-    one line). A verify that races an append may see the new line half-written: run it again.
-    Raises AuditLogError when the file cannot be read; a bad file is a report, not an error.
+    line, and lines that are not JSON or not in the format above. key: the audit key; every
+    line's MAC must match under it (this is what catches a rewrite with recomputed hashes).
+    expected_head: a head published earlier (a decision event's ``audit_seq`` and
+    ``audit_head``, or a checkpoint): the log must hold that line, so a log cut short or
+    replaced by an older copy is caught. Streams the file (memory is one line). A verify that
+    races an append may see the new line half-written: run it again. Raises AuditLogError when
+    the file cannot be read; a bad file is a report, not an error.
     """
     prev_digest = GENESIS_PREV
     line_number = 0
@@ -242,10 +311,12 @@ def verify_audit_log(path: Path) -> AuditReport:
             for raw in stream:
                 line_number += 1
                 try:
-                    line = _parse_line(raw)
+                    line = _parse_line(raw, key)
                 except _BadLineError as exc:
                     return _bad(path, line_number, str(exc))
                 problem = _chain_problem(line, line_number, prev_digest)
+                if problem is None and expected_head is not None:
+                    problem = _head_problem(line, expected_head)
                 if problem is not None:
                     return _bad(path, line_number, problem)
                 prev_digest = line.digest
@@ -253,7 +324,23 @@ def verify_audit_log(path: Path) -> AuditReport:
         if isinstance(exc, AuditLogError):
             raise
         raise AuditLogError(f"audit log {path}: read failed at line {line_number}: {exc}") from exc
-    return AuditReport(path, line_number, ok=True)
+    if expected_head is not None and expected_head.seq > line_number:
+        return _bad(
+            path,
+            line_number + 1,
+            f"the log ends at line {line_number}, but line {expected_head.seq} was published "
+            "as its head: lines were cut off the end, or the log was replaced by an older copy",
+        )
+    return AuditReport(path, line_number, ok=True, keyed=key is not None)
+
+
+def _head_problem(line: _Line, head: AuditHead) -> str | None:
+    if line.seq == head.seq and line.digest != head.digest:
+        return (
+            f"line {line.seq} is not the one published as the head ({head.digest[:16]}...): "
+            "the log was rewritten"
+        )
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,9 +379,11 @@ class AuditLog:
     line is checked on open; :func:`verify_audit_log` checks them all.
     """
 
-    def __init__(self, path: Path) -> None:
-        """path: the log file; its directory must exist. Raises AuditLogError."""
+    def __init__(self, path: Path, *, key: bytes | None = None) -> None:
+        """path: the log file; its directory must exist. key: the audit key (``audit.key``):
+        each line gets a MAC under it; None writes unkeyed lines. Raises AuditLogError."""
         self.path = path
+        self._key = key
         self._lock = threading.Lock()
         existed = path.exists()
         try:
@@ -337,6 +426,19 @@ class AuditLog:
                 tail.line_number,
                 line.seq,
             )
+        if self._key is not None:
+            try:
+                _parse_line(tail.raw, self._key)
+            except _BadLineError as exc:
+                # not a reason to stop deciding doors: the rewrite is evidence, and verify
+                # names its first line
+                logger.error(
+                    "audit log %s: last line %d fails under the audit key (%s); run "
+                    "`facestream audit verify --key-file ...`",
+                    self.path,
+                    tail.line_number,
+                    exc,
+                )
         return AuditHead(seq=line.seq, digest=line.digest), None
 
     @property
@@ -344,6 +446,13 @@ class AuditLog:
         """The last line's seq and SHA-256 hex: publish it elsewhere to anchor the chain."""
         with self._lock:
             return self._head
+
+    def checkpoint(self) -> AuditCheckpoint:
+        """The head with its MAC under the audit key (None without a key), to publish."""
+        with self._lock:
+            head = self._head
+        mac = None if self._key is None else checkpoint_mac(self._key, head.seq, head.digest)
+        return AuditCheckpoint(seq=head.seq, digest=head.digest, mac=mac)
 
     @property
     def damage(self) -> str | None:
@@ -374,7 +483,11 @@ class AuditLog:
                 "ts": timestamp,
             }
             try:
-                body = _encode({**content, "hash": _sha256(_encode(content))})
+                encoded = _encode(content)
+                line: dict[str, object] = {**content, "hash": _sha256(encoded)}
+                if self._key is not None:
+                    line["mac"] = _mac(self._key, encoded)
+                body = _encode(line)
             except (TypeError, ValueError) as exc:
                 raise AuditEventError(f"audit event cannot be encoded as JSON: {exc}") from exc
             try:

@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 import typer
 import uvicorn
+from pydantic import SecretStr
 from rich.console import Console
 from rich.progress import Progress, track
 from rich.table import Table
@@ -45,7 +46,7 @@ from engines.parity import (
 from engines.store import ModelStore, StoredModel, default_encoder_source, installed_dlib_model
 from pipeline.api import create_app
 from pipeline.app import Services, gallery_client, open_services
-from pipeline.audit import verify_audit_log
+from pipeline.audit import AuditHead, verify_audit_log
 from pipeline.capture import CameraConfig
 from pipeline.clierrors import reports_errors
 from pipeline.config import ApiConfig, FaceStreamConfig, load_config, with_engine_overrides
@@ -60,6 +61,7 @@ from pipeline.metrics import PipelineMetrics
 from pipeline.process import RecordingProcessor, TrackResult
 from pipeline.redis_server import running_embedded_url
 from pipeline.sample import make_sample
+from pipeline.secretsource import SecretSpec, resolve_secret
 from pipeline.service import FaceStreamService, run_service
 from pipeline.style.cli import style_app, stylize
 
@@ -355,9 +357,18 @@ def identities_remove(
     identity_id: Annotated[str, typer.Argument(help="identity id")], config: ConfigOption = None
 ) -> None:
     """Delete an identity and all its templates."""
-    with open_services(_config(config)) as services:
+    settings = _config(config)
+    with open_services(settings) as services:
         services.gallery.remove(identity_id)
-    typer.echo(f"removed {identity_id}")
+        # what Redis's event keys hold about the person goes too (retained MQTT topics are
+        # cleared by the service's bridge; the audit log keeps ids only)
+        purged = EventBus(services.redis, settings.events, services.metrics).purge_identity(
+            identity_id
+        )
+    typer.echo(
+        f"removed {identity_id} (and from the events: {purged.stream_entries} stream entries, "
+        f"{purged.deliveries} pending deliveries, {purged.dead_letters} dead letters)"
+    )
 
 
 gallery_app = typer.Typer(help="maintain the gallery's face templates", no_args_is_help=True)
@@ -473,14 +484,50 @@ audit_app = typer.Typer(help="check the hash-chained audit log", no_args_is_help
 app.add_typer(audit_app, name="audit")
 
 
+def _expected_head(text: str | None) -> AuditHead | None:
+    if text is None:
+        return None
+    seq, _, digest = text.partition(":")
+    if not seq.isdigit() or len(digest) != 64:
+        raise ConfigError(f"--expect-head: expected SEQ:SHA256HEX, got {text[:80]!r}")
+    return AuditHead(seq=int(seq), digest=digest.lower())
+
+
 @audit_app.command("verify")
 @reports_errors
 def audit_verify(
     path: Annotated[Path, typer.Argument(help="audit log file (JSON lines)")],
+    key_file: Annotated[
+        Path | None,
+        typer.Option(help="file holding the audit key (audit.key): every line's MAC is checked"),
+    ] = None,
+    key: Annotated[
+        str | None,
+        typer.Option(
+            help="the audit key itself (visible to other users in the process list: prefer "
+            "--key-file, $FACESTREAM_AUDIT_KEY or $FACESTREAM_AUDIT_KEY_FILE)"
+        ),
+    ] = None,
+    expect_head: Annotated[
+        str | None,
+        typer.Option(
+            help="SEQ:DIGEST published earlier (a decision event's audit_seq and audit_head, or "
+            "an audit_checkpoint event): the log must still hold that line"
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Check every line's hash and the chain; exit 2 naming the first bad line."""
-    report = verify_audit_log(path)
+    """Check every line's hash, MAC (with a key) and the chain; exit 2 naming the first bad
+    line. Without a key, a rewrite with recomputed hashes passes: give the key."""
+    given = SecretStr(key) if key else None
+    # a key named on the command line wins over the environment's
+    environment = None if key_file is not None or given is not None else "FACESTREAM_AUDIT_KEY"
+    secret = resolve_secret(SecretSpec("the audit key", environment, key_file, given))
+    report = verify_audit_log(
+        path,
+        key=None if secret is None else secret.get_secret_value().encode(),
+        expected_head=_expected_head(expect_head),
+    )
     if as_json:
         typer.echo(json.dumps(report.as_dict()))
     if not report.ok:

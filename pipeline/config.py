@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Literal, cast
 from urllib.parse import unquote_plus, urlsplit
 
-from pydantic import Field, IPvAnyNetwork, SecretStr, ValidationError, model_validator
+from pydantic import (
+    Field,
+    IPvAnyNetwork,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 
 from engines.backends import EngineSettings
 from engines.errors import ConfigError
@@ -30,6 +37,7 @@ from pipeline.events import EventsConfig
 from pipeline.liveness.config import LivenessConfig
 from pipeline.mqtt import MqttConfig
 from pipeline.process import ProcessConfig
+from pipeline.secretsource import SecretSpec, resolve_secret
 
 __all__ = [
     "BACKEND_ALIASES",
@@ -272,12 +280,48 @@ class ApiConfig(StrictModel):
     )
 
 
+AUDIT_KEY_ENVIRONMENT = "FACESTREAM_AUDIT_KEY"
+
+
 class AuditConfig(StrictModel):
     """The hash-chained decision log."""
 
     path: Path | None = Field(
         default=None, description="JSON-lines file; default data_dir/audit/decisions.jsonl"
     )
+    key: SecretStr | None = Field(
+        default=None,
+        min_length=16,
+        description="HMAC key of the chain (16+ characters; keep it away from the log: "
+        "FACESTREAM_AUDIT_KEY or a file named by FACESTREAM_AUDIT_KEY_FILE win, or key_file); "
+        "without one, whoever can write the log can rewrite it unseen",
+    )
+    key_file: Path | None = Field(
+        default=None, description="file holding the audit key (a mounted Kubernetes Secret)"
+    )
+    checkpoint_interval_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        le=86_400,
+        description="how often the audit head (seq, digest, MAC) is published as an "
+        "audit_checkpoint event, anchoring the log outside the machine",
+    )
+    _key: SecretStr | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _key_resolves(self) -> AuditConfig:
+        key = resolve_secret(
+            SecretSpec("audit.key", AUDIT_KEY_ENVIRONMENT, self.key_file, self.key)
+        )
+        if key is not None and len(key.get_secret_value()) < 16:
+            raise ValueError("audit key: expected at least 16 characters")
+        self._key = key
+        return self
+
+    @property
+    def key_bytes(self) -> bytes | None:
+        """The audit key (environment, file or config), or None when none is set."""
+        return None if self._key is None else self._key.get_secret_value().encode()
 
 
 class FaceStreamConfig(StrictModel):

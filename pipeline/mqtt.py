@@ -16,8 +16,24 @@ Topics (``topic_prefix`` default ``facestream``):
 * ``<prefix>/events/<kind>``: every event as JSON (decision, unknown_face, spoof_suspected,
   camera_up, camera_down)
 * ``<prefix>/door/<door_id>/decision``: door decisions as JSON
-* ``<prefix>/door/<door_id>/person``: the last person granted (retained), for a HA sensor
+* ``<prefix>/door/<door_id>/person``: the person just granted, for a HA sensor. NOT retained:
+  a broker keeping the last name per door would keep it after the identity is deleted (and
+  tell every later subscriber who came in last). The bridge clears what older versions
+  retained there when it connects and when an identity is deleted.
 * ``<prefix>/camera/<camera_id>/state``: ``online`` / ``offline`` (retained)
+
+Transport: ``mqtts://`` (TLS, port 8883) with ``ca_file`` (the broker's CA; default: the
+system's) and ``cert_file``/``key_file`` (a client certificate). The password and the signing
+secret come from the environment, a file or the config (``pipeline.secretsource``).
+
+Signed payloads (``signing_secret``): every message but ``<prefix>/status`` and the Home
+Assistant discovery configs (which Home Assistant reads as they are) is sent as
+``{"payload": <text>, "topic": <topic>, "timestamp": <unix s>, "signature": "v1=<hex>"}``, the
+HMAC-SHA256 under the secret of ``"<timestamp>\\n<topic>\\n<payload>"`` (``verify_message``),
+so a subscriber can tell the service's messages from anyone's who can publish on the broker,
+and one replayed to another topic fails. The bridge signs only stream entries that carry the
+service's MAC (``EventBus(entry_key=...)``, a key derived from the same secret): an event
+someone wrote into the Redis stream is skipped, not signed.
 
 With ``home_assistant_discovery`` on, a sensor per door (last person granted) and a binary
 sensor per camera are announced under ``homeassistant/`` (retained), so they appear in Home
@@ -26,11 +42,16 @@ Assistant without YAML.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import socket
 import threading
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import cast
 from urllib.parse import urlsplit
 
@@ -39,30 +60,115 @@ import redis
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 
 from pipeline.configbase import StrictModel
-from pipeline.errors import EventFormatError
-from pipeline.events import Event, EventBus
+from pipeline.errors import EventFormatError, WebhookSignatureError
+from pipeline.events import Event, EventBus, derived_key, stream_entry_mac
 from pipeline.metrics import PipelineMetrics
+from pipeline.secretsource import SecretSpec, resolve_secret
 
-__all__ = ["MqttBridge", "MqttConfig", "event_messages"]
+__all__ = [
+    "MqttBridge",
+    "MqttConfig",
+    "MqttMessage",
+    "event_messages",
+    "sign_message",
+    "verify_message",
+]
 
 _log = logging.getLogger(__name__)
 _StreamEntries = list[tuple[bytes, dict[bytes, bytes]]]
 _READ_BLOCK_MILLISECONDS = 1000
 _RETRY_SECONDS = 1.0
 _RETRY_MAX_SECONDS = 30.0  # cap of the doubling wait while Redis keeps failing
+_SCHEMES = {"mqtt": 1883, "tcp": 1883, "mqtts": 8883, "ssl": 8883}
+_TLS_SCHEMES = frozenset({"mqtts", "ssl"})
+_STREAM_KEY_LABEL = b"facestream/stream-entry/v1"
+_SIGNATURE_VERSION = "v1="
+
+
+@dataclass(frozen=True, slots=True)
+class MqttMessage:
+    """One message to publish: topic, text payload, and whether the broker retains it."""
+
+    topic: str
+    payload: str
+    retain: bool
+
+
+def _signed_bytes(timestamp: int, topic: str, payload: str) -> bytes:
+    return f"{timestamp}\n{topic}\n{payload}".encode()
+
+
+def sign_message(secret: SecretStr, message: MqttMessage, timestamp: int) -> MqttMessage:
+    """``message`` with its payload wrapped in the signed envelope (module docstring)."""
+    digest = hmac.new(
+        secret.get_secret_value().encode(),
+        _signed_bytes(timestamp, message.topic, message.payload),
+        hashlib.sha256,
+    ).hexdigest()
+    envelope = {
+        "payload": message.payload,
+        "topic": message.topic,
+        "timestamp": timestamp,
+        "signature": _SIGNATURE_VERSION + digest,
+    }
+    return MqttMessage(message.topic, json.dumps(envelope, sort_keys=True), message.retain)
+
+
+def verify_message(
+    secret: SecretStr, topic: str, raw: bytes, *, now: float, window_seconds: float
+) -> str:
+    """The payload of a signed message received on ``topic``; WebhookSignatureError unless the
+    envelope is well formed, fresh (``window_seconds`` of ``now``), for this topic, and its
+    signature matches (compared in constant time)."""
+    try:
+        envelope = json.loads(raw)
+        payload, timestamp = str(envelope["payload"]), int(envelope["timestamp"])
+        signature = str(envelope["signature"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise WebhookSignatureError(f"MQTT message on {topic}: not a signed envelope") from exc
+    if abs(now - timestamp) > window_seconds:
+        raise WebhookSignatureError(f"MQTT message on {topic}: outside the replay window")
+    expected = sign_message(secret, MqttMessage(topic, payload, False), timestamp)
+    expected_signature = json.loads(expected.payload)["signature"]
+    if not hmac.compare_digest(str(expected_signature).encode(), signature.encode()):
+        raise WebhookSignatureError(f"MQTT message on {topic}: signature does not match")
+    return payload
 
 
 class MqttConfig(StrictModel):
     """Publishing events to an MQTT broker (optional: no ``url``, no bridge)."""
 
     url: str | None = Field(
-        default=None, description="mqtt://host[:1883]; none disables the MQTT bridge"
+        default=None,
+        description="mqtt://host[:1883] or mqtts://host[:8883] (TLS); none disables the MQTT "
+        "bridge",
     )
     username: str | None = Field(default=None, description="broker user name")
-    password: SecretStr | None = Field(default=None, description="broker password")
+    password: SecretStr | None = Field(
+        default=None,
+        description="broker password (sent in clear over mqtt://: use mqtts://); "
+        "FACESTREAM_MQTT_PASSWORD or a file named by FACESTREAM_MQTT_PASSWORD_FILE win",
+    )
+    password_file: Path | None = Field(default=None, description="file holding the password")
+    ca_file: Path | None = Field(
+        default=None, description="mqtts: CA bundle the broker's certificate must chain to"
+    )
+    cert_file: Path | None = Field(default=None, description="mqtts: client certificate (PEM)")
+    key_file: Path | None = Field(default=None, description="mqtts: client certificate's key")
+    signing_secret: SecretStr | None = Field(
+        default=None,
+        description="HMAC key signing every message (16+ characters; subscribers verify); "
+        "FACESTREAM_MQTT_SIGNING_SECRET or ..._FILE win; none: unsigned",
+    )
+    signing_secret_file: Path | None = Field(
+        default=None, description="file holding the signing secret"
+    )
+    replay_window_seconds: float = Field(
+        default=300.0, gt=0, le=3600, description="subscribers refuse older signed messages"
+    )
     client_id: str = Field(
         default_factory=lambda: f"facestream-{socket.gethostname()}",
         max_length=128,
@@ -83,40 +189,92 @@ class MqttConfig(StrictModel):
     )
     discovery_prefix: str = Field(default="homeassistant", description="HA discovery root")
 
+    _password: SecretStr | None = PrivateAttr(default=None)
+    _signing: SecretStr | None = PrivateAttr(default=None)
+
     @field_validator("url")
     @classmethod
     def _mqtt_scheme(cls, url: str | None) -> str | None:
-        if url is not None and urlsplit(url).scheme not in ("mqtt", "tcp"):
-            raise ValueError("expected mqtt://host[:port]")
+        if url is not None and urlsplit(url).scheme not in _SCHEMES:
+            raise ValueError("expected mqtt://host[:port] or mqtts://host[:port]")
         return url
+
+    @model_validator(mode="after")
+    def _secrets_resolve(self) -> MqttConfig:
+        self._password = resolve_secret(
+            SecretSpec(
+                "mqtt.password", "FACESTREAM_MQTT_PASSWORD", self.password_file, self.password
+            )
+        )
+        signing = resolve_secret(
+            SecretSpec(
+                "mqtt.signing_secret",
+                "FACESTREAM_MQTT_SIGNING_SECRET",
+                self.signing_secret_file,
+                self.signing_secret,
+            )
+        )
+        if signing is not None and len(signing.get_secret_value()) < 16:
+            raise ValueError("mqtt signing secret: expected at least 16 characters")
+        self._signing = signing
+        tls_files = (self.ca_file, self.cert_file, self.key_file)
+        if any(tls_files) and (self.url is None or urlsplit(self.url).scheme not in _TLS_SCHEMES):
+            raise ValueError("ca_file, cert_file and key_file need an mqtts:// url")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        return self
+
+    @property
+    def resolved_password(self) -> SecretStr | None:
+        """The broker password (environment, file or config)."""
+        return self._password
+
+    @property
+    def resolved_signing_secret(self) -> SecretStr | None:
+        """The message signing secret (environment, file or config), or None: unsigned."""
+        return self._signing
+
+    @property
+    def stream_entry_key(self) -> bytes | None:
+        """The key of the stream entries' MACs (``EventBus(entry_key=...)``), derived from the
+        signing secret; None without one."""
+        return None if self._signing is None else derived_key(self._signing, _STREAM_KEY_LABEL)
 
 
 def _slug(text: str) -> str:
     return "".join(char if char.isalnum() else "_" for char in text).strip("_") or "x"
 
 
-def event_messages(event: Event, prefix: str) -> list[tuple[str, str, bool]]:
-    """The (topic, payload, retain) messages announcing ``event``."""
+def event_messages(event: Event, prefix: str) -> list[MqttMessage]:
+    """The messages announcing ``event`` (unsigned)."""
     body = event.to_json().decode()
-    messages = [(f"{prefix}/events/{event.kind}", body, False)]
+    messages = [MqttMessage(f"{prefix}/events/{event.kind}", body, False)]
     payload = event.payload
     if event.kind in ("decision", "unknown_face", "spoof_suspected"):
         door = str(payload.get("door_id", "unknown"))
-        messages.append((f"{prefix}/door/{door}/decision", body, False))
+        messages.append(MqttMessage(f"{prefix}/door/{door}/decision", body, False))
         if payload.get("outcome") == "granted":
-            messages.append((f"{prefix}/door/{door}/person", str(payload.get("name")), True))
+            # not retained: the broker must not keep a name (see the module docstring)
+            person = str(payload.get("name"))
+            messages.append(MqttMessage(f"{prefix}/door/{door}/person", person, False))
     elif event.kind in ("camera_up", "camera_down"):
         state = "online" if event.kind == "camera_up" else "offline"
-        messages.append((f"{prefix}/camera/{event.camera_id}/state", state, True))
+        messages.append(MqttMessage(f"{prefix}/camera/{event.camera_id}/state", state, True))
     return messages
 
 
 def _discovery_messages(
     config: MqttConfig, doors: Sequence[str], cameras: Sequence[str]
-) -> list[tuple[str, str, bool]]:
+) -> list[MqttMessage]:
     prefix, root = config.topic_prefix, config.discovery_prefix
     device = {"identifiers": [config.client_id], "name": "facestream", "manufacturer": "facestream"}
     availability = {"topic": f"{prefix}/status"}
+    # signed messages wrap the value in an envelope (Home Assistant does not check the MAC)
+    template = (
+        {"value_template": "{{ value_json.payload }}"}
+        if config.resolved_signing_secret is not None
+        else {}
+    )
     messages = []
     for door in doors:
         entity = {
@@ -126,9 +284,10 @@ def _discovery_messages(
             "icon": "mdi:door",
             "availability": availability,
             "device": device,
+            **template,
         }
         topic = f"{root}/sensor/{_slug(config.client_id)}/door_{_slug(door)}/config"
-        messages.append((topic, json.dumps(entity), True))
+        messages.append(MqttMessage(topic, json.dumps(entity), True))
     for camera in cameras:
         entity = {
             "name": f"{camera} camera",
@@ -139,9 +298,10 @@ def _discovery_messages(
             "device_class": "connectivity",
             "availability": availability,
             "device": device,
+            **template,
         }
         topic = f"{root}/binary_sensor/{_slug(config.client_id)}/camera_{_slug(camera)}/config"
-        messages.append((topic, json.dumps(entity), True))
+        messages.append(MqttMessage(topic, json.dumps(entity), True))
     return messages
 
 
@@ -173,15 +333,31 @@ class MqttBridge:
         )
         parts = urlsplit(config.url)
         self._host = parts.hostname or "localhost"
-        self._port = parts.port or 1883
+        self._port = parts.port or _SCHEMES[parts.scheme]
+        self._doors = tuple(doors)
+        self._signing = config.resolved_signing_secret
+        self._entry_key = config.stream_entry_key
         self._connected = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._mqtt = paho.Client(
             CallbackAPIVersion.VERSION2, client_id=config.client_id, clean_session=False
         )
+        if parts.scheme in _TLS_SCHEMES:
+            self._mqtt.tls_set(
+                ca_certs=None if config.ca_file is None else str(config.ca_file),
+                certfile=None if config.cert_file is None else str(config.cert_file),
+                keyfile=None if config.key_file is None else str(config.key_file),
+            )
         if config.username is not None:
-            password = config.password.get_secret_value() if config.password else None
+            secret = config.resolved_password
+            password = secret.get_secret_value() if secret is not None else None
+            if password is not None and parts.scheme not in _TLS_SCHEMES:
+                _log.warning(
+                    "MQTT password sent in clear to %s:%d (mqtt://): use mqtts://",
+                    self._host,
+                    self._port,
+                )
             self._mqtt.username_pw_set(config.username, password)
         self._mqtt.will_set(f"{config.topic_prefix}/status", "offline", qos=1, retain=True)
         self._mqtt.reconnect_delay_set(min_delay=1, max_delay=30)
@@ -228,11 +404,19 @@ class MqttBridge:
             )
             return
         client.publish(f"{self._config.topic_prefix}/status", "online", 1, retain=True)
-        for topic, payload, retain in self._discovery:
-            client.publish(topic, payload, 1, retain=retain)
+        for message in self._discovery:
+            client.publish(message.topic, message.payload, 1, retain=message.retain)
+        self.clear_retained_people()
         self._connected.set()
         self._metrics.mqtt_connected.set(1)
         _log.info("MQTT broker %s:%d connected", self._host, self._port)
+
+    def clear_retained_people(self) -> None:
+        """Clear what a broker retains on each door's person topic (older versions retained
+        the last name granted): an empty retained message deletes it. Fire and forget: a
+        broker that is away gets it on the next connect."""
+        for door in self._doors:
+            self._mqtt.publish(f"{self._config.topic_prefix}/door/{door}/person", b"", 1, True)
 
     def _on_disconnect(
         self,
@@ -298,6 +482,27 @@ class MqttBridge:
                 backlog = True  # the broker went away mid-batch: start again from the pending
                 self._stopping.wait(_RETRY_SECONDS)
 
+    def _genuine(self, entry_id: bytes, fields: dict[bytes, bytes]) -> bool:
+        """Whether a stream entry may be signed: always when unsigned; else only an entry
+        carrying the service's MAC (someone with Redis access could add any event)."""
+        if self._entry_key is None:
+            return True
+        expected = stream_entry_mac(self._entry_key, fields.get(b"event", b""))
+        if hmac.compare_digest(expected, fields.get(b"mac", b"")):
+            return True
+        _log.error(
+            "event stream entry %r has no valid MAC: not written by this service, skipped "
+            "(someone with write access to Redis)",
+            entry_id,
+        )
+        return False
+
+    def _signed(self, messages: list[MqttMessage]) -> list[MqttMessage]:
+        if self._signing is None:
+            return messages
+        now = int(time.time())
+        return [sign_message(self._signing, message, now) for message in messages]
+
     def _create_group(self) -> None:
         try:
             self._redis.xgroup_create(self._stream, self._config.group, id="0", mkstream=True)
@@ -325,8 +530,13 @@ class MqttBridge:
                 _log.warning("event stream entry %r is malformed, skipped: %s", entry_id, exc)
                 self._redis.xack(self._stream, self._config.group, entry_id)
                 continue
-            for topic, payload, retain in event_messages(event, self._config.topic_prefix):
-                info = self._mqtt.publish(topic, payload, self._config.qos, retain=retain)
+            if not self._genuine(entry_id, fields):
+                self._redis.xack(self._stream, self._config.group, entry_id)
+                continue
+            for message in self._signed(event_messages(event, self._config.topic_prefix)):
+                info = self._mqtt.publish(
+                    message.topic, message.payload, self._config.qos, retain=message.retain
+                )
                 try:
                     info.wait_for_publish(self._config.publish_timeout_seconds)
                 except (RuntimeError, ValueError) as exc:  # not queued: the client is offline

@@ -7,22 +7,31 @@ event id, before the next decision; since ``EventBus.publish`` deduplicates by i
 never doubles an event. Events still waiting at shutdown, or pushed out of a full queue, are
 lost to the stream (and so to MQTT and the webhooks): each is logged and counted in
 ``facestream_events_unpublished_dropped_total``; decisions among them stay in the audit log.
+
+Anchoring the audit log: each decision event carries ``audit_seq`` and ``audit_head`` (the seq
+and SHA-256 of its audit line), and every ``checkpoint_seconds`` the publisher thread publishes
+an ``audit_checkpoint`` event ``{audit_seq, audit_head, mac}`` (MAC under the audit key), so
+copies of the head live in Redis, in MQTT and at every webhook receiver that takes doorless
+events: ``facestream audit verify --expect-head SEQ:DIGEST`` then tells a log cut short or
+replaced. An audit line holds the identity id, never the name (see pipeline.audit).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
+import uuid
 from collections import deque
 from dataclasses import asdict
 
-from pipeline.audit import AuditLog
+from pipeline.audit import AuditLog, AuditRecord
 from pipeline.decide import Decision
 from pipeline.errors import EventStoreError, EventsUnavailableError
-from pipeline.events import Event, EventBus, EventKind
+from pipeline.events import Event, EventBus, EventKind, JsonValue
 from pipeline.metrics import PipelineMetrics
 
-__all__ = ["DecisionRecorder", "decision_event"]
+__all__ = ["DecisionRecorder", "audit_entry", "decision_event"]
 
 _log = logging.getLogger(__name__)
 _KINDS: dict[str, EventKind] = {
@@ -33,11 +42,30 @@ _KINDS: dict[str, EventKind] = {
 }
 
 
-def decision_event(decision: Decision) -> Event:
-    """The event announcing ``decision`` (kind: decision, unknown_face or spoof_suspected)."""
-    return Event.create(
-        _KINDS[decision.outcome], decision.camera_id, asdict(decision), created=decision.at
+def decision_event(
+    decision: Decision, audited: AuditRecord | None = None, *, event_id: str | None = None
+) -> Event:
+    """The event announcing ``decision`` (kind: decision, unknown_face or spoof_suspected);
+    with ``audited`` (its audit line), the payload carries ``audit_seq`` and ``audit_head``."""
+    payload: dict[str, JsonValue] = dict(asdict(decision))
+    if audited is not None:
+        payload["audit_seq"] = audited.seq
+        payload["audit_head"] = audited.digest
+    return Event(
+        event_id=event_id or uuid.uuid4().hex,
+        kind=_KINDS[decision.outcome],
+        camera_id=decision.camera_id,
+        created=decision.at,
+        payload=payload,
     )
+
+
+def audit_entry(event_id: str, decision: Decision) -> dict[str, object]:
+    """What the audit log keeps of a decision: everything but the person's name (the id
+    stays; a name in a log that cannot be rewritten could never be erased)."""
+    entry: dict[str, object] = {"event_id": event_id, **asdict(decision)}
+    del entry["name"]
+    return entry
 
 
 class DecisionRecorder:
@@ -52,6 +80,8 @@ class DecisionRecorder:
     from the retry queue (a decision stays in the audit log) and a warning is logged.
     metrics: where the retry queue's length (``facestream_events_unpublished``) and the events
     dropped unpublished (``facestream_events_unpublished_dropped_total``) are exported.
+    checkpoint_seconds: how often the publisher thread publishes the audit head as an
+    ``audit_checkpoint`` event (None: never; ``publish_checkpoint`` does it on demand).
     """
 
     def __init__(
@@ -62,6 +92,7 @@ class DecisionRecorder:
         max_unpublished: int = 10_000,
         metrics: PipelineMetrics | None = None,
         retry_seconds: float = 1.0,
+        checkpoint_seconds: float | None = None,
     ) -> None:
         self._audit = audit
         self._bus = bus
@@ -71,6 +102,8 @@ class DecisionRecorder:
         self._lock = threading.Lock()  # guards the queue and the audit log's order
         self._flush_lock = threading.Lock()  # one publisher at a time keeps events in order
         self._retry_seconds = retry_seconds
+        self._checkpoint_seconds = checkpoint_seconds
+        self._last_checkpoint = float("-inf")  # monotonic seconds
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -109,7 +142,31 @@ class DecisionRecorder:
         while not self._stopping.is_set():
             self._wake.wait(self._retry_seconds)
             self._wake.clear()
+            if (
+                self._checkpoint_seconds is not None
+                and time.monotonic() - self._last_checkpoint >= self._checkpoint_seconds
+            ):
+                self.publish_checkpoint()
             self.flush()
+
+    def publish_checkpoint(self) -> Event:
+        """Queue an ``audit_checkpoint`` event stating the audit head (with its MAC under the
+        audit key when the log has one); returns it."""
+        self._last_checkpoint = time.monotonic()
+        with self._lock:
+            checkpoint = self._audit.checkpoint()
+            event = Event.create(
+                "audit_checkpoint",
+                "audit",
+                {
+                    "audit_seq": checkpoint.seq,
+                    "audit_head": checkpoint.digest,
+                    "mac": checkpoint.mac,
+                },
+            )
+            self._enqueue(event)
+        self._publish_soon()
+        return event
 
     def _publish_soon(self) -> None:
         if self._thread is None:
@@ -126,9 +183,10 @@ class DecisionRecorder:
     def record(self, decision: Decision) -> Event:
         """Append ``decision`` to the audit log, then publish it (and any earlier backlog);
         returns the event that announces it."""
-        event = decision_event(decision)
+        event_id = uuid.uuid4().hex
         with self._lock:
-            self._audit.append({"event_id": event.event_id, **asdict(decision)})
+            audited = self._audit.append(audit_entry(event_id, decision))
+            event = decision_event(decision, audited, event_id=event_id)
             self._enqueue(event)
         self._publish_soon()
         return event

@@ -129,6 +129,23 @@ class FaceStreamService:
                 raise
         return started.status()
 
+    def remove_identity(self, identity_id: str) -> None:
+        """Delete an identity from the gallery, then what the event keys in Redis and the MQTT
+        broker's retained topics hold about it (the audit log keeps its id, never its name).
+        IdentityNotFoundError when absent; EventsUnavailableError when Redis goes away between
+        the two (the identity is gone; run the removal again to purge)."""
+        self.services.gallery.remove(identity_id)
+        purged = self.bus.purge_identity(identity_id)
+        if self.mqtt is not None:
+            self.mqtt.clear_retained_people()
+        _log.info(
+            "identity %s removed; purged %d stream entries, %d deliveries, %d dead letters",
+            identity_id,
+            purged.stream_entries,
+            purged.deliveries,
+            purged.dead_letters,
+        )
+
     def remove_camera(self, camera_id: str) -> None:
         """Stop and forget a camera; UnknownCameraError when absent."""
         with self._cameras_lock:
@@ -226,15 +243,28 @@ def run_service(
             audit_path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise AuditLogError(f"audit log {audit_path}: cannot create its folder: {exc}") from exc
-        audit = AuditLog(audit_path)
+        audit = AuditLog(audit_path, key=config.audit.key_bytes)
         stack.callback(audit.close)
+        if config.audit.key_bytes is None:
+            _log.warning(
+                "audit log %s has no key (audit.key, FACESTREAM_AUDIT_KEY): whoever can write "
+                "it can rewrite it and recompute its hashes unseen",
+                audit_path,
+            )
         if audit.damage is not None:
             raise AuditLogError(
                 f"audit log {audit_path}: {audit.damage}; run `facestream audit verify` and "
                 "move the damaged file aside before starting"
             )
-        bus = EventBus(services.redis, config.events, services.metrics)
-        recorder = DecisionRecorder(audit, bus, metrics=services.metrics)
+        # with signed MQTT, the bridge signs only stream entries that carry this MAC
+        entry_key = config.mqtt.stream_entry_key if config.mqtt.url is not None else None
+        bus = EventBus(services.redis, config.events, services.metrics, entry_key=entry_key)
+        recorder = DecisionRecorder(
+            audit,
+            bus,
+            metrics=services.metrics,
+            checkpoint_seconds=config.audit.checkpoint_interval_seconds,
+        )
         recorder.start()
         stack.callback(recorder.stop)
         if config.events.receivers:

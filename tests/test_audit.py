@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from engines.errors import FaceStreamError
-from pipeline.audit import GENESIS_PREV, AuditLog, verify_audit_log
+from pipeline.audit import GENESIS_PREV, AuditHead, AuditLog, checkpoint_mac, verify_audit_log
 from pipeline.errors import AuditEventError, AuditLogCorruptError, AuditLogError
 
 ENTRIES = 10
@@ -340,3 +340,106 @@ def test_cli_audit_verify_names_the_bad_line(tmp_path: Path) -> None:
     as_json = runner.invoke(app, ["audit", "verify", str(path), "--json"])
     assert as_json.exit_code == 2
     assert '"first_bad_line": 3' in as_json.output
+
+
+AUDIT_KEY = b"audit-key-kept-away-from-the-log-0123"
+
+
+def _rewrite(lines: list[bytes], drop: int, rename: tuple[int, str]) -> list[bytes]:
+    """The rewrite of issue 23: drop line ``drop`` (1-based), change the identity of line
+    ``rename[0]`` to ``rename[1]``, then renumber and recompute every prev and hash, keeping
+    each line's MAC as it was (the attacker has no key to recompute it)."""
+    documents = [json.loads(line) for index, line in enumerate(lines, 1) if index != drop]
+    documents[rename[0] - 1]["event"]["identity_id"] = rename[1]
+    rewritten, prev = [], GENESIS_PREV
+    for seq, document in enumerate(documents, 1):
+        document.update(seq=seq, prev=prev)
+        content = {k: v for k, v in document.items() if k not in ("hash", "mac")}
+        document["hash"] = hashlib.sha256(_canonical(content)).hexdigest()
+        line = _canonical(document)
+        rewritten.append(line + b"\n")
+        prev = hashlib.sha256(line).hexdigest()
+    return rewritten
+
+
+def test_a_rewritten_log_passes_the_plain_chain_but_not_the_keyed_one(tmp_path: Path) -> None:
+    """Issue 23: deleting a line, renaming a person and recomputing the hashes gave "chain
+    intact". The plain chain still cannot tell (shown first); with the key, verify reports the
+    first rewritten line, and stripping the MACs does not help either."""
+    path = tmp_path / "audit.jsonl"
+    with AuditLog(path, key=AUDIT_KEY) as log:
+        for index in range(ENTRIES):
+            log.append(_event(index))
+    lines = path.read_bytes().splitlines(keepends=True)
+    assert all(b'"mac":' in line for line in lines)
+    assert verify_audit_log(path, key=AUDIT_KEY).ok
+
+    path.write_bytes(b"".join(_rewrite(lines, drop=4, rename=(6, "mallory"))))
+    assert verify_audit_log(path).ok  # what the attacker counted on
+    report = verify_audit_log(path, key=AUDIT_KEY)
+    assert not report.ok
+    assert report.first_bad_line == 4  # the first line whose content moved
+    assert "MAC does not match" in str(report.reason)
+
+    stripped = [json.loads(line) for line in _rewrite(lines, drop=4, rename=(6, "mallory"))]
+    for document in stripped:
+        del document["mac"]
+    path.write_bytes(b"".join(_canonical(document) + b"\n" for document in stripped))
+    report = verify_audit_log(path, key=AUDIT_KEY)
+    assert (report.ok, report.first_bad_line) == (False, 1)
+    assert "no MAC" in str(report.reason)
+    wrong_key = verify_audit_log(tmp_path / "audit.jsonl", key=b"another-key-0123456789")
+    assert not wrong_key.ok
+
+
+def test_a_published_head_catches_a_log_cut_short(tmp_path: Path) -> None:
+    """Dropping the last lines leaves a valid keyed chain; the head published earlier (a
+    decision event's audit_seq/audit_head, or a checkpoint) shows the cut, and a head that
+    names another line at that seq shows a rewrite. The checkpoint's MAC verifies under the
+    key."""
+    path = tmp_path / "audit.jsonl"
+    with AuditLog(path, key=AUDIT_KEY) as log:
+        for index in range(ENTRIES):
+            log.append(_event(index))
+        checkpoint = log.checkpoint()
+    assert checkpoint.seq == ENTRIES
+    assert checkpoint.mac == checkpoint_mac(AUDIT_KEY, checkpoint.seq, checkpoint.digest)
+    head = AuditHead(seq=checkpoint.seq, digest=checkpoint.digest)
+    assert verify_audit_log(path, key=AUDIT_KEY, expected_head=head).ok
+
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join(lines[:-2]))
+    assert verify_audit_log(path, key=AUDIT_KEY).ok  # a cut end is a valid chain
+    report = verify_audit_log(path, key=AUDIT_KEY, expected_head=head)
+    assert not report.ok
+    assert "cut off the end" in str(report.reason)
+    other = AuditHead(seq=3, digest="0" * 64)
+    report = verify_audit_log(path, key=AUDIT_KEY, expected_head=other)
+    assert (report.ok, report.first_bad_line) == (False, 3)
+
+
+def test_audit_verify_command_takes_the_key_from_a_file(tmp_path: Path) -> None:
+    """`facestream audit verify --key-file` exits 2 on the rewritten log and 0 on the genuine
+    one; without a key it says the MACs were not checked."""
+    from typer.testing import CliRunner  # noqa: PLC0415
+
+    from pipeline.cli import app  # noqa: PLC0415
+
+    path = tmp_path / "audit.jsonl"
+    with AuditLog(path, key=AUDIT_KEY) as log:
+        for index in range(4):
+            log.append(_event(index))
+    key_file = tmp_path / "audit.key"
+    key_file.write_bytes(AUDIT_KEY + b"\n")
+    runner = CliRunner()
+    genuine = runner.invoke(app, ["audit", "verify", str(path), "--key-file", str(key_file)])
+    assert genuine.exit_code == 0, genuine.output
+    assert "every MAC checked" in genuine.output
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join(_rewrite(lines, drop=2, rename=(2, "mallory"))))
+    unkeyed = runner.invoke(app, ["audit", "verify", str(path)])
+    assert unkeyed.exit_code == 0
+    assert "no key given" in unkeyed.output
+    keyed = runner.invoke(app, ["audit", "verify", str(path), "--key-file", str(key_file)])
+    assert keyed.exit_code == 2
+    assert "MAC does not match" in keyed.output

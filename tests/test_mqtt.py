@@ -22,9 +22,10 @@ from ports import free_port
 from pydantic import ValidationError
 from waiting import wait_until
 
+from pipeline.errors import WebhookSignatureError
 from pipeline.events import Event, EventBus, EventsConfig
 from pipeline.metrics import PipelineMetrics
-from pipeline.mqtt import MqttBridge, MqttConfig
+from pipeline.mqtt import MqttBridge, MqttConfig, verify_message
 from pipeline.redis_server import EmbeddedRedis
 
 DEADLINE_SECONDS = 20.0
@@ -133,7 +134,11 @@ def test_events_reach_their_topics_with_discovery(
         bus.publish(Event.create("camera_down", "front-door", {"last_error": "timeout"}))
         (body,) = subscriber.wait_for("facestream/events/decision")
         assert json.loads(body)["event_id"] == event.event_id
-        assert subscriber.wait_for("facestream/door/front/person") == ["Ada"]
+        wait_until(  # "" first: the bridge clears a retained name when it connects
+            lambda: subscriber.wait_for("facestream/door/front/person")[-1:] == ["Ada"],
+            DEADLINE_SECONDS,
+            "Ada on the door's person topic",
+        )
         assert subscriber.wait_for("facestream/camera/front-door/state") == ["offline"]
         assert "online" in subscriber.wait_for("facestream/status")
         discovery = subscriber.wait_for("homeassistant/sensor/facestream_test/door_front/config")
@@ -263,3 +268,130 @@ def test_the_bridge_rides_out_redis_refusing_its_acknowledgements(
         subscriber.close()
         bridge_redis.close()
     assert not bridge.connected
+
+
+def test_a_non_tls_option_without_mqtts_and_secrets_from_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """mqtts:// is accepted (port 8883 by default) with CA and client certificate options;
+    those options without mqtts:// are refused; the password and signing secret come from
+    files named in the environment."""
+    assert MqttConfig(url="mqtts://broker.example", ca_file=tmp_path / "ca.pem").url
+    with pytest.raises(ValidationError, match="need an mqtts"):
+        MqttConfig(url="mqtt://broker.example", ca_file=tmp_path / "ca.pem")
+    with pytest.raises(ValidationError, match="go together"):
+        MqttConfig(url="mqtts://broker.example", cert_file=tmp_path / "client.pem")
+    (tmp_path / "password").write_text("broker-password\n")
+    (tmp_path / "signing").write_text("mqtt-signing-secret-0123456789\n")
+    monkeypatch.setenv("FACESTREAM_MQTT_PASSWORD_FILE", str(tmp_path / "password"))
+    monkeypatch.setenv("FACESTREAM_MQTT_SIGNING_SECRET_FILE", str(tmp_path / "signing"))
+    config = MqttConfig(url="mqtts://broker.example", username="facestream")
+    assert config.resolved_password is not None
+    assert config.resolved_password.get_secret_value() == "broker-password"
+    assert config.resolved_signing_secret is not None
+    assert "broker-password" not in str(config.model_dump())
+
+
+SIGNING_SECRET = "mqtt-signing-secret-0123456789"
+
+
+class OrderedSubscriber:
+    """A client that subscribes to ``topics`` one after another and records every message in
+    arrival order as (topic, payload, retained)."""
+
+    def __init__(self, port: int, topics: list[str]) -> None:
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self._lock = threading.Lock()
+        self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"ordered-{port}")
+        self._client.on_message = self._on_message
+        self._client.connect("127.0.0.1", port)
+        for topic in topics:  # a broker sends a SUBSCRIBE's retained messages in order
+            self._client.subscribe(topic, qos=1)
+        self._client.loop_start()
+
+    def _on_message(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
+        with self._lock:
+            self.messages.append((message.topic, bytes(message.payload), bool(message.retain)))
+
+    def received(self) -> list[tuple[str, bytes, bool]]:
+        with self._lock:
+            return list(self.messages)
+
+    def close(self) -> None:
+        self._client.loop_stop()
+        self._client.disconnect()
+
+
+def test_messages_are_signed_forged_entries_skipped_and_no_name_is_retained(
+    broker: Broker, clients: Callable[[], redis.Redis]
+) -> None:
+    """Issue 23 (MQTT): decisions went out unsigned and door/<id>/person kept the last name
+    retained. With a signing secret every message verifies for its own topic, an event that
+    someone wrote straight into the Redis stream (no MAC) is not forwarded, and after the
+    bridge ran, a new subscriber gets no retained name: not the one an older version left,
+    not the one just granted."""
+    broker.start()
+    leftover = paho.Client(CallbackAPIVersion.VERSION2, client_id="older-version")
+    leftover.connect("127.0.0.1", broker.port)
+    leftover.loop_start()
+    leftover.publish(
+        "facestream/door/front/person", "Old Name", qos=1, retain=True
+    ).wait_for_publish(5)
+    leftover.loop_stop()
+    leftover.disconnect()
+
+    client = clients()
+    metrics = PipelineMetrics.create()
+    config = MqttConfig(
+        url=f"mqtt://127.0.0.1:{broker.port}", client_id="facestream-test",
+        signing_secret=SIGNING_SECRET, home_assistant_discovery=False,
+    )  # fmt: skip
+    bus = EventBus(client, EventsConfig(), metrics, entry_key=config.stream_entry_key)
+    bridge = MqttBridge(client, bus, config, metrics, doors=["front"])
+    subscriber = Subscriber(broker.port, "facestream/door/#")
+    bridge.start()
+    try:
+        bus.publish(_decision("Ada"))
+        forged = _decision("MALLORY")
+        client.xadd(bus.stream_key, {b"event": forged.to_json()})  # no MAC: not the service's
+        last = _decision("Bob")
+        bus.publish(last)
+        wait_until(
+            lambda: len(subscriber.messages.get("facestream/door/front/decision", [])) >= 2,
+            DEADLINE_SECONDS,
+            "both genuine decisions",
+        )
+        decisions = subscriber.wait_for("facestream/door/front/decision")
+        now = time.time()
+        payloads = [
+            verify_message(
+                config.resolved_signing_secret,  # type: ignore[arg-type]  # set above
+                "facestream/door/front/decision", body.encode(), now=now, window_seconds=300,
+            )
+            for body in decisions
+        ]  # fmt: skip
+        names = [json.loads(payload)["payload"]["name"] for payload in payloads]
+        assert names == ["Ada", "Bob"]  # MALLORY, between them, was skipped
+        with pytest.raises(WebhookSignatureError):  # replayed to another topic
+            verify_message(
+                config.resolved_signing_secret,  # type: ignore[arg-type]  # set above
+                "facestream/door/back/decision", decisions[0].encode(), now=now,
+                window_seconds=300,
+            )  # fmt: skip
+    finally:
+        bridge.stop()
+        subscriber.close()
+
+    late = OrderedSubscriber(broker.port, ["facestream/door/front/person", "facestream/status"])
+    try:
+        wait_until(
+            lambda: any(topic == "facestream/status" for topic, _, _ in late.received()),
+            DEADLINE_SECONDS,
+            "the retained status",
+        )
+        retained_people = [
+            payload for topic, payload, _ in late.received() if topic.endswith("/person")
+        ]
+        assert retained_people == []
+    finally:
+        late.close()

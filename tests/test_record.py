@@ -3,10 +3,12 @@ published afterwards, once each."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import cast
 
-from pipeline.audit import AuditLog, verify_audit_log
+from pipeline.audit import AuditHead, AuditLog, checkpoint_mac, verify_audit_log
 from pipeline.config import GalleryConfig
 from pipeline.decide import Decision
 from pipeline.events import Event, EventBus, EventsConfig
@@ -106,4 +108,36 @@ def test_events_lost_to_the_stream_are_counted(server: EmbeddedRedis, tmp_path: 
     assert recorder.unpublished == 0
     assert metrics.registry.get_sample_value("facestream_events_unpublished") == 0
     assert verify_audit_log(tmp_path / "audit.jsonl").lines_checked == 3
+    client.close()
+
+
+def test_events_anchor_the_audit_head_and_lines_hold_no_names(
+    server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """Each decision event carries the seq and SHA-256 of its audit line, so the published
+    head is a copy outside the machine (verify --expect-head uses it); a checkpoint event
+    states the head with a MAC under the audit key; the audit line keeps the identity id but
+    not the person's name."""
+    key = b"record-test-audit-key-0123456789"
+    client = connect(server.url, CLIENT_CONFIG)
+    bus = EventBus(client, EventsConfig(), PipelineMetrics.create())
+    path = tmp_path / "audit.jsonl"
+    with AuditLog(path, key=key) as audit:
+        recorder = DecisionRecorder(audit, bus)
+        first = recorder.record(_decision(1))
+        second = recorder.record(_decision(2))
+        checkpoint = recorder.publish_checkpoint()
+    assert (first.payload["audit_seq"], second.payload["audit_seq"]) == (1, 2)
+    lines = path.read_bytes().splitlines()
+    assert second.payload["audit_head"] == hashlib.sha256(lines[1]).hexdigest()
+    head = AuditHead(seq=2, digest=str(second.payload["audit_head"]))
+    assert verify_audit_log(path, key=key, expected_head=head).ok
+    assert b"Ann" not in path.read_bytes()
+    assert json.loads(lines[0])["event"]["identity_id"] == "ann"
+    assert first.payload["name"] == "Ann"  # the event names the person; the log does not
+
+    published = _stream(server, bus)
+    assert [event.kind for event in published] == ["decision", "decision", "audit_checkpoint"]
+    assert published[-1] == checkpoint
+    assert checkpoint.payload["mac"] == checkpoint_mac(key, 2, head.digest)
     client.close()
