@@ -86,14 +86,14 @@ def test_panel_led_buzzer_and_output_commands_are_counted_and_shown(bench: Bench
     assert bench.panel.send_led(ADDRESS, green=True)
     assert bench.panel.send_buzzer(ADDRESS)
     assert bench.panel.send_output(ADDRESS, output=0, on_seconds=1.0)
-    for command in ("led", "buzzer", "output"):
-        wait_until(
-            lambda command=command: (
-                _count(bench, "facestream_osdp_commands_total", door="front", command=command) == 1
-            ),
-            timeout_seconds=5.0,
-            what=f"the {command} command counted",
+
+    def counted() -> bool:
+        return all(
+            _count(bench, "facestream_osdp_commands_total", door="front", command=command) == 1
+            for command in ("led", "buzzer", "output")
         )
+
+    wait_until(counted, timeout_seconds=5.0, what="led, buzzer and output commands counted")
     assert bench.reader.indicator.led == "green"
 
 
