@@ -346,7 +346,7 @@ class LiveRecognition:
                 TrackLabel(
                     track_id=track.track_id,
                     box=(x1, y1, x2, y2),
-                    name=track.identities[-1] if track.identities else None,
+                    name=track.matches[-1].name if track.matches and track.matches[-1] else None,
                     distance=track.distances[-1] if track.distances else None,
                     liveness=None if judge is None else judge.verdict(track.track_id).verdict,
                 )

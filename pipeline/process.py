@@ -41,6 +41,7 @@ __all__ = [
     "StreamRecognizer",
     "TrackResult",
     "identify_batch",
+    "track_result",
 ]
 
 _log = logging.getLogger(__name__)
@@ -78,7 +79,8 @@ class ProcessConfig(StrictModel):
 
 @dataclass(frozen=True, slots=True)
 class TrackResult:
-    """A finished track: who it was (gallery name, or None for an unknown face).
+    """A finished track: who it was (the gallery name and identity id that won the track's
+    vote, or None for an unknown face).
 
     distance: the best (smallest) distance to that identity, or to the nearest identity when
     unknown (None when the gallery is empty); frames are 0-based decoded-frame indices.
@@ -91,12 +93,14 @@ class TrackResult:
     last_frame: int
     encodings: int
     live: bool | None = None  # liveness is not judged offline yet
+    identity_id: str | None = None
 
     def as_dict(self) -> dict[str, object]:
         """JSON-ready form."""
         return {
             "track_id": self.track_id,
             "identity": self.identity,
+            "identity_id": self.identity_id,
             "distance": None if self.distance is None else round(self.distance, 4),
             "first_frame": self.first_frame,
             "last_frame": self.last_frame,
@@ -127,29 +131,37 @@ class ProcessSummary:
         }
 
 
-def _result(track: Track) -> TrackResult:
-    named = [name for name in track.identities if name is not None]
-    identity: str | None = None
-    distance = min(track.distances) if track.distances else None
-    if named:
-        votes = Counter(named)
-        top = max(votes.values())
-        candidates = {name for name, count in votes.items() if count == top}
-        identity = min(
-            (d, n)
-            for d, n in zip(track.distances, track.identities, strict=True)
-            if n in candidates
-        )[1]
-        distance = min(
-            d for d, n in zip(track.distances, track.identities, strict=True) if n == identity
+def track_result(track: Track) -> TrackResult:
+    """The track's identity: the identity id with most encodings within tau (ties go to the
+    nearest), so two enrolled people who share a name never pool their votes."""
+    voted = [
+        (distance, match)
+        for distance, match in zip(track.distances, track.matches, strict=True)
+        if match is not None
+    ]
+    if not voted:
+        return TrackResult(
+            track_id=track.track_id,
+            identity=None,
+            distance=min(track.distances) if track.distances else None,
+            first_frame=track.first_frame,
+            last_frame=track.last_frame,
+            encodings=len(track.distances),
         )
+    votes = Counter(match.identity_id for _, match in voted)
+    top = max(votes.values())
+    distance, winner = min(
+        ((d, match) for d, match in voted if votes[match.identity_id] == top),
+        key=lambda pair: pair[0],
+    )
     return TrackResult(
         track_id=track.track_id,
-        identity=identity,
+        identity=winner.name,
         distance=distance,
         first_frame=track.first_frame,
         last_frame=track.last_frame,
         encodings=len(track.distances),
+        identity_id=winner.identity_id,
     )
 
 
@@ -224,7 +236,7 @@ class StreamRecognizer:
             match = nearest[0]
             within = match.distance <= self.config.match.max_distance
             track.distances.append(match.distance)
-            track.identities.append(match.name if within else None)
+            track.matches.append(match if within else None)
 
     def finish(self) -> list[TrackResult]:
         """End every live track (end of stream) and return their results."""
@@ -232,7 +244,7 @@ class StreamRecognizer:
 
     def _results(self, tracks: tuple[Track, ...]) -> list[TrackResult]:
         # a track seen fewer than min_hits times is a detector flicker, not a person
-        return [_result(track) for track in tracks if track.hits >= self.config.track.min_hits]
+        return [track_result(track) for track in tracks if track.hits >= self.config.track.min_hits]
 
 
 def identify_batch(

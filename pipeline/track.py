@@ -9,6 +9,7 @@ when its face is clearly better (larger and sharper) than the one last encoded.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -16,6 +17,9 @@ from pydantic import Field
 
 from pipeline.configbase import StrictModel
 from pipeline.types import Faces
+
+if TYPE_CHECKING:
+    from pipeline.gallery import Match
 
 __all__ = ["FaceTracker", "Track", "TrackConfig", "TrackUpdate", "box_iou", "face_qualities"]
 
@@ -85,7 +89,8 @@ class Track:
     encoded_quality: float = 0.0
     hits: int = 1
     distances: list[float] = field(default_factory=list)
-    identities: list[str | None] = field(default_factory=list)
+    # per encoding: the nearest identity when within tau, else None; a vote is by identity id
+    matches: list[Match | None] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

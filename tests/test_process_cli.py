@@ -70,6 +70,7 @@ def test_process_names_the_person_in_the_clip(
         assert set(track) == {
             "track_id",
             "identity",
+            "identity_id",
             "distance",
             "first_frame",
             "last_frame",

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.track import FaceTracker, TrackConfig, box_iou, face_qualities
+from pipeline.gallery import Match
+from pipeline.process import track_result
+from pipeline.track import FaceTracker, Track, TrackConfig, box_iou, face_qualities
 from pipeline.types import Faces
 
 
@@ -115,3 +117,32 @@ def test_face_of_quality_zero_keeps_to_the_schedule() -> None:
     assert encoded_frames == [0, 10, 20]
     frontal = tracker.update(31, turned, np.array([60.0], np.float32))
     assert frontal.encode == (0,)
+
+
+def _track_with(votes: list[Match | None], distances: list[float]) -> Track:
+    track = Track(track_id=7, box=np.zeros(4, np.float32), first_frame=0, last_frame=9)
+    track.matches.extend(votes)
+    track.distances.extend(distances)
+    return track
+
+
+def test_a_track_votes_by_identity_id_so_people_sharing_a_name_never_pool() -> None:
+    # two enrolled people called Sam, two votes each, and Kim with three: pooled by name the
+    # Sams would win 4 to 3; by identity Kim wins, and the result names Kim's id
+    sam_a = Match(identity_id="sam-a", name="Sam", distance=0.30)
+    sam_b = Match(identity_id="sam-b", name="Sam", distance=0.31)
+    kim = Match(identity_id="kim", name="Kim", distance=0.45)
+    votes: list[Match | None] = [sam_a, sam_a, sam_b, sam_b, kim, kim, kim, None]
+    result = track_result(_track_with(votes, [0.30, 0.32, 0.31, 0.33, 0.45, 0.44, 0.46, 0.9]))
+    assert (result.identity, result.identity_id) == ("Kim", "kim")
+    assert result.distance == pytest.approx(0.44)  # Kim's best, not the Sams' 0.30
+    assert result.encodings == 8
+
+
+def test_a_tied_vote_goes_to_the_nearest_identity_and_no_vote_is_unknown() -> None:
+    near = Match(identity_id="near", name="Ana", distance=0.35)
+    far = Match(identity_id="far", name="Ana", distance=0.5)
+    tied = track_result(_track_with([far, near], [0.5, 0.35]))
+    assert tied.identity_id == "near"
+    unknown = track_result(_track_with([None, None], [0.7, 0.65]))
+    assert (unknown.identity, unknown.identity_id, unknown.distance) == (None, None, 0.65)
