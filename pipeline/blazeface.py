@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -62,7 +62,8 @@ from engines.detectors import DetectorBackendName, DetectorEngineSettings
 from engines.errors import BackendUnavailableError, ModelFileError
 from engines.store import installed_dlib_model
 from pipeline.configbase import StrictModel
-from pipeline.types import LANDMARK_COUNT, Faces, require_array
+from pipeline.stillsearch import View, chip_format, padded_view, shrunk_view
+from pipeline.types import LANDMARK_COUNT, Faces, FoundBy, require_array
 
 __all__ = [
     "ANCHOR_SPECS",
@@ -122,6 +123,59 @@ class StillFallbackConfig(StrictModel):
         description="minimum face probability of a face found by the fallback; above the "
         "per-frame threshold because ~7 windows of a normalised (noise-amplified) frame are "
         "searched, so false faces are likelier, while a real face seen larger scores high",
+    )
+    pad_fraction: float = Field(
+        default=0.5,
+        ge=0.1,
+        le=1.0,
+        description="width of the replicated border a tight crop gets on every side before "
+        "the 'padded' search, as a fraction of its longer side (measured: 50 % finds every "
+        "tight crop of the shared faces above 0.7; 100 % raises non-face scores above 0.7)",
+    )
+    upscale_below_px: int = Field(
+        default=128,
+        ge=0,
+        le=1024,
+        description="images whose shorter side is below this are enlarged to it (bicubic) "
+        "before the border is added: the 'upscaled' search, instead of 'padded'; 0: never",
+    )
+    min_image_px: int = Field(
+        default=24,
+        ge=8,
+        le=256,
+        description="images whose shorter side is below this hold no usable face: the searches "
+        "beyond the first pass are skipped (nothing is made of a 10x10 image or a 20 px strip)",
+    )
+    max_aspect: float = Field(
+        default=4.0,
+        ge=1.0,
+        le=100.0,
+        description="images longer than this many times their width (or the reverse) get no "
+        "padded, chip or HOG search (a strip holds no face to pad around)",
+    )
+    chips: bool = Field(
+        default=True,
+        description="recognise pre-aligned chips by their size (dlib 150x150, ArcFace 112x112, "
+        "OpenFace 96x96) and find landmarks where their face sits, once a padded search "
+        "confirms a face there ('chip')",
+    )
+    chip_min_iou: float = Field(
+        default=0.5,
+        gt=0.0,
+        lt=1.0,
+        description="overlap (IoU) the confirming detection must have with the format's face "
+        "box; the confirmation then needs only the per-frame score_threshold",
+    )
+    hog: bool = Field(
+        default=True,
+        description="last resort: dlib's HOG detector (upsampled once) on the padded image "
+        "('hog'); ~100-250 ms, only when every other search found nothing",
+    )
+    hog_max_side_px: int = Field(
+        default=800,
+        ge=160,
+        le=4096,
+        description="the padded image is shrunk to this longer side before HOG (bounds its cost)",
     )
 
 
@@ -465,6 +519,7 @@ class BlazeFaceDetector:
         self._anchors = ssd_anchor_centres(spec)
         self._dlib = dlib
         self._predictor = dlib.shape_predictor(str(path))
+        self._hog = dlib.get_frontal_face_detector()  # built in, no file: the still last resort
 
     def _run(self, tensor: npt.NDArray[np.float32], score_threshold: float) -> list[Detections]:
         """The network on a batch (N, 3, S, S): each image's merged detections, best first,
@@ -524,14 +579,98 @@ class BlazeFaceDetector:
 
     def detect_still(self, image_rgb: npt.NDArray[np.uint8]) -> Faces:
         """``detect``, and where it finds no face and ``config.still_fallback`` is enabled, the
-        still-image search: the contrast-normalised frame, whole and in overlapping tiles, in
-        one batch of network runs; detections mapped back to frame pixels, merged by weighted
-        NMS, kept above the fallback's score threshold. Landmarks come from the normalised
-        frame; boxes and landmarks are in frame pixels of ``image_rgb``."""
+        still-image searches in this order, each only while the ones before found nothing:
+
+        - ``chip``/``padded``/``upscaled``: one network run on the image with a replicated
+          border (enlarged first when small, ``pipeline.stillsearch``); a chip-sized image whose
+          detection (per-frame threshold) overlaps the format's face box is a ``chip`` with
+          landmarks found on that box, else a detection above the fallback's threshold is
+          ``padded`` (``upscaled`` when enlarged);
+        - ``tiled``: the contrast-normalised frame, whole and in overlapping tiles, in one
+          batch of network runs, merged by weighted NMS, above the fallback's threshold;
+          landmarks from the normalised frame;
+        - ``hog``: dlib's HOG detector, upsampled once, on the padded image.
+
+        Images under ``min_image_px`` get only the first pass, strips beyond ``max_aspect``
+        no padded, chip or HOG search. Boxes and landmarks are in pixels of ``image_rgb``;
+        ``Faces.found_by`` names the search that found them."""
         faces = self.detect(image_rgb)
         fallback = self.config.still_fallback
         if len(faces) or not fallback.enabled:
             return faces
+        height, width = image_rgb.shape[:2]
+        if min(height, width) < fallback.min_image_px:
+            return faces
+        padded: View | None = None
+        if max(height, width) <= fallback.max_aspect * min(height, width):
+            padded = padded_view(
+                image_rgb,
+                pad_fraction=fallback.pad_fraction,
+                upscale_to_px=fallback.upscale_below_px,
+            )
+            faces = self._padded(image_rgb, padded)
+        if not len(faces):
+            faces = self._tiled(image_rgb)
+        if not len(faces) and padded is not None and fallback.hog:
+            faces = self._hog_faces(shrunk_view(padded, max_side_px=fallback.hog_max_side_px))
+        _log.debug("still image: %d faces (%s)", len(faces), faces.found_by)
+        return faces
+
+    def _padded(self, image_rgb: npt.NDArray[np.uint8], view: View) -> Faces:
+        """The chip, padded or upscaled search: one network run on ``view``."""
+        fallback = self.config.still_fallback
+        tensor, fit = letterbox(view.image, self._spec.input_size_px)
+        (detections,) = self._run(tensor, self.config.score_threshold)
+        boxes = fit.to_frame(detections.boxes.reshape(-1, 2, 2)).reshape(-1, 4)
+        chip = chip_format(image_rgb) if fallback.chips else None
+        if chip is not None and len(boxes):
+            expected = chip.box_px()
+            overlaps = _iou(expected, view.to_image(boxes.reshape(-1, 2, 2)).reshape(-1, 4))
+            best = int(np.argmax(overlaps))
+            if overlaps[best] >= fallback.chip_min_iou:
+                # landmarks where the format puts the face, found in the view: its border gives
+                # the predictor pixels where an OpenFace crop cuts the face off
+                in_view = expected * np.float32(view.scale) + np.float32(view.offset_px)
+                score = detections.scores[best : best + 1]
+                return self._view_faces(view, in_view[None, :], score, "chip")
+        confident = detections.scores >= fallback.score_threshold
+        found_by: FoundBy = "upscaled" if view.scale > 1.0 else "padded"
+        return self._view_faces(view, boxes[confident], detections.scores[confident], found_by)
+
+    def _view_faces(
+        self,
+        view: View,
+        boxes: npt.NDArray[np.float32],
+        scores: npt.NDArray[np.float32],
+        found_by: FoundBy,
+    ) -> Faces:
+        """Faces from boxes in ``view`` pixels: landmarks found in the view, both mapped to the
+        searched image, too narrow ones (there) dropped, largest first."""
+        if not len(boxes):
+            return Faces.empty()
+        faces = self._faces(view.image, boxes, scores)
+        mapped = Faces(
+            boxes=view.to_image(faces.boxes.reshape(-1, 2, 2)).reshape(-1, 4),
+            scores=faces.scores.copy(),
+            landmarks=view.to_image(faces.landmarks),
+            found_by=found_by,
+        )
+        return mapped.select(mapped.widths_px >= self.config.min_face_px)
+
+    def _hog_faces(self, view: View) -> Faces:
+        """dlib's HOG (upsampled once, its own threshold) on ``view``; scores are HOG's
+        detection scores (> 0), not probabilities."""
+        rectangles, scores, _ = self._hog.run(view.image, 1, 0.0)
+        if not len(rectangles):
+            return Faces.empty()
+        boxes = np.asarray(
+            [[box.left(), box.top(), box.right(), box.bottom()] for box in rectangles], np.float32
+        )
+        return self._view_faces(view, boxes, np.asarray(scores, np.float32), "hog")
+
+    def _tiled(self, image_rgb: npt.NDArray[np.uint8]) -> Faces:
+        """The contrast-normalised frame, whole and in overlapping tiles (``tiled``)."""
+        fallback = self.config.still_fallback
         height, width = image_rgb.shape[:2]
         enhanced = normalise_contrast(image_rgb)
         views = [(0, 0, width, height)]
@@ -564,8 +703,8 @@ class BlazeFaceDetector:
             ),
             iou_threshold=self.config.nms_iou,
         )
-        _log.debug("still-image fallback: %d views, %d faces", len(views), len(merged.scores))
-        return self._faces(enhanced, merged.boxes, merged.scores)
+        _log.debug("still-image tiles: %d views, %d faces", len(views), len(merged.scores))
+        return replace(self._faces(enhanced, merged.boxes, merged.scores), found_by="tiled")
 
     def close(self) -> None:
         """Release the engine; later ``detect`` calls raise EngineStateError."""

@@ -142,6 +142,7 @@ class DlibHogDetector:
             boxes=np.asarray(boxes, dtype=np.float32),
             scores=np.asarray(confidences, dtype=np.float32),
             landmarks=np.asarray(landmarks, dtype=np.float32),
+            found_by="hog",
         )
         return faces.select(np.argsort(-faces.widths_px, kind="stable"))
 

@@ -10,18 +10,27 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import numpy.typing as npt
 
 from engines.errors import InputSpecError
 
-__all__ = ["Embeddings", "FaceChips", "Faces", "Frame", "require_array"]
+__all__ = ["FOUND_BY", "Embeddings", "FaceChips", "Faces", "FoundBy", "Frame", "require_array"]
 
 DESCRIPTOR_SIZE = 128
 CHIP_SIZE_PX = 150
 LANDMARK_COUNT = 5
+
+FoundBy = Literal["blazeface", "tiled", "padded", "upscaled", "hog", "chip"]
+"""Which search found the faces of an image: ``blazeface`` one pass of the network (every video
+frame), then, on still images only and in this order when the one before found none (see
+``pipeline.stillsearch``): ``chip`` (a pre-aligned face chip recognised by its size), ``padded``
+or ``upscaled`` (the image given surroundings, small ones enlarged first), ``tiled`` (contrast
+normalised, searched in tiles), ``hog`` (dlib's HOG detector). dlib's HOG as the configured
+detector reports ``hog``."""
+FOUND_BY: tuple[str, ...] = get_args(FoundBy)
 
 
 def require_array(
@@ -83,13 +92,16 @@ class Faces:
     boxes: float32 (N, 4) x1, y1, x2, y2 in image pixels; scores: float32 (N,) detector
     confidence; landmarks: float32 (N, 5, 2) x, y in image pixels, whose meaning
     ``landmark_scheme`` names: ``dlib5`` is dlib's 5-point model (two corners of each eye, then
-    the base of the nose), which alignment maps exactly as dlib's ``get_face_chip`` does.
+    the base of the nose), which alignment maps exactly as dlib's ``get_face_chip`` does;
+    found_by: the search that found them (``FoundBy``). Boxes of a face cut off by the image
+    border (a tight crop) may reach outside the image.
     """
 
     boxes: npt.NDArray[np.float32]
     scores: npt.NDArray[np.float32]
     landmarks: npt.NDArray[np.float32]
     landmark_scheme: str = "dlib5"
+    found_by: FoundBy = "blazeface"
 
     def __post_init__(self) -> None:
         require_array("Faces.boxes", self.boxes, dtype=np.float32, shape=(None, 4))
@@ -123,6 +135,7 @@ class Faces:
             scores=self.scores[index].copy(),
             landmarks=self.landmarks[index].copy(),
             landmark_scheme=self.landmark_scheme,
+            found_by=self.found_by,
         )
 
     @property

@@ -141,7 +141,8 @@ def test_found_face_skips_the_search(
     detector: BlazeFaceDetector, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """When the normal pass finds a face, ``detect_still`` returns its answer and runs the
-    network once; when it finds none, the search runs one batch: the frame and every tile."""
+    network once (found by "blazeface"); when it finds none, the padded search runs once, then
+    the tiled search one batch: the frame and every tile."""
     calls: list[int] = []
     infer = detector.engine.infer
 
@@ -154,12 +155,13 @@ def test_found_face_skips_the_search(
     still, once = detector.detect_still(image), detector.detect(image)
     np.testing.assert_array_equal(still.boxes, once.boxes)
     np.testing.assert_array_equal(still.landmarks, once.landmarks)
+    assert still.found_by == "blazeface"
     assert calls == [1, 1]
     calls.clear()
     assert len(detector.detect_still(np.full((480, 640, 3), 118, np.uint8))) == 0
     fallback = detector.config.still_fallback
     tiles = still_tiles(480, 640, across=fallback.tiles, overlap=fallback.tile_overlap)
-    assert calls == [1, 1 + len(tiles)]
+    assert calls == [1, 1, 1 + len(tiles)]
 
 
 def _noise_frame(seed: int) -> npt.NDArray[np.uint8]:
