@@ -127,7 +127,17 @@ __all__ = [
 LOGGER = logging.getLogger(__name__)
 
 EventKind = Literal[
-    "decision", "unknown_face", "spoof_suspected", "camera_down", "camera_up", "audit_checkpoint"
+    "decision",
+    "unknown_face",
+    "spoof_suspected",
+    "camera_down",
+    "camera_up",
+    "audit_checkpoint",
+    # OSDP doors (pipeline.access): link changes, a wrong key, a grant not sent to the panel
+    "osdp_link_up",
+    "osdp_link_down",
+    "osdp_secure_channel_failed",
+    "osdp_card_not_sent",
 ]
 EVENT_KINDS: Final[tuple[str, ...]] = get_args(EventKind)
 JsonValue: TypeAlias = (
