@@ -72,7 +72,10 @@ MaxPairsOption = Annotated[
 ]
 DegradeOption = Annotated[
     str | None,
-    typer.Option(help="also measure degraded copies: comma-separated small,dark,noise,jpeg,all"),
+    typer.Option(
+        help="also measure degraded copies: comma-separated "
+        "small,dark,noise,jpeg,all,crop,small_crop"
+    ),
 ]
 
 

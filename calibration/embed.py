@@ -44,10 +44,12 @@ Progress = Callable[[int, int], None]  # (images done, images in all)
 
 @dataclass(frozen=True, slots=True)
 class FaceEmbedding:
-    """The main face of a photo: its descriptor float32 (128,) and its box width in pixels."""
+    """The main face of a photo: its descriptor float32 (128,), its box width in pixels and,
+    where the embedder reports it, the box x1, y1, x2, y2 (degradations that crop need it)."""
 
     vector: npt.NDArray[np.float32]
     face_width_px: float
+    face_box_px: tuple[float, float, float, float] | None = None
 
 
 class FaceEmbedder(Protocol):
@@ -79,8 +81,11 @@ class PipelineEmbedder:
         if not len(analyzed):
             return None
         box = analyzed.faces.boxes[0]  # the analyzer puts the largest face first
+        left, top, right, bottom = (float(value) for value in box)
         return FaceEmbedding(
-            np.asarray(analyzed.embeddings.vectors[0], np.float32), float(box[2] - box[0])
+            np.asarray(analyzed.embeddings.vectors[0], np.float32),
+            right - left,
+            (left, top, right, bottom),
         )
 
 
@@ -114,7 +119,11 @@ class FaceRecognitionEmbedder:
             locations, key=lambda box: (box[2] - box[0]) * (box[1] - box[3])
         )
         (encoding,) = self._api.face_encodings(image, [(top, right, bottom, left)])
-        return FaceEmbedding(np.asarray(encoding, np.float32), float(right - left))
+        return FaceEmbedding(
+            np.asarray(encoding, np.float32),
+            float(right - left),
+            (float(left), float(top), float(right), float(bottom)),
+        )
 
 
 def load_image(path: Path) -> npt.NDArray[np.uint8]:
@@ -152,7 +161,7 @@ def embed_images(
     """Embed each image once (clean, or a degraded copy under ``condition``).
 
     face_widths: clean embeddings whose face widths set the ``small`` scale (a quarter of the
-    image width where no face was found clean).
+    image width where no face was found clean) and whose boxes ``crop`` and ``small_crop`` cut.
     """
     paths = list(images)
     found: dict[Path, FaceEmbedding | None] = {}
@@ -161,7 +170,14 @@ def embed_images(
         if condition is not None:
             clean = face_widths.by_image.get(path) if face_widths is not None else None
             width = clean.face_width_px if clean is not None else image.shape[1] / 4
-            image = degrade(image, condition, face_width_px=width, key=path.as_posix(), seed=seed)
+            image = degrade(
+                image,
+                condition,
+                face_width_px=width,
+                key=path.as_posix(),
+                seed=seed,
+                face_box_px=clean.face_box_px if clean is not None else None,
+            )
         found[path] = embedder.embed(image)
         if progress is not None:
             progress(done, len(paths))

@@ -97,7 +97,10 @@ def _embed(
     if condition is None:
         return clean
     width = clean.face_width_px if clean is not None else image.shape[1] / 4
-    copy = degrade(image, condition, face_width_px=width, key=path.as_posix(), seed=seed)
+    box = clean.face_box_px if clean is not None else None
+    copy = degrade(
+        image, condition, face_width_px=width, key=path.as_posix(), seed=seed, face_box_px=box
+    )
     return embedder.embed(copy)
 
 
