@@ -46,6 +46,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from engines.errors import ConfigError, FaceStreamError
+from pipeline.app import EnrolmentTemplates
 from pipeline.capture import CameraConfig
 from pipeline.config import ApiConfig
 from pipeline.errors import (
@@ -67,7 +68,7 @@ from pipeline.liveness import LivenessJudge
 from pipeline.preview import MJPEG_BOUNDARY
 from pipeline.ratelimit import BodySizeLimit, RateLimiter, retry_after_header
 from pipeline.service import FaceStreamService
-from pipeline.types import Embeddings
+from pipeline.types import Embeddings, FoundBy
 
 __all__ = ["PREVIEW_COOKIE", "create_app", "preview_cookie_value"]
 
@@ -415,16 +416,25 @@ def _read_upload(state: _ApiState, upload: UploadFile) -> npt.NDArray[np.uint8]:
     return decode_image(data, name=name)
 
 
-def _largest_face(state: _ApiState, upload: UploadFile) -> Embeddings:
+@dataclass(frozen=True, slots=True)
+class _Probe:
+    """The largest face of an upload as one embedding (1, 128), and the search that found it."""
+
+    embedding: Embeddings
+    found_by: FoundBy
+
+
+def _largest_face(state: _ApiState, upload: UploadFile) -> _Probe:
     rgb = _read_upload(state, upload)
     with state.analysis_lock:
         analyzed = state.service.services.analyzer.analyze(rgb)
     if not len(analyzed):
         raise EnrollmentRejectedError("no_face", f"{upload.filename or 'image'}: no face found")
-    return Embeddings(analyzed.embeddings.vectors[:1], model_id=analyzed.embeddings.model_id)
+    vector = Embeddings(analyzed.embeddings.vectors[:1], model_id=analyzed.embeddings.model_id)
+    return _Probe(vector, analyzed.faces.found_by)
 
 
-def _templates(state: _ApiState, images: list[UploadFile]) -> tuple[Embeddings, list[str]]:
+def _templates(state: _ApiState, images: list[UploadFile]) -> EnrolmentTemplates:
     most = state.service.config.api.max_images_per_request
     if len(images) > most:
         raise ImageDecodeError(f"{len(images)} images; at most {most} per request")
@@ -443,12 +453,12 @@ def _templates(state: _ApiState, images: list[UploadFile]) -> tuple[Embeddings, 
             )
         decoded.append((name, rgb))
     with state.analysis_lock:
-        templates, problems = state.service.services.templates(decoded)
-    if not len(templates):
+        found = state.service.services.enrolment_templates(decoded)
+    if not len(found.templates):
         raise EnrollmentRejectedError(
-            "no_usable_photo", "none of the images can be enrolled: " + "; ".join(problems)
+            "no_usable_photo", "none of the images can be enrolled: " + "; ".join(found.rejected)
         )
-    return templates, problems
+    return found
 
 
 # ---- health and metrics (open) ----
@@ -506,10 +516,11 @@ def create_identity(
     identity_id: Annotated[str | None, Form(description="id to use; default: a new one")] = None,
 ) -> dict[str, object]:
     """Enrol a person from one or more photos; photos that cannot be used are listed in
-    ``rejected`` (the identity is made from the others)."""
-    templates, problems = _templates(state, images)
-    identity = state.service.services.enroll(name, templates, identity_id=identity_id)
-    return {**identity.as_dict(), "rejected": problems}
+    ``rejected`` (the identity is made from the others); ``found_by`` names the still search
+    that found each accepted photo's face."""
+    found = _templates(state, images)
+    identity = state.service.services.enroll(name, found.templates, identity_id=identity_id)
+    return {**identity.as_dict(), "rejected": found.rejected, "found_by": found.found_by}
 
 
 @v1.get("/identities/{identity_id}", tags=["identities"])
@@ -522,11 +533,12 @@ def get_identity(state: State, identity_id: str) -> dict[str, object]:
 def add_images(
     state: State, identity_id: str, images: Annotated[list[UploadFile], File()]
 ) -> dict[str, object]:
-    """Add photos (templates) to an identity."""
+    """Add photos (templates) to an identity; ``found_by`` as for enrolment."""
     gallery = state.service.services.gallery
     gallery.get(identity_id)  # 404 before any face work
-    templates, problems = _templates(state, images)
-    return {**gallery.add_templates(identity_id, templates).as_dict(), "rejected": problems}
+    found = _templates(state, images)
+    identity = gallery.add_templates(identity_id, found.templates)
+    return {**identity.as_dict(), "rejected": found.rejected, "found_by": found.found_by}
 
 
 @v1.delete("/identities/{identity_id}", tags=["identities"], status_code=204)
@@ -546,15 +558,16 @@ def identify(
     image: Annotated[UploadFile, File()],
     top_k: Annotated[int, Form(ge=1, le=100)] = 5,
 ) -> dict[str, object]:
-    """1:N: the identities within tau of the largest face, best first (empty: nobody)."""
+    """1:N: the identities within tau of the largest face, best first (empty: nobody);
+    ``found_by`` names the still search that found the face."""
     tau = state.service.config.process.match.max_distance
     probe = _largest_face(state, image)
-    found = state.service.services.gallery.identify(probe, top_k=top_k, max_distance=tau)
+    found = state.service.services.gallery.identify(probe.embedding, top_k=top_k, max_distance=tau)
     matches = [
         {"identity_id": m.identity_id, "name": m.name, "distance": round(m.distance, 4)}
         for m in found[0]
     ]
-    return {"matches": matches, "tau": tau}
+    return {"matches": matches, "tau": tau, "found_by": probe.found_by}
 
 
 @v1.post("/verify", tags=["matching"])
@@ -563,12 +576,18 @@ def verify(
     image: Annotated[UploadFile, File()],
     identity_id: Annotated[str, Form(min_length=1)],
 ) -> dict[str, object]:
-    """1:1: is the largest face the claimed identity?"""
+    """1:1: is the largest face the claimed identity? ``found_by`` as for identify."""
     gallery = state.service.services.gallery
     gallery.get(identity_id)  # 404 before any face work
     tau = state.service.config.process.match.max_distance
-    distance = gallery.distance_to(_largest_face(state, image), identity_id)
-    return {"match": distance <= tau, "distance": round(distance, 4), "tau": tau}
+    probe = _largest_face(state, image)
+    distance = gallery.distance_to(probe.embedding, identity_id)
+    return {
+        "match": distance <= tau,
+        "distance": round(distance, 4),
+        "tau": tau,
+        "found_by": probe.found_by,
+    }
 
 
 @v1.post("/liveness", tags=["matching"])

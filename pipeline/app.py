@@ -33,11 +33,21 @@ from pipeline.liveness import load_liveness_engine
 from pipeline.metrics import PipelineMetrics
 from pipeline.recognize import FaceAnalyzer
 from pipeline.redis_server import EmbeddedRedis, running_embedded_url
-from pipeline.types import Embeddings
+from pipeline.types import Embeddings, FoundBy
 
-__all__ = ["Services", "gallery_client", "open_services"]
+__all__ = ["EnrolmentTemplates", "Services", "gallery_client", "open_services"]
 
 _log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class EnrolmentTemplates:
+    """What a set of enrolment photos gave: templates (N, 128), the still search that found
+    each template's face (row i: template i), and one line per photo refused."""
+
+    templates: Embeddings
+    found_by: list[FoundBy]
+    rejected: list[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,19 +65,28 @@ class Services:
     def templates(
         self, images: Sequence[tuple[str, npt.NDArray[np.uint8]]], *, face_index: int | None = None
     ) -> tuple[Embeddings, list[str]]:
-        """Enrolment templates from named RGB images: (templates (N, 128), rejection lines).
+        """Enrolment templates from named RGB images: (templates (N, 128), rejection lines);
+        ``enrolment_templates`` also says which search found each face."""
+        found = self.enrolment_templates(images, face_index=face_index)
+        return found.templates, found.rejected
+
+    def enrolment_templates(
+        self, images: Sequence[tuple[str, npt.NDArray[np.uint8]]], *, face_index: int | None = None
+    ) -> EnrolmentTemplates:
+        """Enrolment templates from named RGB images, with how each face was found.
 
         A photo that fails the enrolment checks is skipped and its reason reported; so is one
         that duplicates an earlier photo of the same call or a template already in the gallery.
         """
         accepted: list[npt.NDArray[np.float32]] = []
+        found_by: list[FoundBy] = []
         problems: list[str] = []
         for name, image in images:
             existing = None
             if accepted:
                 existing = Embeddings(np.concatenate(accepted), model_id=self.analyzer.model_id)
             try:
-                template = enrollment_template(
+                enrolled = enrollment_template(
                     self.analyzer,
                     image,
                     self.config.enroll,
@@ -77,6 +96,7 @@ class Services:
             except EnrollmentRejectedError as exc:
                 problems.append(f"{name}: {exc}")
                 continue
+            template = enrolled.template
             stored = self.gallery.identify(
                 template, top_k=1, max_distance=self.config.enroll.duplicate_distance
             ).best()[0]
@@ -87,8 +107,10 @@ class Services:
                 )
                 continue
             accepted.append(template.vectors)
+            found_by.append(enrolled.found_by)
         vectors = np.concatenate(accepted) if accepted else np.zeros((0, 128), np.float32)
-        return Embeddings(vectors, model_id=self.analyzer.model_id), problems
+        templates = Embeddings(vectors, model_id=self.analyzer.model_id)
+        return EnrolmentTemplates(templates, found_by, problems)
 
     def enroll(
         self, name: str, templates: Embeddings, *, identity_id: str | None = None
@@ -180,5 +202,7 @@ def open_services(config: FaceStreamConfig, *, redis_dir: Path | None = None) ->
                 precision="fp32",
                 model_id=liveness_engine.model_id,
             ).set(1)
-        analyzer = FaceAnalyzer(detector, FaceAligner(), FaceEncoder(engine, metrics))
+        analyzer = FaceAnalyzer(
+            detector, FaceAligner(), FaceEncoder(engine, metrics), metrics=metrics
+        )
         yield Services(config, metrics, engine, analyzer, gallery, client, liveness_engine)

@@ -283,17 +283,18 @@ def enroll(
     ] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Enrol a person from photos (one usable face each) and print the identity as JSON."""
+    """Enrol a person from photos (one usable face each) and print the identity as JSON, with
+    the still search that found each enrolled photo's face (``found_by``)."""
     with open_services(_config(config)) as services:
-        templates, problems = services.templates(
+        found = services.enrolment_templates(
             [(str(path), _read_image(path)) for path in images], face_index=face_index
         )
-        for problem in problems:
+        for problem in found.rejected:
             typer.echo(f"skipped {problem}", err=True)
-        if not len(templates):
+        if not len(found.templates):
             raise EnrollmentRejectedError("no_usable_photo", "none of the photos can be enrolled")
-        identity = services.enroll(name, templates, identity_id=identity_id)
-    typer.echo(json.dumps(identity.as_dict()))
+        identity = services.enroll(name, found.templates, identity_id=identity_id)
+    typer.echo(json.dumps({**identity.as_dict(), "found_by": found.found_by}))
 
 
 @app.command("identify")
@@ -320,7 +321,9 @@ def identify(
         }
         for index in range(len(analyzed))
     ]
-    typer.echo(json.dumps({"faces": faces, "tau": settings.process.match.max_distance}))
+    tau = settings.process.match.max_distance
+    # every face of one photo was found by the same search ("blazeface" when one pass did it)
+    typer.echo(json.dumps({"faces": faces, "tau": tau, "found_by": analyzed.faces.found_by}))
 
 
 @app.command("verify")
@@ -339,7 +342,8 @@ def verify(
         if not len(analyzed):
             raise EnrollmentRejectedError("no_face", f"{image}: no face was found")
         distance = services.gallery.distance_to(analyzed.embeddings, identity_id)
-    typer.echo(json.dumps({"match": distance <= tau, "distance": round(distance, 4), "tau": tau}))
+    verdict = {"match": distance <= tau, "distance": round(distance, 4), "tau": tau}
+    typer.echo(json.dumps({**verdict, "found_by": analyzed.faces.found_by}))
 
 
 @identities_app.command("list")

@@ -7,6 +7,8 @@ identity already has.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 import numpy.typing as npt
@@ -15,9 +17,9 @@ from pydantic import Field
 from pipeline.configbase import StrictModel
 from pipeline.errors import EnrollmentRejectedError
 from pipeline.recognize import FaceAnalyzer
-from pipeline.types import Embeddings, FaceChips
+from pipeline.types import Embeddings, FaceChips, FoundBy
 
-__all__ = ["EnrollConfig", "chip_sharpness", "enrollment_template"]
+__all__ = ["EnrollConfig", "EnrolledFace", "chip_sharpness", "enrollment_template"]
 
 
 class EnrollConfig(StrictModel):
@@ -41,6 +43,14 @@ class EnrollConfig(StrictModel):
     )
 
 
+@dataclass(frozen=True, slots=True)
+class EnrolledFace:
+    """The template (1, 128) a photo contributes and the still search that found its face."""
+
+    template: Embeddings
+    found_by: FoundBy
+
+
 def chip_sharpness(chips: FaceChips) -> npt.NDArray[np.float64]:
     """Variance of the Laplacian of each chip's grey image, float64 (N,): higher is sharper."""
     values = [
@@ -57,7 +67,7 @@ def enrollment_template(
     *,
     face_index: int | None = None,
     existing: Embeddings | None = None,
-) -> Embeddings:
+) -> EnrolledFace:
     """The one template (1, 128) a photo contributes, or EnrollmentRejectedError with a reason.
 
     face_index picks a face (largest first) when the photo holds several; existing: the
@@ -93,4 +103,5 @@ def enrollment_template(
             raise EnrollmentRejectedError(
                 "duplicate", f"the face is {nearest:.4f} from a template the identity already has"
             )
-    return Embeddings(vector, model_id=analyzed.embeddings.model_id)
+    template = Embeddings(vector, model_id=analyzed.embeddings.model_id)
+    return EnrolledFace(template, analyzed.faces.found_by)

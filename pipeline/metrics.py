@@ -57,6 +57,7 @@ class PipelineMetrics:
     preview_clients: Gauge
     mqtt_connected: Gauge
     mqtt_published: Counter
+    still_images: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> PipelineMetrics:
@@ -259,6 +260,14 @@ class PipelineMetrics:
                 "facestream_mqtt_published_total",
                 "Events the MQTT broker acknowledged, by kind",
                 ["kind"],
+                registry=registry,
+            ),
+            still_images=Counter(
+                "facestream_still_images_total",
+                "Still images analysed (enrolment, identify, verify), by the search that found "
+                "their faces: blazeface (one pass), chip, padded, upscaled, tiled, hog; none "
+                "when no face was found. Anything but blazeface ran extra searches",
+                ["found_by"],
                 registry=registry,
             ),
         )

@@ -10,6 +10,7 @@ import numpy.typing as npt
 
 from pipeline.align import FaceAligner
 from pipeline.encode import FaceEncoder
+from pipeline.metrics import PipelineMetrics
 from pipeline.types import Embeddings, FaceChips, Faces
 
 __all__ = ["AnalyzedFaces", "FaceAnalyzer", "FaceDetector"]
@@ -43,10 +44,18 @@ class AnalyzedFaces:
 class FaceAnalyzer:
     """Detect, align and encode every face of an image."""
 
-    def __init__(self, detector: FaceDetector, aligner: FaceAligner, encoder: FaceEncoder) -> None:
+    def __init__(
+        self,
+        detector: FaceDetector,
+        aligner: FaceAligner,
+        encoder: FaceEncoder,
+        *,
+        metrics: PipelineMetrics | None = None,
+    ) -> None:
         self.detector = detector
         self.aligner = aligner
         self.encoder = encoder
+        self._metrics = metrics  # counts which still search found each image's faces
 
     @property
     def model_id(self) -> str:
@@ -57,5 +66,8 @@ class FaceAnalyzer:
         """Faces, chips and embeddings of the still image ``image_rgb`` (RGB uint8 HxWx3),
         largest face first; faces come from ``detect_still`` (video frames use ``detect``)."""
         faces = self.detector.detect_still(image_rgb)
+        if self._metrics is not None:
+            found_by = faces.found_by if len(faces) else "none"
+            self._metrics.still_images.labels(found_by=found_by).inc()
         chips = self.aligner.align(image_rgb, faces)
         return AnalyzedFaces(faces, chips, self.encoder.encode(chips))
