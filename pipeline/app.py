@@ -32,7 +32,7 @@ from pipeline.gallery import Enrollment, Gallery, Identity, connect
 from pipeline.liveness import load_liveness_engine
 from pipeline.metrics import PipelineMetrics
 from pipeline.recognize import FaceAnalyzer
-from pipeline.redis_server import EmbeddedRedis, running_embedded_url
+from pipeline.redis_server import EmbeddedRedis, make_private_dir, running_embedded_url
 from pipeline.types import Embeddings, FoundBy
 
 __all__ = ["EnrolmentTemplates", "Services", "gallery_client", "open_services"]
@@ -165,6 +165,7 @@ def open_services(config: FaceStreamConfig, *, redis_dir: Path | None = None) ->
     its data (default: ``data_dir/redis``)."""
     metrics = PipelineMetrics.create()
     with ExitStack() as stack:
+        make_private_dir(config.data_dir)  # templates, the audit log, the token live here
         store = ModelStore(config.data_dir)
         engine = load_encoder(store, config.engine.settings())
         stack.callback(engine.close)

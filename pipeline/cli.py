@@ -44,7 +44,7 @@ from engines.parity import (
     read_rgb,
 )
 from engines.store import ModelStore, StoredModel, default_encoder_source, installed_dlib_model
-from pipeline.api import create_app
+from pipeline.api import create_app, uvicorn_config
 from pipeline.app import Services, gallery_client, open_services
 from pipeline.audit import AuditHead, verify_audit_log
 from pipeline.capture import CameraConfig
@@ -59,7 +59,7 @@ from pipeline.gallery import Gallery, connect
 from pipeline.images import decode_image
 from pipeline.metrics import PipelineMetrics
 from pipeline.process import RecordingProcessor, TrackResult
-from pipeline.redis_server import running_embedded_url
+from pipeline.redis_server import make_private_dir, running_embedded_url
 from pipeline.sample import make_sample
 from pipeline.secretsource import SecretSpec, resolve_secret
 from pipeline.service import FaceStreamService, run_service
@@ -68,6 +68,7 @@ from pipeline.style.cli import style_app, stylize
 __all__ = ["app", "main"]
 
 TOKEN_ENVIRONMENT_VARIABLE = "FACESTREAM_API_TOKEN"
+ADMIN_TOKEN_ENVIRONMENT_VARIABLE = "FACESTREAM_ADMIN_TOKEN"
 
 app = typer.Typer(
     help="facestream: streaming face recognition",
@@ -558,7 +559,7 @@ def _api_token(settings: FaceStreamConfig, *, required: bool = False) -> tuple[s
             f"no API token: set {TOKEN_ENVIRONMENT_VARIABLE} (16+ characters) or api.token"
         )
     token = secrets.token_urlsafe(24)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(settings.data_dir)
     path = settings.data_dir / "api_token"
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w", encoding="utf-8") as file:
@@ -609,6 +610,7 @@ def run(
     ] = False,
 ) -> None:
     """Run the door-access service: cameras, recognition, decisions, events and the HTTP API."""
+    os.umask(0o077)  # what the service writes (audit log, token, Redis data) is its own
     settings = load_config(config)
     api = settings.api.model_copy(
         update={key: value for key, value in (("host", host), ("port", port)) if value is not None}
@@ -642,25 +644,37 @@ def _raise_terminated(signum: int, frame: FrameType | None) -> None:
     raise _TerminatedError
 
 
+def _admin_token(api: ApiConfig) -> str | None:
+    """The admin token (cameras): FACESTREAM_ADMIN_TOKEN, FACESTREAM_ADMIN_TOKEN_FILE or
+    api.admin_token; None makes the API token the admin token too."""
+    secret = resolve_secret(
+        SecretSpec("api.admin_token", ADMIN_TOKEN_ENVIRONMENT_VARIABLE, None, api.admin_token)
+    )
+    if secret is None:
+        return None
+    if len(secret.get_secret_value()) < 16:
+        raise ConfigError("the admin token (api.admin_token) must be at least 16 characters")
+    return secret.get_secret_value()
+
+
 def _serve(
     service: FaceStreamService, api: ApiConfig, *, token: str, generated: bool, data_dir: Path
 ) -> None:
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(service, token=token),
-            host=api.host,
-            port=api.port,
-            access_log=False,  # the API logs requests itself, without query strings
-            log_level="warning",
-            timeout_graceful_shutdown=3,
-        )
-    )
+    admin_token = _admin_token(api)
+    app = create_app(service, token=token, admin_token=admin_token)
+    server = uvicorn.Server(uvicorn_config(app, api))
     base = f"http://{api.host}:{api.port}"
     typer.echo(f"facestream serving on {base} (API under /v1, docs at {base}/docs)", err=True)
+    if admin_token is None:
+        typer.echo(
+            "no admin token set (api.admin_token, $FACESTREAM_ADMIN_TOKEN): the API token "
+            "also adds and removes cameras",
+            err=True,
+        )
     if generated:
         typer.echo(
             f"API token (saved in {data_dir / 'api_token'}): {token}\n"
-            f"live preview: {base}/login?token={token}",
+            f"live preview: {base}/login (sign in with the token)",
             err=True,
         )
     server.run()

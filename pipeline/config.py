@@ -384,6 +384,23 @@ class FaceStreamConfig(StrictModel):
         return self
 
     @model_validator(mode="after")
+    def _one_osdp_address_per_bus(self) -> FaceStreamConfig:
+        seen: dict[tuple[str, int], str] = {}
+        for index, door in enumerate(self.doors):
+            for name, link in (("osdp", door.osdp), ("card_reader", door.card_reader)):
+                if link is None:
+                    continue
+                where = f"doors.{index}.{name}.address"
+                bus = (link.channel.bus, link.address)
+                if bus in seen:
+                    raise ValueError(
+                        f"{where}: PD address {link.address} on {link.channel.bus} is already "
+                        f"used by {seen[bus]}; each reader on one bus needs its own address"
+                    )
+                seen[bus] = where
+        return self
+
+    @model_validator(mode="after")
     def _liveness_for_doors_that_need_it(self) -> FaceStreamConfig:
         needing = [door.id for door in self.doors if door.require_liveness]
         if needing and not self.liveness.enabled:

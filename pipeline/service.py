@@ -22,6 +22,8 @@ from pathlib import Path
 
 import redis
 
+from pipeline.access.credentials import CredentialStore, OsdpMetrics
+from pipeline.access.doors import AccessWiring, DoorAccess
 from pipeline.app import Services, open_services
 from pipeline.audit import AuditLog
 from pipeline.capture import CameraConfig, CameraSet, CameraState, CameraStatus
@@ -89,6 +91,17 @@ class FaceStreamService:
         self.preview = preview
         self.started_at = time.time()
         self.policy = DoorPolicy(self.config.doors)
+        self.credentials = CredentialStore(services.redis, namespace=self.config.gallery.namespace)
+        self.access = DoorAccess(  # OSDP readers, card readers, card + face windows
+            self.config.doors,
+            AccessWiring(
+                policy=self.policy,
+                credentials=self.credentials,
+                metrics=OsdpMetrics.create(services.metrics.registry),
+                publish=recorder.publish,
+                on_decision=self._decided,
+            ),
+        )
         self.cameras = CameraSet(
             services.metrics, source_factory=source_factory, on_state=self._camera_changed
         )
@@ -107,7 +120,8 @@ class FaceStreamService:
         self._cameras_lock = threading.Lock()  # add/remove: one at a time, preview in step
 
     def start(self) -> None:
-        """Start recognition and every configured camera."""
+        """Start the doors' OSDP links, recognition and every configured camera."""
+        self.access.start()
         self.recognition.start()
         for camera in self.config.capture.cameras:
             self.add_camera(camera)
@@ -116,6 +130,7 @@ class FaceStreamService:
         """Stop cameras, then recognition (which decides the tracks still open)."""
         self.cameras.stop_all()
         self.recognition.stop()
+        self.access.stop()
 
     def add_camera(self, camera: CameraConfig) -> CameraStatus:
         """Start a camera at run time; ConfigError when its id is taken."""
@@ -204,6 +219,8 @@ class FaceStreamService:
                 decision.camera_id,
             )
             self.services.metrics.events_store_errors.labels(operation="audit").inc()
+            return
+        self.access.decided(decision)  # audited: a grant may now reach the door's panel
 
     def _camera_changed(self, status: CameraStatus, previous: CameraState) -> None:
         kind: EventKind

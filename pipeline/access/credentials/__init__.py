@@ -34,6 +34,7 @@ from pipeline.access.credentials.osdp_reader import (
     OsdpReader,
     ReaderIndicator,
 )
+from pipeline.access.credentials.store import CredentialStore
 
 __all__ = [
     "ByteChannel",
@@ -43,6 +44,7 @@ __all__ = [
     "CredentialFormat",
     "CredentialFormatError",
     "CredentialInUseError",
+    "CredentialStore",
     "OsdpCardReaderConfig",
     "OsdpChannelConfig",
     "OsdpChannelError",

@@ -1,0 +1,182 @@
+"""Card + face doors: a card selects the identity holding it, and only that person's live face
+within the window grants. Another enrolled person's face, a spoof, no face in time and an
+unknown card each refuse, with the reason in the decision. Also the config errors of card and
+OSDP doors (each names its key)."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from engines.errors import ConfigError
+from pipeline.config import FaceStreamConfig
+from pipeline.decide import Decision, DoorConfig, DoorPolicy, PresentedCredential, TrackObservation
+
+WINDOW = 10.0
+
+
+def _seen(
+    identity: str | None, *, at: float, live: bool | None = True, track: int = 1
+) -> TrackObservation:
+    return TrackObservation(
+        camera_id="cam",
+        track_id=track,
+        identity_id=identity,
+        name=None if identity is None else identity.title(),
+        distance=0.4 if identity else 0.8,
+        live=live,
+        at=at,
+    )
+
+
+def _policy(**overrides: object) -> DoorPolicy:
+    door = DoorConfig.model_validate(
+        {
+            "id": "front",
+            "cameras": ["cam"],
+            "mode": "card_and_face",
+            "require_liveness": True,
+            "required_matches": 2,
+            "window_encodings": 3,
+            "credential_window_seconds": WINDOW,
+            **overrides,
+        }
+    )
+    return DoorPolicy([door])
+
+
+def _card(holder: str | None, at: float = 100.0) -> PresentedCredential:
+    return PresentedCredential(card_number=4242, identity_id=holder, source="api", at=at)
+
+
+def _feed(
+    policy: DoorPolicy, identity: str | None, *, start: float, live: bool | None = True
+) -> list[Decision]:
+    decisions: list[Decision] = []
+    for step in range(3):
+        decisions += policy.observe(_seen(identity, at=start + step * 0.2, live=live))
+    return decisions
+
+
+def test_the_card_holders_live_face_within_the_window_grants() -> None:
+    policy = _policy()
+    assert policy.present_credential("front", _card("alice")) is None
+    decisions = _feed(policy, "alice", start=101.0)
+    assert [(d.outcome, d.identity_id, d.reason, d.card_number) for d in decisions] == [
+        ("granted", "alice", None, 4242)
+    ]
+
+
+def test_a_face_alone_opens_nothing_at_a_card_and_face_door() -> None:
+    assert _feed(_policy(), "alice", start=101.0) == []
+
+
+def test_another_enrolled_persons_face_is_refused_as_a_mismatch() -> None:
+    policy = _policy()
+    policy.present_credential("front", _card("alice"))
+    decisions = _feed(policy, "bob", start=101.0)
+    assert [(d.outcome, d.identity_id, d.reason) for d in decisions] == [
+        ("denied", "bob", "face_mismatch")
+    ]
+    # one card, one decision: alice arriving afterwards needs a new card read
+    assert _feed(policy, "alice", start=102.0) == []
+
+
+def test_a_spoofed_face_of_the_holder_is_refused_as_a_spoof() -> None:
+    policy = _policy()
+    policy.present_credential("front", _card("alice"))
+    decisions = _feed(policy, "alice", start=101.0, live=False)
+    assert [(d.outcome, d.reason) for d in decisions] == [("spoof_suspected", "spoof")]
+
+
+def test_no_face_within_the_window_is_refused_as_a_timeout() -> None:
+    policy = _policy()
+    policy.present_credential("front", _card("alice", at=100.0))
+    assert policy.expire(100.0 + WINDOW - 0.1) == []
+    decisions = policy.expire(100.0 + WINDOW + 0.1)
+    assert [(d.outcome, d.identity_id, d.reason) for d in decisions] == [
+        ("denied", "alice", "no_face_in_time")
+    ]
+    assert _feed(policy, "alice", start=100.0 + WINDOW + 1) == [], "the card has expired"
+
+
+def test_the_holders_face_after_the_window_is_refused_not_granted() -> None:
+    policy = _policy()
+    policy.present_credential("front", _card("alice", at=100.0))
+    decisions = _feed(policy, "alice", start=100.0 + WINDOW + 1)
+    assert [(d.outcome, d.reason) for d in decisions] == [("denied", "no_face_in_time")]
+
+
+def test_an_unknown_card_is_refused_at_once() -> None:
+    decision = _policy().present_credential("front", _card(None))
+    assert decision is not None
+    assert (decision.outcome, decision.reason, decision.card_number) == (
+        "denied",
+        "unknown_card",
+        4242,
+    )
+
+
+def test_liveness_undecided_waits_within_the_window() -> None:
+    policy = _policy()
+    policy.present_credential("front", _card("alice"))
+    assert _feed(policy, "alice", start=101.0, live=None) == []
+    decisions = policy.observe(_seen("alice", at=102.0, live=True))
+    assert [d.outcome for d in decisions] == ["granted"]
+
+
+def test_a_face_door_ignores_cards() -> None:
+    policy = DoorPolicy([DoorConfig(id="front", cameras=["cam"])])
+    with pytest.raises(ConfigError, match="no card_and_face door"):
+        policy.present_credential("front", _card("alice"))
+
+
+def test_card_and_face_requires_liveness() -> None:
+    with pytest.raises(ValidationError, match="require_liveness"):
+        DoorConfig.model_validate({"id": "d", "cameras": ["c"], "mode": "card_and_face"})
+
+
+def test_a_pd_address_clash_between_doors_is_a_config_error_naming_the_key() -> None:
+    osdp = {"channel": {"tcp": "10.0.0.5:4001"}, "address": 3, "scbk_env": "DOOR_KEY"}
+    with pytest.raises(ValidationError) as caught:
+        FaceStreamConfig.model_validate(
+            {
+                "doors": [
+                    {"id": "front", "cameras": ["a"], "osdp": osdp},
+                    {"id": "back", "cameras": ["b"], "osdp": osdp},
+                ]
+            }
+        )
+    assert (
+        "doors.1.osdp.address: PD address 3 on tcp:10.0.0.5:4001 is already used by "
+        "doors.0.osdp.address" in str(caught.value)
+    )
+    other_bus = {**osdp, "channel": {"tcp": "10.0.0.6:4001"}}
+    FaceStreamConfig.model_validate(
+        {
+            "doors": [
+                {"id": "front", "cameras": ["a"], "osdp": osdp},
+                {"id": "back", "cameras": ["b"], "osdp": other_bus},
+            ]
+        }
+    )
+
+
+def test_an_unknown_serial_device_in_a_door_is_a_config_error_naming_the_key() -> None:
+    with pytest.raises(ValidationError) as caught:
+        FaceStreamConfig.model_validate(
+            {
+                "doors": [
+                    {
+                        "id": "front",
+                        "cameras": ["a"],
+                        "osdp": {
+                            "channel": {"serial_device": "/dev/ttyUSB-not-there"},
+                            "scbk_env": "DOOR_KEY",
+                        },
+                    }
+                ]
+            }
+        )
+    assert "doors.0.osdp.channel.serial_device" in str(caught.value)
+    assert "no such serial device" in str(caught.value)
