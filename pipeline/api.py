@@ -46,6 +46,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from engines.errors import ConfigError, FaceStreamError
+from pipeline.access.http import credential_routes
 from pipeline.app import EnrolmentTemplates
 from pipeline.capture import CameraConfig
 from pipeline.config import ApiConfig
@@ -333,6 +334,8 @@ def _admissions(api: ApiConfig) -> list[_GatedRoute]:
 health = APIRouter(tags=["health"])
 v1 = APIRouter(prefix="/v1", dependencies=[Depends(_require_token)])
 pages = APIRouter(include_in_schema=False)
+# door credentials (issue 24): card numbers of identities, cards shown at card + face doors
+v1.include_router(credential_routes(lambda request: _state(request).service))
 
 
 def create_app(service: FaceStreamService, *, token: str) -> FastAPI:

@@ -44,6 +44,7 @@ from engines.parity import (
     read_rgb,
 )
 from engines.store import ModelStore, StoredModel, default_encoder_source, installed_dlib_model
+from pipeline.access.cli import credential_app
 from pipeline.api import create_app, uvicorn_config
 from pipeline.app import Services, gallery_client, open_services
 from pipeline.audit import AuditHead, verify_audit_log
@@ -263,6 +264,7 @@ def engines_parity(
 
 identities_app = typer.Typer(help="list and remove gallery identities", no_args_is_help=True)
 app.add_typer(identities_app, name="identities")
+identities_app.add_typer(credential_app, name="credential")
 
 
 def _read_image(path: Path) -> npt.NDArray[np.uint8]:
