@@ -1,20 +1,26 @@
 """The HTTP API of the door-access service (FastAPI), a thin layer over ``FaceStreamService``.
 
 Every route under /v1 needs ``Authorization: Bearer <token>``; GET routes also accept the
-cookie that /login sets (derived from the token, not the token), so a browser can show the
-live preview (an ``<img>`` cannot send a header). Mutations never accept the cookie, so a
-forged cross-site form cannot enrol or delete anyone. Tokens are compared in constant time.
+cookie that a POST to /login sets (derived from the token, not the token, and carrying its own
+signed expiry, ``Secure`` when served over TLS), so a browser can show the live preview (an
+``<img>`` cannot send a header). Mutations never accept the cookie, so a forged cross-site
+form cannot enrol or delete anyone. Adding and removing cameras needs the admin token
+(``api.admin_token``; without one the API token is the admin token): a camera URL is opened
+by FFmpeg or GStreamer, so it is checked too (``capture.admission``). Tokens are compared in
+constant time. Proxy headers (X-Forwarded-For) are believed only from ``api.trusted_proxies``.
 /healthz, /readyz and /metrics are open, for probes and Prometheus. Face analysis (identify,
 verify, enrol) is rate-limited per client and request bodies are capped per route (enrolment:
 every image; other routes: one image). The token, the body cap and the rate limit are checked
 by ASGI middleware before anything reads the body (FastAPI parses a form before dependencies
-run), and such a refusal closes the connection. Errors are JSON
+run), and such a refusal closes the connection (after at most ``api.drain_timeout_seconds``
+waiting for a small body). Errors are JSON
 ``{"detail": "..."}`` with a 4xx/5xx status; the access log names the path, never the query
 string (which may carry a token).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -27,6 +33,7 @@ from typing import Annotated
 
 import numpy as np
 import numpy.typing as npt
+import uvicorn
 from fastapi import (
     APIRouter,
     Depends,
@@ -49,8 +56,10 @@ from engines.errors import ConfigError, FaceStreamError
 from pipeline.access.http import credential_routes
 from pipeline.app import EnrolmentTemplates
 from pipeline.capture import CameraConfig
+from pipeline.capture.admission import admit_api_camera
 from pipeline.config import ApiConfig
 from pipeline.errors import (
+    CameraUrlRefusedError,
     EnrollmentRejectedError,
     EventsUnavailableError,
     GalleryRequestError,
@@ -71,7 +80,7 @@ from pipeline.ratelimit import BodySizeLimit, RateLimiter, retry_after_header
 from pipeline.service import FaceStreamService
 from pipeline.types import Embeddings, FoundBy
 
-__all__ = ["PREVIEW_COOKIE", "create_app", "preview_cookie_value"]
+__all__ = ["PREVIEW_COOKIE", "create_app", "preview_cookie_value", "uvicorn_config"]
 
 _log = logging.getLogger("facestream.api")
 PREVIEW_COOKIE = "facestream_preview"
@@ -82,6 +91,11 @@ _STANDARD_METHODS = frozenset(
 )
 _FORM_ROOM_BYTES = 1024 * 1024  # multipart boundaries and form fields beside the images
 _TOKEN_MISSING = "missing or wrong API token: send 'Authorization: Bearer <token>'"
+_ADMIN_MISSING = (
+    "adding or removing cameras needs the admin token (api.admin_token): send "
+    "'Authorization: Bearer <admin token>'"
+)
+_COOKIE_CONTEXT = b"facestream preview cookie v2|"
 _DRAIN_UNAUTHORISED_BYTES = 64 * 1024  # read before a 401 (see _refuse); more is not read
 # FaceStreamError subclasses -> HTTP status; the first matching class wins
 _STATUS_OF_ERROR: tuple[tuple[type[FaceStreamError], int], ...] = (
@@ -124,6 +138,7 @@ def _track_json(track: TrackLabel) -> dict[str, object]:
 class _ApiState:
     service: FaceStreamService
     token: bytes
+    admin_token: bytes  # the same as token when no separate one is configured
     analysis_lock: threading.Lock  # one API face analysis at a time: the cores are shared
     analysis_limit: RateLimiter
     still_judge: LivenessJudge | None  # photo liveness; built once (its blink model is large)
@@ -137,24 +152,40 @@ def _state(request: Request) -> _ApiState:
 State = Annotated[_ApiState, Depends(_state)]
 
 
-def _authorised(request: Request, state: _ApiState, *, allow_cookie: bool) -> bool:
+def _authorised(
+    request: Request, state: _ApiState, *, allow_cookie: bool, admin: bool = False
+) -> bool:
+    """Whether the request's bearer token (or, where ``allow_cookie``, its preview cookie)
+    opens the route; ``admin`` routes take the admin token only."""
     header = request.headers.get("authorization", "")
     scheme, _, credentials = header.partition(" ")
-    if scheme.lower() == "bearer" and hmac.compare_digest(credentials.encode(), state.token):
-        return True
+    if scheme.lower() == "bearer":
+        given = credentials.encode()
+        if hmac.compare_digest(given, state.admin_token):
+            return True
+        if not admin and hmac.compare_digest(given, state.token):
+            return True
     cookie = request.cookies.get(PREVIEW_COOKIE)
-    return (
-        allow_cookie
-        and cookie is not None
-        and hmac.compare_digest(cookie.encode(), preview_cookie_value(state.token).encode())
+    return allow_cookie and not admin and cookie is not None and _cookie_valid(cookie, state)
+
+
+def preview_cookie_value(token: bytes, expires_at: int) -> str:
+    """The browser cookie /login sets: ``<expiry>.<HMAC of the expiry under the token>``.
+    Derived from the token, not the token itself, so a cookie that leaks (a browser profile, a
+    proxy log) opens the read-only pages and nothing that needs the token; and it stops
+    working at ``expires_at`` (Unix seconds) whatever the browser keeps."""
+    digest = hmac.new(token, _COOKIE_CONTEXT + str(expires_at).encode(), hashlib.sha256)
+    return f"{expires_at}.{digest.hexdigest()}"
+
+
+def _cookie_valid(cookie: str, state: _ApiState) -> bool:
+    expires_text, _, _ = cookie.partition(".")
+    if not expires_text.isdigit() or len(expires_text) > 12:
+        return False
+    expected = preview_cookie_value(state.token, int(expires_text))
+    return hmac.compare_digest(cookie.encode(), expected.encode()) and time.time() < int(
+        expires_text
     )
-
-
-def preview_cookie_value(token: bytes) -> str:
-    """The browser cookie /login sets: derived from the token, not the token itself, so a
-    cookie that leaks (a browser profile, a proxy log) opens the read-only pages and nothing
-    that needs the token."""
-    return hmac.new(token, b"facestream preview cookie v1", hashlib.sha256).hexdigest()
 
 
 def _require_token(request: Request, state: State) -> None:
@@ -165,6 +196,11 @@ def _require_token(request: Request, state: State) -> None:
         )
 
 
+def _require_admin(request: Request, state: State) -> None:
+    if not _authorised(request, state, allow_cookie=False, admin=True):
+        raise HTTPException(status_code=403, detail=_ADMIN_MISSING)
+
+
 @dataclass(frozen=True, slots=True)
 class _Admission:
     """What _RequestGate lets through to one route."""
@@ -172,6 +208,7 @@ class _Admission:
     max_body_bytes: int
     limit_source: str  # the settings the body cap comes from, for the 413 message
     analysis: bool  # face analysis: rate-limited per client
+    admin: bool = False  # needs the admin token (cameras: their URLs are opened)
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,10 +222,11 @@ class _RequestGate:
 
     FastAPI reads (and spools) a whole form before any dependency runs, so a token check in a
     dependency lets anyone make the server take in the largest allowed body first. Here, from
-    the headers alone: the token (401), the route's body cap on a declared Content-Length
-    (413) and the face-analysis rate limit (429). A refusal says ``Connection: close``, so the
-    unread body is not read afterwards either. Bodies without a Content-Length are counted
-    as they stream (``BodySizeLimit``, at the route's cap).
+    the headers alone: the token (401), the admin token on camera routes (403), the route's
+    body cap on a declared Content-Length (413) and the face-analysis rate limit (429). A
+    refusal says ``Connection: close``, so the unread body is not read afterwards either.
+    Bodies without a Content-Length are counted as they stream (``BodySizeLimit``, at the
+    route's cap).
     """
 
     def __init__(
@@ -216,6 +254,12 @@ class _RequestGate:
             return
         request = Request(scope)
         declared = request.headers.get("content-length")
+        admission = self._default
+        for gated in self._routes:
+            if gated.route.matches(scope)[0] is Match.FULL:
+                scope["route"] = gated.route  # the metrics' route label, as the router sets it
+                admission = gated.admission
+                break
         if not _authorised(request, self._state, allow_cookie=request.method in ("GET", "HEAD")):
             await _refuse(
                 (scope, receive, send),
@@ -226,12 +270,17 @@ class _RequestGate:
                 drain_bytes=_DRAIN_UNAUTHORISED_BYTES,
             )
             return
-        admission = self._default
-        for gated in self._routes:
-            if gated.route.matches(scope)[0] is Match.FULL:
-                scope["route"] = gated.route  # the metrics' route label, as the router sets it
-                admission = gated.admission
-                break
+        if admission.admin and not _authorised(
+            request, self._state, allow_cookie=False, admin=True
+        ):
+            await _refuse(
+                (scope, receive, send),
+                403,
+                _ADMIN_MISSING,
+                declared=declared,
+                drain_bytes=_DRAIN_UNAUTHORISED_BYTES,
+            )
+            return
         if declared is not None and (
             not declared.isdigit() or int(declared) > admission.max_body_bytes
         ):
@@ -273,10 +322,16 @@ async def _refuse(
 ) -> None:
     """Answer ``status`` without passing the request on. A body of at most ``drain_bytes`` is
     read and dropped first: closing a connection with unread data in it makes the kernel
-    reset it, and the client sees "connection reset" instead of this answer. A larger body is
-    not read at all, and the connection is closed after the answer."""
+    reset it, and the client sees "connection reset" instead of this answer. A larger body, or
+    one that does not arrive within ``api.drain_timeout_seconds``, is not read (any further),
+    and the connection is closed after the answer."""
     scope, receive, send = asgi
-    drained = await _drain(receive, declared=declared, limit=drain_bytes)
+    state: _ApiState = scope["app"].state.facestream
+    try:
+        async with asyncio.timeout(state.service.config.api.drain_timeout_seconds):
+            drained = await _drain(receive, declared=declared, limit=drain_bytes)
+    except TimeoutError:  # declared a body and sent none (or too slowly): hold nothing for it
+        drained = False
     answer_headers = dict(headers or {})
     if not drained:
         answer_headers["Connection"] = "close"
@@ -324,8 +379,15 @@ def _admissions(api: ApiConfig) -> list[_GatedRoute]:
         verify: _one_image(api, analysis=True),
         passive_liveness: _one_image(api, analysis=True),
     }
+    camera_admin = _Admission(
+        api.max_upload_bytes + _FORM_ROOM_BYTES,
+        "api.max_upload_bytes, plus 1 MiB for the form",
+        analysis=False,
+        admin=True,
+    )
+    admissions = {**analysis_routes, add_stream: camera_admin, remove_stream: camera_admin}
     return [
-        _GatedRoute(route, analysis_routes.get(route.endpoint, _one_image(api, analysis=False)))
+        _GatedRoute(route, admissions.get(route.endpoint, _one_image(api, analysis=False)))
         for route in v1.routes  # the app's own list holds the routers, not their routes
         if isinstance(route, APIRoute)
     ]
@@ -338,10 +400,16 @@ pages = APIRouter(include_in_schema=False)
 v1.include_router(credential_routes(lambda request: _state(request).service))
 
 
-def create_app(service: FaceStreamService, *, token: str) -> FastAPI:
-    """The API for ``service``; ``token`` is the bearer token every /v1 route requires."""
-    if len(token) < 16:
-        raise ConfigError("the API token must be at least 16 characters")
+def create_app(
+    service: FaceStreamService, *, token: str, admin_token: str | None = None
+) -> FastAPI:
+    """The API for ``service``; ``token`` is the bearer token every /v1 route requires,
+    ``admin_token`` the one adding and removing cameras requires (None: ``api.admin_token``
+    of the service's config, and without that ``token``)."""
+    if admin_token is None and service.config.api.admin_token is not None:
+        admin_token = service.config.api.admin_token.get_secret_value()
+    if len(token) < 16 or (admin_token is not None and len(admin_token) < 16):
+        raise ConfigError("the API and admin tokens must be at least 16 characters")
     app = FastAPI(
         title="facestream",
         version="0.1.0",
@@ -355,7 +423,12 @@ def create_app(service: FaceStreamService, *, token: str) -> FastAPI:
         LivenessJudge(liveness, service.services.liveness_engine) if liveness.enabled else None
     )
     app.state.facestream = _ApiState(
-        service, token.encode(), threading.Lock(), limiter, still_judge
+        service,
+        token.encode(),
+        (admin_token or token).encode(),
+        threading.Lock(),
+        limiter,
+        still_judge,
     )
     app.include_router(health)
     app.include_router(v1)
@@ -370,6 +443,28 @@ def create_app(service: FaceStreamService, *, token: str) -> FastAPI:
     app.middleware("http")(_measure)
     app.exception_handler(FaceStreamError)(_facestream_error)
     return app
+
+
+def uvicorn_config(
+    app: FastAPI, api: ApiConfig, *, graceful_shutdown_seconds: int = 3
+) -> uvicorn.Config:
+    """The uvicorn settings that serve ``app`` as ``api`` says: X-Forwarded-For and
+    X-Forwarded-Proto are believed from ``api.trusted_proxies`` only (uvicorn's own default
+    believes them from 127.0.0.1, so anything on this machine could pick the address the
+    rate limit counts it under); no access log (the API logs requests itself, without query
+    strings)."""
+    trusted = [str(network) for network in api.trusted_proxies]
+    return uvicorn.Config(
+        app,
+        host=api.host,
+        port=api.port,
+        access_log=False,
+        log_level="warning",
+        timeout_graceful_shutdown=graceful_shutdown_seconds,
+        proxy_headers=bool(trusted),
+        forwarded_allow_ips=trusted,
+        server_header=False,
+    )
 
 
 async def _measure(
@@ -403,7 +498,7 @@ async def _facestream_error(request: Request, error: Exception) -> JSONResponse:
     if status == 500:
         _log.error("%s %s failed: %s", request.method, request.url.path, error)
     body: dict[str, object] = {"detail": str(error)}
-    if isinstance(error, EnrollmentRejectedError):
+    if isinstance(error, EnrollmentRejectedError | CameraUrlRefusedError):
         body["reason"] = error.reason
     return JSONResponse(body, status_code=status)
 
@@ -628,10 +723,14 @@ def list_streams(state: State) -> dict[str, object]:
     return {"streams": [asdict(status) for status in state.service.camera_statuses()]}
 
 
-@v1.post("/streams", tags=["streams"], status_code=201)
+@v1.post("/streams", tags=["streams"], status_code=201, dependencies=[Depends(_require_admin)])
 def add_stream(state: State, camera: CameraConfig) -> dict[str, object]:
-    """Start a camera: the fields of a ``[[capture.cameras]]`` entry (id, url, ...)."""
-    return asdict(state.service.add_camera(camera))
+    """Start a camera: the fields of a ``[[capture.cameras]]`` entry (id, url, ...). Needs
+    the admin token. Only rtsp(s)://, http(s):// and device URLs, files under
+    ``capture.media_dir``, and hosts with public addresses or in
+    ``capture.api_allowed_networks``; anything else is 422 with a ``reason``."""
+    admitted = admit_api_camera(camera, state.service.config.capture)
+    return asdict(state.service.add_camera(admitted))
 
 
 @v1.get("/streams/{camera_id}", tags=["streams"])
@@ -642,9 +741,14 @@ def get_stream(state: State, camera_id: str) -> dict[str, object]:
     return {**asdict(status), "tracks": [_track_json(track) for track in tracks]}
 
 
-@v1.delete("/streams/{camera_id}", tags=["streams"], status_code=204)
+@v1.delete(
+    "/streams/{camera_id}",
+    tags=["streams"],
+    status_code=204,
+    dependencies=[Depends(_require_admin)],
+)
 def remove_stream(state: State, camera_id: str) -> Response:
-    """Stop and forget a camera."""
+    """Stop and forget a camera (needs the admin token)."""
     state.service.remove_camera(camera_id)
     return Response(status_code=204)
 
@@ -686,18 +790,34 @@ def recent_events(
 
 
 @pages.get("/login")
-def login(state: State, token: Annotated[str, Query(max_length=4096)] = "") -> Response:
-    """Set the preview cookie from ``?token=`` and go to the preview (the token leaves the
-    address bar at once; the access log never shows query strings)."""
-    if not hmac.compare_digest(token.encode(), state.token):
-        return HTMLResponse(_LOGIN_PAGE, status_code=401 if token else 200)
+def login_page() -> HTMLResponse:
+    """The sign-in form. The token goes in a POST body, never in the URL (where browser
+    history, proxies and referrers keep it); a ``?token=`` here is ignored."""
+    return HTMLResponse(_LOGIN_PAGE.format(problem=""))
+
+
+@pages.post("/login")
+def login(
+    request: Request, state: State, token: Annotated[str, Form(max_length=4096)] = ""
+) -> Response:
+    """Set the preview cookie for a right token and go to the preview. The cookie expires
+    after ``api.preview_session_seconds``, checked by the server, and is ``Secure`` when the
+    page was served over TLS (directly or through a trusted proxy)."""
+    if not (
+        hmac.compare_digest(token.encode(), state.token)
+        or hmac.compare_digest(token.encode(), state.admin_token)
+    ):
+        page = _LOGIN_PAGE.format(problem=_WRONG_TOKEN_LINE)
+        return HTMLResponse(page, status_code=401)
+    lifetime = state.service.config.api.preview_session_seconds
     response = RedirectResponse("/preview", status_code=303)
     response.set_cookie(
         PREVIEW_COOKIE,
-        preview_cookie_value(state.token),
+        preview_cookie_value(state.token, int(time.time()) + lifetime),
         httponly=True,
+        secure=request.url.scheme == "https",
         samesite="strict",
-        max_age=12 * 3600,
+        max_age=lifetime,
         path="/",
     )
     return response
@@ -717,11 +837,13 @@ def preview_page(request: Request, state: State) -> Response:
     return HTMLResponse(_PREVIEW_PAGE)
 
 
+_WRONG_TOKEN_LINE = '<p role="alert">That is not the API token.</p>'
 _LOGIN_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>facestream: sign in</title></head>
 <body style="font-family: sans-serif">
 <h1>facestream</h1>
-<form method="get" action="/login">
+{problem}
+<form method="post" action="/login">
   <label>API token <input name="token" type="password" autocomplete="off" size="48"></label>
   <button type="submit">Open the live preview</button>
 </form>

@@ -56,6 +56,7 @@ from pipeline.errors import (
     ModelMismatchError,
 )
 from pipeline.metrics import PipelineMetrics
+from pipeline.redis_access import redis_password
 from pipeline.types import DESCRIPTOR_SIZE, Embeddings
 
 __all__ = [
@@ -85,11 +86,14 @@ def connect(url: str, config: GalleryConfig | None = None) -> redis.Redis:
     """A Redis client for the gallery from a redis://, rediss:// or unix:// URL.
 
     Connect and command timeouts come from ``config.socket_timeout_seconds`` (seconds);
-    responses stay bytes, as the gallery needs.
+    responses stay bytes, as the gallery needs. A network Redis without a password is
+    refused (ConfigError) unless ``config.allow_insecure_redis`` (``pipeline.redis_access``).
     """
     config = config if config is not None else GalleryConfig()
+    password = redis_password(url, config)  # refuses a network Redis without one
     return redis.Redis.from_url(
         url,
+        password=None if password is None else password.get_secret_value(),
         socket_timeout=config.socket_timeout_seconds,
         socket_connect_timeout=config.socket_timeout_seconds,
         decode_responses=False,

@@ -8,6 +8,14 @@ before Redis replies, so nothing acknowledged is lost to a killed server or a po
 Redis 7.0 postpones writing the AOF buffer for up to 2 s but still replies, so a SIGKILL in
 that window loses acknowledged writes (the Redis chaos test caught one under load).
 
+The data dir holds face templates, so it is private: the folder is made (or tightened to)
+0700, the server runs with umask 077 (its AOF files are 0600, its folders 0700), and files an
+older version left readable are made private at start. The socket is ``data_dir/redis.sock``;
+a path too long for a unix socket puts it in a fresh private folder from ``mkdtemp`` (0700,
+an unguessable name) instead of a fixed /tmp name another local user could take first; the
+folder's path is kept in ``data_dir/redis.sock.path``, so a restarted server, and another
+command on the same data dir, find the same socket.
+
 The binary is ``$FACESTREAM_REDIS_SERVER`` when set, else ``redis-server`` on PATH. The server
 is stopped (SIGTERM, then SIGKILL after ``stop_timeout_seconds``) by ``stop()``, on leaving the
 ``with`` block, when the object is garbage collected, and at interpreter exit; on Linux it also
@@ -20,11 +28,11 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import hashlib
 import logging
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import tempfile
 import time
@@ -42,6 +50,7 @@ __all__ = [
     "BINARY_ENVIRONMENT_VARIABLE",
     "EmbeddedRedis",
     "locate_redis_server",
+    "make_private_dir",
     "running_embedded_url",
 ]
 
@@ -49,6 +58,10 @@ LOGGER = logging.getLogger(__name__)
 
 BINARY_ENVIRONMENT_VARIABLE = "FACESTREAM_REDIS_SERVER"
 _SOCKET_NAME = "redis.sock"
+_SOCKET_POINTER_NAME = "redis.sock.path"  # where the socket is when data_dir is too long
+_PRIVATE_DIR_MODE = 0o700
+_PRIVATE_FILE_MODE = 0o600
+_CHILD_UMASK = 0o077
 _LOG_NAME = "redis-server.log"
 # sockaddr_un.sun_path holds 108 bytes on Linux, including the terminating NUL
 _MAX_SOCKET_PATH_BYTES = 100
@@ -80,17 +93,60 @@ def locate_redis_server(environment: Mapping[str, str] | None = None) -> Path:
     return Path(found)
 
 
-def _socket_path(data_dir: Path) -> Path:
-    """``data_dir/redis.sock``, or a short path derived from it when that is too long.
+def make_private_dir(path: Path) -> None:
+    """Make ``path`` (and missing parents) a folder only its owner can enter: 0700, also when
+    it existed with a wider mode. A folder of another user's is left as it is (chmod fails)."""
+    path.mkdir(mode=_PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o777 != _PRIVATE_DIR_MODE and path.stat().st_uid == os.getuid():
+        path.chmod(_PRIVATE_DIR_MODE)
 
-    The fallback is a fixed function of ``data_dir``, so a restarted server on the same data
-    dir listens at the same URL and clients reconnect.
-    """
+
+def _make_tree_private(root: Path) -> None:
+    """Folders under ``root`` 0700, files 0600: what an older version (umask 022) left."""
+    for directory, folders, files in os.walk(root):
+        for name in folders:
+            os.chmod(os.path.join(directory, name), _PRIVATE_DIR_MODE, follow_symlinks=False)
+        for name in files:
+            full = os.path.join(directory, name)
+            if stat.S_ISREG(os.lstat(full).st_mode):  # not links, not a live server's socket
+                os.chmod(full, _PRIVATE_FILE_MODE)
+
+
+def _private_folder(path: Path) -> bool:
+    """Whether ``path`` is a real folder (not a link) of this user's that nobody else may
+    enter: only then is a socket in it ours."""
+    try:
+        status = path.lstat()
+    except OSError:
+        return False
+    return (
+        stat.S_ISDIR(status.st_mode)
+        and status.st_uid == os.getuid()
+        and status.st_mode & 0o077 == 0
+    )
+
+
+def _socket_path(data_dir: Path, *, create: bool) -> Path | None:
+    """``data_dir/redis.sock``, or, when that is too long for a unix socket, ``redis.sock`` in
+    the private folder ``data_dir/redis.sock.path`` names (made with ``mkdtemp`` and recorded
+    there when ``create``; None when there is none yet and not ``create``)."""
     preferred = data_dir / _SOCKET_NAME
     if len(os.fsencode(preferred)) <= _MAX_SOCKET_PATH_BYTES:
         return preferred
-    digest = hashlib.sha256(os.fsencode(data_dir)).hexdigest()[:16]
-    return Path(tempfile.gettempdir()) / f"facestream-redis-{digest}.sock"
+    pointer = data_dir / _SOCKET_POINTER_NAME
+    try:
+        recorded = Path(pointer.read_text(encoding="utf-8").strip())
+    except (OSError, UnicodeDecodeError):
+        recorded = None
+    if recorded is not None and _private_folder(recorded):
+        return recorded / _SOCKET_NAME
+    if not create:
+        return None
+    folder = Path(tempfile.mkdtemp(prefix="facestream-redis-"))  # 0700, unguessable name
+    descriptor = os.open(pointer, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _PRIVATE_FILE_MODE)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+        file.write(f"{folder}\n")
+    return folder / _SOCKET_NAME
 
 
 def running_embedded_url(data_dir: Path, timeout_seconds: float = 1.0) -> str | None:
@@ -99,8 +155,8 @@ def running_embedded_url(data_dir: Path, timeout_seconds: float = 1.0) -> str | 
     Lets a second command (``facestream enroll`` beside ``facestream run``) share the running
     server instead of starting its own on the same files.
     """
-    socket_path = _socket_path(Path(data_dir).resolve())
-    if not socket_path.exists():
+    socket_path = _socket_path(Path(data_dir).resolve(), create=False)
+    if socket_path is None or not socket_path.exists():
         return None
     url = f"unix://{socket_path}"
     client = redis.Redis.from_url(
@@ -115,8 +171,10 @@ def running_embedded_url(data_dir: Path, timeout_seconds: float = 1.0) -> str | 
     return url
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: ask Linux for SIGTERM when the parent thread exits."""
+def _prepare_child() -> None:
+    """In the child before exec: umask 077 (the AOF holds face templates) and SIGTERM from
+    Linux when the parent thread exits."""
+    os.umask(_CHILD_UMASK)
     library = ctypes.util.find_library("c")
     if library is None:
         return
@@ -164,7 +222,7 @@ class EmbeddedRedis:
         self._data_dir = Path(data_dir).resolve()
         self._config = config if config is not None else EmbeddedRedisConfig()
         self._binary = binary
-        self._socket_path = _socket_path(self._data_dir)
+        self._socket_path = _socket_path(self._data_dir, create=False)
         self._process: subprocess.Popen[bytes] | None = None
         self._finalizer: (
             weakref.finalize[[subprocess.Popen[bytes], float], EmbeddedRedis] | None
@@ -173,11 +231,14 @@ class EmbeddedRedis:
     @property
     def url(self) -> str:
         """``unix://`` URL of the server's socket, for ``redis.Redis.from_url``."""
-        return f"unix://{self._socket_path}"
+        return f"unix://{self.socket_path}"
 
     @property
     def socket_path(self) -> Path:
-        """The unix socket the server listens on."""
+        """The unix socket the server listens on (known once started, or when a server
+        already ran on this data dir)."""
+        if self._socket_path is None:
+            raise RedisServerError(f"redis-server for {self._data_dir} was not started")
         return self._socket_path
 
     @property
@@ -200,7 +261,10 @@ class EmbeddedRedis:
         if self.running:
             raise RedisServerError(f"redis-server for {self._data_dir} is already running")
         binary = self._binary if self._binary is not None else locate_redis_server()
-        self._data_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self._data_dir)
+        _make_tree_private(self._data_dir)
+        self._socket_path = _socket_path(self._data_dir, create=True)
+        assert self._socket_path is not None  # create=True always gives one
         # a socket left by a killed server would make clients connect to nothing
         self._socket_path.unlink(missing_ok=True)
         arguments = [
@@ -222,7 +286,7 @@ class EmbeddedRedis:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
                 start_new_session=True,  # Ctrl-C reaches us, and we stop the server in order
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - only calls prctl before exec
+                preexec_fn=_prepare_child,  # noqa: PLW1509 - only calls prctl before exec
             )
         except OSError as exc:
             raise RedisServerError(f"cannot start {binary}: {exc}") from exc
@@ -251,7 +315,7 @@ class EmbeddedRedis:
         process = self._running_process()
         deadline = time.monotonic() + timeout_seconds
         client = redis.Redis(
-            unix_socket_path=str(self._socket_path),
+            unix_socket_path=str(self.socket_path),
             socket_timeout=_POLL_INTERVAL_SECONDS * 10,
             socket_connect_timeout=_POLL_INTERVAL_SECONDS * 10,
         )
@@ -271,7 +335,7 @@ class EmbeddedRedis:
                 if time.monotonic() >= deadline:
                     raise RedisServerError(
                         f"redis-server pid {process.pid} did not answer PING on "
-                        f"{self._socket_path} within {timeout_seconds} s: {self._log_tail()}"
+                        f"{self.socket_path} within {timeout_seconds} s: {self._log_tail()}"
                     )
                 time.sleep(_POLL_INTERVAL_SECONDS)
         finally:

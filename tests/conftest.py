@@ -21,7 +21,7 @@ from engines.backends import build_encoder_onnx
 from engines.onnxrt import OrtEngine, OrtSettings
 from engines.parity import DlibOracle, astronaut_rgb, image_files, read_rgb
 from engines.store import ModelStore, StoredModel, default_encoder_source, installed_dlib_model
-from pipeline.api import create_app
+from pipeline.api import create_app, uvicorn_config
 from pipeline.config import GalleryConfig
 from pipeline.gallery import connect
 from pipeline.metrics import PipelineMetrics
@@ -123,14 +123,9 @@ def _serving(service: FaceStreamService, token: str) -> Iterator[str]:
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", 0))
     port = listener.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(service, token=token),
-            log_level="warning",
-            access_log=False,
-            timeout_graceful_shutdown=2,
-        )
-    )
+    # the service's own uvicorn settings (proxy headers believed only from api.trusted_proxies)
+    app = create_app(service, token=token)
+    server = uvicorn.Server(uvicorn_config(app, service.config.api, graceful_shutdown_seconds=2))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + API_START_TIMEOUT_SECONDS

@@ -133,7 +133,14 @@ def test_compose_wires_every_part() -> None:
     compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text(encoding="utf-8"))
     services = compose["services"]
     assert {"facestream", "redis", "prometheus", "grafana", "rtsp"} <= set(services)
-    assert "--appendonly" in services["redis"]["command"]
+    redis_command = " ".join(services["redis"]["command"])
+    assert "--appendonly" in redis_command
+    # no password-less user, and the password from a secret, never a command line argument
+    assert "user default off" in redis_command
+    assert "/run/secrets/redis_password" in redis_command
+    assert "redis_password" in services["redis"]["secrets"]
+    assert "redis_password" in services["facestream"]["secrets"]
+    assert "REDIS_PASSWORD" in {secret.get("environment") for secret in compose["secrets"].values()}
     assert services["facestream"]["build"]["target"] == "cpu"
     for service in services.values():
         for volume in service.get("volumes", []):
@@ -194,7 +201,31 @@ def test_kubernetes_deployment_runs_the_shipped_config() -> None:
     assert "--token-required" in container["args"]
     config_text = documents["ConfigMap"]["data"]["facestream.toml"]
     config = FaceStreamConfig.model_validate(tomllib.loads(config_text))
-    assert config.gallery.redis_url is not None  # Redis is external and shared by shards
+    assert config.gallery.redis_url is not None  # one Redis, shared by the shards
+    assert config.gallery.redis_url.startswith("redis://facestream@")  # the ACL user
+    assert not config.gallery.allow_insecure_redis
+    password = next(v for v in container["env"] if v["name"] == "FACESTREAM_REDIS_PASSWORD")
+    assert password["valueFrom"]["secretKeyRef"]["key"] == "redis-password"
+
+
+def test_only_facestream_reaches_redis_in_kubernetes() -> None:
+    """The NetworkPolicy selects the Redis pods and lets in facestream's pods only; Redis
+    itself turns its password-less user off."""
+    documents = _k8s_documents()
+    (policy,) = [document for _, document in documents if document["kind"] == "NetworkPolicy"]
+    (redis_set,) = [document for _, document in documents if document["kind"] == "StatefulSet"]
+    redis_labels = redis_set["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= redis_labels.items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    (rule,) = policy["spec"]["ingress"]
+    (source,) = rule["from"]
+    facestream = next(document for _, document in documents if document["kind"] == "Deployment")
+    facestream_labels = facestream["spec"]["template"]["metadata"]["labels"]
+    assert source["podSelector"]["matchLabels"].items() <= facestream_labels.items()
+    assert not source["podSelector"]["matchLabels"].items() <= redis_labels.items()
+    assert rule["ports"] == [{"protocol": "TCP", "port": 6379}]
+    redis_command = " ".join(redis_set["spec"]["template"]["spec"]["containers"][0]["args"])
+    assert "user default off" in redis_command
 
 
 def _exported_metric_names() -> set[str]:

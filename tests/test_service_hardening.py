@@ -17,6 +17,7 @@ import pytest
 from ports import free_port
 from waiting import wait_until
 
+from pipeline.capture import CaptureConfig
 from pipeline.config import ApiConfig, FaceStreamConfig
 from pipeline.service import FaceStreamService, run_service
 
@@ -36,6 +37,8 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaceStreamServ
         pytest.skip("redis-server is not installed (apt-get install redis-server)")
     config = FaceStreamConfig(
         data_dir=tmp_path_factory.mktemp("data"),
+        # the silent camera below is on 127.0.0.1, which the API refuses unless allowed
+        capture=CaptureConfig(api_allowed_networks=["127.0.0.1/32"]),
         api=ApiConfig(
             analysis_per_minute=100_000,
             analysis_burst=1000,  # no 429s here

@@ -177,7 +177,7 @@ class CaptureConfig(StrictModel):
         description="address ranges (CIDR) a camera added through the API may reach although "
         "they are not public: loopback, private (10/8, 172.16/12, 192.168/16, fc00::/7), "
         "link-local (169.254/16: cloud metadata) and other special ranges are refused unless "
-        "listed here, e.g. [\"10.20.0.0/16\"] for the camera network",
+        'listed here, e.g. ["10.20.0.0/16"] for the camera network',
     )
 
     @model_validator(mode="after")

@@ -5,18 +5,31 @@ CAP_PROP_READ_TIMEOUT_MSEC, set at open to the camera's ``stall_timeout_seconds`
 camera otherwise blocks ``read()`` for 30 s. A read that ran into that timeout still returns True
 with a frame the decoder was holding back, so such a read is reported as "no new frame": the
 stream has stalled, and the camera's watchdog must see it.
+
+FFmpeg opens whatever protocol a URL or a nested reference names (an HTTP "camera" that
+serves an HLS playlist listing ``file:`` segments reads local files; ``tcp:``, ``ftp:``,
+``concat:`` reach anywhere). Each open therefore sets FFmpeg's ``protocol_whitelist`` to the
+protocols of the camera's kind, and for HTTP MJPEG also ``format_whitelist`` (no playlists).
+OpenCV takes such options only from the environment variable OPENCV_FFMPEG_CAPTURE_OPTIONS,
+read at the start of each open, so ``_FFMPEG_OPTIONS`` sets it for the opening thread and
+lets other cameras open at the same time only with the same value. The operator's own value
+of that variable (read once, at import) is kept, with the whitelists added after it.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import cv2
 import numpy.typing as npt
 
-from pipeline.capture.config import CameraConfig, redact_credentials
+from pipeline.capture.config import CameraConfig, SourceKind, redact_credentials
 from pipeline.errors import CameraError, CameraFrameError, CameraTimeoutError, StreamEndedError
 
 __all__ = ["OpenCvSource"]
@@ -26,6 +39,66 @@ logger = logging.getLogger(__name__)
 _MILLISECONDS_PER_SECOND = 1000.0
 _TIMED_OUT_FRACTION = 0.95  # a read this close to the read timeout ran into it
 _MAX_PACING_SECONDS = 1.0  # never sleep longer than this for one frame, whatever the file says
+_OPTIONS_VARIABLE = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
+# OpenCV's own default when the variable is unset: RTSP over TCP when the server offers it
+_OPENCV_DEFAULT_OPTIONS = "rtsp_flags;prefer_tcp"
+# protocols (and for HTTP, demuxers) FFmpeg may open for each kind of camera, nested opens
+# included: RTSP needs its control, RTP and TLS transports; HTTP(S) MJPEG its own two; files
+# the file protocol alone
+_WHITELISTS: dict[SourceKind, str] = {
+    "rtsp": "protocol_whitelist;rtsp,rtsps,rtp,srtp,udp,tcp,tls",
+    "http": "protocol_whitelist;http,https,tcp,tls|format_whitelist;mpjpeg,mjpeg",
+    "file": "protocol_whitelist;file",
+    "device": "protocol_whitelist;file",  # V4L2, not FFmpeg: the variable is not read
+}
+
+
+class _CaptureOptionsGate:
+    """OPENCV_FFMPEG_CAPTURE_OPTIONS for the opens in flight: several may hold one value at
+    once; an open needing another waits until they are done (an open lasts at most its
+    camera's ``open_timeout_seconds``). Once none is in flight the operator's value is put
+    back, so a child process (which inherits the environment) sees no whitelist of ours."""
+
+    def __init__(self, operator_options: str | None) -> None:
+        self._operator = operator_options
+        self._base = operator_options or _OPENCV_DEFAULT_OPTIONS
+        self._changed = threading.Condition()
+        self._value: str | None = None
+        self._holders = 0
+
+    def options(self, kind: SourceKind) -> str:
+        """The variable's value for a camera of ``kind``: the operator's options (or
+        OpenCV's default), then the whitelists, which win over any earlier same key."""
+        return f"{self._base}|{_WHITELISTS[kind]}"
+
+    @contextmanager
+    def holding(self, kind: SourceKind) -> Iterator[None]:
+        """The variable set for ``kind`` while the block (one ``cv2.VideoCapture`` open) runs."""
+        value = self.options(kind)
+        with self._changed:
+            self._changed.wait_for(lambda: self._holders == 0 or self._value == value)
+            if self._value != value:
+                os.environ[_OPTIONS_VARIABLE] = value
+                self._value = value
+            self._holders += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._holders -= 1
+                if self._holders == 0:  # child processes inherit the environment: restore it
+                    self._restore()
+                self._changed.notify_all()
+
+    def _restore(self) -> None:
+        if self._operator is None:
+            os.environ.pop(_OPTIONS_VARIABLE, None)
+        else:
+            os.environ[_OPTIONS_VARIABLE] = self._operator
+        self._value = None
+
+
+_FFMPEG_OPTIONS = _CaptureOptionsGate(os.environ.get(_OPTIONS_VARIABLE))
 
 
 class OpenCvSource:
@@ -62,7 +135,8 @@ class OpenCvSource:
         if self._config.decode_threads > 0:
             parameters += [cv2.CAP_PROP_N_THREADS, self._config.decode_threads]
         started = time.monotonic()
-        capture = cv2.VideoCapture(target, api, parameters)
+        with _FFMPEG_OPTIONS.holding(self._config.kind):
+            capture = cv2.VideoCapture(target, api, parameters)
         elapsed_seconds = time.monotonic() - started
         if not capture.isOpened():
             capture.release()
