@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry
 
 from pipeline.access.credentials import (
+    ByteChannel,
     CredentialFormat,
     OsdpChannelConfig,
     OsdpMetrics,
@@ -122,3 +123,51 @@ def reader_and_panel(
         panel.stop()
         reader.stop()
         cable.close()
+
+
+class ListeningChannel(ByteChannel):
+    """The panel's end of an RS-485-over-IP link: listens on 127.0.0.1 and serves the one
+    reader that connects (a new connection replaces the old)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(1)
+        self._listener.setblocking(False)
+        self.port = int(self._listener.getsockname()[1])
+        self._peer: socket.socket | None = None
+
+    def _accepted(self) -> socket.socket | None:
+        try:
+            peer, _ = self._listener.accept()
+        except BlockingIOError:
+            return self._peer
+        peer.setblocking(False)
+        if self._peer is not None:
+            self._peer.close()
+        self._peer = peer
+        return peer
+
+    def _read(self, max_bytes: int) -> bytes:
+        peer = self._accepted()
+        if peer is None:
+            return b""
+        try:
+            return peer.recv(max_bytes)
+        except BlockingIOError:
+            return b""
+
+    def _write(self, buf: bytes) -> int:
+        peer = self._accepted()
+        if peer is None:
+            return 0
+        try:
+            return peer.send(buf)
+        except BlockingIOError:
+            return 0
+
+    def close(self) -> None:
+        if self._peer is not None:
+            self._peer.close()
+        self._listener.close()
