@@ -20,7 +20,7 @@ from rich.progress import Progress, TaskID
 
 from calibration.analyzer import open_analyzer
 from calibration.degrade import parse_degradations
-from calibration.errors import ThresholdFileError
+from calibration.errors import CalibrationDataError, ThresholdFileError
 from calibration.identify import evaluate_identification
 from calibration.int8 import build_int8_encoder, collect_calibration_chips, compare_int8
 from calibration.pairs import load_pairs
@@ -28,6 +28,7 @@ from calibration.plots import write_det_plot, write_roc_plot
 from calibration.threshold import (
     FACE_RECOGNITION_TOLERANCE,
     CalibratedTau,
+    OpenSetTarget,
     ThresholdReport,
     ThresholdSettings,
     calibrate_threshold,
@@ -119,9 +120,11 @@ def _settings(
     baseline: bool,
     bootstrap: int,
     seed: int,
+    open_set: OpenSetTarget | None = None,
 ) -> ThresholdSettings:
     return ThresholdSettings(
-        target_far=target_far,
+        target_far=target_far if open_set is None else open_set.target_far,
+        open_set=open_set,
         service_tau=config.process.match.max_distance,
         baseline=baseline,
         degradations=parse_degradations(degrade or ""),
@@ -142,6 +145,20 @@ def _summary_lines(report: ThresholdReport) -> list[str]:
         )
     ours = report.ours
     interval = ours.tau_interval
+    open_set = report.settings.open_set
+    if open_set is not None:
+        impostors = int(ours.scored.scores.impostor.size)
+        lines.append(
+            f"open set: FPIR <= {open_set.target_fpir:g} at a gallery of "
+            f"{open_set.gallery_size} needs FAR <= {open_set.target_far:.3g} per comparison; "
+            f"tau gives FAR {ours.at_target.far:.3g}, FPIR {open_set.fpir(ours.at_target.far):.3g}"
+            + (
+                ""
+                if open_set.target_far >= 1.0 / impostors
+                else f" (below the {impostors} impostor pairs' resolution: tau lies under every "
+                "impostor distance measured; measure on more pairs)"
+            )
+        )
     lines.append(
         f"tau at FAR <= {report.settings.target_far:g}: {ours.at_target.tau:.4f}"
         + (f" (95% CI {interval.low:.4f}..{interval.high:.4f})" if interval else "")
@@ -163,6 +180,19 @@ def calibrate_threshold_command(
             help="false accept rate the tau must not exceed (default: process.match.target_far)"
         ),
     ] = None,
+    target_fpir: Annotated[
+        float | None,
+        typer.Option(
+            help="open set: the share of strangers that may match someone in a gallery of "
+            "--gallery-size identities; tau is chosen for it instead of --target-far"
+        ),
+    ] = None,
+    gallery_size: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="open set: the number of identities the gallery will hold (saved with tau)"
+        ),
+    ] = None,
     degrade: DegradeOption = None,
     baseline: Annotated[
         bool, typer.Option(help="also run face_recognition (tolerance 0.6) on the same pairs")
@@ -178,7 +208,18 @@ def calibrate_threshold_command(
     ] = True,
     as_json: JsonOption = False,
 ) -> None:
-    """Measure ROC/EER/AUC on labelled pairs and save tau at the target FAR for this encoder."""
+    """Measure ROC/EER/AUC on labelled pairs and save tau at the target FAR for this encoder
+    (or, with --target-fpir and --gallery-size, at the FAR that keeps 1:N false positives at
+    that rate for a gallery of that size)."""
+    if (target_fpir is None) != (gallery_size is None):
+        raise CalibrationDataError("--target-fpir and --gallery-size go together")
+    if target_fpir is not None and target_far is not None:
+        raise CalibrationDataError("give --target-far or --target-fpir, not both")
+    open_set = (
+        None
+        if target_fpir is None or gallery_size is None
+        else OpenSetTarget(target_fpir=target_fpir, gallery_size=gallery_size)
+    )
     settings_file = load_config(config)
     pair_set = load_pairs(pairs, seed=seed)
     if max_pairs is not None:
@@ -190,6 +231,7 @@ def calibrate_threshold_command(
         baseline=baseline,
         bootstrap=bootstrap,
         seed=seed,
+        open_set=open_set,
     )
     with open_analyzer(settings_file) as analyzer, _progress() as progress:
         report = calibrate_threshold(pair_set, analyzer, settings, progress=progress)

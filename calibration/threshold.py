@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ __all__ = [
     "FACE_RECOGNITION_TOLERANCE",
     "TAU_FILE",
     "CalibratedTau",
+    "OpenSetTarget",
     "PipelineResult",
     "ThresholdReport",
     "ThresholdSettings",
@@ -68,13 +70,51 @@ Progress = Callable[[str, int, int], None]  # (stage, images done, images in all
 
 
 @dataclass(frozen=True, slots=True)
+class OpenSetTarget:
+    """A 1:N target: at most ``target_fpir`` of strangers may fall within tau of *someone* in
+    a gallery of ``gallery_size`` identities (the false-positive identification rate)."""
+
+    target_fpir: float
+    gallery_size: int
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.target_fpir < 1.0:
+            raise CalibrationDataError(f"target FPIR must be in (0, 1), got {self.target_fpir}")
+        if self.gallery_size < 1:
+            raise CalibrationDataError(f"gallery size must be >= 1, got {self.gallery_size}")
+
+    @property
+    def target_far(self) -> float:
+        """The 1:1 FAR that gives ``target_fpir`` at ``gallery_size``.
+
+        A stranger is let in when the nearest of N impostor distances is within tau; with
+        independent impostors FPIR = 1 - (1 - FAR)^N, so FAR = 1 - (1 - FPIR)^(1/N), computed
+        through log1p/expm1 because it is tiny for a large N.
+        """
+        return -math.expm1(math.log1p(-self.target_fpir) / self.gallery_size)
+
+    def fpir(self, far: float) -> float:
+        """The FPIR a 1:1 ``far`` gives at ``gallery_size`` (same independence model)."""
+        return -math.expm1(self.gallery_size * math.log1p(-min(far, 1.0 - 1e-16)))
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "target_fpir": self.target_fpir,
+            "gallery_size": self.gallery_size,
+            "target_far": self.target_far,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class ThresholdSettings:
     """How to calibrate.
 
     target_far: false accept rate (0..1) the tau must not exceed; service_tau: the distance the
     service matches at now (config ``process.match.max_distance``), reported for comparison;
     baseline: also run face_recognition; degradations: conditions measured besides clean;
-    bootstrap_resamples: resamples of the tau interval; seed: fixes resampling and degradation.
+    bootstrap_resamples: resamples of the tau interval; seed: fixes resampling and degradation;
+    open_set: the 1:N target ``target_far`` was derived from (``OpenSetTarget.target_far``),
+    recorded with the tau so the service can tell when its gallery outgrows it.
     """
 
     target_far: float = 1e-3
@@ -83,6 +123,7 @@ class ThresholdSettings:
     degradations: tuple[Degradation, ...] = ()
     bootstrap_resamples: int = 1000
     seed: int = 0
+    open_set: OpenSetTarget | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 < self.target_far < 1.0:
@@ -176,12 +217,29 @@ class ThresholdReport:
             ),
             "frr_at_tau": round(self.ours.at_target.frr, 6),
             "service_tau": self.settings.service_tau,
+            "open_set": _open_set_figures(self),
             "baseline_tolerance": FACE_RECOGNITION_TOLERANCE,
             "seed": self.settings.seed,
             "seconds": round(self.seconds, 1),
             "created_unix": round(self.created_unix, 3),
             "results": [result.as_dict() for result in self.results],
         }
+
+
+def _open_set_figures(report: ThresholdReport) -> dict[str, object] | None:
+    """The open-set target and what tau gives under it, with the caveat the data forces: FAR
+    is measured in steps of one impostor pair, so a target below that is extrapolated."""
+    target = report.settings.open_set
+    if target is None:
+        return None
+    ours = report.ours
+    impostors = int(ours.scored.scores.impostor.size)
+    return {
+        **target.as_dict(),
+        "far_at_tau": ours.at_target.far,
+        "fpir_at_tau": round(target.fpir(ours.at_target.far), 6),
+        "measurable": target.target_far >= 1.0 / impostors,
+    }
 
 
 def evaluate_pipeline(
@@ -300,12 +358,15 @@ class CalibratedTau:
     n_pairs: int
     source: str
     tau_interval: tuple[float, float] | None = None
+    gallery_size: int | None = None  # the 1:N gallery size tau was chosen for, if any
+    target_fpir: float | None = None
 
     @classmethod
     def from_report(cls, report: ThresholdReport) -> CalibratedTau:
         """The deployable tau of a calibration run."""
         ours = report.ours
         interval = ours.tau_interval
+        open_set = report.settings.open_set
         return cls(
             model_id=report.model_id,
             tau=ours.at_target.tau,
@@ -315,6 +376,8 @@ class CalibratedTau:
             n_pairs=len(ours.scored.scores),
             source=str(report.source),
             tau_interval=None if interval is None else (interval.low, interval.high),
+            gallery_size=None if open_set is None else open_set.gallery_size,
+            target_fpir=None if open_set is None else open_set.target_fpir,
         )
 
     def as_dict(self) -> dict[str, object]:
@@ -328,6 +391,8 @@ class CalibratedTau:
             "n_pairs": self.n_pairs,
             "source": self.source,
             "tau_interval": None if self.tau_interval is None else list(self.tau_interval),
+            "gallery_size": self.gallery_size,
+            "target_fpir": self.target_fpir,
         }
 
 
@@ -364,6 +429,8 @@ def read_calibrated_tau(data_dir: Path) -> CalibratedTau | None:
             n_pairs=int(raw["n_pairs"]),
             source=str(raw["source"]),
             tau_interval=None if interval is None else (float(interval[0]), float(interval[1])),
+            gallery_size=None if raw.get("gallery_size") is None else int(raw["gallery_size"]),
+            target_fpir=None if raw.get("target_fpir") is None else float(raw["target_fpir"]),
         )
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
         raise ThresholdFileError(

@@ -39,9 +39,11 @@ from calibration.roc import (
 )
 from calibration.threshold import (
     CalibratedTau,
+    OpenSetTarget,
     ThresholdSettings,
     calibrate_threshold,
     load_calibrated_tau,
+    read_calibrated_tau,
     save_calibrated_tau,
     tau_file,
 )
@@ -274,6 +276,28 @@ def test_calibrated_tau_is_refused_for_another_model(tmp_path: Path) -> None:
     with pytest.raises(ThresholdFileError, match="not a calibrated tau file"):
         load_calibrated_tau(tmp_path, "model-a")
     assert issubclass(ThresholdModelMismatchError, ValueError)
+
+
+def test_open_set_tau_tightens_with_the_gallery_size_and_is_saved_with_it(tmp_path: Path) -> None:
+    """FPIR = 1 - (1 - FAR)^N: one identity needs FAR = FPIR, a thousand need about a
+    thousandth of it; the tau chosen on hand-made scores falls as N grows; N is saved."""
+    assert OpenSetTarget(0.01, 1).target_far == pytest.approx(0.01)
+    thousand = OpenSetTarget(0.01, 1000)
+    assert thousand.target_far == pytest.approx(1.00503e-5, rel=1e-4)
+    assert thousand.fpir(thousand.target_far) == pytest.approx(0.01)
+    assert OpenSetTarget(0.01, 1_000_000).target_far > 0  # no underflow to 0
+    scores = PairScores.from_lists(
+        [0.2, 0.3, 0.35] + [0.5 + 0.001 * n for n in range(1000)], [True] * 3 + [False] * 1000
+    )
+    taus = [tau_at_far(scores, OpenSetTarget(0.05, size).target_far) for size in (1, 10, 100)]
+    assert taus[0] > taus[1] > taus[2]
+    with pytest.raises(CalibrationDataError, match="gallery size"):
+        OpenSetTarget(0.01, 0)
+    calibrated = CalibratedTau(
+        "model-a", 0.5, 1e-5, 0.0, 0.1, 100, "pairs.csv", gallery_size=1000, target_fpir=0.01
+    )
+    save_calibrated_tau(tmp_path, calibrated)
+    assert read_calibrated_tau(tmp_path) == calibrated
 
 
 # ---------------------------------------------------------------------------------------------
