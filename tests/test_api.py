@@ -167,6 +167,7 @@ def test_enrol_identify_verify_and_delete(http: httpx.Client, sample: SampleFile
     identity_id = identity["id"]
     assert identity["name"] == "Eileen Collins"
     assert identity["rejected"] == []
+    assert identity["found_by"] == ["blazeface"]  # one pass found the photo's face
     try:
         frame = _frame_jpeg(sample)
         found = http.post(
@@ -177,6 +178,7 @@ def test_enrol_identify_verify_and_delete(http: httpx.Client, sample: SampleFile
         assert found["matches"][0]["distance"] <= found["tau"]
         distances = [match["distance"] for match in found["matches"]]
         assert distances == sorted(distances)
+        assert found["found_by"] == "blazeface"
 
         verified = http.post(
             "/v1/verify",
@@ -187,6 +189,7 @@ def test_enrol_identify_verify_and_delete(http: httpx.Client, sample: SampleFile
         assert verified["match"] is True
         assert verified["distance"] == pytest.approx(found["matches"][0]["distance"], abs=1e-3)
         assert verified["tau"] == 0.6
+        assert verified["found_by"] == "blazeface"
 
         listed = http.get("/v1/identities", headers=AUTH).json()["identities"]
         assert identity_id in {item["id"] for item in listed}
