@@ -32,14 +32,17 @@ changed nothing (median landmark distance from the landmarks found on HOG's own 
 the inter-ocular distance moved, 0.58% unmoved; full range, 88 photos of ../shared/data/faces),
 so the box is handed over as it is.
 
-Still images (``detect_still``: enrolment, identify/verify uploads, calibration) get a second
-chance when this finds no face: the frame is contrast-normalised (``normalise_contrast``:
-light median denoise, a gamma lift when dark, CLAHE on luminance) and searched again whole and
-in overlapping square tiles (``still_tiles``), each tile fed to the network at its own input
-size, so a face a few percent of the frame wide reaches the network ~2-3x larger, as tiled
-(sliced) small-object detection does. Detections of all views are mapped back to frame pixels
-and merged by the same weighted NMS; the merged faces must beat ``still_fallback.score_threshold``,
-higher than the per-frame threshold because ~7 windows are searched instead of one. Video frames
+Still images (``detect_still``: enrolment, identify/verify uploads, calibration) get more
+searches when this finds no face (``detect_still`` lists them in order): first the image with a
+replicated border, so a tight crop or a pre-aligned chip has the surroundings BlazeFace was
+trained with (``pipeline.stillsearch``); then the frame contrast-normalised
+(``normalise_contrast``: light median denoise, a gamma lift when dark, CLAHE on luminance) and
+searched again whole and in overlapping square tiles (``still_tiles``), each tile fed to the
+network at its own input size, so a face a few percent of the frame wide reaches the network
+~2-3x larger, as tiled (sliced) small-object detection does. Detections of all views are mapped
+back to frame pixels and merged by the same weighted NMS; the merged faces must beat
+``still_fallback.score_threshold``, higher than the per-frame threshold because ~7 windows are
+searched instead of one; last, dlib's HOG detector on the padded image. Video frames
 (``detect``) never pay for this.
 """
 
