@@ -161,7 +161,7 @@ class ListeningChannel(ByteChannel):
     def _write(self, buf: bytes) -> int:
         peer = self._accepted()
         if peer is None:
-            return 0
+            return len(buf)  # nobody on the line yet: sent into the void, as on RS-485
         try:
             return peer.send(buf)
         except BlockingIOError:

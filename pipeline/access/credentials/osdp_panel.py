@@ -48,7 +48,8 @@ class PanelCardRead:
 
 
 class OsdpPanel:
-    """Polls ``peers``; ``on_card`` gets each card read (from libosdp's thread: keep it short).
+    """Polls ``peers``; ``on_card`` gets each card read (from libosdp's thread: keep it short,
+    and send no command from it: libosdp calls it under the lock ``send_*`` take).
 
     on_status: called with (address, online, secure) when a reader's link changes.
     """
