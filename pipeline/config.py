@@ -172,8 +172,10 @@ class GalleryConfig(StrictModel):
 
     redis_url: str | None = Field(
         default=None,
-        description="redis://, rediss:// or unix:// URL of the gallery's Redis; none starts an "
-        "embedded redis-server under data_dir",
+        description="redis://, rediss:// or unix:// URL of the gallery's Redis, or "
+        "redis+sentinel://[user[:password]@]host:port[,host:port...]/master_name for a Redis "
+        "watched by Sentinel (the master is asked of the sentinels and found again after a "
+        "failover); none starts an embedded redis-server under data_dir",
     )
     namespace: str = Field(
         default="gallery",
@@ -202,7 +204,36 @@ class GalleryConfig(StrictModel):
         "without a password (anyone who reaches that Redis can enrol faces and forge events); "
         "the service refuses such a URL unless this is true, and warns at start when it is",
     )
+    min_replicas_acked: int = Field(
+        default=0,
+        ge=0,
+        le=16,
+        description="a gallery write (an enrolment, a removal) is acknowledged only after this "
+        "many replicas confirmed it (Redis WAIT); fewer within replica_ack_timeout_seconds: "
+        "the write is refused (the API answers 503 with the reason). 0 (the embedded Redis has "
+        "no replica): the master's answer is enough; set 1 with Sentinel so no acknowledged "
+        "enrolment is lost in a failover",
+    )
+    replica_ack_timeout_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="longest wait for min_replicas_acked replicas to confirm a gallery write; "
+        "must be below socket_timeout_seconds",
+    )
     embedded: EmbeddedRedisConfig = EmbeddedRedisConfig()
+
+    @model_validator(mode="after")
+    def _replica_wait_fits_socket_timeout(self) -> GalleryConfig:
+        if self.min_replicas_acked and (
+            self.replica_ack_timeout_seconds >= self.socket_timeout_seconds
+        ):
+            raise ValueError(
+                f"gallery.replica_ack_timeout_seconds ({self.replica_ack_timeout_seconds}) must "
+                f"be below gallery.socket_timeout_seconds ({self.socket_timeout_seconds}): the "
+                "wait for replicas is one Redis command"
+            )
+        return self
 
 
 class ApiConfig(StrictModel):

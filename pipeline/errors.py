@@ -20,7 +20,9 @@ Each error also inherits the builtin a caller would naturally catch::
     ├── RedisServerError(RuntimeError)               the embedded redis-server is missing, died or
     │                                                was not ready by its deadline
     ├── GalleryUnavailableError(ConnectionError)     Redis cannot be reached (down, restarting,
-    │                                                loading its data, timed out)
+    │   │                                            loading its data, timed out)
+    │   └── GalleryNotReplicatedError                a write reached the master but not
+    │                                                gallery.min_replicas_acked replicas in time
     ├── GalleryStoreError(RuntimeError)              Redis answered with an error, or holds gallery
     │                                                data this code cannot read
     ├── GalleryRequestError(ValueError)              a gallery call has bad arguments
@@ -68,6 +70,7 @@ __all__ = [
     "EventFormatError",
     "EventStoreError",
     "EventsUnavailableError",
+    "GalleryNotReplicatedError",
     "GalleryRequestError",
     "GalleryStoreError",
     "GalleryUnavailableError",
@@ -127,6 +130,11 @@ class RedisServerError(FaceStreamError, RuntimeError):
 
 class GalleryUnavailableError(FaceStreamError, ConnectionError):
     """Redis, the gallery's source of truth, cannot be reached or is still loading its data."""
+
+
+class GalleryNotReplicatedError(GalleryUnavailableError):
+    """A gallery write reached the Redis master but not gallery.min_replicas_acked replicas in
+    time: it is not acknowledged (it may or may not survive a failover)."""
 
 
 class GalleryStoreError(FaceStreamError, RuntimeError):

@@ -23,6 +23,9 @@ channel, and on any gap in versions, lost connection or Redis restart it reloads
 the index one at a time, under one lock, so a slow reload never swaps in a snapshot older than a
 delta applied meanwhile. A write Redis committed is never reported as failed: when the index
 cannot take it at once (Redis gone right after EXEC), that thread reloads at its next resync.
+With ``gallery.min_replicas_acked`` = N > 0 a write is acknowledged only after N replicas
+confirmed it (WAIT on the EXEC's connection, ``pipeline.redis_ha``); fewer in time raises
+GalleryNotReplicatedError (the API's 503), so an acknowledged enrolment survives a failover.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from redis.client import Pipeline, PubSub
 
 from pipeline.config import GalleryConfig
 from pipeline.errors import (
+    GalleryNotReplicatedError,
     GalleryRequestError,
     GalleryStoreError,
     GalleryUnavailableError,
@@ -57,6 +61,13 @@ from pipeline.errors import (
 )
 from pipeline.metrics import PipelineMetrics
 from pipeline.redis_access import redis_password
+from pipeline.redis_ha import (
+    acknowledged_transaction,
+    is_sentinel_url,
+    parse_sentinel_url,
+    redis_location,
+    sentinel_client,
+)
 from pipeline.types import DESCRIPTOR_SIZE, Embeddings
 
 __all__ = [
@@ -83,14 +94,22 @@ _MAX_DELTA_IDENTITIES: Final = 1000
 
 
 def connect(url: str, config: GalleryConfig | None = None) -> redis.Redis:
-    """A Redis client for the gallery from a redis://, rediss:// or unix:// URL.
+    """A Redis client for the gallery from a redis://, rediss://, unix:// or redis+sentinel://
+    URL (``pipeline.redis_ha``: the master found through Sentinel, again after a failover).
 
     Connect and command timeouts come from ``config.socket_timeout_seconds`` (seconds);
     responses stay bytes, as the gallery needs. A network Redis without a password is
     refused (ConfigError) unless ``config.allow_insecure_redis`` (``pipeline.redis_access``).
+    A Sentinel URL naming a master no sentinel monitors is a ConfigError.
     """
     config = config if config is not None else GalleryConfig()
     password = redis_password(url, config)  # refuses a network Redis without one
+    if is_sentinel_url(url):
+        return sentinel_client(
+            parse_sentinel_url(url),
+            password=None if password is None else password.get_secret_value(),
+            timeout_seconds=config.socket_timeout_seconds,
+        )
     return redis.Redis.from_url(
         url,
         password=None if password is None else password.get_secret_value(),
@@ -455,9 +474,7 @@ class Gallery:
         self._metrics = metrics
         self._model_id = model_id
         self._config = config if config is not None else GalleryConfig()
-        self._where = connection.get("path") or (
-            f"{connection.get('host', '?')}:{connection.get('port', '?')}"
-        )
+        self._where = redis_location(client)
         prefix = f"fs:{{{self._config.namespace}}}:"
         self._version_key = prefix + "version"
         self._identities_key = prefix + "identities"
@@ -880,7 +897,13 @@ class Gallery:
             versions[:] = [version]
 
         with self._talking_to_redis(action):
-            self._client.transaction(transaction, self._version_key)
+            replicas_acked = acknowledged_transaction(
+                self._client,
+                transaction,
+                self._version_key,
+                replicas=self._config.min_replicas_acked,
+                timeout_seconds=self._config.replica_ack_timeout_seconds,
+            )
         try:
             self._apply_change(versions[0], identity_ids, entries)
         except (GalleryUnavailableError, GalleryStoreError) as exc:
@@ -897,6 +920,17 @@ class Gallery:
                 exc,
             )
             self._resync_due.set()
+        if replicas_acked is not None and replicas_acked < self._config.min_replicas_acked:
+            # the index above mirrors the master, which has the write; the caller must not
+            # be told it is safe: it is lost if the master dies before a replica copies it
+            raise GalleryNotReplicatedError(
+                f"gallery {self._config.namespace!r}: cannot {action}: the Redis master at "
+                f"{self._where} took version {versions[0]}, but {replicas_acked} replica(s) "
+                f"confirmed it within {self._config.replica_ack_timeout_seconds} s, fewer than "
+                f"gallery.min_replicas_acked = {self._config.min_replicas_acked}; it is not "
+                "acknowledged and may be lost in a failover (check the replicas; a retry of an "
+                "enrolment with the same id answers that it exists if the master kept it)"
+            )
 
     def _apply_change(
         self, version: int, identity_ids: Sequence[str], entries: Sequence[_Entry] | None = None
