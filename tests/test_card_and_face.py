@@ -5,12 +5,19 @@ OSDP doors (each names its key)."""
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
 import pytest
 from pydantic import ValidationError
 
 from engines.errors import ConfigError
+from pipeline.app import open_services
 from pipeline.config import FaceStreamConfig
 from pipeline.decide import Decision, DoorConfig, DoorPolicy, PresentedCredential, TrackObservation
+from pipeline.images import decode_image
 
 WINDOW = 10.0
 
@@ -180,3 +187,66 @@ def test_an_unknown_serial_device_in_a_door_is_a_config_error_naming_the_key() -
         )
     assert "doors.0.osdp.channel.serial_device" in str(caught.value)
     assert "no such serial device" in str(caught.value)
+
+
+# ---- with real faces: the encoder, the gallery and the policy, no stand-in ----
+
+_PEOPLE = {
+    "barack_obama": ("knn_examples/train/obama/obama.jpg", "obama-480p.jpg"),
+    "joe_biden": ("knn_examples/train/biden/biden2.jpg", "biden.jpg"),
+}
+
+
+def _rgb(path: Path) -> npt.NDArray[np.uint8]:
+    return decode_image(path.read_bytes())
+
+
+@pytest.mark.timeout(240)
+def test_real_faces_grant_the_card_holder_and_refuse_another_enrolled_person(
+    tmp_path: Path, shared_data: Path
+) -> None:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    examples = shared_data / "faces" / "face_recognition" / "examples"
+    with open_services(FaceStreamConfig(data_dir=tmp_path / "data")) as services:
+        ids = {}
+        for name, (enrolment, _) in _PEOPLE.items():
+            templates, problems = services.templates([(enrolment, _rgb(examples / enrolment))])
+            assert not problems, problems
+            ids[name] = services.enroll(name, templates).identity_id
+        tau = services.config.process.match.max_distance
+
+        def observed(name: str, at: float) -> TrackObservation:
+            probe = services.analyzer.analyze(_rgb(examples / _PEOPLE[name][1]))
+            assert len(probe), f"no face found in {_PEOPLE[name][1]}"
+            # the largest face comes first
+            best = services.gallery.identify(probe.embeddings, max_distance=tau).best()[0]
+            return TrackObservation(
+                camera_id="cam",
+                track_id=int(at),
+                identity_id=None if best is None else best.identity_id,
+                name=None if best is None else best.name,
+                distance=None if best is None else best.distance,
+                live=True,  # the liveness verdict is the policy tests' business above
+                at=at,
+            )
+
+        obama_face, biden_face = observed("barack_obama", 101.0), observed("joe_biden", 201.0)
+
+    assert obama_face.identity_id == ids["barack_obama"], "the encoder must know the holder"
+    assert biden_face.identity_id == ids["joe_biden"]
+    policy = _policy(required_matches=1, window_encodings=1)
+    policy.present_credential("front", _card(ids["barack_obama"], at=100.0))
+    [granted] = policy.observe(obama_face)
+    assert (granted.outcome, granted.identity_id, granted.reason) == (
+        "granted",
+        ids["barack_obama"],
+        None,
+    )
+    policy.present_credential("front", _card(ids["barack_obama"], at=200.0))
+    [refused] = policy.observe(biden_face)
+    assert (refused.outcome, refused.identity_id, refused.reason) == (
+        "denied",
+        ids["joe_biden"],
+        "face_mismatch",
+    )
