@@ -6,20 +6,30 @@ OSDP doors (each names its key)."""
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
+import httpx
 import numpy as np
 import numpy.typing as npt
 import pytest
 from pydantic import ValidationError
+from waiting import wait_until
 
 from engines.errors import ConfigError
 from pipeline.app import open_services
+from pipeline.capture import CameraConfig
 from pipeline.config import FaceStreamConfig
 from pipeline.decide import Decision, DoorConfig, DoorPolicy, PresentedCredential, TrackObservation
 from pipeline.images import decode_image
+from pipeline.liveness import LivenessConfig
+from pipeline.sample import make_sample
+from pipeline.service import FaceStreamService, run_service
 
 WINDOW = 10.0
+TOKEN = "card-and-face-test-token-0123456789"
+ServeApi = Callable[[FaceStreamService, str], AbstractContextManager[str]]
 
 
 def _seen(
@@ -250,3 +260,65 @@ def test_real_faces_grant_the_card_holder_and_refuse_another_enrolled_person(
         ids["joe_biden"],
         "face_mismatch",
     )
+
+
+@pytest.mark.timeout(240)
+def test_a_moving_photo_of_the_card_holder_never_opens_the_door(
+    tmp_path: Path, serve_api: ServeApi
+) -> None:
+    """The sample video is a printed photo moved in front of the camera: with the holder's card
+    shown through the API, the door refuses (spoof, or no live face in time), never grants."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    sample = make_sample(tmp_path / "sample", seconds=4.0)
+    door = DoorConfig(
+        id="lab",
+        cameras=["front"],
+        mode="card_and_face",
+        require_liveness=True,
+        required_matches=2,
+        window_encodings=3,
+        credential_window_seconds=15.0,
+    )
+    config = FaceStreamConfig(
+        data_dir=tmp_path / "data", liveness=LivenessConfig(enabled=True), doors=[door]
+    )
+    with run_service(config) as service:
+        photo = next((sample.gallery / "eileen_collins").iterdir())
+        templates, _ = service.services.templates([(photo.name, decode_image(photo.read_bytes()))])
+        identity = service.services.enroll("eileen_collins", templates)
+        service.credentials.set(identity.identity_id, 4242)
+        service.add_camera(
+            CameraConfig(id="front", url=str(sample.video), loop=True, realtime=True)
+        )
+        with (
+            serve_api(service, TOKEN) as url,
+            httpx.Client(
+                base_url=url, timeout=30.0, headers={"Authorization": f"Bearer {TOKEN}"}
+            ) as http,
+        ):
+            unknown = http.post("/v1/doors/lab/credential", json={"card_number": 9999})
+            assert unknown.json() == {
+                "door_id": "lab",
+                "status": "refused",
+                "reason": "unknown_card",
+            }
+            shown = http.post("/v1/doors/lab/credential", json={"card_number": 4242})
+            assert shown.json()["status"] == "waiting_for_face"
+        wait_until(
+            lambda: (
+                len(service.bus.recent(100, kind="decision")) >= 2
+                or bool(service.bus.recent(100, kind="spoof_suspected"))
+            ),
+            45.0,
+            "the card's decision",
+        )
+        decided = service.bus.recent(100, kind="decision") + service.bus.recent(
+            100, kind="spoof_suspected"
+        )
+    outcomes = sorted((str(e.payload["outcome"]), str(e.payload["reason"])) for e in decided)
+    assert ("denied", "unknown_card") in outcomes
+    assert all(outcome != "granted" for outcome, _ in outcomes), outcomes
+    card_refusals = [reason for _, reason in outcomes if reason != "unknown_card"]
+    assert card_refusals, outcomes
+    assert set(card_refusals) <= {"spoof", "no_face_in_time"}, outcomes
