@@ -578,6 +578,8 @@ def healthz(state: State) -> dict[str, object]:
             }
         },
         "cameras": {status.camera_id: status.state for status in service.camera_statuses()},
+        # configured cameras another worker runs (capture.shards): visible, not an error
+        "shard": asdict(service.shard_status()),
     }
 
 

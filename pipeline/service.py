@@ -13,6 +13,7 @@ up or going down (waiting to reconnect, failed, ended) is published as camera_up
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -41,6 +42,7 @@ from pipeline.live import UNHEALTHY_AFTER_SECONDS, LiveOutputs, LiveRecognition
 from pipeline.mqtt import MqttBridge
 from pipeline.preview import PreviewHub
 from pipeline.record import DecisionRecorder
+from pipeline.sharding import ShardStatus, resolve_shard
 
 __all__ = ["FaceStreamService", "Readiness", "run_service"]
 
@@ -60,6 +62,7 @@ class Readiness:
     cameras: dict[str, CameraState]
     sinks: dict[str, bool]  # optional event sinks (mqtt): reported, not deciding readiness
     detail: str | None
+    shard: ShardStatus  # configured cameras another worker runs are listed, not an error
 
     @property
     def ready(self) -> bool:
@@ -90,6 +93,8 @@ class FaceStreamService:
         self.recorder = recorder
         self.preview = preview
         self.started_at = time.time()
+        # which configured cameras are this worker's (capture.shard / capture.shards)
+        self.shard = resolve_shard(self.config.capture, os.environ)
         self.policy = DoorPolicy(self.config.doors)
         self.credentials = CredentialStore(services.redis, namespace=self.config.gallery.namespace)
         self.access = DoorAccess(  # OSDP readers, card readers, card + face windows
@@ -124,7 +129,10 @@ class FaceStreamService:
         self.access.start()
         self.recognition.start()
         for camera in self.config.capture.cameras:
-            self.add_camera(camera)
+            if self.shard.owns(camera.id):
+                self.add_camera(camera)
+            else:
+                _log.info("camera %s belongs to another shard: not started here", camera.id)
 
     def stop(self) -> None:
         """Stop cameras, then recognition (which decides the tracks still open)."""
@@ -193,7 +201,12 @@ class FaceStreamService:
             cameras={status.camera_id: status.state for status in self.camera_statuses()},
             sinks={} if self.mqtt is None else {"mqtt": self.mqtt.connected},
             detail=detail,
+            shard=self.shard_status(),
         )
+
+    def shard_status(self) -> ShardStatus:
+        """This worker's shard and the configured cameras other shards run."""
+        return self.shard.status(camera.id for camera in self.config.capture.cameras)
 
     def require_ready(self) -> None:
         """Raise ServiceNotReadyError naming the problem unless ``readiness().ready``."""

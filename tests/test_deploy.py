@@ -193,7 +193,11 @@ def test_kubernetes_manifests_match_the_schemas() -> None:
 
 
 def test_kubernetes_deployment_runs_the_shipped_config() -> None:
-    documents = {document["kind"]: document for _, document in _k8s_documents()}
+    documents = {
+        document["kind"]: document
+        for _, document in _k8s_documents()
+        if document["metadata"]["name"] == "facestream-shard-0" or document["kind"] == "Secret"
+    }
     container = documents["Deployment"]["spec"]["template"]["spec"]["containers"][0]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
@@ -213,7 +217,11 @@ def test_only_facestream_reaches_redis_in_kubernetes() -> None:
     itself turns its password-less user off."""
     documents = _k8s_documents()
     (policy,) = [document for _, document in documents if document["kind"] == "NetworkPolicy"]
-    (redis_set,) = [document for _, document in documents if document["kind"] == "StatefulSet"]
+    (redis_set,) = [
+        document
+        for _, document in documents
+        if document["kind"] == "StatefulSet" and document["metadata"]["name"] == "redis"
+    ]
     redis_labels = redis_set["spec"]["template"]["metadata"]["labels"]
     assert policy["spec"]["podSelector"]["matchLabels"].items() <= redis_labels.items()
     assert policy["spec"]["policyTypes"] == ["Ingress"]
@@ -341,3 +349,36 @@ def test_real_prometheus_scrapes_the_service(tmp_path: Path, running_service: st
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_kubernetes_workers_statefulset_shards_its_cameras() -> None:
+    """The workers' StatefulSet: its pods take their shard from their ordinal, the shard count
+    is its replica count, its config is valid, and its pods may reach Redis."""
+    documents = _k8s_documents()
+    (workers,) = [
+        document
+        for _, document in documents
+        if document["kind"] == "StatefulSet" and document["metadata"]["name"] == "facestream-worker"
+    ]
+    (config_map,) = [
+        document
+        for _, document in documents
+        if document["kind"] == "ConfigMap" and document["metadata"]["name"] == "facestream-workers"
+    ]
+    pod = workers["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    shards = next(v for v in container["env"] if v["name"] == "FACESTREAM_CAPTURE_SHARDS")
+    assert int(shards["value"]) == workers["spec"]["replicas"] >= 1
+    config = FaceStreamConfig.model_validate(tomllib.loads(config_map["data"]["facestream.toml"]))
+    assert config.capture.shard == "ordinal"
+    assert len(config.capture.cameras) >= workers["spec"]["replicas"]
+    assert any(
+        volume.get("configMap", {}).get("name") == "facestream-workers" for volume in pod["volumes"]
+    )
+    (policy,) = [document for _, document in documents if document["kind"] == "NetworkPolicy"]
+    allowed = policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"]
+    assert allowed.items() <= workers["spec"]["template"]["metadata"]["labels"].items()
+    services = [document for _, document in documents if document["kind"] == "Service"]
+    assert any(
+        service["metadata"]["name"] == workers["spec"]["serviceName"] for service in services
+    )

@@ -180,6 +180,32 @@ class CaptureConfig(StrictModel):
         'listed here, e.g. ["10.20.0.0/16"] for the camera network',
     )
 
+    shards: int = Field(
+        default=1,
+        ge=1,
+        le=4096,
+        description="how many workers share the configured cameras (a StatefulSet's replica "
+        "count); each camera belongs to exactly one shard, by rendezvous hashing of its id "
+        "(pipeline/sharding.py), so adding a shard moves only ~1/(shards+1) of the cameras; "
+        "FACESTREAM_CAPTURE_SHARDS overrides it",
+    )
+    shard: int | Literal["ordinal"] = Field(
+        default=0,
+        description='which shard this worker is, 0 .. shards-1, or "ordinal": the number '
+        "ending the pod's host name (a StatefulSet pod facestream-worker-3 is shard 3); a "
+        "configured camera of another shard is not started here and shows as not assigned in "
+        "/healthz and /readyz",
+    )
+
+    @model_validator(mode="after")
+    def _shard_in_range(self) -> CaptureConfig:
+        if isinstance(self.shard, int) and not 0 <= self.shard < self.shards:
+            raise ValueError(
+                f"capture.shard {self.shard} is outside 0 .. {self.shards - 1} "
+                f"(capture.shards = {self.shards})"
+            )
+        return self
+
     @model_validator(mode="after")
     def _unique_ids(self) -> CaptureConfig:
         ids = [camera.id for camera in self.cameras]
