@@ -102,6 +102,12 @@ def test_a_recognised_face_reaches_the_panel_as_its_card_number(
             service.access.decided(
                 Decision("lab", "front", 99, "granted", "nobody", None, 0.3, 2, time.time())
             )
+            # published by the recorder's thread: wait for it to reach the stream
+            wait_until(
+                lambda: bool(service.bus.recent(100, kind="osdp_card_not_sent")),
+                10.0,
+                "the osdp_card_not_sent event in the stream",
+            )
             not_sent = service.bus.recent(100, kind="osdp_card_not_sent")
     finally:
         panel.stop()
