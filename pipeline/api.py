@@ -564,7 +564,8 @@ def _templates(state: _ApiState, images: list[UploadFile]) -> EnrolmentTemplates
 
 @health.get("/healthz")
 def healthz(state: State) -> dict[str, object]:
-    """Liveness: the process answers. Also names the engines in use and the cameras' states."""
+    """Liveness: the process answers. Also names the engines in use, the cameras' states and
+    the match threshold with the gallery size it was chosen for."""
     service = state.service
     engine = service.services.engine
     return {
@@ -580,6 +581,8 @@ def healthz(state: State) -> dict[str, object]:
         "cameras": {status.camera_id: status.state for status in service.camera_statuses()},
         # configured cameras another worker runs (capture.shards): visible, not an error
         "shard": asdict(service.shard_status()),
+        # tau and the gallery size it was chosen for: "outgrown" when more are enrolled
+        "match": service.match_status().as_dict(),
     }
 
 
@@ -620,6 +623,7 @@ def create_identity(
     that found each accepted photo's face."""
     found = _templates(state, images)
     identity = state.service.services.enroll(name, found.templates, identity_id=identity_id)
+    state.service.match_status()  # warns once when the gallery outgrows tau
     return {**identity.as_dict(), "rejected": found.rejected, "found_by": found.found_by}
 
 

@@ -22,7 +22,7 @@ from engines.base import Engine
 from engines.store import ModelStore
 from pipeline.align import FaceAligner
 from pipeline.blazeface import BlazeFaceDetector
-from pipeline.calibrated import calibrated_tau
+from pipeline.calibrated import calibrated_match
 from pipeline.config import FaceStreamConfig
 from pipeline.detect import load_detector
 from pipeline.encode import FaceEncoder
@@ -126,13 +126,14 @@ def _with_calibrated_tau(config: FaceStreamConfig, model_id: str) -> FaceStreamC
     match = config.process.match
     if "max_distance" in match.model_fields_set:
         return config  # an explicit setting wins over a measurement
-    tau = calibrated_tau(config.data_dir, model_id)
-    if tau is None:
+    calibrated = calibrated_match(config.data_dir, model_id)
+    if calibrated is None:
         return config
-    _log.info("match threshold tau %.4f, calibrated for encoder %s", tau, model_id)
-    process = config.process.model_copy(
-        update={"match": match.model_copy(update={"max_distance": tau})}
-    )
+    _log.info("match threshold tau %.4f, calibrated for encoder %s", calibrated.tau, model_id)
+    update: dict[str, object] = {"max_distance": calibrated.tau}
+    if "gallery_size" not in match.model_fields_set:
+        update["gallery_size"] = calibrated.gallery_size
+    process = config.process.model_copy(update={"match": match.model_copy(update=update)})
     return config.model_copy(update={"process": process})
 
 

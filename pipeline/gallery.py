@@ -495,6 +495,11 @@ class Gallery:
         return self._model_id
 
     @property
+    def identity_count(self) -> int:
+        """Identities in the in-memory index (no Redis round trip)."""
+        return len(self._index.identity_ids)
+
+    @property
     def version(self) -> int:
         """The gallery version the in-memory index reflects (the Redis counter)."""
         return self._index.version

@@ -38,6 +38,7 @@ class PipelineMetrics:
     decisions: Counter
     engine_info: Gauge
     gallery_identities: Gauge
+    match_gallery_size: Gauge
     gallery_templates: Gauge
     gallery_reloads: Counter
     events_published: Counter
@@ -142,6 +143,12 @@ class PipelineMetrics:
             gallery_identities=Gauge(
                 "facestream_gallery_identities",
                 "Identities in the in-memory gallery index",
+                registry=registry,
+            ),
+            match_gallery_size=Gauge(
+                "facestream_match_gallery_size",
+                "Identities the match threshold tau was chosen for (0: not stated); more "
+                "identities than this raise the chance a stranger matches someone",
                 registry=registry,
             ),
             gallery_templates=Gauge(

@@ -65,6 +65,14 @@ class MatchConfig(StrictModel):
         description="false accept rate `facestream calibrate threshold` picks tau for (0.001 = "
         "0.1 %); measuring it needs well over 1/target_far impostor pairs",
     )
+    gallery_size: int | None = Field(
+        default=None,
+        ge=1,
+        description="identities tau was chosen for (1:N: a stranger's chance of falling within "
+        "tau of someone grows with the gallery); set by `calibrate threshold --gallery-size`. "
+        "The service warns (log, /healthz, facestream_match_gallery_size) when the gallery "
+        "outgrows it",
+    )
 
 
 class ProcessConfig(StrictModel):

@@ -44,7 +44,7 @@ from pipeline.preview import PreviewHub
 from pipeline.record import DecisionRecorder
 from pipeline.sharding import ShardStatus, resolve_shard
 
-__all__ = ["FaceStreamService", "Readiness", "run_service"]
+__all__ = ["FaceStreamService", "MatchStatus", "Readiness", "run_service"]
 
 _log = logging.getLogger(__name__)
 _DOWN_STATES: frozenset[CameraState] = frozenset({"waiting", "failed", "finished"})
@@ -68,6 +68,28 @@ class Readiness:
     def ready(self) -> bool:
         """True when the service can do its job."""
         return self.redis and self.recognition and bool(self.engines)
+
+
+@dataclass(frozen=True, slots=True)
+class MatchStatus:
+    """What /healthz says of the match threshold: ``outgrown`` when the gallery holds more
+    identities than the (open-set) tau was chosen for."""
+
+    tau: float
+    gallery_size: int | None
+    identities: int
+
+    @property
+    def outgrown(self) -> bool:
+        return self.gallery_size is not None and self.identities > self.gallery_size
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "tau": self.tau,
+            "gallery_size": self.gallery_size,
+            "identities": self.identities,
+            "outgrown": self.outgrown,
+        }
 
 
 class FaceStreamService:
@@ -123,6 +145,8 @@ class FaceStreamService:
             liveness_engine=services.liveness_engine,
         )
         self._cameras_lock = threading.Lock()  # add/remove: one at a time, preview in step
+        self._outgrown_logged = False
+        services.metrics.match_gallery_size.set(self.config.process.match.gallery_size or 0)
 
     def start(self) -> None:
         """Start the doors' OSDP links, recognition and every configured camera."""
@@ -168,6 +192,27 @@ class FaceStreamService:
             purged.deliveries,
             purged.dead_letters,
         )
+
+    def match_status(self) -> MatchStatus:
+        """tau, the gallery size it was chosen for and the identities enrolled now; the first
+        time the gallery is seen past that size, a warning is logged (once per process)."""
+        match = self.config.process.match
+        status = MatchStatus(
+            tau=match.max_distance,
+            gallery_size=match.gallery_size,
+            identities=self.services.gallery.identity_count,
+        )
+        if status.outgrown and not self._outgrown_logged:
+            self._outgrown_logged = True
+            _log.warning(
+                "the gallery holds %d identities but tau %.4f was chosen for %d: strangers now "
+                "match someone more often than calibrated; run `facestream calibrate threshold "
+                "--target-fpir X --gallery-size N` for the new size",
+                status.identities,
+                status.tau,
+                status.gallery_size,
+            )
+        return status
 
     def remove_camera(self, camera_id: str) -> None:
         """Stop and forget a camera; UnknownCameraError when absent."""

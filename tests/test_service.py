@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from ports import free_port
 
@@ -26,6 +27,7 @@ from pipeline.images import decode_image
 from pipeline.redis_server import EmbeddedRedis
 from pipeline.sample import SampleFiles, make_sample
 from pipeline.service import FaceStreamService, run_service
+from pipeline.types import Embeddings
 
 TOKEN = "service-test-token-0123456789"
 DEADLINE_SECONDS = 90.0
@@ -196,3 +198,40 @@ def test_the_calibrated_tau_is_used_only_for_its_own_encoder(tmp_path: Path) -> 
         open_services(FaceStreamConfig(data_dir=data_dir)),
     ):
         pass
+
+
+@pytest.mark.usefixtures("needs_redis")
+def test_a_gallery_past_the_size_its_tau_was_chosen_for_is_reported_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An open-set tau saved for a gallery of 1: the first enrolment is within it, the second
+    makes the gallery outgrow it: /healthz's match section says so, the metric holds the size
+    and one warning is logged however often the status is read."""
+    from pipeline.app import open_services  # noqa: PLC0415
+    from pipeline.calibrated import CALIBRATED_TAU_FILE  # noqa: PLC0415
+
+    data_dir = tmp_path / "data"
+    with open_services(FaceStreamConfig(data_dir=data_dir)) as services:
+        model_id = services.engine.model_id
+    tau_file = data_dir / CALIBRATED_TAU_FILE
+    tau_file.parent.mkdir(parents=True)
+    tau_file.write_text(json.dumps({"model_id": model_id, "tau": 0.55, "gallery_size": 1}))
+    vector = np.zeros((1, 128), np.float32)
+    with run_service(FaceStreamConfig(data_dir=data_dir)) as service:
+        assert service.config.process.match.gallery_size == 1
+        registry = service.services.metrics.registry
+        assert registry.get_sample_value("facestream_match_gallery_size") == 1
+        enroll = service.services.enroll
+        enroll("first", Embeddings(vector + 0.01, model_id=model_id))
+        assert service.match_status().as_dict() == {
+            "tau": 0.55,
+            "gallery_size": 1,
+            "identities": 1,
+            "outgrown": False,
+        }
+        enroll("second", Embeddings(vector - 0.01, model_id=model_id))
+        with caplog.at_level("WARNING", logger="pipeline.service"):
+            assert service.match_status().outgrown
+            assert service.match_status().outgrown
+        warnings = [r for r in caplog.records if "tau 0.5500 was chosen for 1" in r.message]
+        assert len(warnings) == 1
