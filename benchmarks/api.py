@@ -28,11 +28,11 @@ import uvicorn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import log, machine_name
-from pipeline.api import create_app
-from pipeline.config import FaceStreamConfig
+from pipeline.config.service import FaceStreamConfig
 from pipeline.images import decode_image
-from pipeline.sample import make_sample
-from pipeline.service import run_service
+from pipeline.service.http.app import create_app
+from pipeline.service.sample import make_sample
+from pipeline.service.service import run_service
 
 TOKEN = "benchmark-token-0123456789"
 

@@ -43,8 +43,8 @@ from engines.detectors import load_detector_engine
 from engines.onnxrt import OrtSettings
 from engines.parity import read_rgb
 from engines.store import ModelStore
-from pipeline.blazeface import BlazeFaceConfig, BlazeFaceDetector
-from pipeline.detect import DlibHogConfig, DlibHogDetector
+from pipeline.recognition.detect.blazeface import BlazeFaceConfig, BlazeFaceDetector
+from pipeline.recognition.detect.factory import DlibHogConfig, DlibHogDetector
 from pipeline.types import Faces
 
 Image = npt.NDArray[np.uint8]

@@ -38,10 +38,10 @@ import numpy.typing as npt
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import log, machine_name, median_seconds
-from pipeline.config import GalleryConfig
-from pipeline.gallery import Enrollment, Gallery, connect
+from pipeline.config.service import GalleryConfig
+from pipeline.gallery.store import Enrollment, Gallery, connect
 from pipeline.metrics import PipelineMetrics
-from pipeline.redis_server import EmbeddedRedis
+from pipeline.redis.server import EmbeddedRedis
 from pipeline.types import Embeddings
 
 MODEL_ID = "benchmark-random-128d"

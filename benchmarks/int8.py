@@ -36,9 +36,9 @@ from engines.backends import build_encoder_onnx
 from engines.onnxrt import OrtEngine, OrtSettings
 from engines.quantize import QUANT_METHODS, FaceChipDataset, QuantizeSettings
 from engines.store import ModelStore
-from pipeline.align import FaceAligner
-from pipeline.blazeface import BlazeFaceConfig
-from pipeline.detect import load_detector
+from pipeline.recognition.align import FaceAligner
+from pipeline.recognition.detect.blazeface import BlazeFaceConfig
+from pipeline.recognition.detect.factory import load_detector
 
 BATCH = 16
 

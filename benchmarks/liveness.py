@@ -26,10 +26,10 @@ from benchmarks.common import SHARED_DATA, log, machine_name
 from calibration.liveness import read_video
 from engines.liveness import LivenessEngineSettings, load_liveness_engine
 from engines.store import ModelStore
-from pipeline.blazeface import BlazeFaceConfig
-from pipeline.detect import load_detector
 from pipeline.liveness import LivenessConfig, LivenessJudge
-from pipeline.track import FaceTracker, TrackConfig, face_qualities
+from pipeline.recognition.detect.blazeface import BlazeFaceConfig
+from pipeline.recognition.detect.factory import load_detector
+from pipeline.recognition.track import FaceTracker, TrackConfig, face_qualities
 
 
 def main() -> None:

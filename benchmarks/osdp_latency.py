@@ -39,6 +39,7 @@ import numpy as np
 import redis
 
 from benchmarks.common import log, machine_name
+from pipeline.access.audit import AuditLog
 from pipeline.access.credentials import (
     CredentialFormat,
     CredentialStore,
@@ -51,11 +52,10 @@ from pipeline.access.credentials import (
     SocketChannel,
 )
 from pipeline.access.doors import AccessWiring, DoorAccess
-from pipeline.audit import AuditLog
-from pipeline.decide import Decision, DoorConfig, DoorPolicy
-from pipeline.gallery import Enrollment, Gallery
+from pipeline.access.policy import Decision, DoorConfig, DoorPolicy
+from pipeline.gallery.store import Enrollment, Gallery
 from pipeline.metrics import PipelineMetrics
-from pipeline.redis_server import EmbeddedRedis
+from pipeline.redis.server import EmbeddedRedis
 from pipeline.types import Embeddings
 
 KEY = bytes(range(16))

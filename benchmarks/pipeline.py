@@ -25,9 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import SHARED_DATA, log, machine_name
 from engines.parity import read_rgb
-from pipeline.app import open_services
-from pipeline.config import FaceStreamConfig
-from pipeline.process import ProcessConfig, RecordingProcessor
+from pipeline.config.service import FaceStreamConfig
+from pipeline.recognition.offline import ProcessConfig, RecordingProcessor
+from pipeline.service.app import open_services
 
 VIDEO = SHARED_DATA / "video" / "faces" / "short_hamilton_clip.mp4"
 ENROL = SHARED_DATA / "faces" / "face_recognition" / "examples" / "lin-manuel-miranda.png"

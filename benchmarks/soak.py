@@ -24,13 +24,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import log, machine_name
+from pipeline.access.policy import DoorConfig
 from pipeline.capture import CameraConfig
-from pipeline.config import FaceStreamConfig
-from pipeline.decide import DoorConfig
+from pipeline.config.service import FaceStreamConfig
 from pipeline.images import decode_image
-from pipeline.process import ProcessConfig
-from pipeline.sample import make_sample
-from pipeline.service import run_service
+from pipeline.recognition.offline import ProcessConfig
+from pipeline.service.sample import make_sample
+from pipeline.service.service import run_service
 
 _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 

@@ -25,12 +25,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import SHARED_DATA, log, machine_name
 from benchmarks.pipeline import ENROL, VIDEO, _baseline_fps
 from engines.parity import read_rgb
-from pipeline.app import open_services
 from pipeline.capture import CameraConfig, CameraSet
-from pipeline.config import FaceStreamConfig
-from pipeline.live import LiveRecognition
+from pipeline.config.service import FaceStreamConfig
 from pipeline.metrics import PipelineMetrics
-from pipeline.process import ProcessConfig
+from pipeline.recognition.live import LiveRecognition
+from pipeline.recognition.offline import ProcessConfig
+from pipeline.service.app import open_services
 
 FPS = 15.0
 

@@ -61,8 +61,8 @@ from pipeline.style.gatys import GatysSettings, gatys_stylize
 from pipeline.style.images import read_bgr_image, resize_to_width
 from pipeline.style.losses import LossWeights, StyleLosses, Vgg16Features, read_vgg16_weights
 from pipeline.style.nets import INPUT_NAME, build_transformer
+from pipeline.style.stream import StyleStream, Stylizer
 from pipeline.style.train import TrainConfig, save_style_model, to_tensor
-from pipeline.stylize import StyleStream, Stylizer
 
 VIDEO_640X360 = SHARED_DATA / "video" / "faces" / "short_hamilton_clip.mp4"
 FLICKER_VIDEO = SHARED_DATA / "video" / "nonface" / "MOT20-05-raw_even_shorter.mp4"

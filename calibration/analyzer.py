@@ -1,7 +1,8 @@
 """The service's detect + align + encode, built from a config without the gallery or Redis.
 
 Calibration measures the pipeline, not the gallery: ``open_analyzer`` builds the same
-``FaceAnalyzer`` as ``pipeline.app.open_services`` (same encoder backend, detector and aligner
+``FaceAnalyzer`` as ``pipeline.service.app.open_services`` (same encoder backend, detector and
+aligner
 from the same config) and closes the engines when the block ends.
 """
 
@@ -12,12 +13,12 @@ from contextlib import ExitStack, contextmanager
 
 from engines.backends import load_encoder
 from engines.store import ModelStore
-from pipeline.align import FaceAligner
-from pipeline.config import FaceStreamConfig
-from pipeline.detect import load_detector
-from pipeline.encode import FaceEncoder
+from pipeline.config.service import FaceStreamConfig
 from pipeline.metrics import PipelineMetrics
-from pipeline.recognize import FaceAnalyzer
+from pipeline.recognition.align import FaceAligner
+from pipeline.recognition.analyzer import FaceAnalyzer
+from pipeline.recognition.detect.factory import load_detector
+from pipeline.recognition.encode import FaceEncoder
 
 __all__ = ["open_analyzer"]
 

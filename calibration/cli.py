@@ -1,4 +1,4 @@
-"""``eval_app``: the ``facestream eval liveness`` command (mounted by ``pipeline.cli``).
+"""``eval_app``: the ``facestream eval liveness`` command (mounted by ``pipeline.cli.main``).
 
 With ``--json`` the last stdout line is one JSON object:
 ``{"apcer": {"print": ..., "replay": ...}, "bpcer": ..., "acer": ...,

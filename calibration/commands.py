@@ -1,6 +1,6 @@
 """The calibration commands: ``facestream calibrate threshold``, ``eval pairs``, ``eval identify``.
 
-``calibrate_app`` is a Typer app mounted by ``pipeline.cli`` as ``facestream calibrate``;
+``calibrate_app`` is a Typer app mounted by ``pipeline.cli.main`` as ``facestream calibrate``;
 ``eval_pairs_command`` and ``eval_identify_command`` are plain command functions it registers
 under ``facestream eval``. Errors of the FaceStreamError family print one line on stderr and
 exit with status 2. With ``--json`` the last stdout line is one JSON object.
@@ -39,10 +39,10 @@ from engines.backends import build_encoder_onnx
 from engines.onnxrt import OrtEngine, OrtSettings
 from engines.quantize import QuantizeSettings
 from engines.store import ModelStore, atomic_write
-from pipeline.align import FaceAligner
-from pipeline.clierrors import reports_errors
-from pipeline.config import FaceStreamConfig, load_config
-from pipeline.detect import load_detector
+from pipeline.cli.errors import reports_errors
+from pipeline.config.service import FaceStreamConfig, load_config
+from pipeline.recognition.align import FaceAligner
+from pipeline.recognition.detect.factory import load_detector
 
 __all__ = [
     "calibrate_app",

@@ -24,7 +24,7 @@ from calibration.pairs import PairSet
 from calibration.roc import PairScores
 from engines.errors import BackendUnavailableError
 from pipeline.images import decode_image
-from pipeline.recognize import FaceAnalyzer
+from pipeline.recognition.analyzer import FaceAnalyzer
 
 __all__ = [
     "FaceEmbedder",

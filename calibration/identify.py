@@ -24,7 +24,7 @@ import numpy.typing as npt
 from calibration.embed import ImageEmbeddings, PipelineEmbedder, embed_images
 from calibration.errors import CalibrationDataError
 from calibration.pairs import identity_folders
-from pipeline.recognize import FaceAnalyzer
+from pipeline.recognition.analyzer import FaceAnalyzer
 
 __all__ = ["IdentificationReport", "evaluate_identification", "fnir_at_fpir"]
 

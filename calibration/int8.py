@@ -27,10 +27,10 @@ from engines.errors import CalibrationSetError
 from engines.parity import image_files
 from engines.quantize import FaceChipDataset, QuantizeSettings, quantize_encoder
 from engines.store import ModelStore, StoredModel
-from pipeline.align import FaceAligner
-from pipeline.blazeface import BlazeFaceConfig
-from pipeline.detect import DlibHogConfig, load_detector
-from pipeline.recognize import FaceDetector
+from pipeline.recognition.align import FaceAligner
+from pipeline.recognition.analyzer import FaceDetector
+from pipeline.recognition.detect.blazeface import BlazeFaceConfig
+from pipeline.recognition.detect.factory import DlibHogConfig, load_detector
 
 __all__ = [
     "Int8ParityReport",

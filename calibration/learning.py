@@ -1,5 +1,5 @@
 """Commands that learn from a site's labelled faces: ``facestream train adapter`` and
-``facestream eval verifier`` (mounted by ``pipeline.cli``).
+``facestream eval verifier`` (mounted by ``pipeline.cli.main``).
 
 Both read a folder-per-identity layout (``FACES/<identity>/<photo>``) through the service's own
 detect + align + encode. With ``--json`` the last stdout line is one JSON object. Errors of the
@@ -25,8 +25,8 @@ from calibration.verifier import compare_verifiers
 from engines.backends import build_encoder_onnx
 from engines.errors import ConfigError
 from engines.store import ModelStore, atomic_write
-from pipeline.clierrors import reports_errors
-from pipeline.config import FaceStreamConfig, load_config
+from pipeline.cli.errors import reports_errors
+from pipeline.config.service import FaceStreamConfig, load_config
 
 __all__ = ["eval_verifier_command", "train_app"]
 

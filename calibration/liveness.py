@@ -17,7 +17,8 @@ bona fide clips (the door stays closed) and as rejected for attacks. Clips come 
   and "report" (what the figures in docs/liveness.md come from; the default).
 
 A clip counts as accepted when its main track's first decided verdict is "live": the door policy
-(``pipeline.decide``) opens on a "live" verdict and locks a track out (``spoof_suspected``) on a
+(``pipeline.access.policy``) opens on a "live" verdict and locks a track out (``spoof_suspected``)
+on a
 "spoof" one, whichever comes first. So a bona fide clip must become live within the clip
 without first being called a spoof, and an attack must never be live before it is a spoof.
 
@@ -53,11 +54,11 @@ from calibration.liveness_attacks import (
 from engines.base import Engine
 from engines.liveness import load_liveness_engine
 from engines.store import ModelStore
-from pipeline.blazeface import BlazeFaceConfig
-from pipeline.detect import load_detector
 from pipeline.images import decode_image
 from pipeline.liveness import Liveness, LivenessConfig, LivenessJudge, Verdict
-from pipeline.track import FaceTracker, TrackConfig, face_qualities
+from pipeline.recognition.detect.blazeface import BlazeFaceConfig
+from pipeline.recognition.detect.factory import load_detector
+from pipeline.recognition.track import FaceTracker, TrackConfig, face_qualities
 
 __all__ = [
     "SCENE_PHOTOS",

@@ -42,8 +42,8 @@ from calibration.roc import (
     tau_at_far,
 )
 from engines.store import atomic_write
-from pipeline.calibrated import CALIBRATED_TAU_FILE
-from pipeline.recognize import FaceAnalyzer
+from pipeline.config.calibrated import CALIBRATED_TAU_FILE
+from pipeline.recognition.analyzer import FaceAnalyzer
 
 __all__ = [
     "FACE_RECOGNITION_TOLERANCE",
@@ -64,7 +64,7 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 FACE_RECOGNITION_TOLERANCE = 0.6  # face_recognition's documented default (compare_faces)
-TAU_FILE = CALIBRATED_TAU_FILE  # the service reads it (pipeline/calibrated.py)
+TAU_FILE = CALIBRATED_TAU_FILE  # the service reads it (pipeline/config/calibrated.py)
 MIN_PAIRS = 20
 Progress = Callable[[str, int, int], None]  # (stage, images done, images in all)
 

@@ -54,7 +54,8 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-# The detector runs one frame per call (pipeline.blazeface); up to 8 frames fit one call of the
+# The detector runs one frame per call (pipeline.recognition.detect.blazeface); up to 8 frames fit
+# one call of the
 # plan, and batches larger than that are split by TrtEngine.
 _DETECTOR_MIN_BATCH = 1
 _DETECTOR_OPT_BATCH = 1

@@ -1,7 +1,8 @@
 """INT8 face encoder by ONNX Runtime static quantisation (QDQ), calibrated on real face chips.
 
 ``FaceChipDataset`` holds aligned chips (RGB uint8 (N, 150, 150, 3), as the aligner cuts them)
-and yields the engine's input exactly as ``pipeline.encode.FaceEncoder`` builds it: float32
+and yields the engine's input exactly as ``pipeline.recognition.encode.FaceEncoder`` builds it:
+float32
 (N, 3, 150, 150), channels first, 0..255, no scaling (the encoder graph normalises). The same
 dataset feeds ONNX Runtime's calibration reader here and TensorRT's entropy calibrator
 (``engines.tensorrt_calibrator``), so both see the pipeline's own preprocessing.
@@ -176,7 +177,8 @@ class FaceChipDataset:
 
     def batch(self, start: int, stop: int) -> npt.NDArray[np.float32]:
         """Chips ``start:stop`` as the encoder's input: float32 (n, 3, 150, 150), 0..255."""
-        # the same conversion as pipeline.encode.FaceEncoder.encode: transpose, then float32
+        # the same conversion as pipeline.recognition.encode.FaceEncoder.encode: transpose, then
+        # float32
         return np.ascontiguousarray(self._chips[start:stop].transpose(0, 3, 1, 2), dtype=np.float32)
 
     def batches(

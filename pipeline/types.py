@@ -3,7 +3,8 @@
 Each type checks its fields in ``__post_init__`` (field, expected and actual dtype/shape) and
 makes its arrays read-only, since ``frozen`` alone does not stop writes into an array. Frames are
 BGR uint8 HxWx3 as OpenCV delivers them; recognition converts each frame to RGB once, before
-detection (``pipeline.live``, ``pipeline.process``), so detection, alignment and encoding see RGB.
+detection (``pipeline.recognition.live``, ``pipeline.recognition.offline``), so detection,
+alignment and encoding see RGB.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ LANDMARK_COUNT = 5
 FoundBy = Literal["blazeface", "tiled", "padded", "upscaled", "hog", "chip"]
 """Which search found the faces of an image: ``blazeface`` one pass of the network (every video
 frame), then, on still images only and in this order when the one before found none (see
-``pipeline.stillsearch``): ``chip`` (a pre-aligned face chip recognised by its size), ``padded``
+``pipeline.recognition.detect.still``): ``chip`` (a pre-aligned face chip recognised by its size),
+``padded``
 or ``upscaled`` (the image given surroundings, small ones enlarged first), ``tiled`` (contrast
 normalised, searched in tiles), ``hog`` (dlib's HOG detector). dlib's HOG as the configured
 detector reports ``hog``."""

@@ -21,12 +21,12 @@ from engines.backends import build_encoder_onnx
 from engines.onnxrt import OrtEngine, OrtSettings
 from engines.parity import DlibOracle, astronaut_rgb, image_files, read_rgb
 from engines.store import ModelStore, StoredModel, default_encoder_source, installed_dlib_model
-from pipeline.api import create_app, uvicorn_config
-from pipeline.config import GalleryConfig
-from pipeline.gallery import connect
+from pipeline.config.service import GalleryConfig
+from pipeline.gallery.store import connect
 from pipeline.metrics import PipelineMetrics
-from pipeline.redis_server import EmbeddedRedis
-from pipeline.service import FaceStreamService
+from pipeline.redis.server import EmbeddedRedis
+from pipeline.service.http.app import create_app, uvicorn_config
+from pipeline.service.service import FaceStreamService
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 API_START_TIMEOUT_SECONDS = 10.0

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.app import Services, open_services
-from pipeline.config import FaceStreamConfig
+from pipeline.config.service import FaceStreamConfig
 from pipeline.images import decode_image
-from pipeline.sample import SampleFiles
+from pipeline.service.app import Services, open_services
+from pipeline.service.sample import SampleFiles
 
 SAMPLE_NAME = "eileen_collins"  # the face in the sample video and its gallery
 

@@ -33,10 +33,10 @@ from engines.adapter import adapted_model_id, build_adapted_encoder, read_adapte
 from engines.backends import EngineSettings, load_encoder
 from engines.errors import ConfigError, ModelFileError
 from engines.store import ModelStore, StoredModel
-from pipeline.cli import app
-from pipeline.config import GalleryConfig
+from pipeline.cli.main import app
+from pipeline.config.service import GalleryConfig
 from pipeline.errors import GalleryRequestError
-from pipeline.gallery import Enrollment, Gallery
+from pipeline.gallery.store import Enrollment, Gallery
 from pipeline.metrics import PipelineMetrics
 from pipeline.types import Embeddings
 

@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.api import PREVIEW_COOKIE
+from pipeline.access.policy import DoorConfig
 from pipeline.capture import CaptureConfig
-from pipeline.config import ApiConfig, FaceStreamConfig
-from pipeline.decide import DoorConfig
-from pipeline.sample import SampleFiles, make_sample
-from pipeline.service import FaceStreamService, run_service
+from pipeline.config.service import ApiConfig, FaceStreamConfig
+from pipeline.service.http.app import PREVIEW_COOKIE
+from pipeline.service.sample import SampleFiles, make_sample
+from pipeline.service.service import FaceStreamService, run_service
 
 ServeApi = Callable[[FaceStreamService, str], AbstractContextManager[str]]
 TOKEN = "api-test-token-0123456789"
@@ -367,7 +367,7 @@ def test_openapi_describes_the_v1_routes(http: httpx.Client) -> None:
 def test_data_dir_token_file_is_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """With no token configured, `facestream run` writes a random one readable by the owner
     only (checked through the helper the command uses)."""
-    from pipeline.cli import _api_token  # noqa: PLC0415
+    from pipeline.cli.main import _api_token  # noqa: PLC0415
 
     monkeypatch.delenv("FACESTREAM_API_TOKEN", raising=False)
     config = FaceStreamConfig(data_dir=tmp_path)

@@ -23,13 +23,13 @@ import pytest
 from fastapi.testclient import TestClient
 from ports import free_port
 
-from pipeline.api import PREVIEW_COOKIE, create_app, preview_cookie_value
 from pipeline.capture import CameraConfig, CaptureConfig
 from pipeline.capture.admission import admit_api_camera
-from pipeline.config import ApiConfig, FaceStreamConfig
+from pipeline.config.service import ApiConfig, FaceStreamConfig
 from pipeline.errors import CameraUrlRefusedError
-from pipeline.sample import SampleFiles, make_sample
-from pipeline.service import FaceStreamService, run_service
+from pipeline.service.http.app import PREVIEW_COOKIE, create_app, preview_cookie_value
+from pipeline.service.sample import SampleFiles, make_sample
+from pipeline.service.service import FaceStreamService, run_service
 
 ServeApi = Callable[[FaceStreamService, str], AbstractContextManager[str]]
 TOKEN = "front-test-token-0123456789"

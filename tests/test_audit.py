@@ -12,14 +12,20 @@ from pathlib import Path
 import pytest
 
 from engines.errors import FaceStreamError
-from pipeline.audit import GENESIS_PREV, AuditHead, AuditLog, checkpoint_mac, verify_audit_log
+from pipeline.access.audit import (
+    GENESIS_PREV,
+    AuditHead,
+    AuditLog,
+    checkpoint_mac,
+    verify_audit_log,
+)
 from pipeline.errors import AuditEventError, AuditLogCorruptError, AuditLogError
 
 ENTRIES = 10
 
 
 def _event(index: int) -> dict[str, object]:
-    """A door decision as pipeline.decide would log it (index picks the identity)."""
+    """A door decision as pipeline.access.policy would log it (index picks the identity)."""
     return {"door": "front", "decision": "grant", "identity_id": f"id-{index}", "distance": 0.41}
 
 
@@ -322,7 +328,7 @@ def test_cli_audit_verify_names_the_bad_line(tmp_path: Path) -> None:
     line is deleted; --json prints the report."""
     from typer.testing import CliRunner  # noqa: PLC0415
 
-    from pipeline.cli import app  # noqa: PLC0415
+    from pipeline.cli.main import app  # noqa: PLC0415
 
     path = tmp_path / "audit.jsonl"
     with AuditLog(path) as log:
@@ -423,7 +429,7 @@ def test_audit_verify_command_takes_the_key_from_a_file(tmp_path: Path) -> None:
     one; without a key it says the MACs were not checked."""
     from typer.testing import CliRunner  # noqa: PLC0415
 
-    from pipeline.cli import app  # noqa: PLC0415
+    from pipeline.cli.main import app  # noqa: PLC0415
 
     path = tmp_path / "audit.jsonl"
     with AuditLog(path, key=AUDIT_KEY) as log:

@@ -40,7 +40,8 @@ from engines.errors import BackendUnavailableError, ConfigError, ModelFileError
 from engines.onnxrt import OrtSettings
 from engines.parity import astronaut_rgb, read_rgb
 from engines.store import ModelStore, sha256_file
-from pipeline.blazeface import (
+from pipeline.config.service import FaceStreamConfig
+from pipeline.recognition.detect.blazeface import (
     ANCHOR_SPECS,
     BlazeFaceConfig,
     BlazeFaceDetector,
@@ -49,8 +50,7 @@ from pipeline.blazeface import (
     letterbox,
     weighted_nms,
 )
-from pipeline.config import FaceStreamConfig
-from pipeline.detect import DlibHogConfig, DlibHogDetector, load_detector
+from pipeline.recognition.detect.factory import DlibHogConfig, DlibHogDetector, load_detector
 from pipeline.types import Faces
 
 # float32 sums in another order: outputs reach ~300 (logits, pixel offsets), where one float32

@@ -63,10 +63,10 @@ from engines.tensorrt_calibrator import (
     calibration_cache_for,
     make_entropy_calibrator,
 )
-from pipeline.config import FaceStreamConfig
-from pipeline.encode import FaceEncoder
+from pipeline.config.service import FaceStreamConfig
 from pipeline.metrics import PipelineMetrics
-from pipeline.recognize import FaceAnalyzer
+from pipeline.recognition.analyzer import FaceAnalyzer
+from pipeline.recognition.encode import FaceEncoder
 from pipeline.types import FaceChips
 
 # genuine and impostor distances whose ROC is worked out by hand in the tests below

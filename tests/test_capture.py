@@ -27,14 +27,13 @@ from waiting import wait_until
 
 from engines.errors import BackendUnavailableError, ConfigError, FaceStreamError
 from engines.parity import read_rgb
-from pipeline.app import open_services
 from pipeline.capture.camera import Camera, CameraSet, backoff_seconds
 from pipeline.capture.config import CameraConfig, CaptureConfig, source_kind
 from pipeline.capture.gstreamer_source import require_gstreamer
 from pipeline.capture.opencv_source import OpenCvSource
 from pipeline.capture.queue import DropOldestQueue
 from pipeline.capture.source import FrameSource, make_source
-from pipeline.config import FaceStreamConfig
+from pipeline.config.service import FaceStreamConfig
 from pipeline.errors import (
     CameraError,
     CameraFrameError,
@@ -43,9 +42,10 @@ from pipeline.errors import (
     StreamEndedError,
     UnknownCameraError,
 )
-from pipeline.live import CameraTrack, LiveOutputs, LiveRecognition
 from pipeline.metrics import PipelineMetrics
-from pipeline.process import ProcessConfig
+from pipeline.recognition.live import CameraTrack, LiveOutputs, LiveRecognition
+from pipeline.recognition.offline import ProcessConfig
+from pipeline.service.app import open_services
 from pipeline.types import Frame
 
 VIDEO_NAME = "video/faces/short_hamilton_clip.mp4"

@@ -18,14 +18,20 @@ from pydantic import ValidationError
 from waiting import wait_until
 
 from engines.errors import ConfigError
-from pipeline.app import open_services
+from pipeline.access.policy import (
+    Decision,
+    DoorConfig,
+    DoorPolicy,
+    PresentedCredential,
+    TrackObservation,
+)
 from pipeline.capture import CameraConfig
-from pipeline.config import FaceStreamConfig
-from pipeline.decide import Decision, DoorConfig, DoorPolicy, PresentedCredential, TrackObservation
+from pipeline.config.service import FaceStreamConfig
 from pipeline.images import decode_image
 from pipeline.liveness import LivenessConfig
-from pipeline.sample import make_sample
-from pipeline.service import FaceStreamService, run_service
+from pipeline.service.app import open_services
+from pipeline.service.sample import make_sample
+from pipeline.service.service import FaceStreamService, run_service
 
 WINDOW = 10.0
 TOKEN = "card-and-face-test-token-0123456789"

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from engines.backends import EngineSettings
 from engines.errors import ConfigError
-from pipeline.cli import app
-from pipeline.config import load_config
+from pipeline.cli.main import app
+from pipeline.config.service import load_config
 from pipeline.errors import ConfigFileError
 
 runner = CliRunner()
@@ -195,7 +195,7 @@ def test_a_door_watching_an_unlisted_camera_is_a_warning_naming_it(
         "[[capture.cameras]]\nid = 'lobby'\nurl = 'rtsp://10.0.0.6/live'\n"
         "[[doors]]\nid = 'front'\ncameras = ['front-dor', 'lobby']\n"
     )
-    with caplog.at_level(logging.WARNING, logger="pipeline.config"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.config.service"):
         config = load_config(path)
     assert config.doors[0].cameras == ["front-dor", "lobby"]
     [warning] = [record.getMessage() for record in caplog.records]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from pipeline.decide import DoorConfig, DoorPolicy, TrackObservation
+from pipeline.access.policy import DoorConfig, DoorPolicy, TrackObservation
 
 
 def _seen(

@@ -22,9 +22,9 @@ import pytest
 import yaml
 from ports import free_port
 
-from pipeline.config import FaceStreamConfig, load_config
+from pipeline.config.service import FaceStreamConfig, load_config
 from pipeline.metrics import PipelineMetrics
-from pipeline.service import FaceStreamService, run_service
+from pipeline.service.service import FaceStreamService, run_service
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"

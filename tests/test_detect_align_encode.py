@@ -12,12 +12,12 @@ import pytest
 from engines.onnxrt import OrtEngine
 from engines.parity import astronaut_rgb, read_rgb
 from engines.store import ModelStore
-from pipeline.align import FaceAligner
-from pipeline.blazeface import BlazeFaceConfig
-from pipeline.detect import DlibHogConfig, DlibHogDetector, load_detector
-from pipeline.encode import FaceEncoder
 from pipeline.metrics import PipelineMetrics
-from pipeline.recognize import FaceDetector
+from pipeline.recognition.align import FaceAligner
+from pipeline.recognition.analyzer import FaceDetector
+from pipeline.recognition.detect.blazeface import BlazeFaceConfig
+from pipeline.recognition.detect.factory import DlibHogConfig, DlibHogDetector, load_detector
+from pipeline.recognition.encode import FaceEncoder
 from pipeline.types import Embeddings, FaceChips
 
 MAX_WIDTH_PX = 1600  # keeps full-resolution HOG (what face_recognition does) fast enough

@@ -25,15 +25,15 @@ from engines.detectors import build_detector_onnx, load_detector_engine
 from engines.onnxrt import OrtSettings
 from engines.parity import astronaut_rgb, read_rgb
 from engines.store import ModelStore
-from pipeline.blazeface import (
+from pipeline.config.service import FaceStreamConfig
+from pipeline.recognition.detect.blazeface import (
     BlazeFaceConfig,
     BlazeFaceDetector,
     StillFallbackConfig,
     normalise_contrast,
     still_tiles,
 )
-from pipeline.config import FaceStreamConfig
-from pipeline.detect import DlibHogConfig, DlibHogDetector
+from pipeline.recognition.detect.factory import DlibHogConfig, DlibHogDetector
 
 FRAME_WH = (640, 480)
 PASTE_XY = (300, 100)

@@ -24,7 +24,7 @@ import httpx
 import pytest
 import redis
 
-from pipeline.events import Event, EventBus, EventsConfig, WebhookDeliverer
+from pipeline.events.bus import Event, EventBus, EventsConfig, WebhookDeliverer
 from pipeline.metrics import PipelineMetrics
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "deploy" / "examples" / "door_controller.py"

@@ -23,14 +23,14 @@ import redis
 from pydantic import SecretStr, ValidationError
 
 from engines.errors import FaceStreamError
-from pipeline.config import GalleryConfig
+from pipeline.config.service import GalleryConfig
 from pipeline.errors import (
     EventFormatError,
     EventStoreError,
     EventsUnavailableError,
     WebhookSignatureError,
 )
-from pipeline.events import (
+from pipeline.events.bus import (
     DESTINATION_HEADER,
     DOOR_HEADER,
     EVENT_ID_HEADER,
@@ -45,9 +45,9 @@ from pipeline.events import (
     sign,
     verify_signature,
 )
-from pipeline.gallery import connect
+from pipeline.gallery.store import connect
 from pipeline.metrics import PipelineMetrics
-from pipeline.redis_server import EmbeddedRedis
+from pipeline.redis.server import EmbeddedRedis
 
 READY_SECONDS = 10.0
 DELIVERY_SECONDS = 15.0

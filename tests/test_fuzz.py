@@ -25,11 +25,11 @@ from PIL import Image
 from schemathesis.core.result import Err
 
 from engines.parity import astronaut_rgb
-from pipeline.audit import AuditLog, verify_audit_log
-from pipeline.config import ApiConfig, FaceStreamConfig, load_config
+from pipeline.access.audit import AuditLog, verify_audit_log
+from pipeline.config.service import ApiConfig, FaceStreamConfig, load_config
 from pipeline.errors import ConfigFileError, ImageDecodeError
 from pipeline.images import decode_image
-from pipeline.service import FaceStreamService, run_service
+from pipeline.service.service import FaceStreamService, run_service
 
 ServeApi = Callable[[FaceStreamService, str], AbstractContextManager[str]]
 TOKEN = "fuzz-test-token-0123456789"

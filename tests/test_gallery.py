@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from engines.errors import FaceStreamError
-from pipeline.config import GalleryConfig
+from pipeline.config.service import GalleryConfig
 from pipeline.errors import (
     GalleryRequestError,
     GalleryStoreError,
@@ -23,9 +23,9 @@ from pipeline.errors import (
     IdentityNotFoundError,
     ModelMismatchError,
 )
-from pipeline.gallery import Enrollment, Gallery, connect
+from pipeline.gallery.store import Enrollment, Gallery, connect
 from pipeline.metrics import PipelineMetrics
-from pipeline.redis_server import EmbeddedRedis
+from pipeline.redis.server import EmbeddedRedis
 from pipeline.types import Embeddings
 
 MODEL_ID = "dlib-resnet-v1-test"

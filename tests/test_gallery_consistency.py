@@ -14,11 +14,11 @@ import numpy.typing as npt
 import pytest
 import redis
 
-from pipeline.config import GalleryConfig
+from pipeline.config.service import GalleryConfig
 from pipeline.errors import GalleryRequestError
-from pipeline.gallery import Enrollment, Gallery
+from pipeline.gallery.store import Enrollment, Gallery
 from pipeline.metrics import PipelineMetrics
-from pipeline.redis_server import EmbeddedRedis
+from pipeline.redis.server import EmbeddedRedis
 from pipeline.types import Embeddings
 
 MODEL_ID = "dlib-resnet-v1-test"

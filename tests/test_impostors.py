@@ -19,9 +19,9 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.cli import app
-from pipeline.config import ApiConfig, FaceStreamConfig
-from pipeline.service import FaceStreamService, run_service
+from pipeline.cli.main import app
+from pipeline.config.service import ApiConfig, FaceStreamConfig
+from pipeline.service.service import FaceStreamService, run_service
 
 ServeApi = Callable[[FaceStreamService, str], AbstractContextManager[str]]
 TOKEN = "impostor-test-token-0123456789"

@@ -20,14 +20,14 @@ import pytest
 from live_support import SAMPLE_NAME, enrolled_services, frames_processed
 from waiting import wait_until
 
-from pipeline.app import Services
+from pipeline.access.policy import Decision, DoorConfig, DoorPolicy
 from pipeline.capture import CameraConfig, CameraSet, FrameSource
 from pipeline.capture.opencv_source import OpenCvSource
-from pipeline.decide import Decision, DoorConfig, DoorPolicy
 from pipeline.errors import AuditLogCorruptError, StreamEndedError
-from pipeline.live import CameraTrack, LiveOutputs, LiveRecognition, RecognizedFrame
-from pipeline.process import ProcessConfig
-from pipeline.sample import SampleFiles, make_sample
+from pipeline.recognition.live import CameraTrack, LiveOutputs, LiveRecognition, RecognizedFrame
+from pipeline.recognition.offline import ProcessConfig
+from pipeline.service.app import Services
+from pipeline.service.sample import SampleFiles, make_sample
 
 DEADLINE_SECONDS = 60.0
 SWITCH_AFTER_FRAMES = 30  # frames of the first connection (or camera) before it goes away

@@ -37,7 +37,7 @@ from engines.convert.minifasnet import (
 from engines.errors import ConfigError, FaceStreamError
 from engines.liveness import INPUT_SCALES, OUTPUT_NAME, default_minifasnet_dir
 from engines.store import ModelStore
-from pipeline.cli import app
+from pipeline.cli.main import app
 from pipeline.liveness import Liveness, LivenessConfig, LivenessJudge, load_liveness_engine
 from pipeline.liveness.cnn import cnn_live_probabilities
 from pipeline.types import Faces
@@ -106,8 +106,8 @@ def test_cnn_separates_the_real_samples(
 ) -> None:
     """On the real samples of liveness/labels.csv (EXIF applied, RGBA dropped), every live face
     scores above every spoof: a smoke test (some are the authors' own demo images)."""
-    from pipeline.blazeface import BlazeFaceConfig  # noqa: PLC0415
-    from pipeline.detect import load_detector  # noqa: PLC0415
+    from pipeline.recognition.detect.blazeface import BlazeFaceConfig  # noqa: PLC0415
+    from pipeline.recognition.detect.factory import load_detector  # noqa: PLC0415
 
     detector = load_detector(BlazeFaceConfig(), liveness_store)
     scores: dict[str, list[float]] = {"live": [], "spoof": []}

@@ -15,13 +15,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from pipeline.access.policy import DoorConfig
 from pipeline.capture import CameraConfig
-from pipeline.config import FaceStreamConfig
-from pipeline.decide import DoorConfig
+from pipeline.config.service import FaceStreamConfig
 from pipeline.images import decode_image
 from pipeline.liveness import LivenessConfig
-from pipeline.sample import make_sample
-from pipeline.service import FaceStreamService, run_service
+from pipeline.service.sample import make_sample
+from pipeline.service.service import FaceStreamService, run_service
 
 WATCH_SECONDS = 20.0
 

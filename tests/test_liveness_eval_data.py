@@ -141,7 +141,7 @@ def test_the_default_texture_model_is_fitted() -> None:
 
 def test_tuner_replays_the_doors_first_decision() -> None:
     """A track first scored as a spoof and live later is rejected, as the door locks it out on
-    its first "spoof" (``pipeline.decide``); with the first verdicts undecided instead, the
+    its first "spoof" (``pipeline.access.policy``); with the first verdicts undecided instead, the
     later "live" is accepted. Verdicts wait for ``min_frames`` and "live" for parallax."""
     spoof_then_live = [{"cnn": 0.05}] * 3 + [
         {"cnn": 0.99, "parallax": 0.9, "parallax_ratio": 0.8}

@@ -23,10 +23,10 @@ from pydantic import ValidationError
 from waiting import wait_until
 
 from pipeline.errors import WebhookSignatureError
-from pipeline.events import Event, EventBus, EventsConfig
+from pipeline.events.bus import Event, EventBus, EventsConfig
+from pipeline.events.mqtt import MqttBridge, MqttConfig, verify_message
 from pipeline.metrics import PipelineMetrics
-from pipeline.mqtt import MqttBridge, MqttConfig, verify_message
-from pipeline.redis_server import EmbeddedRedis
+from pipeline.redis.server import EmbeddedRedis
 
 DEADLINE_SECONDS = 20.0
 

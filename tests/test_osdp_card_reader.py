@@ -23,11 +23,11 @@ from pipeline.access.credentials import (
     OsdpReaderConfig,
 )
 from pipeline.access.doors import AccessWiring, DoorAccess
-from pipeline.decide import Decision, DoorConfig, DoorPolicy
-from pipeline.events import Event
-from pipeline.gallery import Enrollment, Gallery
+from pipeline.access.policy import Decision, DoorConfig, DoorPolicy
+from pipeline.events.bus import Event
+from pipeline.gallery.store import Enrollment, Gallery
 from pipeline.metrics import PipelineMetrics
-from pipeline.redis_server import EmbeddedRedis
+from pipeline.redis.server import EmbeddedRedis
 from pipeline.types import Embeddings
 
 CARD_FORMAT = CredentialFormat(kind="wiegand26", facility_code=7)

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from pipeline.capture import CameraConfig
-from pipeline.config import FaceStreamConfig
+from pipeline.config.service import FaceStreamConfig
 from pipeline.images import decode_image
-from pipeline.sample import make_sample
-from pipeline.service import FaceStreamService, run_service
+from pipeline.service.sample import make_sample
+from pipeline.service.service import FaceStreamService, run_service
 
 ServeApi = Callable[[FaceStreamService, str], AbstractContextManager[str]]
 TOKEN = "browser-test-token-0123456789"

@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 from waiting import wait_until
 
-from pipeline.audit import AuditLog
+from pipeline.access.audit import AuditLog
+from pipeline.access.policy import DoorConfig
+from pipeline.access.recorder import DecisionRecorder
 from pipeline.capture import CameraConfig
-from pipeline.config import FaceStreamConfig
-from pipeline.decide import DoorConfig
+from pipeline.config.service import FaceStreamConfig
 from pipeline.images import decode_image
-from pipeline.record import DecisionRecorder
-from pipeline.sample import make_sample
-from pipeline.service import run_service
+from pipeline.service.sample import make_sample
+from pipeline.service.service import run_service
 
 DEADLINE_SECONDS = 60.0
 NAME = "eileen_collins"

@@ -8,14 +8,14 @@ import json
 from pathlib import Path
 from typing import cast
 
-from pipeline.audit import AuditHead, AuditLog, checkpoint_mac, verify_audit_log
-from pipeline.config import GalleryConfig
-from pipeline.decide import Decision
-from pipeline.events import Event, EventBus, EventsConfig
-from pipeline.gallery import connect
+from pipeline.access.audit import AuditHead, AuditLog, checkpoint_mac, verify_audit_log
+from pipeline.access.policy import Decision
+from pipeline.access.recorder import DecisionRecorder
+from pipeline.config.service import GalleryConfig
+from pipeline.events.bus import Event, EventBus, EventsConfig
+from pipeline.gallery.store import connect
 from pipeline.metrics import PipelineMetrics
-from pipeline.record import DecisionRecorder
-from pipeline.redis_server import EmbeddedRedis
+from pipeline.redis.server import EmbeddedRedis
 
 CLIENT_CONFIG = GalleryConfig(socket_timeout_seconds=1.0)
 

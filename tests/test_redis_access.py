@@ -21,9 +21,9 @@ from ports import free_port
 from waiting import wait_until
 
 from engines.errors import ConfigError
-from pipeline.config import GalleryConfig
-from pipeline.gallery import connect
-from pipeline.redis_server import EmbeddedRedis, running_embedded_url
+from pipeline.config.service import GalleryConfig
+from pipeline.gallery.store import connect
+from pipeline.redis.server import EmbeddedRedis, running_embedded_url
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 PASSWORD = "0123456789abcdef0123456789abcdef"

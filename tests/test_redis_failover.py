@@ -17,16 +17,16 @@ from sentinel_support import RedisProcess, SentinelGroup
 from waiting import wait_until
 
 from engines.errors import ConfigError
-from pipeline.config import GalleryConfig
+from pipeline.config.service import GalleryConfig
 from pipeline.errors import (
     GalleryNotReplicatedError,
     GalleryUnavailableError,
     IdentityExistsError,
 )
-from pipeline.gallery import Enrollment, Gallery, connect
+from pipeline.gallery.store import Enrollment, Gallery, connect
 from pipeline.metrics import PipelineMetrics
-from pipeline.redis_ha import parse_sentinel_url
-from pipeline.redis_server import EmbeddedRedis
+from pipeline.redis.ha import parse_sentinel_url
+from pipeline.redis.server import EmbeddedRedis
 from pipeline.types import Embeddings
 
 MODEL_ID = "test-model"

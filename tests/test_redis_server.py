@@ -13,9 +13,9 @@ import pytest
 import redis
 
 from engines.errors import FaceStreamError
-from pipeline.config import EmbeddedRedisConfig
+from pipeline.config.service import EmbeddedRedisConfig
 from pipeline.errors import RedisServerError
-from pipeline.redis_server import BINARY_ENVIRONMENT_VARIABLE, EmbeddedRedis, locate_redis_server
+from pipeline.redis.server import BINARY_ENVIRONMENT_VARIABLE, EmbeddedRedis, locate_redis_server
 
 READY_SECONDS = 10.0
 POLL_SECONDS = 0.02
@@ -118,7 +118,7 @@ def test_server_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
     script = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from pipeline.redis_server import EmbeddedRedis\n"
+        "from pipeline.redis.server import EmbeddedRedis\n"
         "server = EmbeddedRedis(Path(sys.argv[1]))\n"
         "server.start()\n"
         "server.wait_ready(timeout_seconds=10)\n"

@@ -18,12 +18,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pipeline.api import create_app
-from pipeline.config import ApiConfig, FaceStreamConfig
-from pipeline.events import EventsConfig
+from pipeline.config.service import ApiConfig, FaceStreamConfig
+from pipeline.events.bus import EventsConfig
 from pipeline.images import decode_image
-from pipeline.sample import SampleFiles, make_sample
-from pipeline.service import FaceStreamService, run_service
+from pipeline.service.http.app import create_app
+from pipeline.service.sample import SampleFiles, make_sample
+from pipeline.service.service import FaceStreamService, run_service
 
 ServeApi = Callable[[FaceStreamService, str], AbstractContextManager[str]]
 TOKEN = "security-test-token-0123456789"
@@ -199,7 +199,7 @@ def test_a_deletion_in_another_process_empties_redis_and_this_index(
     config = tmp_path / "facestream.toml"
     config.write_text(f'data_dir = "{data_dir}"\n', encoding="utf-8")  # the same embedded Redis
     subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "identities", "remove", identity.identity_id,
+        [sys.executable, "-m", "pipeline.cli.main", "identities", "remove", identity.identity_id,
          "--config", str(config)],
         check=True, capture_output=True, timeout=120,
     )  # fmt: skip

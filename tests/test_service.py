@@ -19,19 +19,19 @@ import numpy as np
 import pytest
 from ports import free_port
 
-from pipeline.audit import verify_audit_log
+from pipeline.access.audit import verify_audit_log
+from pipeline.access.policy import DoorConfig
 from pipeline.capture import CameraConfig
-from pipeline.config import FaceStreamConfig, GalleryConfig
-from pipeline.decide import DoorConfig
+from pipeline.config.service import FaceStreamConfig, GalleryConfig
 from pipeline.images import decode_image
-from pipeline.redis_server import EmbeddedRedis
-from pipeline.sample import SampleFiles, make_sample
-from pipeline.service import FaceStreamService, run_service
+from pipeline.redis.server import EmbeddedRedis
+from pipeline.service.sample import SampleFiles, make_sample
+from pipeline.service.service import FaceStreamService, run_service
 from pipeline.types import Embeddings
 
 TOKEN = "service-test-token-0123456789"
 DEADLINE_SECONDS = 90.0
-FACESTREAM = [sys.executable, "-m", "pipeline.cli"]
+FACESTREAM = [sys.executable, "-m", "pipeline.cli.main"]
 
 
 def _until(condition: object, what: str, seconds: float = DEADLINE_SECONDS) -> None:
@@ -176,9 +176,9 @@ def test_a_camera_that_never_answers_is_reported_not_fatal(
 @pytest.mark.usefixtures("needs_redis")
 def test_the_calibrated_tau_is_used_only_for_its_own_encoder(tmp_path: Path) -> None:
     from engines.errors import ConfigError  # noqa: PLC0415
-    from pipeline.app import open_services  # noqa: PLC0415
-    from pipeline.calibrated import CALIBRATED_TAU_FILE  # noqa: PLC0415
-    from pipeline.process import MatchConfig, ProcessConfig  # noqa: PLC0415
+    from pipeline.config.calibrated import CALIBRATED_TAU_FILE  # noqa: PLC0415
+    from pipeline.recognition.offline import MatchConfig, ProcessConfig  # noqa: PLC0415
+    from pipeline.service.app import open_services  # noqa: PLC0415
 
     data_dir = tmp_path / "data"
     with open_services(FaceStreamConfig(data_dir=data_dir)) as services:
@@ -207,8 +207,8 @@ def test_a_gallery_past_the_size_its_tau_was_chosen_for_is_reported_once(
     """An open-set tau saved for a gallery of 1: the first enrolment is within it, the second
     makes the gallery outgrow it: /healthz's match section says so, the metric holds the size
     and one warning is logged however often the status is read."""
-    from pipeline.app import open_services  # noqa: PLC0415
-    from pipeline.calibrated import CALIBRATED_TAU_FILE  # noqa: PLC0415
+    from pipeline.config.calibrated import CALIBRATED_TAU_FILE  # noqa: PLC0415
+    from pipeline.service.app import open_services  # noqa: PLC0415
 
     data_dir = tmp_path / "data"
     with open_services(FaceStreamConfig(data_dir=data_dir)) as services:
@@ -230,7 +230,7 @@ def test_a_gallery_past_the_size_its_tau_was_chosen_for_is_reported_once(
             "outgrown": False,
         }
         enroll("second", Embeddings(vector - 0.01, model_id=model_id))
-        with caplog.at_level("WARNING", logger="pipeline.service"):
+        with caplog.at_level("WARNING", logger="pipeline.service.service"):
             assert service.match_status().outgrown
             assert service.match_status().outgrown
         warnings = [r for r in caplog.records if "tau 0.5500 was chosen for 1" in r.message]

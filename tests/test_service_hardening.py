@@ -18,8 +18,8 @@ from ports import free_port
 from waiting import wait_until
 
 from pipeline.capture import CaptureConfig
-from pipeline.config import ApiConfig, FaceStreamConfig
-from pipeline.service import FaceStreamService, run_service
+from pipeline.config.service import ApiConfig, FaceStreamConfig
+from pipeline.service.service import FaceStreamService, run_service
 
 ServeApi = Callable[[FaceStreamService, str], AbstractContextManager[str]]
 TOKEN = "hardening-test-token-0123456789"

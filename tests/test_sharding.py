@@ -17,9 +17,9 @@ from ports import free_port
 from engines.errors import ConfigError
 from pipeline.capture import CameraConfig
 from pipeline.capture.config import CaptureConfig
-from pipeline.config import FaceStreamConfig
-from pipeline.service import run_service
-from pipeline.sharding import ShardAssignment, resolve_shard, shard_of
+from pipeline.capture.sharding import ShardAssignment, resolve_shard, shard_of
+from pipeline.config.service import FaceStreamConfig
+from pipeline.service.service import run_service
 
 CAMERA_IDS = [f"camera-{number:04d}" for number in range(1000)]
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,7 +50,7 @@ def test_sharding_adding_a_shard_moves_about_one_in_n_plus_one_cameras(shards: i
 def test_sharding_is_the_same_in_another_process() -> None:
     """sha256, not Python's salted hash: a process with another PYTHONHASHSEED agrees."""
     script = (
-        "import json; from pipeline.sharding import shard_of; "
+        "import json; from pipeline.capture.sharding import shard_of; "
         f"print(json.dumps([shard_of(c, 7) for c in {CAMERA_IDS[:50]!r}]))"
     )
     environment = {**os.environ, "PYTHONHASHSEED": "12345"}

@@ -1,5 +1,6 @@
 """Faces without context (issue 21): tight crops, small crops and pre-aligned chips are found by
-the still-image searches (``pipeline.stillsearch``) and give the descriptor of the full photo,
+the still-image searches (``pipeline.recognition.detect.still``) and give the descriptor of the
+full photo,
 while non-face images and bad input give no face.
 
 The crops and chips are cut at test time from the photos of ../shared/data/faces (skipped
@@ -26,14 +27,14 @@ from calibration.analyzer import open_analyzer
 from calibration.degrade import SMALL_CROP_PX, Degradation, degrade
 from engines.parity import read_rgb
 from engines.store import ModelStore
-from pipeline.align import FaceAligner
-from pipeline.config import FaceStreamConfig
-from pipeline.encode import FaceEncoder
-from pipeline.enroll import EnrollConfig, enrollment_template
+from pipeline.config.service import FaceStreamConfig
 from pipeline.errors import EnrollmentRejectedError
 from pipeline.images import decode_image
 from pipeline.metrics import PipelineMetrics
-from pipeline.recognize import FaceAnalyzer
+from pipeline.recognition.align import FaceAligner
+from pipeline.recognition.analyzer import FaceAnalyzer
+from pipeline.recognition.encode import FaceEncoder
+from pipeline.recognition.enroll import EnrollConfig, enrollment_template
 from pipeline.types import Faces
 
 TAU = 0.6  # the service's default match distance

@@ -43,7 +43,7 @@ from pipeline.style.errors import SinkError, UnknownStyleError
 from pipeline.style.frames import Letterbox, TemporalFilter, blend, fit_to_output
 from pipeline.style.images import read_bgr_image
 from pipeline.style.sinks import FileSink, MjpegSink, port_is_free
-from pipeline.stylize import StyleStream, Stylizer
+from pipeline.style.stream import StyleStream, Stylizer
 
 if TYPE_CHECKING:
     from pipeline.style.sinks import RtspSink

@@ -28,8 +28,8 @@ from pipeline.style.engine import (
     StyleEngineSettings,
     load_style_network,
 )
+from pipeline.style.stream import StyleStream
 from pipeline.style.tensorrt_style import batch_axis_copy, store_batch_axis_copy
-from pipeline.stylize import StyleStream
 
 torch = pytest.importorskip("torch", reason="the torch backend needs the [torch] extra")
 

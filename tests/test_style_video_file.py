@@ -34,7 +34,7 @@ from pipeline.metrics import PipelineMetrics, StyleMetrics
 from pipeline.style.config import StyleStreamConfig
 from pipeline.style.errors import SinkError
 from pipeline.style.h264_sink import H264FileSink, H264Settings, VideoFileSpec
-from pipeline.stylize import StyleStream
+from pipeline.style.stream import StyleStream
 
 gi = pytest.importorskip("gi", reason="the H.264 file sink needs PyGObject (facestream[gstreamer])")
 # through require_gstreamer: it keeps libgcc_s's C++ unwinder in front of GStreamer's libunwind,
@@ -409,7 +409,7 @@ def test_a_signal_stops_facestream_stylize_with_a_finished_mp4(
     source's) with the audio cut at the last frame, and exits with 128 + the signal number."""
     clip = long_clip
     out = tmp_path / "out.mp4"
-    command = [sys.executable, "-m", "pipeline.cli", "stylize", "--source", str(clip.path)]
+    command = [sys.executable, "-m", "pipeline.cli.main", "stylize", "--source", str(clip.path)]
     process = subprocess.Popen(
         [*command, "--style", "udnie", "--out", str(out), "--threads", "1"],
         stdout=subprocess.PIPE,

@@ -2,7 +2,7 @@
 OSDP (facestream as a reader to a panel; card readers it polls for card + face doors).
 
 ``DoorAccess`` and ``AccessWiring`` (``pipeline.access.doors``) are loaded on first use: that
-module needs ``pipeline.decide``, which itself imports the OSDP settings from here.
+module needs ``pipeline.access.policy``, which itself imports the OSDP settings from here.
 """
 
 from __future__ import annotations

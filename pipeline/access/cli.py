@@ -10,10 +10,10 @@ import typer
 
 from pipeline.access.credentials import CredentialStore
 from pipeline.access.http import check_card_number
-from pipeline.app import gallery_client
-from pipeline.clierrors import reports_errors
-from pipeline.config import load_config
+from pipeline.cli.errors import reports_errors
+from pipeline.config.service import load_config
 from pipeline.errors import IdentityNotFoundError
+from pipeline.service.app import gallery_client
 
 __all__ = ["credential_app"]
 

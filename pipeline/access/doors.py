@@ -28,8 +28,8 @@ from pipeline.access.credentials import (
     open_channel,
     read_scbk,
 )
-from pipeline.decide import Decision, DoorConfig, DoorPolicy, PresentedCredential
-from pipeline.events import Event, JsonValue
+from pipeline.access.policy import Decision, DoorConfig, DoorPolicy, PresentedCredential
+from pipeline.events.bus import Event, JsonValue
 
 __all__ = ["AccessWiring", "DoorAccess"]
 

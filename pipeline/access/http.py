@@ -1,4 +1,5 @@
-"""HTTP routes of door credentials, mounted under /v1 by ``pipeline.api`` (bearer token).
+"""HTTP routes of door credentials, mounted under /v1 by ``pipeline.service.http.app`` (bearer
+token).
 
 * ``PUT|GET|DELETE /v1/identities/{id}/credential``: set, show, clear an identity's card number
   (checked against every OSDP and card-reader door's format: an error names ``card_number``).
@@ -19,8 +20,8 @@ from pipeline.access.credentials import CredentialFormatError
 from pipeline.errors import IdentityNotFoundError
 
 if TYPE_CHECKING:
-    from pipeline.decide import DoorConfig
-    from pipeline.service import FaceStreamService
+    from pipeline.access.policy import DoorConfig
+    from pipeline.service.service import FaceStreamService
 
 __all__ = ["CardNumber", "check_card_number", "credential_routes"]
 

@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, IPvAnyNetwork, model_validator
 
-from pipeline.configbase import StrictModel
+from pipeline.config.base import StrictModel
 
 __all__ = [
     "SECRET_QUERY_WORDS",
@@ -35,7 +35,7 @@ _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")  # a URL, alone or inside a 
 # userinfo: greedy up to the last @ before the path, since passwords often hold an unescaped @
 _USERINFO = re.compile(r"^(?P<scheme>[^:]+://)(?P<userinfo>[^/?#]*)@")
 # query keys whose values are credentials (substrings, lower case): ?token=, ?api_key=, ...;
-# pipeline.config hides the same ones when it prints settings
+# pipeline.config.service hides the same ones when it prints settings
 SECRET_QUERY_WORDS = ("token", "key", "secret", "passw", "pwd", "signature", "sig", "auth")
 _SECRET_QUERY = re.compile(
     rf"(?P<key>[?&][^=&#]*(?:{'|'.join(SECRET_QUERY_WORDS)})[^=&#]*=)[^&#]*", re.IGNORECASE
@@ -186,8 +186,8 @@ class CaptureConfig(StrictModel):
         le=4096,
         description="how many workers share the configured cameras (a StatefulSet's replica "
         "count); each camera belongs to exactly one shard, by rendezvous hashing of its id "
-        "(pipeline/sharding.py), so adding a shard moves only ~1/(shards+1) of the cameras; "
-        "FACESTREAM_CAPTURE_SHARDS overrides it",
+        "(pipeline/capture/sharding.py), so adding a shard moves only ~1/(shards+1) of the "
+        "cameras; FACESTREAM_CAPTURE_SHARDS overrides it",
     )
     shard: int | Literal["ordinal"] = Field(
         default=0,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from pipeline.configbase import StrictModel
+from pipeline.config.base import StrictModel
 
 __all__ = ["LivenessConfig"]
 

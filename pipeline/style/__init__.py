@@ -6,7 +6,7 @@ Runtime (no torch needed)::
     network = load_style_network(catalog.path("udnie"), StyleEngineSettings())
     stylized = network.stylize(frame_640x360_bgr)
 
-The video stream itself is ``pipeline.stylize.StyleStream``. Training (``train``), the loss
+The video stream itself is ``pipeline.style.stream.StyleStream``. Training (``train``), the loss
 network (``losses``), the nets (``nets``) and Gatys optimisation (``gatys``) need the
 ``[torch]`` extra and are imported from their modules.
 """

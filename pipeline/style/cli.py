@@ -43,7 +43,7 @@ from pipeline.style.images import read_bgr_image
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
-    from pipeline.stylize import StyleStream
+    from pipeline.style.stream import StyleStream
 
 __all__ = ["style_app", "stylize"]
 
@@ -68,7 +68,7 @@ def _show_progress() -> None:
     basicConfig here would do nothing: raising our own loggers' level is what shows them.
     """
     logging.basicConfig(format="%(asctime)s %(name)s %(message)s")  # style_app on its own
-    for name in ("pipeline.style", "pipeline.stylize"):
+    for name in ("pipeline.style", "pipeline.style.stream"):
         logging.getLogger(name).setLevel(logging.INFO)
 
 
@@ -258,7 +258,7 @@ def stylize(
     from prometheus_client import CollectorRegistry, start_http_server  # noqa: PLC0415
 
     from pipeline.metrics import PipelineMetrics, StyleMetrics  # noqa: PLC0415
-    from pipeline.stylize import StyleStream  # noqa: PLC0415
+    from pipeline.style.stream import StyleStream  # noqa: PLC0415
 
     _show_progress()
     try:

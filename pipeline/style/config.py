@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from pipeline.capture.config import source_kind
-from pipeline.configbase import StrictModel
+from pipeline.config.base import StrictModel
 
 __all__ = ["StyleStreamConfig"]
 

@@ -25,9 +25,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from pydantic import Field
 
 from engines.errors import BackendUnavailableError, ConfigError, FaceStreamError
-from pipeline.configbase import StrictModel
+from pipeline.config.base import StrictModel
 from pipeline.style.errors import UnknownStyleError
-from pipeline.stylize import StyleStream
+from pipeline.style.stream import StyleStream
 
 __all__ = ["StyleChange", "create_style_app"]
 

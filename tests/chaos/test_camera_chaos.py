@@ -18,8 +18,8 @@ from script_servers import RtspServer
 from engines.errors import FaceStreamError
 from pipeline.capture import CameraConfig
 from pipeline.capture.gstreamer_source import require_gstreamer
-from pipeline.config import FaceStreamConfig
-from pipeline.service import FaceStreamService, run_service
+from pipeline.config.service import FaceStreamConfig
+from pipeline.service.service import FaceStreamService, run_service
 
 KILLS = 20
 RECOVERY_LIMIT_SECONDS = 5.0

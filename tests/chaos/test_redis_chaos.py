@@ -2,7 +2,7 @@
 
 Every enrolment Redis acknowledged is there afterwards (AOF with ``appendfsync always``, the
 embedded server's default: written and fsynced before the reply; with ``everysec`` this test
-once lost an acknowledged enrolment on a loaded machine, see pipeline/redis_server.py), the
+once lost an acknowledged enrolment on a loaded machine, see pipeline/redis/server.py), the
 reading index resyncs, and every event reaches the stream's consumer group exactly once (a
 retried publish is deduplicated by event id)."""
 
@@ -21,15 +21,15 @@ import numpy as np
 import pytest
 import redis
 
-from pipeline.audit import AuditLog
-from pipeline.config import GalleryConfig
-from pipeline.decide import Decision
+from pipeline.access.audit import AuditLog
+from pipeline.access.policy import Decision
+from pipeline.access.recorder import DecisionRecorder
+from pipeline.config.service import GalleryConfig
 from pipeline.errors import GalleryUnavailableError
-from pipeline.events import EventBus, EventsConfig
-from pipeline.gallery import Enrollment, Gallery
+from pipeline.events.bus import EventBus, EventsConfig
+from pipeline.gallery.store import Enrollment, Gallery
 from pipeline.metrics import PipelineMetrics
-from pipeline.record import DecisionRecorder
-from pipeline.redis_server import EmbeddedRedis
+from pipeline.redis.server import EmbeddedRedis
 from pipeline.types import Embeddings
 
 # a background thread that dies (the gallery's sync, the event publisher) fails the test

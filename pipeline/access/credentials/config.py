@@ -17,7 +17,7 @@ from pydantic import Field, field_validator, model_validator
 
 from pipeline.access.credentials.errors import CredentialFormatError
 from pipeline.access.credentials.formats import CredentialFormat
-from pipeline.configbase import StrictModel
+from pipeline.config.base import StrictModel
 
 __all__ = ["OsdpCardReaderConfig", "OsdpChannelConfig", "OsdpReaderConfig", "read_scbk"]
 

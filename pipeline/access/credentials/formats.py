@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from pipeline.access.credentials.errors import CredentialFormatError
-from pipeline.configbase import StrictModel
+from pipeline.config.base import StrictModel
 
 __all__ = ["CardBits", "CardRead", "CredentialFormat", "decode_card", "encode_card"]
 

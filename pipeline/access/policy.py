@@ -1,0 +1,368 @@
+"""Door decisions: turn a track's consistent, live matches into one decision per track.
+
+A door watches some cameras. For each face track it keeps the last ``window_encodings``
+results (an identity id, or None for no match within tau); when ``required_matches`` of them
+name the same identity the door decides, once per track:
+
+* ``granted``: the identity is on the door's allow-list (or the list is empty: everyone
+  enrolled) and, when the door requires liveness, the track was judged live;
+* ``denied``: the identity is not allowed at this door;
+* ``spoof_suspected``: liveness is required and the track was judged not live;
+* ``unknown``: ``required_matches`` encodings matched nobody.
+
+Anti-passback: after a grant, the same identity is not granted again at the same door for
+``cooldown_seconds`` (a second grant within that time is suppressed, not denied).
+
+Card + face doors (``mode = "card_and_face"``): a face alone decides nothing. A credential
+(``present_credential``: a card from a polled reader, or the API) names the identity holding
+it; the next track on the door's cameras whose window names an identity (K of N) within
+``credential_window_seconds`` decides: the holder, judged live, is granted; anyone else's face
+or an unknown face is denied (``face_mismatch``); a face judged a spoof is ``spoof_suspected``
+(``spoof``); no deciding face in time is denied (``no_face_in_time``, from ``expire``); an
+unknown card is denied at once (``unknown_card``). The window's match is the gallery's nearest
+identity within tau, so a grant means the face verifies 1:1 against the holder within tau and
+no one else is nearer. One credential, one decision: a refusal needs a new card read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections import Counter, deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from engines.errors import ConfigError
+from pipeline.access.credentials.config import OsdpCardReaderConfig, OsdpReaderConfig
+from pipeline.config.base import StrictModel
+
+__all__ = [
+    "Decision",
+    "DecisionOutcome",
+    "DoorConfig",
+    "DoorMode",
+    "DoorPolicy",
+    "PresentedCredential",
+    "TrackObservation",
+]
+
+DecisionOutcome = Literal["granted", "denied", "spoof_suspected", "unknown"]
+DoorMode = Literal["face", "card_and_face"]
+
+
+class DoorConfig(StrictModel):
+    """One door (or zone): the cameras that watch it and who may pass."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="door name, in events")
+    cameras: list[str] = Field(min_length=1, max_length=64, description="camera ids watching it")
+    allowed_identities: list[str] = Field(
+        default_factory=list,
+        max_length=100_000,
+        description="identity ids allowed through; empty allows every enrolled identity",
+    )
+    required_matches: int = Field(
+        default=3, ge=1, le=100, description="K: encodings that must name the same identity"
+    )
+    window_encodings: int = Field(
+        default=5, ge=1, le=100, description="N: the last N encodings of a track are considered"
+    )
+    require_liveness: bool = Field(
+        default=False, description="grant only tracks judged live (needs the liveness stage)"
+    )
+    cooldown_seconds: float = Field(
+        default=10.0, ge=0.0, le=86_400.0, description="anti-passback: no second grant sooner"
+    )
+    mode: DoorMode = Field(
+        default="face",
+        description="face: a recognised face decides; card_and_face: a credential (card) "
+        "selects the identity and only that person's live face within "
+        "credential_window_seconds grants",
+    )
+    credential_window_seconds: float = Field(
+        default=10.0,
+        gt=0.0,
+        le=300.0,
+        description="card_and_face: how long a card waits for its holder's face",
+    )
+    osdp: OsdpReaderConfig | None = Field(
+        default=None,
+        description="facestream as an OSDP reader on the door's panel: a grant is sent as a "
+        "card read of the identity's card number",
+    )
+    card_reader: OsdpCardReaderConfig | None = Field(
+        default=None,
+        description="card_and_face: an OSDP card reader facestream polls for credentials",
+    )
+
+    @model_validator(mode="after")
+    def _k_within_n(self) -> DoorConfig:
+        if self.required_matches > self.window_encodings:
+            raise ValueError("required_matches (K) cannot exceed window_encodings (N)")
+        return self
+
+    @model_validator(mode="after")
+    def _two_factor_needs_liveness(self) -> DoorConfig:
+        if self.mode == "card_and_face" and not self.require_liveness:
+            raise ValueError("mode card_and_face grants only live faces: set require_liveness")
+        if self.card_reader is not None and self.mode != "card_and_face":
+            raise ValueError("card_reader is for mode = 'card_and_face' doors")
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class PresentedCredential:
+    """A card shown at a card + face door: its number, the identity holding it (None: an
+    unknown card), where it came from (osdp, api) and when (unix seconds)."""
+
+    card_number: int
+    identity_id: str | None
+    source: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class TrackObservation:
+    """One encoding of a track, as the door sees it.
+
+    identity_id/name: the gallery match within tau, or None; distance: to the nearest
+    identity (None when the gallery is empty); live: the liveness verdict so far (None:
+    undecided or liveness off); at: unix seconds; liveness: the fused score and the cues
+    behind the verdict (None with liveness off), carried into the decision.
+    """
+
+    camera_id: str
+    track_id: int
+    identity_id: str | None
+    name: str | None
+    distance: float | None
+    live: bool | None
+    at: float
+    liveness: Mapping[str, float] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A door decision about one track; ``votes`` is how many of the window agreed;
+    ``liveness``: the liveness score and cues when it was decided (None with liveness off)."""
+
+    door_id: str
+    camera_id: str
+    track_id: int
+    outcome: DecisionOutcome
+    identity_id: str | None
+    name: str | None
+    distance: float | None
+    votes: int
+    at: float
+    liveness: dict[str, float] | None = None
+    reason: str | None = None  # card_and_face: why it was refused (face_mismatch, ...)
+    card_number: int | None = None  # card_and_face: the credential presented
+
+
+@dataclass(slots=True)
+class _TrackState:
+    window: deque[TrackObservation]
+    decided: bool = False
+    last_seen: float = 0.0
+
+
+@dataclass(slots=True)
+class _DoorState:
+    config: DoorConfig
+    tracks: dict[tuple[str, int], _TrackState] = field(default_factory=dict)
+    last_grant: dict[str, float] = field(default_factory=dict)
+    credential: PresentedCredential | None = None  # card_and_face: waiting for its face
+
+
+class DoorPolicy:
+    """Decisions for every configured door; feed it each encoding of each track."""
+
+    def __init__(self, doors: Sequence[DoorConfig], *, forget_after_seconds: float = 300.0) -> None:
+        self._doors = [_DoorState(door) for door in doors]
+        self._forget_after_seconds = forget_after_seconds
+        # the recognition worker observes; API and card-reader threads present credentials
+        self._lock = threading.Lock()
+
+    def observe(self, observation: TrackObservation) -> list[Decision]:
+        """Add one encoding; return the decisions it completes (at most one per door)."""
+        decisions = self.expire(observation.at)
+        with self._lock:
+            for door in self._doors:
+                if observation.camera_id not in door.config.cameras:
+                    continue
+                self._forget_stale(door, observation.at)
+                decision = self._observe_door(door, observation)
+                if decision is not None:
+                    decisions.append(decision)
+        return decisions
+
+    def present_credential(self, door_id: str, credential: PresentedCredential) -> Decision | None:
+        """A card shown at a card + face door: an unknown card is refused at once (returned);
+        a known one waits ``credential_window_seconds`` for its holder's face (replacing any
+        card still waiting there). ConfigError for a door that is not card_and_face."""
+        with self._lock:
+            door = next((door for door in self._doors if door.config.id == door_id), None)
+            if door is None or door.config.mode != "card_and_face":
+                raise ConfigError(
+                    f"door {door_id!r}: no card_and_face door has this id (doors[].mode)"
+                )
+            if credential.identity_id is None:
+                door.credential = None
+                return _card_decision(door.config, credential, "unknown_card", credential.at)
+            door.credential = credential
+            for state in door.tracks.values():
+                state.decided = False  # tracks already in view may now decide for this card
+            return None
+
+    def expire(self, now: float) -> list[Decision]:
+        """Refuse the cards whose window passed without a deciding face (no_face_in_time)."""
+        decisions = []
+        with self._lock:
+            for door in self._doors:
+                credential = door.credential
+                if credential is None:
+                    continue
+                if now - credential.at > door.config.credential_window_seconds:
+                    door.credential = None
+                    decisions.append(
+                        _card_decision(door.config, credential, "no_face_in_time", now)
+                    )
+        return decisions
+
+    def end_track(self, camera_id: str, track_id: int) -> None:
+        """Forget a finished track (its window and whether it was decided)."""
+        with self._lock:
+            for door in self._doors:
+                door.tracks.pop((camera_id, track_id), None)
+
+    def end_camera(self, camera_id: str) -> None:
+        """Forget every track of a camera that went away, reported or not: a camera added
+        again under the same id starts its track ids anew, and must not inherit their votes."""
+        with self._lock:
+            for door in self._doors:
+                for key in [key for key in door.tracks if key[0] == camera_id]:
+                    del door.tracks[key]
+
+    def _observe_door(self, door: _DoorState, observation: TrackObservation) -> Decision | None:
+        config = door.config
+        key = (observation.camera_id, observation.track_id)
+        state = door.tracks.setdefault(key, _TrackState(deque(maxlen=config.window_encodings)))
+        state.window.append(observation)
+        state.last_seen = observation.at
+        if state.decided:
+            return None
+        leader, count = Counter(item.identity_id for item in state.window).most_common(1)[0]
+        if count < config.required_matches:
+            return None
+        if config.mode == "card_and_face":
+            return self._observe_two_factor(door, state, observation, leader, count)
+        outcome = _outcome(config, leader, observation)
+        if outcome is None:
+            return None  # liveness still undecided: wait for more frames
+        if outcome == "granted" and leader is not None:
+            last = door.last_grant.get(leader)
+            if last is not None and observation.at - last < config.cooldown_seconds:
+                state.decided = True  # anti-passback: too soon after this identity's last grant
+                return None
+            door.last_grant[leader] = observation.at
+        return self._decide(door, state, observation, outcome, count)
+
+    def _observe_two_factor(
+        self,
+        door: _DoorState,
+        state: _TrackState,
+        observation: TrackObservation,
+        leader: str | None,
+        votes: int,
+    ) -> Decision | None:
+        """A card + face door: the track decides only while a card waits for a face."""
+        credential = door.credential
+        if credential is None or observation.at < credential.at:
+            return None  # a face alone opens nothing here; frames from before the card neither
+        if leader != credential.identity_id:
+            outcome: DecisionOutcome = "denied"
+            reason: str | None = "face_mismatch"
+        elif observation.live is None:
+            return None  # liveness undecided: wait for more frames, within the window
+        elif observation.live is False:
+            outcome, reason = "spoof_suspected", "spoof"
+        elif door.config.allowed_identities and leader not in door.config.allowed_identities:
+            outcome, reason = "denied", "not_allowed"
+        else:
+            outcome, reason = "granted", None
+        door.credential = None  # one card, one decision
+        decision = self._decide(door, state, observation, outcome, votes)
+        if outcome == "granted" and leader is not None:
+            door.last_grant[leader] = observation.at
+        return dataclasses.replace(decision, reason=reason, card_number=credential.card_number)
+
+    def _forget_stale(self, door: _DoorState, now: float) -> None:
+        """Drop tracks not seen for forget_after_seconds (ends that were never reported)."""
+        stale = [
+            key
+            for key, state in door.tracks.items()
+            if now - state.last_seen > self._forget_after_seconds
+        ]
+        for key in stale:
+            del door.tracks[key]
+
+    @staticmethod
+    def _decide(
+        door: _DoorState,
+        state: _TrackState,
+        observation: TrackObservation,
+        outcome: DecisionOutcome,
+        votes: int,
+    ) -> Decision:
+        state.decided = True
+        leader = Counter(item.identity_id for item in state.window).most_common(1)[0][0]
+        matching = [item for item in state.window if item.identity_id == leader]
+        distances = [item.distance for item in matching if item.distance is not None]
+        return Decision(
+            door_id=door.config.id,
+            camera_id=observation.camera_id,
+            track_id=observation.track_id,
+            outcome=outcome,
+            identity_id=leader,
+            name=next((item.name for item in matching if item.name), None),
+            distance=min(distances) if distances else None,
+            votes=votes,
+            at=observation.at,
+            liveness=None if observation.liveness is None else dict(observation.liveness),
+        )
+
+
+def _card_decision(
+    config: DoorConfig, credential: PresentedCredential, reason: str, at: float
+) -> Decision:
+    """A card + face refusal that no track made (unknown card, no face in time): it is
+    reported as the door's first camera with track id -1."""
+    return Decision(
+        door_id=config.id,
+        camera_id=config.cameras[0],
+        track_id=-1,
+        outcome="denied",
+        identity_id=credential.identity_id,
+        name=None,
+        distance=None,
+        votes=0,
+        at=at,
+        reason=reason,
+        card_number=credential.card_number,
+    )
+
+
+def _outcome(
+    config: DoorConfig, leader: str | None, observation: TrackObservation
+) -> DecisionOutcome | None:
+    """What the door decides for a track whose window agrees on ``leader``; None: not yet."""
+    if leader is None:
+        return "unknown"
+    if config.require_liveness and observation.live is not True:
+        return "spoof_suspected" if observation.live is False else None
+    if config.allowed_identities and leader not in config.allowed_identities:
+        return "denied"
+    return "granted"

@@ -1,0 +1,8 @@
+"""The face gallery: identities and their templates in Redis, searched in memory.
+
+Modules and their public names:
+
+- ``store``: The face gallery: identities and their face templates in Redis, searched in memory.
+  Public: ``Enrollment``, ``Gallery``, ``GalleryMatches``, ``Identity``, ``Match``,
+  ``MetadataValue``, ``ReencodeResult``, ``connect``.
+"""

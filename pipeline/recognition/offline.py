@@ -1,0 +1,328 @@
+"""Offline processing of a recording with the live pipeline's stages.
+
+Every frame is decoded; faces are detected every ``detect_every_frames`` frames, linked into
+tracks, encoded when a track is new or due (see ``pipeline.recognition.track``), and identified
+against the
+gallery. A track's identity is the gallery identity matched most often among its encodings
+(ties: the smaller best distance), or None when no encoding matched within the threshold.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+from pydantic import Field
+
+from pipeline.config.base import StrictModel
+from pipeline.errors import RecordingError
+from pipeline.recognition.analyzer import FaceAnalyzer
+from pipeline.recognition.track import FaceTracker, Track, TrackConfig, face_qualities
+from pipeline.types import FaceChips, Faces
+
+if TYPE_CHECKING:
+    from pipeline.gallery.store import Gallery, Match
+
+__all__ = [
+    "MatchConfig",
+    "ObservedFrame",
+    "PendingFaces",
+    "ProcessConfig",
+    "ProcessSummary",
+    "RecordingProcessor",
+    "StreamRecognizer",
+    "TrackResult",
+    "identify_batch",
+    "track_result",
+]
+
+_log = logging.getLogger(__name__)
+
+
+class MatchConfig(StrictModel):
+    """When an embedding counts as a gallery identity."""
+
+    max_distance: float = Field(
+        default=0.6,
+        gt=0.0,
+        le=2.0,
+        description="Euclidean distance at or below which a face matches an identity; 0.6 is "
+        "dlib's published operating point for this encoder (LFW); replace it with the value "
+        "`facestream calibrate threshold` measures on your own data",
+    )
+    target_far: float = Field(
+        default=1e-3,
+        gt=0.0,
+        lt=1.0,
+        description="false accept rate `facestream calibrate threshold` picks tau for (0.001 = "
+        "0.1 %); measuring it needs well over 1/target_far impostor pairs",
+    )
+    gallery_size: int | None = Field(
+        default=None,
+        ge=1,
+        description="identities tau was chosen for (1:N: a stranger's chance of falling within "
+        "tau of someone grows with the gallery); set by `calibrate threshold --gallery-size`. "
+        "The service warns (log, /healthz, facestream_match_gallery_size) when the gallery "
+        "outgrows it",
+    )
+
+
+class ProcessConfig(StrictModel):
+    """Offline processing of one recording."""
+
+    detect_every_frames: int = Field(
+        default=1, ge=1, le=1000, description="run the detector on every n-th decoded frame"
+    )
+    track: TrackConfig = TrackConfig()
+    match: MatchConfig = MatchConfig()
+
+
+@dataclass(frozen=True, slots=True)
+class TrackResult:
+    """A finished track: who it was (the gallery name and identity id that won the track's
+    vote, or None for an unknown face).
+
+    distance: the best (smallest) distance to that identity, or to the nearest identity when
+    unknown (None when the gallery is empty); frames are 0-based decoded-frame indices.
+    """
+
+    track_id: int
+    identity: str | None
+    distance: float | None
+    first_frame: int
+    last_frame: int
+    encodings: int
+    live: bool | None = None  # liveness is not judged offline yet
+    identity_id: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready form."""
+        return {
+            "track_id": self.track_id,
+            "identity": self.identity,
+            "identity_id": self.identity_id,
+            "distance": None if self.distance is None else round(self.distance, 4),
+            "first_frame": self.first_frame,
+            "last_frame": self.last_frame,
+            "live": self.live,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessSummary:
+    """The whole run: frames decoded, wall time (seconds) and its rate, and every track."""
+
+    frames: int
+    seconds: float
+    tracks: tuple[TrackResult, ...]
+    frame_seconds: tuple[float, ...] = ()  # per processed frame: decode done -> tracks updated
+
+    @property
+    def fps(self) -> float:
+        """Frames processed per second of wall time, decoding included."""
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready form."""
+        return {
+            "frames": self.frames,
+            "fps": round(self.fps, 2),
+            "tracks": [track.as_dict() for track in self.tracks],
+        }
+
+
+def track_result(track: Track) -> TrackResult:
+    """The track's identity: the identity id with most encodings within tau (ties go to the
+    nearest), so two enrolled people who share a name never pool their votes."""
+    voted = [
+        (distance, match)
+        for distance, match in zip(track.distances, track.matches, strict=True)
+        if match is not None
+    ]
+    if not voted:
+        return TrackResult(
+            track_id=track.track_id,
+            identity=None,
+            distance=min(track.distances) if track.distances else None,
+            first_frame=track.first_frame,
+            last_frame=track.last_frame,
+            encodings=len(track.distances),
+        )
+    votes = Counter(match.identity_id for _, match in voted)
+    top = max(votes.values())
+    distance, winner = min(
+        ((d, match) for d, match in voted if votes[match.identity_id] == top),
+        key=lambda pair: pair[0],
+    )
+    return TrackResult(
+        track_id=track.track_id,
+        identity=winner.name,
+        distance=distance,
+        first_frame=track.first_frame,
+        last_frame=track.last_frame,
+        encodings=len(track.distances),
+        identity_id=winner.identity_id,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PendingFaces:
+    """Faces of one frame that are due for encoding: aligned chips and the tracks they belong
+    to (``track_ids`` int (N,), row i of ``chips`` is track ``track_ids[i]``)."""
+
+    chips: FaceChips
+    track_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ObservedFrame:
+    """What ``StreamRecognizer.observe`` learnt from one frame: the faces found and the track
+    of each (``track_ids`` int (N,), row i of ``faces`` is track ``track_ids[i]``), the faces
+    due for encoding, and the results of tracks that ended."""
+
+    pending: PendingFaces
+    ended: list[TrackResult]
+    faces: Faces
+    track_ids: tuple[int, ...]
+
+
+class StreamRecognizer:
+    """Recognition state of one stream: its tracker, fed one frame at a time, in order.
+
+    ``step`` detects, tracks, encodes the tracks that are due and identifies them; it returns
+    the tracks that ended (those with at least ``min_hits`` detections) as results. For
+    batching across streams, ``observe`` does the per-stream half (detect, track, align) and
+    ``record`` takes the identified matches back; ``identify_batch`` encodes once for many.
+    """
+
+    def __init__(self, analyzer: FaceAnalyzer, gallery: Gallery, config: ProcessConfig) -> None:
+        self.analyzer = analyzer
+        self.gallery = gallery
+        self.config = config
+        self.tracker = FaceTracker(config.track)
+
+    def step(self, frame_index: int, image_rgb: npt.NDArray[np.uint8]) -> list[TrackResult]:
+        """Process one RGB uint8 frame; ``frame_index`` grows with each call."""
+        observed = self.observe(frame_index, image_rgb)
+        if observed.pending.track_ids:
+            (matches,) = identify_batch(self.analyzer, self.gallery, [observed.pending])
+            self.record(observed.pending, matches)
+        return observed.ended
+
+    def observe(self, frame_index: int, image_rgb: npt.NDArray[np.uint8]) -> ObservedFrame:
+        """Detect and track faces in one frame; return the chips due for encoding and the
+        results of tracks that ended."""
+        faces = self.analyzer.detector.detect(image_rgb)
+        update = self.tracker.update(frame_index, faces, face_qualities(faces))
+        chosen = faces.select(list(update.encode))
+        pending = PendingFaces(
+            chips=self.analyzer.aligner.align(image_rgb, chosen),
+            track_ids=tuple(int(update.track_ids[index]) for index in update.encode),
+        )
+        return ObservedFrame(
+            pending,
+            self._results(update.ended),
+            faces,
+            tuple(int(track_id) for track_id in update.track_ids),
+        )
+
+    def record(self, pending: PendingFaces, matches: Sequence[tuple[Match, ...]]) -> None:
+        """Attach each pending face's nearest gallery match (if any) to its track."""
+        live = {track.track_id: track for track in self.tracker.live_tracks}
+        for track_id, nearest in zip(pending.track_ids, matches, strict=True):
+            track = live.get(track_id)
+            if track is None or not nearest:
+                continue
+            match = nearest[0]
+            within = match.distance <= self.config.match.max_distance
+            track.distances.append(match.distance)
+            track.matches.append(match if within else None)
+
+    def finish(self) -> list[TrackResult]:
+        """End every live track (end of stream) and return their results."""
+        return self._results(self.tracker.finish())
+
+    def _results(self, tracks: tuple[Track, ...]) -> list[TrackResult]:
+        # a track seen fewer than min_hits times is a detector flicker, not a person
+        return [track_result(track) for track in tracks if track.hits >= self.config.track.min_hits]
+
+
+def identify_batch(
+    analyzer: FaceAnalyzer, gallery: Gallery, batches: Sequence[PendingFaces]
+) -> list[tuple[tuple[Match, ...], ...]]:
+    """Encode the chips of several frames (streams) in one engine call and find each face's
+    nearest identity; returns, per batch, one tuple of matches per face."""
+    sizes = [len(batch.chips) for batch in batches]
+    if not sum(sizes):
+        return [() for _ in batches]
+    chips = FaceChips(np.concatenate([batch.chips.chips for batch in batches]))
+    matches = gallery.identify(analyzer.encoder.encode(chips), top_k=1, max_distance=None)
+    bounds = np.cumsum([0, *sizes])
+    return [tuple(matches.per_probe[start:stop]) for start, stop in itertools.pairwise(bounds)]
+
+
+class RecordingProcessor:
+    """Runs a video file through detect -> track -> align -> encode -> identify."""
+
+    def __init__(self, analyzer: FaceAnalyzer, gallery: Gallery, config: ProcessConfig) -> None:
+        self.analyzer = analyzer
+        self.gallery = gallery
+        self.config = config
+
+    def run(
+        self,
+        video: Path,
+        on_track: Callable[[TrackResult], None] | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> ProcessSummary:
+        """Process every frame of ``video``; ``on_track`` hears each track as it ends and
+        ``on_progress`` (frames done, frames in the file or 0 if unknown) each frame."""
+        capture = cv2.VideoCapture(str(video))
+        if not capture.isOpened():
+            raise RecordingError(f"{video}: cannot open the recording (missing, or not a video)")
+        recognizer = StreamRecognizer(self.analyzer, self.gallery, self.config)
+        total = max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), 0)
+        results: list[TrackResult] = []
+
+        def finish(ended: list[TrackResult]) -> None:
+            results.extend(ended)
+            if on_track is not None:
+                for result in ended:
+                    on_track(result)
+
+        started = time.perf_counter()
+        frames = 0
+        frame_seconds: list[float] = []
+        try:
+            while True:
+                ok, frame_bgr = capture.read()
+                if not ok or frame_bgr is None:
+                    break
+                if frames % self.config.detect_every_frames == 0:
+                    decoded = time.perf_counter()
+                    image_rgb = np.ascontiguousarray(
+                        cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB), dtype=np.uint8
+                    )
+                    finish(recognizer.step(frames, image_rgb))
+                    frame_seconds.append(time.perf_counter() - decoded)
+                frames += 1
+                if on_progress is not None:
+                    on_progress(frames, total)
+        finally:
+            capture.release()
+        finish(recognizer.finish())
+        if frames == 0:
+            raise RecordingError(f"{video}: no frame could be decoded")
+        results.sort(key=lambda result: result.track_id)
+        return ProcessSummary(
+            frames, time.perf_counter() - started, tuple(results), tuple(frame_seconds)
+        )

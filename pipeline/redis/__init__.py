@@ -1,0 +1,14 @@
+"""Redis: the embedded server, who may connect (passwords), and high availability
+(Sentinel, replica-acknowledged writes).
+
+Modules and their public names:
+
+- ``client``: Who may use the gallery's Redis: the password, and the refusal of a Redis open to
+  anyone. Public: ``PASSWORD_ENVIRONMENT_VARIABLE``, ``redis_password``.
+- ``ha``: Redis high availability: a gallery Redis watched by Sentinel, and writes that a
+  replica. Public: ``SENTINEL_SCHEME``, ``SentinelUrl``, ``acknowledged_transaction``,
+  ``is_sentinel_url``, ``parse_sentinel_url``, ``redis_location``, ``sentinel_client``.
+- ``server``: The embedded Redis: a real ``redis-server`` child process on a unix socket under a
+  data dir. Public: ``BINARY_ENVIRONMENT_VARIABLE``, ``EmbeddedRedis``, ``locate_redis_server``,
+  ``make_private_dir``, ``running_embedded_url``.
+"""

@@ -1,0 +1,16 @@
+"""The running service: the object graph, the door-access service, the live preview,
+``facestream doctor`` and the sample camera. The HTTP API is in ``service.http``.
+
+Modules and their public names:
+
+- ``app``: The service's object graph, built in one place from a validated config. Public:
+  ``EnrolmentTemplates``, ``Services``, ``gallery_client``, ``open_services``.
+- ``doctor``: ``facestream doctor``: every part the service and its tests use, checked where it
+  runs. Public: ``Part``, ``PartStatus``, ``Report``, ``diagnose``.
+- ``preview``: Live preview: the latest frame of each camera with its tracks drawn, as JPEG or
+  MJPEG. Public: ``MJPEG_BOUNDARY``, ``PreviewHub``, ``draw_tracks``.
+- ``sample``: A sample recording and gallery made from a public-domain photo, for demos and
+  smoke runs. Public: ``SampleFiles``, ``make_sample``.
+- ``service``: The running door-access service: cameras, recognition, door decisions, events,
+  preview. Public: ``FaceStreamService``, ``MatchStatus``, ``Readiness``, ``run_service``.
+"""
