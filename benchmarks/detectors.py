@@ -39,9 +39,9 @@ import numpy.typing as npt
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import SHARED_DATA, log, machine_name
-from engines.detectors import load_detector_engine
-from engines.onnxrt import OrtSettings
-from engines.parity import read_rgb
+from engines.convert.parity import read_rgb
+from engines.models.detector import load_detector_engine
+from engines.runtime.onnxrt import OrtSettings
 from engines.store import ModelStore
 from pipeline.recognition.detect.blazeface import BlazeFaceConfig, BlazeFaceDetector
 from pipeline.recognition.detect.factory import DlibHogConfig, DlibHogDetector

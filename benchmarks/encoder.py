@@ -22,8 +22,8 @@ import numpy.typing as npt
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import SHARED_DATA, log, machine_name, median_seconds
-from engines.backends import EngineSettings, load_encoder
-from engines.parity import DlibOracle, astronaut_rgb, encode_chips, image_files, read_rgb
+from engines.convert.parity import DlibOracle, astronaut_rgb, encode_chips, image_files, read_rgb
+from engines.models.encoder import EngineSettings, load_encoder
 from engines.store import ModelStore, default_encoder_source, installed_dlib_model
 
 BATCH_SIZES = (1, 8, 16, 32)

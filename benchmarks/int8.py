@@ -32,9 +32,9 @@ from calibration.int8 import (
     descriptor_cosines,
     encode_dataset,
 )
-from engines.backends import build_encoder_onnx
-from engines.onnxrt import OrtEngine, OrtSettings
+from engines.models.encoder import build_encoder_onnx
 from engines.quantize import QUANT_METHODS, FaceChipDataset, QuantizeSettings
+from engines.runtime.onnxrt import OrtEngine, OrtSettings
 from engines.store import ModelStore
 from pipeline.recognition.align import FaceAligner
 from pipeline.recognition.detect.blazeface import BlazeFaceConfig

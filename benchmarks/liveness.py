@@ -24,7 +24,7 @@ import numpy as np
 
 from benchmarks.common import SHARED_DATA, log, machine_name
 from calibration.liveness import read_video
-from engines.liveness import LivenessEngineSettings, load_liveness_engine
+from engines.models.antispoof import LivenessEngineSettings, load_liveness_engine
 from engines.store import ModelStore
 from pipeline.liveness import LivenessConfig, LivenessJudge
 from pipeline.recognition.detect.blazeface import BlazeFaceConfig

@@ -24,7 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import SHARED_DATA, log, machine_name
-from engines.parity import read_rgb
+from engines.convert.parity import read_rgb
 from pipeline.config.service import FaceStreamConfig
 from pipeline.recognition.offline import ProcessConfig, RecordingProcessor
 from pipeline.service.app import open_services

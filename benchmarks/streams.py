@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import SHARED_DATA, log, machine_name
 from benchmarks.pipeline import ENROL, VIDEO, _baseline_fps
-from engines.parity import read_rgb
+from engines.convert.parity import read_rgb
 from pipeline.capture import CameraConfig, CameraSet
 from pipeline.config.service import FaceStreamConfig
 from pipeline.metrics import PipelineMetrics

@@ -1,6 +1,6 @@
 """Triplet-loss adaptation of the frozen encoder to a site's own faces (FaceNet's loss).
 
-A linear head ``y = scale * normalize(W x + b)`` (engines/adapter.py) is trained on the
+A linear head ``y = scale * normalize(W x + b)`` (engines/models/adapter.py) is trained on the
 encoder's descriptors x of a folder-per-identity layout with the triplet loss of
 ../shared/THEORY.md on squared distances, ``max(d(A, P) - d(A, N) + alpha, 0)``. Each batch
 holds ``identities_per_batch`` people with ``faces_per_identity`` descriptors each, and the
@@ -34,7 +34,7 @@ from calibration.errors import CalibrationDataError
 from calibration.faceset import LabelledFaces, all_pairs
 from calibration.roc import best_accuracy_point
 from calibration.verifier import MethodResult, held_out_result
-from engines.adapter import adapter_head_onnx, apply_head
+from engines.models.adapter import adapter_head_onnx, apply_head
 
 __all__ = [
     "AdapterReport",

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
-from engines.backends import load_encoder
+from engines.models.encoder import load_encoder
 from engines.store import ModelStore
 from pipeline.config.service import FaceStreamConfig
 from pipeline.metrics import PipelineMetrics

@@ -35,9 +35,9 @@ from calibration.threshold import (
     load_calibrated_tau,
     save_calibrated_tau,
 )
-from engines.backends import build_encoder_onnx
-from engines.onnxrt import OrtEngine, OrtSettings
+from engines.models.encoder import build_encoder_onnx
 from engines.quantize import QuantizeSettings
+from engines.runtime.onnxrt import OrtEngine, OrtSettings
 from engines.store import ModelStore, atomic_write
 from pipeline.cli.errors import reports_errors
 from pipeline.config.service import FaceStreamConfig, load_config

@@ -20,11 +20,11 @@ import numpy.typing as npt
 from calibration.embed import FaceEmbedding, ImageEmbeddings, load_image, score_pairs
 from calibration.pairs import PairSet
 from calibration.threshold import PipelineResult, ThresholdSettings, evaluate_pipeline
-from engines.backends import build_encoder_onnx
 from engines.base import Engine
 from engines.convert.dlib_resnet import CHIP_SIZE_PX
+from engines.convert.parity import image_files
 from engines.errors import CalibrationSetError
-from engines.parity import image_files
+from engines.models.encoder import build_encoder_onnx
 from engines.quantize import FaceChipDataset, QuantizeSettings, quantize_encoder
 from engines.store import ModelStore, StoredModel
 from pipeline.recognition.align import FaceAligner

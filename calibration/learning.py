@@ -22,8 +22,8 @@ from calibration.degrade import parse_degradations
 from calibration.embed import PipelineEmbedder
 from calibration.faceset import LabelledFaces, embed_identity_folders, split_identities
 from calibration.verifier import compare_verifiers
-from engines.backends import build_encoder_onnx
 from engines.errors import ConfigError
+from engines.models.encoder import build_encoder_onnx
 from engines.store import ModelStore, atomic_write
 from pipeline.cli.errors import reports_errors
 from pipeline.config.service import FaceStreamConfig, load_config
@@ -146,7 +146,7 @@ def train_adapter_command(  # noqa: PLR0917  (typer maps each parameter to an op
         evaluate_adapter,
         train_adapter,
     )
-    from engines.adapter import build_adapted_encoder  # noqa: PLC0415
+    from engines.models.adapter import build_adapted_encoder  # noqa: PLC0415
 
     settings_file = _base_encoder_config(load_config(config))
     training = AdapterSettings(

@@ -52,7 +52,7 @@ from calibration.liveness_attacks import (
     replay_attack,
 )
 from engines.base import Engine
-from engines.liveness import load_liveness_engine
+from engines.models.antispoof import load_liveness_engine
 from engines.store import ModelStore
 from pipeline.images import decode_image
 from pipeline.liveness import Liveness, LivenessConfig, LivenessJudge, Verdict

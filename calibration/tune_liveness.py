@@ -52,7 +52,7 @@ from calibration.liveness import (
     synthetic_clips,
 )
 from calibration.liveness_attacks import bona_fide_clip
-from engines.liveness import load_liveness_engine
+from engines.models.antispoof import load_liveness_engine
 from engines.store import ModelStore
 from pipeline.liveness import Liveness, LivenessConfig
 from pipeline.liveness.fusion import fuse

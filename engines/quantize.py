@@ -5,7 +5,7 @@ and yields the engine's input exactly as ``pipeline.recognition.encode.FaceEncod
 float32
 (N, 3, 150, 150), channels first, 0..255, no scaling (the encoder graph normalises). The same
 dataset feeds ONNX Runtime's calibration reader here and TensorRT's entropy calibrator
-(``engines.tensorrt_calibrator``), so both see the pipeline's own preprocessing.
+(``engines.runtime.tensorrt.calibrator``), so both see the pipeline's own preprocessing.
 
 ``quantize_encoder`` inserts QuantizeLinear/DequantizeLinear pairs (QDQ) with per-channel int8
 weights and uint8 activations whose ranges come from the chips (entropy, percentile or min-max
@@ -32,8 +32,8 @@ import onnx
 
 from engines.base import ModelManifest
 from engines.convert.dlib_resnet import CHIP_SIZE_PX
+from engines.convert.parity import image_files, read_rgb
 from engines.errors import BackendUnavailableError, CalibrationSetError, ConfigError, ModelFileError
-from engines.parity import image_files, read_rgb
 from engines.store import ENCODER_NAME, ModelStore, StoredModel
 
 __all__ = [

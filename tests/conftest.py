@@ -17,9 +17,9 @@ import pytest
 import redis
 import uvicorn
 
-from engines.backends import build_encoder_onnx
-from engines.onnxrt import OrtEngine, OrtSettings
-from engines.parity import DlibOracle, astronaut_rgb, image_files, read_rgb
+from engines.convert.parity import DlibOracle, astronaut_rgb, image_files, read_rgb
+from engines.models.encoder import build_encoder_onnx
+from engines.runtime.onnxrt import OrtEngine, OrtSettings
 from engines.store import ModelStore, StoredModel, default_encoder_source, installed_dlib_model
 from pipeline.config.service import GalleryConfig
 from pipeline.gallery.store import connect

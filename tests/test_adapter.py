@@ -29,9 +29,9 @@ from calibration.adapter import (
 from calibration.errors import CalibrationDataError
 from calibration.faceset import LabelledFaces, all_pairs, identity_folds, split_identities
 from calibration.verifier import LogisticVerifier, compare_verifiers, mcnemar_exact_p
-from engines.adapter import adapted_model_id, build_adapted_encoder, read_adapter
-from engines.backends import EngineSettings, load_encoder
 from engines.errors import ConfigError, ModelFileError
+from engines.models.adapter import adapted_model_id, build_adapted_encoder, read_adapter
+from engines.models.encoder import EngineSettings, load_encoder
 from engines.store import ModelStore, StoredModel
 from pipeline.cli.main import app
 from pipeline.config.service import GalleryConfig

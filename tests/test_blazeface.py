@@ -28,17 +28,17 @@ from engines.convert.blazeface import (
     VALUES_NAME,
     blazeface_source,
 )
+from engines.convert.parity import astronaut_rgb, read_rgb
 from engines.convert.tflite_graph import read_tflite
-from engines.detectors import (
+from engines.errors import BackendUnavailableError, ConfigError, ModelFileError
+from engines.models.detector import (
     DETECTOR_BACKENDS,
     DetectorBackendName,
     DetectorEngineSettings,
     build_detector_onnx,
     load_detector_engine,
 )
-from engines.errors import BackendUnavailableError, ConfigError, ModelFileError
-from engines.onnxrt import OrtSettings
-from engines.parity import astronaut_rgb, read_rgb
+from engines.runtime.onnxrt import OrtSettings
 from engines.store import ModelStore, sha256_file
 from pipeline.config.service import FaceStreamConfig
 from pipeline.recognition.detect.blazeface import (
@@ -423,7 +423,7 @@ def test_tensorrt_on_this_machine_raises_instead_of_falling_back(
     naming what to install; no detector is loaded (no ONNX Runtime in its place)."""
     if _has_real_tensorrt() and _gpu_count():
         pytest.skip("this machine has TensorRT and a GPU; the missing-backend error cannot show")
-    caplog.set_level(logging.INFO, logger="engines.detectors")
+    caplog.set_level(logging.INFO, logger="engines.models.detector")
     with pytest.raises(BackendUnavailableError, match=r"\[tensorrt\]|\[gpu\]|GPU"):
         load_detector(TENSORRT_CONFIG, detector_store)
     assert _loaded_lines(caplog) == []
@@ -435,7 +435,7 @@ def test_tensorrt_without_tensorrt_names_the_extra(
     """With TensorRT not importable (on any machine), the tensorrt detector raises
     BackendUnavailableError saying to install facestream[tensorrt], and builds no plan."""
     monkeypatch.setitem(sys.modules, "tensorrt", None)
-    caplog.set_level(logging.INFO, logger="engines.detectors")
+    caplog.set_level(logging.INFO, logger="engines.models.detector")
     with pytest.raises(BackendUnavailableError, match=r"TensorRT is not installed.*\[tensorrt\]"):
         load_detector(TENSORRT_CONFIG, detector_store)
     assert _loaded_lines(caplog) == []
@@ -447,7 +447,7 @@ def test_onnxruntime_backend_is_used_and_logged_once(
 ) -> None:
     """The default section runs on ONNX Runtime CPU as before: engine.backend says so, one log
     line names it, and the OrtSettings form of load_detector_engine gives the same engine."""
-    caplog.set_level(logging.INFO, logger="engines.detectors")
+    caplog.set_level(logging.INFO, logger="engines.models.detector")
     detector = load_detector(BlazeFaceConfig(), detector_store)
     try:
         assert isinstance(detector, BlazeFaceDetector)

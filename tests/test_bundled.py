@@ -12,9 +12,13 @@ import pytest
 from engines.base import ModelManifest
 from engines.bundled import BUNDLED_DIR, BUNDLED_MODELS, bundled_path, install_bundled
 from engines.convert.blazeface import blazeface_source
-from engines.detectors import build_detector_onnx, convert_detector_onnx
 from engines.errors import ManifestMismatchError, ModelFileError
-from engines.liveness import build_liveness_onnx, convert_liveness_onnx, default_minifasnet_dir
+from engines.models.antispoof import (
+    build_liveness_onnx,
+    convert_liveness_onnx,
+    default_minifasnet_dir,
+)
+from engines.models.detector import build_detector_onnx, convert_detector_onnx
 from engines.store import ModelStore
 
 

@@ -47,22 +47,22 @@ from calibration.threshold import (
     save_calibrated_tau,
     tau_file,
 )
-from engines.backends import EngineSettings, load_encoder
 from engines.errors import BackendUnavailableError, CalibrationSetError, ConfigError
-from engines.onnxrt import OrtEngine, OrtSettings
+from engines.models.encoder import EngineSettings, load_encoder
 from engines.quantize import (
     MIN_CALIBRATION_CHIPS,
     FaceChipDataset,
     QuantizeSettings,
     quantize_encoder,
 )
-from engines.store import ModelStore, StoredModel
-from engines.tensorrt_calibrator import (
+from engines.runtime.onnxrt import OrtEngine, OrtSettings
+from engines.runtime.tensorrt.calibrator import (
     CalibrationBatches,
     CalibrationCache,
     calibration_cache_for,
     make_entropy_calibrator,
 )
+from engines.store import ModelStore, StoredModel
 from pipeline.config.service import FaceStreamConfig
 from pipeline.metrics import PipelineMetrics
 from pipeline.recognition.analyzer import FaceAnalyzer
@@ -515,7 +515,7 @@ def test_tensorrt_calibrator_needs_tensorrt(face_chips: list[npt.NDArray[np.uint
     """Without TensorRT, making the calibrator is a BackendUnavailableError, not a crash."""
     if importlib.util.find_spec("tensorrt") is not None:
         pytest.skip("TensorRT is installed here")
-    from engines.cuda_runtime import CudaRuntime, DeviceBuffer  # noqa: PLC0415
+    from engines.runtime.tensorrt.cuda import CudaRuntime, DeviceBuffer  # noqa: PLC0415
 
     batches = CalibrationBatches(_chips(face_chips, 0, 32), 16)
     cache = CalibrationCache(Path("unused.calib"))

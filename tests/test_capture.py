@@ -25,8 +25,8 @@ from pydantic import ValidationError
 from script_servers import RtspServer, ScriptServer
 from waiting import wait_until
 
+from engines.convert.parity import read_rgb
 from engines.errors import BackendUnavailableError, ConfigError, FaceStreamError
-from engines.parity import read_rgb
 from pipeline.capture.camera import Camera, CameraSet, backoff_seconds
 from pipeline.capture.config import CameraConfig, CaptureConfig, source_kind
 from pipeline.capture.gstreamer_source import require_gstreamer

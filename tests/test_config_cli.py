@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from engines.backends import EngineSettings
 from engines.errors import ConfigError
+from engines.models.encoder import EngineSettings
 from pipeline.cli.main import app
 from pipeline.config.service import load_config
 from pipeline.errors import ConfigFileError
@@ -108,7 +108,7 @@ def test_backend_alias_and_bad_precision_on_command_line(tmp_path: Path) -> None
 
 def test_auto_backend_resolves_to_onnxruntime_on_cpu() -> None:
     """`auto` on a CPU machine becomes onnxruntime, keeping every other setting."""
-    from engines.backends import resolve_backend  # noqa: PLC0415
+    from engines.models.encoder import resolve_backend  # noqa: PLC0415
 
     resolved = resolve_backend(EngineSettings(backend="auto", threads=3, max_batch=32))
     assert (resolved.backend, resolved.threads, resolved.max_batch) == ("onnxruntime", 3, 32)

@@ -9,8 +9,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from engines.onnxrt import OrtEngine
-from engines.parity import astronaut_rgb, read_rgb
+from engines.convert.parity import astronaut_rgb, read_rgb
+from engines.runtime.onnxrt import OrtEngine
 from engines.store import ModelStore
 from pipeline.metrics import PipelineMetrics
 from pipeline.recognition.align import FaceAligner

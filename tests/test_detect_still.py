@@ -21,9 +21,9 @@ from pydantic import ValidationError
 
 from calibration.analyzer import open_analyzer
 from calibration.degrade import Degradation, degrade
-from engines.detectors import build_detector_onnx, load_detector_engine
-from engines.onnxrt import OrtSettings
-from engines.parity import astronaut_rgb, read_rgb
+from engines.convert.parity import astronaut_rgb, read_rgb
+from engines.models.detector import build_detector_onnx, load_detector_engine
+from engines.runtime.onnxrt import OrtSettings
 from engines.store import ModelStore
 from pipeline.config.service import FaceStreamConfig
 from pipeline.recognition.detect.blazeface import (

@@ -6,9 +6,9 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from engines.backends import EngineSettings, load_encoder
-from engines.onnxrt import OrtEngine
-from engines.parity import DlibOracle, compare_with_dlib, encode_chips
+from engines.convert.parity import DlibOracle, compare_with_dlib, encode_chips
+from engines.models.encoder import EngineSettings, load_encoder
+from engines.runtime.onnxrt import OrtEngine
 from engines.store import ModelStore
 
 TOLERANCE = 1e-4  # max |difference| per component and Euclidean distance per face

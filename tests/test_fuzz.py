@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from PIL import Image
 from schemathesis.core.result import Err
 
-from engines.parity import astronaut_rgb
+from engines.convert.parity import astronaut_rgb
 from pipeline.access.audit import AuditLog, verify_audit_log
 from pipeline.config.service import ApiConfig, FaceStreamConfig, load_config
 from pipeline.errors import ConfigFileError, ImageDecodeError

@@ -35,7 +35,7 @@ from engines.convert.minifasnet import (
     load_minifasnet_state,
 )
 from engines.errors import ConfigError, FaceStreamError
-from engines.liveness import INPUT_SCALES, OUTPUT_NAME, default_minifasnet_dir
+from engines.models.antispoof import INPUT_SCALES, OUTPUT_NAME, default_minifasnet_dir
 from engines.store import ModelStore
 from pipeline.cli.main import app
 from pipeline.liveness import Liveness, LivenessConfig, LivenessJudge, load_liveness_engine

@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engines.backends import EngineSettings, load_encoder
 from engines.errors import (
     BackendUnavailableError,
     EngineStateError,
     InputSpecError,
     ModelFileError,
 )
-from engines.onnxrt import OrtEngine, OrtSettings
+from engines.models.encoder import EngineSettings, load_encoder
+from engines.runtime.onnxrt import OrtEngine, OrtSettings
 from engines.store import ModelStore, StoredModel
 
 

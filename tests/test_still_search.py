@@ -25,7 +25,7 @@ from PIL import Image
 
 from calibration.analyzer import open_analyzer
 from calibration.degrade import SMALL_CROP_PX, Degradation, degrade
-from engines.parity import read_rgb
+from engines.convert.parity import read_rgb
 from engines.store import ModelStore
 from pipeline.config.service import FaceStreamConfig
 from pipeline.errors import EnrollmentRejectedError

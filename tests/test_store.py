@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from engines.backends import build_encoder_onnx
 from engines.base import ModelManifest
 from engines.errors import ManifestMismatchError, ModelFileError
-from engines.onnxrt import OrtEngine, OrtSettings
+from engines.models.encoder import build_encoder_onnx
+from engines.runtime.onnxrt import OrtEngine, OrtSettings
 from engines.store import ModelStore, StoredModel, atomic_write
 
 

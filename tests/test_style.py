@@ -27,8 +27,8 @@ from style_models import SHIPPED_STYLES
 from video_files import decoded_frames
 from waiting import wait_until
 
+from engines.convert.parity import astronaut_rgb
 from engines.errors import FaceStreamError, InputSpecError, ManifestMismatchError, ModelFileError
-from engines.parity import astronaut_rgb
 from pipeline.errors import ImageDecodeError
 from pipeline.metrics import PipelineMetrics, StyleMetrics
 from pipeline.style.config import StyleStreamConfig

@@ -17,8 +17,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 from style_models import SHIPPED_STYLES
 
+from engines.convert.parity import astronaut_rgb
 from engines.errors import BackendUnavailableError, ConfigError, ModelFileError
-from engines.parity import astronaut_rgb
 from engines.store import ModelStore
 from pipeline.metrics import PipelineMetrics, StyleMetrics
 from pipeline.style.config import StyleStreamConfig
@@ -192,11 +192,11 @@ def test_tensorrt_backend_without_tensorrt_is_backend_unavailable(tmp_path: Path
 
 
 def test_the_copy_passes_the_plan_checks_the_fixed_model_fails(tmp_path: Path) -> None:
-    """Why the copy exists: ``engines.tensorrt`` accepts an engine only when every tensor has a
-    dynamic batch axis in the manifest. An engine built from the copy with the 1..1..1 profile
-    (tensors (-1, 3, 360, 640)) passes its checks; the fixed-shape manifest of the shipped model
-    does not. The profile for the copy's input is the fixed frame shape."""
-    from engines.tensorrt import (  # noqa: PLC0415
+    """Why the copy exists: ``engines.runtime.tensorrt`` accepts an engine only when every
+    tensor has a dynamic batch axis in the manifest. An engine built from the copy with the
+    1..1..1 profile (tensors (-1, 3, 360, 640)) passes its checks; the fixed-shape manifest of
+    the shipped model does not. The profile for the copy's input is the fixed frame shape."""
+    from engines.runtime.tensorrt.engine import (  # noqa: PLC0415
         BatchProfile,
         EngineTensor,
         check_engine_io,

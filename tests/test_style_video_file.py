@@ -27,8 +27,8 @@ from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 from video_files import decoded_frames
 
+from engines.convert.parity import astronaut_rgb
 from engines.errors import BackendUnavailableError
-from engines.parity import astronaut_rgb
 from pipeline.capture.gstreamer_source import require_gstreamer
 from pipeline.metrics import PipelineMetrics, StyleMetrics
 from pipeline.style.config import StyleStreamConfig

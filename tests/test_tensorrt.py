@@ -23,14 +23,6 @@ import numpy.typing as npt
 import pytest
 
 from engines.base import ModelManifest, TensorSpecModel
-from engines.cuda_runtime import (
-    CudaRuntime,
-    DeviceBuffer,
-    GpuDevice,
-    PinnedHostBuffer,
-    cuda_failure_message,
-)
-from engines.detectors import DetectorEngineSettings, build_detector_onnx
 from engines.errors import (
     BackendUnavailableError,
     ConfigError,
@@ -38,8 +30,15 @@ from engines.errors import (
     ManifestMismatchError,
     ModelFileError,
 )
-from engines.store import ModelStore, StoredModel
-from engines.tensorrt import (
+from engines.models.detector import DetectorEngineSettings, build_detector_onnx
+from engines.runtime.tensorrt.cuda import (
+    CudaRuntime,
+    DeviceBuffer,
+    GpuDevice,
+    PinnedHostBuffer,
+    cuda_failure_message,
+)
+from engines.runtime.tensorrt.engine import (
     BatchChunk,
     BatchProfile,
     EngineTensor,
@@ -60,6 +59,7 @@ from engines.tensorrt import (
     python_log_level,
     tensorrt_version,
 )
+from engines.store import ModelStore, StoredModel
 
 if TYPE_CHECKING:
     import tensorrt
@@ -502,7 +502,7 @@ def test_tensorrt_backend_on_cpu_is_a_config_error(
     stored_pair: tuple[ModelStore, StoredModel, StoredModel],
 ) -> None:
     """Choosing the tensorrt backend with device 'cpu' is refused rather than run elsewhere."""
-    from engines.backends import EngineSettings  # noqa: PLC0415
+    from engines.models.encoder import EngineSettings  # noqa: PLC0415
 
     store, onnx, _ = stored_pair
     with pytest.raises(ConfigError, match="runs on device 'cuda', not 'cpu'"):
@@ -765,7 +765,7 @@ def test_fp16_plan_matches_onnxruntime_across_chunks(
     """The encoder built as an fp16 plan gives ONNX Runtime's descriptors (within fp16 noise)
     for 37 chips run as 16 + 16 + 5-padded-to-8 rows, and a chip alone gives what it gives
     inside the batch (padding does not leak into real rows)."""
-    from engines.onnxrt import OrtEngine, OrtSettings  # noqa: PLC0415
+    from engines.runtime.onnxrt import OrtEngine, OrtSettings  # noqa: PLC0415
 
     settings = TrtBuildSettings(precision="fp16", min_batch=1, opt_batch=8, max_batch=16)
     plan = build_engine(encoder_model.path, session_store, settings)

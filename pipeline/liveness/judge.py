@@ -133,7 +133,7 @@ class LivenessJudge:
     """Liveness of every track of one camera; call ``observe`` on every processed frame, in
     order, and ``forget`` when a track ends.
 
-    engine: the MiniFASNet engine (``engines.liveness.load_liveness_engine``), required when
+    engine: the MiniFASNet engine (``engines.models.antispoof.load_liveness_engine``), required when
     ``config.cnn`` is on and ignored otherwise. ``observe`` keeps a reference to the previous
     image (for optical flow), so images must not be written to afterwards (``Frame`` images
     are read-only).

@@ -17,8 +17,8 @@ import numpy as np
 import numpy.typing as npt
 import redis
 
-from engines.backends import load_encoder
 from engines.base import Engine
+from engines.models.encoder import load_encoder
 from engines.store import ModelStore
 from pipeline.config.calibrated import calibrated_match
 from pipeline.config.service import FaceStreamConfig

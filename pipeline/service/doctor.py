@@ -166,7 +166,7 @@ def check_onnxruntime() -> Part:
 
 def check_cuda() -> Part:
     """A CUDA device, through the same cuda-bindings runtime the TensorRT path uses."""
-    from engines.cuda_runtime import CudaRuntime  # noqa: PLC0415
+    from engines.runtime.tensorrt.cuda import CudaRuntime  # noqa: PLC0415
 
     try:
         device = CudaRuntime().select_device(0)

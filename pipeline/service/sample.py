@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engines.parity import astronaut_rgb
+from engines.convert.parity import astronaut_rgb
 from engines.store import atomic_write
 
 __all__ = ["SampleFiles", "make_sample"]

@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from engines.base import Engine
 from engines.errors import ConfigError, InputSpecError, ManifestMismatchError, ModelFileError
-from engines.onnxrt import OrtEngine, OrtSettings
+from engines.runtime.onnxrt import OrtEngine, OrtSettings
 from engines.store import ModelStore, StoredModel
 from pipeline.style.errors import UnknownStyleError
 

@@ -1,16 +1,16 @@
-"""TensorRT backend for style models, through ``engines.tensorrt``'s plan building.
+"""TensorRT backend for style models, through ``engines.runtime.tensorrt``'s plan building.
 
-``engines.tensorrt`` builds plans for models whose batch axis is dynamic (its engines check the
-manifest for it) with one optimization profile over that axis. A style model is exported for a
-fixed (1, 3, H, W). So the model is first copied with only the batch axis of its input and
-output renamed to a symbolic ``batch`` (weights and every node unchanged), stored in the
-writable ``plan_dir`` store with a manifest saying where it came from, and the plan is built
+``engines.runtime.tensorrt`` builds plans for models whose batch axis is dynamic (its engines
+check the manifest for it) with one optimization profile over that axis. A style model is
+exported for a fixed (1, 3, H, W). So the model is first copied with only the batch axis of its
+input and output renamed to a symbolic ``batch`` (weights and every node unchanged), stored in
+the writable ``plan_dir`` store with a manifest saying where it came from, and the plan is built
 from that copy with a fixed-shape profile: min = opt = max = 1 frame. Plans are cached in the
 same store (per model, precision, TensorRT version and GPU) and rebuilt when any of these
 changes.
 
 Everything up to ``load_or_build_plan`` is plain Python (tested without TensorRT); tensorrt and
-cuda-python are imported by ``engines.tensorrt`` only when a plan is built or loaded.
+cuda-python are imported by ``engines.runtime.tensorrt`` only when a plan is built or loaded.
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def store_batch_axis_copy(model_path: Path, store: ModelStore) -> StoredModel:
 def load_style_plan(model_path: Path, store: ModelStore, *, precision: str) -> Engine:
     """The style model at ``model_path`` as a TensorRT engine on GPU 0 (fp32 or fp16), its plan
     built into ``store`` on first use. BackendUnavailableError without TensorRT or a GPU."""
-    from engines.tensorrt import TrtBuildSettings, load_or_build_plan  # noqa: PLC0415
+    from engines.runtime.tensorrt.engine import TrtBuildSettings, load_or_build_plan  # noqa: PLC0415
 
     copy = store_batch_axis_copy(model_path, store)
     build = TrtBuildSettings(

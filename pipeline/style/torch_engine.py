@@ -22,8 +22,8 @@ import numpy.typing as npt
 
 from engines.base import BaseEngine
 from engines.errors import BackendUnavailableError, ConfigError, ModelFileError
+from engines.runtime.torchrt import import_torch
 from engines.store import ModelStore
-from engines.torchrt import import_torch
 from pipeline.style.engine import read_verified
 
 __all__ = ["TorchStyleEngine", "TorchStyleSettings", "load_state", "read_onnx_weights"]

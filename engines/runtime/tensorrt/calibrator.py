@@ -24,16 +24,16 @@ import numpy as np
 import numpy.typing as npt
 
 from engines.base import ModelManifest
-from engines.cuda_runtime import CudaRuntime, DeviceBuffer
 from engines.errors import CalibrationSetError, ModelFileError
 from engines.quantize import MIN_CALIBRATION_CHIPS, FaceChipDataset
+from engines.runtime.tensorrt.cuda import CudaRuntime, DeviceBuffer
 from engines.store import ModelStore, StoredModel, atomic_write, safe_name
 
 if TYPE_CHECKING:
     import tensorrt
     from _typeshed import ReadableBuffer
 
-    from engines.tensorrt import TrtBuildSettings
+    from engines.runtime.tensorrt.engine import TrtBuildSettings
 
 __all__ = [
     "CalibrationBatches",
@@ -128,7 +128,7 @@ def make_entropy_calibrator(
     The caller owns the buffer and frees it after the build. Raises BackendUnavailableError
     without TensorRT.
     """
-    from engines.tensorrt import tensorrt_version  # noqa: PLC0415  (keeps tensorrt lazy)
+    from engines.runtime.tensorrt.engine import tensorrt_version  # noqa: PLC0415  (keeps tensorrt lazy)
 
     tensorrt_version()  # BackendUnavailableError unless the real TensorRT is importable
     import tensorrt  # noqa: PLC0415
@@ -188,7 +188,7 @@ def build_int8_plan(
     Raises BackendUnavailableError without TensorRT or a GPU, CalibrationSetError when the
     dataset has fewer chips than ``MIN_CALIBRATION_CHIPS`` or one batch.
     """
-    from engines.tensorrt import build_engine  # noqa: PLC0415
+    from engines.runtime.tensorrt.engine import build_engine  # noqa: PLC0415
 
     onnx = store.open(onnx_path)
     batches = CalibrationBatches(dataset, calibration_batch)

@@ -12,9 +12,9 @@ up to the next bucket (``min_batch``, ``opt_batch``, ``max_batch`` and the power
 so the engine sees few distinct shapes. Rows go through page-locked host buffers, are copied on a
 CUDA stream and run with ``execute_async_v3``; padded rows are never copied back.
 
-``tensorrt`` (and cuda-python, through ``engines.cuda_runtime``) are imported inside the functions
-that need them; everything else here (settings, profile shapes, batch planning, manifest checks,
-device keys, plan paths) is plain Python, tested on machines without a GPU.
+``tensorrt`` (and cuda-python, through ``engines.runtime.tensorrt.cuda``) are imported inside
+the functions that need them; everything else here (settings, profile shapes, batch planning,
+manifest checks, device keys, plan paths) is plain Python, tested on machines without a GPU.
 """
 
 from __future__ import annotations
@@ -32,19 +32,25 @@ import numpy as np
 import numpy.typing as npt
 
 from engines.base import BaseEngine, ModelManifest, Precision, TensorSpec
-from engines.cuda_runtime import CudaRuntime, CudaStream, DeviceBuffer, GpuDevice, PinnedHostBuffer
 from engines.errors import (
     BackendUnavailableError,
     ConfigError,
     InputSpecError,
     ModelFileError,
 )
+from engines.runtime.tensorrt.cuda import (
+    CudaRuntime,
+    CudaStream,
+    DeviceBuffer,
+    GpuDevice,
+    PinnedHostBuffer,
+)
 from engines.store import ModelStore, StoredModel, atomic_write
 
 if TYPE_CHECKING:
     import tensorrt
 
-    from engines.backends import EngineSettings
+    from engines.models.encoder import EngineSettings
 
 __all__ = [
     "MAX_BATCH_LIMIT",

@@ -61,8 +61,8 @@ from pydantic import Field, model_validator
 
 from engines.base import Engine
 from engines.convert.blazeface import INPUT_NAME, SCORES_NAME, VALUES_NAME
-from engines.detectors import DetectorBackendName, DetectorEngineSettings
 from engines.errors import BackendUnavailableError, ModelFileError
+from engines.models.detector import DetectorBackendName, DetectorEngineSettings
 from engines.store import installed_dlib_model
 from pipeline.config.base import StrictModel
 from pipeline.recognition.detect.still import View, chip_format, padded_view, shrunk_view
@@ -492,7 +492,7 @@ class BlazeFaceDetector:
     """BlazeFace (run by an ``Engine``) plus dlib's 5-point landmarks: ``Faces`` in frame pixels.
 
     The engine must hold a converted BlazeFace model whose variant is ``config.model``
-    (``engines.detectors.load_detector_engine``); its shapes are checked against the anchors.
+    (``engines.models.detector.load_detector_engine``); its shapes are checked against the anchors.
     """
 
     def __init__(

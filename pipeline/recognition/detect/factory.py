@@ -32,8 +32,8 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import Discriminator, Field, Tag
 
-from engines.detectors import load_detector_engine
 from engines.errors import BackendUnavailableError
+from engines.models.detector import load_detector_engine
 from engines.store import ModelStore, installed_dlib_model
 from pipeline.config.base import StrictModel
 from pipeline.recognition.detect.blazeface import (
