@@ -49,13 +49,14 @@ def _walk(command: Any, path: tuple[str, ...]) -> list[dict[str, object]]:
         }
     ]
     if hasattr(command, "commands"):  # a group
-        for name in sorted(command.commands):
-            rows.extend(_walk(command.commands[name], (*path, name)))
+        for name, child in command.commands.items():  # the order --help lists them in
+            rows.extend(_walk(child, (*path, name)))
     return rows
 
 
 def command_tree() -> list[dict[str, object]]:
-    """One row per command and group of ``facestream``, root first, children sorted by name."""
+    """One row per command and group of ``facestream``, root first, children in the
+    order ``--help`` lists them."""
     return _walk(typer.main.get_command(app), ("facestream",))
 
 
