@@ -9,16 +9,37 @@ alignment and encoding see RGB.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import math
+import re
+import time
+import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from types import MappingProxyType
+from typing import Any, Final, Literal, TypeAlias, get_args
 
 import numpy as np
 import numpy.typing as npt
 
 from engines.errors import InputSpecError
+from pipeline.errors import EventFormatError
 
-__all__ = ["FOUND_BY", "Embeddings", "FaceChips", "Faces", "FoundBy", "Frame", "require_array"]
+__all__ = [
+    "EVENT_KINDS",
+    "EVENT_STREAM_FIELD",
+    "FOUND_BY",
+    "Embeddings",
+    "Event",
+    "EventKind",
+    "FaceChips",
+    "Faces",
+    "FoundBy",
+    "Frame",
+    "JsonValue",
+    "event_door",
+    "require_array",
+]
 
 DESCRIPTOR_SIZE = 128
 CHIP_SIZE_PX = 150
@@ -186,3 +207,172 @@ class Embeddings:
 
     def __len__(self) -> int:
         return int(self.vectors.shape[0])
+
+
+EventKind = Literal[
+    "decision",
+    "unknown_face",
+    "spoof_suspected",
+    "camera_down",
+    "camera_up",
+    "audit_checkpoint",
+    # OSDP doors (pipeline.access): link changes, a wrong key, a grant not sent to the panel
+    "osdp_link_up",
+    "osdp_link_down",
+    "osdp_secure_channel_failed",
+    "osdp_card_not_sent",
+]
+EVENT_KINDS: Final[tuple[str, ...]] = get_args(EventKind)
+JsonValue: TypeAlias = (
+    "str | int | float | bool | Sequence[JsonValue] | Mapping[str, JsonValue] | None"
+)
+EVENT_STREAM_FIELD: Final = b"event"
+"""The field of a Redis stream entry that holds the event's JSON (``Event.to_json``)."""
+
+_EVENT_ID = re.compile(r"^[0-9a-f]{32}$")
+_CAMERA_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_DOOR_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_MAX_EVENT_BYTES: Final = 1 << 20
+_MAX_PAYLOAD_DEPTH: Final = 16
+
+
+def _frozen_json(value: object, where: str, depth: int = 0) -> JsonValue:
+    """A deep, read-only copy of a JSON-able value; EventFormatError names what is not."""
+    if depth > _MAX_PAYLOAD_DEPTH:
+        raise EventFormatError(f"{where}: nested deeper than {_MAX_PAYLOAD_DEPTH} levels")
+    if value is None or isinstance(value, str | bool | int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise EventFormatError(f"{where}: expected a finite number, got {value}")
+        return value
+    if isinstance(value, Mapping):
+        frozen: dict[str, JsonValue] = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise EventFormatError(f"{where}: expected string keys, got {key!r}")
+            frozen[key] = _frozen_json(item, f"{where}.{key}", depth + 1)
+        return MappingProxyType(frozen)
+    if isinstance(value, list | tuple):
+        return tuple(
+            _frozen_json(item, f"{where}[{index}]", depth + 1) for index, item in enumerate(value)
+        )
+    raise EventFormatError(
+        f"{where}: expected str, int, float, bool, None, list or mapping, "
+        f"got {type(value).__name__}"
+    )
+
+
+def _plain_json(value: object) -> object:
+    """``json.dumps`` hook: read-only mappings back to dicts."""
+    if isinstance(value, MappingProxyType):
+        return dict(value)
+    raise TypeError(f"not JSON-able: {type(value).__name__}")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something that happened at a camera, for the stream and the webhooks.
+
+    event_id: 32 lowercase hex (uuid4), also the receivers' idempotency key; created: unix
+    seconds; payload: a JSON-able mapping, stored read-only (lists become tuples).
+    """
+
+    event_id: str
+    kind: EventKind
+    camera_id: str
+    created: float
+    payload: Mapping[str, JsonValue]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.event_id, str) or not _EVENT_ID.match(self.event_id):
+            raise EventFormatError(f"event_id: expected 32 lowercase hex, got {self.event_id!r}")
+        if self.kind not in EVENT_KINDS:
+            raise EventFormatError(f"kind: expected one of {EVENT_KINDS}, got {self.kind!r}")
+        if not isinstance(self.camera_id, str) or not _CAMERA_ID.match(self.camera_id):
+            raise EventFormatError(
+                f"camera_id: expected 1-64 of A-Z a-z 0-9 _ . -, got {self.camera_id!r}"
+            )
+        if (
+            isinstance(self.created, bool)
+            or not isinstance(self.created, int | float)
+            or not math.isfinite(self.created)
+            or self.created < 0
+        ):
+            raise EventFormatError(
+                f"created: expected finite unix seconds >= 0, got {self.created!r}"
+            )
+        if not isinstance(self.payload, Mapping):
+            raise EventFormatError(
+                f"payload: expected a mapping, got {type(self.payload).__name__}"
+            )
+        object.__setattr__(self, "created", float(self.created))
+        object.__setattr__(self, "payload", _frozen_json(self.payload, "payload"))
+
+    @classmethod
+    def create(
+        cls,
+        kind: EventKind,
+        camera_id: str,
+        payload: Mapping[str, JsonValue],
+        *,
+        created: float | None = None,
+    ) -> Event:
+        """A new event with a fresh uuid4 id, stamped ``created`` (default: now, unix seconds)."""
+        return cls(
+            event_id=uuid.uuid4().hex,
+            kind=kind,
+            camera_id=camera_id,
+            created=time.time() if created is None else created,
+            payload=payload,
+        )
+
+    def to_json(self) -> bytes:
+        """Compact UTF-8 JSON with sorted keys: the webhook body and the stream field."""
+        return json.dumps(
+            {
+                "event_id": self.event_id,
+                "kind": self.kind,
+                "camera_id": self.camera_id,
+                "created": self.created,
+                "payload": self.payload,
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+            allow_nan=False,
+            default=_plain_json,
+        ).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> Event:
+        """Decode ``to_json`` output; EventFormatError on bad JSON, fields or values."""
+        if len(data) > _MAX_EVENT_BYTES:
+            raise EventFormatError(
+                f"event JSON: expected at most {_MAX_EVENT_BYTES} bytes, got {len(data)}"
+            )
+        try:
+            fields = json.loads(data)
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, bad UTF-8
+            raise EventFormatError(f"event JSON: not valid JSON: {exc}") from exc
+        if not isinstance(fields, dict):
+            raise EventFormatError(f"event JSON: expected an object, got {type(fields).__name__}")
+        expected = {"event_id", "kind", "camera_id", "created", "payload"}
+        if set(fields) != expected:
+            raise EventFormatError(
+                f"event JSON: expected keys {sorted(expected)}, got {sorted(fields)}"
+            )
+        return cls(**fields)
+
+    @classmethod
+    def from_stream_fields(cls, fields: Mapping[bytes, bytes]) -> Event:
+        """The event of one stream entry's fields, as XREAD/XREADGROUP return them."""
+        body = fields.get(EVENT_STREAM_FIELD)
+        if body is None:
+            raise EventFormatError(f"stream entry: no {EVENT_STREAM_FIELD.decode()!r} field")
+        return cls.from_json(body)
+
+
+def event_door(event: Event) -> str:
+    """The door an event is about (its payload's ``door_id``), or "" for events of no door."""
+    door = event.payload.get("door_id")
+    return door if isinstance(door, str) and _DOOR_ID.match(door) else ""

@@ -24,8 +24,11 @@ import httpx
 import pytest
 import redis
 
-from pipeline.events.bus import Event, EventBus, EventsConfig, WebhookDeliverer
+from pipeline.events.bus import EventBus
+from pipeline.events.config import EventsConfig
+from pipeline.events.webhooks import WebhookDeliverer
 from pipeline.metrics import PipelineMetrics
+from pipeline.types import Event
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "deploy" / "examples" / "door_controller.py"
 SECRET = "door-controller-secret-0123456789abcdef"

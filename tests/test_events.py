@@ -30,24 +30,23 @@ from pipeline.errors import (
     EventsUnavailableError,
     WebhookSignatureError,
 )
-from pipeline.events.bus import (
+from pipeline.events.bus import EventBus
+from pipeline.events.config import EventsConfig
+from pipeline.events.signing import (
     DESTINATION_HEADER,
     DOOR_HEADER,
     EVENT_ID_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
-    Event,
-    EventBus,
-    EventsConfig,
-    JsonValue,
     SignedMessage,
-    WebhookDeliverer,
     sign,
     verify_signature,
 )
+from pipeline.events.webhooks import WebhookDeliverer
 from pipeline.gallery.store import connect
 from pipeline.metrics import PipelineMetrics
 from pipeline.redis.server import EmbeddedRedis
+from pipeline.types import Event, JsonValue
 
 READY_SECONDS = 10.0
 DELIVERY_SECONDS = 15.0

@@ -23,10 +23,12 @@ from pydantic import ValidationError
 from waiting import wait_until
 
 from pipeline.errors import WebhookSignatureError
-from pipeline.events.bus import Event, EventBus, EventsConfig
+from pipeline.events.bus import EventBus
+from pipeline.events.config import EventsConfig
 from pipeline.events.mqtt import MqttBridge, MqttConfig, verify_message
 from pipeline.metrics import PipelineMetrics
 from pipeline.redis.server import EmbeddedRedis
+from pipeline.types import Event
 
 DEADLINE_SECONDS = 20.0
 

@@ -24,11 +24,10 @@ from pipeline.access.credentials import (
 )
 from pipeline.access.doors import AccessWiring, DoorAccess
 from pipeline.access.policy import Decision, DoorConfig, DoorPolicy
-from pipeline.events.bus import Event
 from pipeline.gallery.store import Enrollment, Gallery
 from pipeline.metrics import PipelineMetrics
 from pipeline.redis.server import EmbeddedRedis
-from pipeline.types import Embeddings
+from pipeline.types import Embeddings, Event
 
 CARD_FORMAT = CredentialFormat(kind="wiegand26", facility_code=7)
 

@@ -12,10 +12,12 @@ from pipeline.access.audit import AuditHead, AuditLog, checkpoint_mac, verify_au
 from pipeline.access.policy import Decision
 from pipeline.access.recorder import DecisionRecorder
 from pipeline.config.service import GalleryConfig
-from pipeline.events.bus import Event, EventBus, EventsConfig
+from pipeline.events.bus import EventBus
+from pipeline.events.config import EventsConfig
 from pipeline.gallery.store import connect
 from pipeline.metrics import PipelineMetrics
 from pipeline.redis.server import EmbeddedRedis
+from pipeline.types import Event
 
 CLIENT_CONFIG = GalleryConfig(socket_timeout_seconds=1.0)
 

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from pipeline.config.service import ApiConfig, FaceStreamConfig
-from pipeline.events.bus import EventsConfig
+from pipeline.events.config import EventsConfig
 from pipeline.images import decode_image
 from pipeline.service.http.app import create_app
 from pipeline.service.sample import SampleFiles, make_sample

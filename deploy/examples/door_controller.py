@@ -99,7 +99,7 @@ def signed_event(body: bytes, header_event_id: str | None) -> SignedEvent | str:
 
 def signed_bytes(timestamp: str, destination: str, door: str, body: bytes) -> bytes:
     """What facestream signs: timestamp, destination url and door id, one per line, then the
-    body (pipeline.events.bus.SignedMessage)."""
+    body (pipeline.events.signing.SignedMessage)."""
     return f"{timestamp}\n{destination}\n{door}\n".encode() + body
 
 

@@ -29,7 +29,7 @@ from pipeline.access.credentials import (
     read_scbk,
 )
 from pipeline.access.policy import Decision, DoorConfig, DoorPolicy, PresentedCredential
-from pipeline.events.bus import Event, JsonValue
+from pipeline.types import Event, JsonValue
 
 __all__ = ["AccessWiring", "DoorAccess"]
 

@@ -1,13 +1,27 @@
-"""Events: the Redis stream and the signed-webhook outbox, and the MQTT bridge.
+"""Events: the Redis stream, the signed-webhook outbox and its deliverer, and the MQTT bridge.
+
+The event itself (``Event``, ``EventKind``, ``JsonValue``, ``event_door``) is a stage type and
+lives in ``pipeline.types``.
 
 Modules and their public names:
 
-- ``bus``: Events: a Redis stream for consumers, and signed webhooks delivered from a durable
-  outbox. Public: ``DESTINATION_HEADER``, ``DOOR_HEADER``, ``EVENT_ID_HEADER``, ``EVENT_KINDS``,
-  ``SIGNATURE_HEADER``, ``TIMESTAMP_HEADER``, ``DeadLetter``, ``Event``, ``EventBus``,
-  ``EventKind``, ``EventsConfig``, ``JsonValue``, ``PurgeReport``, ``SignedMessage``,
-  ``Webhook``, ``WebhookConfig``, ``WebhookDeliverer``, ``derived_key``, ``event_door``,
-  ``sign``, ``stream_entry_mac``, ``verify_signature``.
+- ``config``: The ``[events]`` section and its webhook receivers, each resolved into a
+  ``Webhook`` with its secret read. Public: ``WEBHOOK_SECRET_ENVIRONMENT``, ``EventsConfig``,
+  ``Webhook``, ``WebhookConfig``, ``url_for_logs``.
+- ``signing``: Webhook request signatures, stream entry MACs and keys derived from one secret.
+  Public: ``DESTINATION_HEADER``, ``DOOR_HEADER``, ``EVENT_ID_HEADER``, ``SIGNATURE_HEADER``,
+  ``SIGNATURE_VERSION``, ``TIMESTAMP_HEADER``, ``SignedMessage``, ``derived_key``, ``sign``,
+  ``stream_entry_mac``, ``verify_signature``.
+- ``store``: Where events live in Redis (the keys, the MAC'd outbox record) and redis-py's
+  errors in the project's terms; shared by the bus and the deliverer. Public: ``EventKeys``,
+  ``StreamEntries``, ``delivery_id_for``, ``event_or_none``, ``outbox_record``, ``record_mac``,
+  ``redis_address``, ``talking_to_redis``.
+- ``bus``: ``EventBus``: publishes to the stream and the outbox in one transaction, reads
+  recent events, follows the stream, lists dead letters. Public: ``DeadLetter``, ``EventBus``.
+- ``webhooks``: ``WebhookDeliverer``: a thread that claims due deliveries, POSTs them signed,
+  retries with backoff and dead-letters the hopeless or forged. Public: ``WebhookDeliverer``.
+- ``purge``: Erasure of what the events' keys hold about a deleted identity. Public:
+  ``PurgeReport``, ``purge_identity``.
 - ``mqtt``: Events to MQTT (Home Assistant and other home/building automation), at least once.
   Public: ``MqttBridge``, ``MqttConfig``, ``MqttMessage``, ``event_messages``, ``sign_message``,
   ``verify_message``.

@@ -65,8 +65,10 @@ from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_valid
 from pipeline.config.base import StrictModel
 from pipeline.config.secrets import SecretSpec, resolve_secret
 from pipeline.errors import EventFormatError, WebhookSignatureError
-from pipeline.events.bus import Event, EventBus, derived_key, stream_entry_mac
+from pipeline.events.bus import EventBus
+from pipeline.events.signing import derived_key, stream_entry_mac
 from pipeline.metrics import PipelineMetrics
+from pipeline.types import Event
 
 __all__ = [
     "MqttBridge",

@@ -39,11 +39,13 @@ from pipeline.errors import (
     AuditLogError,
     ServiceNotReadyError,
 )
-from pipeline.events.bus import Event, EventBus, EventKind, JsonValue, WebhookDeliverer
+from pipeline.events.bus import EventBus
 from pipeline.events.mqtt import MqttBridge
+from pipeline.events.webhooks import WebhookDeliverer
 from pipeline.recognition.live import UNHEALTHY_AFTER_SECONDS, LiveOutputs, LiveRecognition
 from pipeline.service.app import Services, open_services
 from pipeline.service.preview import PreviewHub
+from pipeline.types import Event, EventKind, JsonValue
 
 __all__ = ["FaceStreamService", "MatchStatus", "Readiness", "run_service"]
 

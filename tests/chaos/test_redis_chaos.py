@@ -26,7 +26,8 @@ from pipeline.access.policy import Decision
 from pipeline.access.recorder import DecisionRecorder
 from pipeline.config.service import GalleryConfig
 from pipeline.errors import GalleryUnavailableError
-from pipeline.events.bus import EventBus, EventsConfig
+from pipeline.events.bus import EventBus
+from pipeline.events.config import EventsConfig
 from pipeline.gallery.store import Enrollment, Gallery
 from pipeline.metrics import PipelineMetrics
 from pipeline.redis.server import EmbeddedRedis

@@ -70,7 +70,6 @@ from pipeline.errors import (
     ServiceNotReadyError,
     UnknownCameraError,
 )
-from pipeline.events.bus import EventKind
 from pipeline.images import decode_image
 from pipeline.liveness import LivenessJudge
 from pipeline.recognition.live import TrackLabel
@@ -78,7 +77,7 @@ from pipeline.service.app import EnrolmentTemplates
 from pipeline.service.http.ratelimit import BodySizeLimit, RateLimiter, retry_after_header
 from pipeline.service.preview import MJPEG_BOUNDARY
 from pipeline.service.service import FaceStreamService
-from pipeline.types import Embeddings, FoundBy
+from pipeline.types import Embeddings, EventKind, FoundBy
 
 __all__ = ["PREVIEW_COOKIE", "create_app", "preview_cookie_value", "uvicorn_config"]
 
