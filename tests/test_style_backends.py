@@ -19,6 +19,7 @@ from style_models import SHIPPED_STYLES
 
 from engines.convert.parity import astronaut_rgb
 from engines.errors import BackendUnavailableError, ConfigError, ModelFileError
+from engines.models.style import batch_axis_copy, store_batch_axis_copy
 from engines.store import ModelStore
 from pipeline.metrics import PipelineMetrics, StyleMetrics
 from pipeline.style.config import StyleStreamConfig
@@ -29,7 +30,6 @@ from pipeline.style.engine import (
     load_style_network,
 )
 from pipeline.style.stream import StyleStream
-from pipeline.style.tensorrt_style import batch_axis_copy, store_batch_axis_copy
 
 torch = pytest.importorskip("torch", reason="the torch backend needs the [torch] extra")
 
@@ -196,12 +196,8 @@ def test_the_copy_passes_the_plan_checks_the_fixed_model_fails(tmp_path: Path) -
     tensor has a dynamic batch axis in the manifest. An engine built from the copy with the
     1..1..1 profile (tensors (-1, 3, 360, 640)) passes its checks; the fixed-shape manifest of
     the shipped model does not. The profile for the copy's input is the fixed frame shape."""
-    from engines.runtime.tensorrt.engine import (  # noqa: PLC0415
-        BatchProfile,
-        EngineTensor,
-        check_engine_io,
-        profile_shapes,
-    )
+    from engines.runtime.tensorrt.plans import EngineTensor, check_engine_io  # noqa: PLC0415
+    from engines.runtime.tensorrt.profile import BatchProfile, profile_shapes  # noqa: PLC0415
 
     path = StyleCatalog().path("udnie")
     copy = store_batch_axis_copy(path, ModelStore(tmp_path / "plans"))

@@ -31,6 +31,8 @@ from engines.errors import (
     ModelFileError,
 )
 from engines.models.detector import DetectorEngineSettings, build_detector_onnx
+from engines.models.encoder import load_or_build_encoder_plan
+from engines.runtime.tensorrt.build import build_engine
 from engines.runtime.tensorrt.cuda import (
     CudaRuntime,
     DeviceBuffer,
@@ -38,26 +40,24 @@ from engines.runtime.tensorrt.cuda import (
     PinnedHostBuffer,
     cuda_failure_message,
 )
-from engines.runtime.tensorrt.engine import (
-    BatchChunk,
-    BatchProfile,
+from engines.runtime.tensorrt.engine import TrtEngine, load_or_build_plan
+from engines.runtime.tensorrt.library import python_log_level, tensorrt_version
+from engines.runtime.tensorrt.plans import (
     EngineTensor,
-    TrtBuildSettings,
-    TrtEngine,
-    build_engine,
     check_engine_io,
     check_plan_manifest,
     device_key,
     device_label,
-    fill_padded,
-    load_or_build_encoder_plan,
-    load_or_build_plan,
-    plan_chunks,
     plan_manifest,
     plan_path_for,
+)
+from engines.runtime.tensorrt.profile import (
+    BatchChunk,
+    BatchProfile,
+    TrtBuildSettings,
+    fill_padded,
+    plan_chunks,
     profile_shapes,
-    python_log_level,
-    tensorrt_version,
 )
 from engines.store import ModelStore, StoredModel
 

@@ -39,7 +39,7 @@ from engines.convert.minifasnet import (
 from engines.errors import ModelFileError
 from engines.models.settings import NetworkEngineSettings
 from engines.runtime.onnxrt import OrtEngine, OrtSettings
-from engines.runtime.tensorrt.engine import TrtBuildSettings
+from engines.runtime.tensorrt.profile import TrtBuildSettings
 from engines.store import ModelStore, StoredModel, atomic_write, sha256_file
 
 __all__ = [
@@ -183,7 +183,7 @@ def _load_onnxruntime(path: Path, store: ModelStore, settings: LivenessEngineSet
 
 
 def _load_tensorrt(path: Path, store: ModelStore, settings: LivenessEngineSettings) -> Engine:
-    from engines.runtime.tensorrt.engine import load_or_build_plan  # noqa: PLC0415  (TensorRT on use only)
+    from engines.runtime.tensorrt.engine import load_or_build_plan  # noqa: PLC0415  (on use)
 
     build = TrtBuildSettings(
         precision=settings.precision, min_batch=1, opt_batch=1, max_batch=_MAX_BATCH

@@ -38,7 +38,7 @@ from engines.convert.blazeface import (
 from engines.errors import ConfigError, ModelFileError
 from engines.models.settings import NetworkEngineSettings
 from engines.runtime.onnxrt import OrtEngine, OrtSettings
-from engines.runtime.tensorrt.engine import TrtBuildSettings
+from engines.runtime.tensorrt.profile import TrtBuildSettings
 from engines.store import ModelStore, StoredModel, sha256_file
 
 __all__ = [
@@ -160,7 +160,7 @@ def _load_onnxruntime(path: Path, store: ModelStore, settings: DetectorEngineSet
 
 
 def _load_tensorrt(path: Path, store: ModelStore, settings: DetectorEngineSettings) -> Engine:
-    from engines.runtime.tensorrt.engine import load_or_build_plan  # noqa: PLC0415  (TensorRT on use only)
+    from engines.runtime.tensorrt.engine import load_or_build_plan  # noqa: PLC0415  (on use)
 
     return load_or_build_plan(
         path, store, settings.tensorrt_build(), device_index=settings.device_index

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import onnx
 
@@ -35,6 +35,9 @@ from engines.store import (
     sha256_file,
 )
 
+if TYPE_CHECKING:
+    from engines.runtime.tensorrt.engine import TrtEngine
+
 __all__ = [
     "BACKENDS",
     "EngineSettings",
@@ -42,6 +45,7 @@ __all__ = [
     "encoder_manifest",
     "encoder_onnx",
     "load_encoder",
+    "load_or_build_encoder_plan",
     "resolve_backend",
 ]
 
@@ -186,10 +190,30 @@ def _load_torch(store: ModelStore, settings: EngineSettings) -> Engine:
 
 
 def _load_tensorrt(store: ModelStore, settings: EngineSettings) -> Engine:
-    from engines.runtime.tensorrt.engine import load_or_build_encoder_plan  # noqa: PLC0415
-
     onnx_path = encoder_onnx(store, settings).path
     return load_or_build_encoder_plan(onnx_path, store, settings)
+
+
+def load_or_build_encoder_plan(
+    onnx_path: Path, store: ModelStore, settings: EngineSettings
+) -> TrtEngine:
+    """The encoder as a TrtEngine on GPU 0, building its plan first if none fits
+    (``load_or_build_plan`` with the precision and batch sizes of ``settings``).
+
+    ``settings.device`` must be ``cuda``: ConfigError otherwise, before anything is loaded.
+    """
+    from engines.runtime.tensorrt.engine import load_or_build_plan  # noqa: PLC0415
+    from engines.runtime.tensorrt.profile import TrtBuildSettings  # noqa: PLC0415
+
+    if settings.device != "cuda":
+        raise ConfigError(f"the tensorrt backend runs on device 'cuda', not {settings.device!r}")
+    build = TrtBuildSettings(
+        precision=settings.precision,
+        min_batch=settings.min_batch,
+        opt_batch=settings.opt_batch,
+        max_batch=settings.max_batch,
+    )
+    return load_or_build_plan(onnx_path, store, build)
 
 
 BACKENDS: dict[str, Callable[[ModelStore, EngineSettings], Engine]] = {

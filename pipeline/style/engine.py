@@ -7,7 +7,6 @@ its manifest first, so a truncated or altered model is a ModelFileError, never a
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,9 +17,9 @@ import numpy as np
 import numpy.typing as npt
 
 from engines.base import Engine
-from engines.errors import ConfigError, InputSpecError, ManifestMismatchError, ModelFileError
+from engines.errors import ConfigError, InputSpecError
 from engines.runtime.onnxrt import OrtEngine, OrtSettings
-from engines.store import ModelStore, StoredModel
+from engines.store import ModelStore
 from pipeline.style.errors import UnknownStyleError
 
 __all__ = [
@@ -29,7 +28,6 @@ __all__ = [
     "StyleEngineSettings",
     "StyleNetwork",
     "load_style_network",
-    "read_verified",
 ]
 
 _log = logging.getLogger(__name__)
@@ -136,18 +134,6 @@ class StyleNetwork:
         self.engine.close()
 
 
-def read_verified(stored: StoredModel) -> bytes:
-    """The artifact's bytes, checked against its manifest's sha256 (the file may have changed
-    since ``ModelStore.open``); ModelFileError / ManifestMismatchError otherwise."""
-    try:
-        data = stored.path.read_bytes()
-    except OSError as exc:
-        raise ModelFileError(f"{stored.path}: cannot read: {exc.strerror}") from exc
-    if hashlib.sha256(data).hexdigest() != stored.manifest.artifact_sha256:
-        raise ManifestMismatchError(f"{stored.path}: changed since it was checked")
-    return data
-
-
 def _load_onnxruntime(path: Path, settings: StyleEngineSettings) -> Engine:
     return OrtEngine(
         path,
@@ -166,7 +152,7 @@ def _load_torch(path: Path, settings: StyleEngineSettings) -> Engine:
 
 
 def _load_tensorrt(path: Path, settings: StyleEngineSettings) -> Engine:
-    from pipeline.style.tensorrt_style import load_style_plan  # noqa: PLC0415
+    from engines.models.style import load_style_plan  # noqa: PLC0415  (TensorRT on use)
 
     if settings.plan_dir is None:  # checked by the settings; kept for the type checker
         raise ConfigError("style backend tensorrt needs a plan_dir")

@@ -24,7 +24,6 @@ from engines.base import BaseEngine
 from engines.errors import BackendUnavailableError, ConfigError, ModelFileError
 from engines.runtime.torchrt import import_torch
 from engines.store import ModelStore
-from pipeline.style.engine import read_verified
 
 __all__ = ["TorchStyleEngine", "TorchStyleSettings", "load_state", "read_onnx_weights"]
 
@@ -73,7 +72,7 @@ class TorchStyleEngine(BaseEngine):
         stored = store.open(model_path)
         if stored.manifest.format != "onnx":
             raise ModelFileError(f"{model_path}: is {stored.manifest.format}, not an ONNX model")
-        weights = read_onnx_weights(read_verified(stored), model_path)
+        weights = read_onnx_weights(stored.read_verified(), model_path)
         torch = import_torch()
         if settings.device == "cuda" and not torch.cuda.is_available():
             raise BackendUnavailableError("torch reports no CUDA device; use device 'cpu'")

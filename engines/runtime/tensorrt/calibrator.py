@@ -26,14 +26,16 @@ import numpy.typing as npt
 from engines.base import ModelManifest
 from engines.errors import CalibrationSetError, ModelFileError
 from engines.quantize import MIN_CALIBRATION_CHIPS, FaceChipDataset
+from engines.runtime.tensorrt.build import build_engine
 from engines.runtime.tensorrt.cuda import CudaRuntime, DeviceBuffer
+from engines.runtime.tensorrt.library import tensorrt_version
 from engines.store import ModelStore, StoredModel, atomic_write, safe_name
 
 if TYPE_CHECKING:
     import tensorrt
     from _typeshed import ReadableBuffer
 
-    from engines.runtime.tensorrt.engine import TrtBuildSettings
+    from engines.runtime.tensorrt.profile import TrtBuildSettings
 
 __all__ = [
     "CalibrationBatches",
@@ -128,8 +130,6 @@ def make_entropy_calibrator(
     The caller owns the buffer and frees it after the build. Raises BackendUnavailableError
     without TensorRT.
     """
-    from engines.runtime.tensorrt.engine import tensorrt_version  # noqa: PLC0415  (keeps tensorrt lazy)
-
     tensorrt_version()  # BackendUnavailableError unless the real TensorRT is importable
     import tensorrt  # noqa: PLC0415
 
@@ -188,8 +188,6 @@ def build_int8_plan(
     Raises BackendUnavailableError without TensorRT or a GPU, CalibrationSetError when the
     dataset has fewer chips than ``MIN_CALIBRATION_CHIPS`` or one batch.
     """
-    from engines.runtime.tensorrt.engine import build_engine  # noqa: PLC0415
-
     onnx = store.open(onnx_path)
     batches = CalibrationBatches(dataset, calibration_batch)
     cache = calibration_cache_for(store, onnx.manifest, dataset)

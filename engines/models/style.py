@@ -1,4 +1,4 @@
-"""TensorRT backend for style models, through ``engines.runtime.tensorrt``'s plan building.
+"""Style models on TensorRT, through ``engines.runtime.tensorrt``'s plan building.
 
 ``engines.runtime.tensorrt`` builds plans for models whose batch axis is dynamic (its engines
 check the manifest for it) with one optimization profile over that axis. A style model is
@@ -24,7 +24,6 @@ import onnx
 from engines.base import Engine, ModelManifest, TensorSpecModel
 from engines.errors import ModelFileError
 from engines.store import ModelStore, StoredModel
-from pipeline.style.engine import read_verified
 
 __all__ = ["BATCH_AXIS_NAME", "batch_axis_copy", "load_style_plan", "store_batch_axis_copy"]
 
@@ -95,7 +94,7 @@ def store_batch_axis_copy(model_path: Path, store: ModelStore) -> StoredModel:
         else:
             if current.manifest.build.get(_FROM_KEY) == original.manifest.artifact_sha256:
                 return current
-    data = read_verified(original)
+    data = original.read_verified()
     try:
         proto = onnx.load_from_string(data)
     except Exception as exc:  # protobuf's DecodeError and friends
@@ -109,7 +108,8 @@ def store_batch_axis_copy(model_path: Path, store: ModelStore) -> StoredModel:
 def load_style_plan(model_path: Path, store: ModelStore, *, precision: str) -> Engine:
     """The style model at ``model_path`` as a TensorRT engine on GPU 0 (fp32 or fp16), its plan
     built into ``store`` on first use. BackendUnavailableError without TensorRT or a GPU."""
-    from engines.runtime.tensorrt.engine import TrtBuildSettings, load_or_build_plan  # noqa: PLC0415
+    from engines.runtime.tensorrt.engine import load_or_build_plan  # noqa: PLC0415  (on use)
+    from engines.runtime.tensorrt.profile import TrtBuildSettings  # noqa: PLC0415
 
     copy = store_batch_axis_copy(model_path, store)
     build = TrtBuildSettings(
