@@ -52,11 +52,11 @@ from pipeline.access.credentials import (
     SocketChannel,
 )
 from pipeline.access.doors import AccessWiring, DoorAccess
-from pipeline.access.policy import Decision, DoorConfig, DoorPolicy
+from pipeline.access.policy import DoorConfig, DoorPolicy
 from pipeline.gallery.store import Enrollment, Gallery
 from pipeline.metrics import PipelineMetrics
 from pipeline.redis.server import EmbeddedRedis
-from pipeline.types import Embeddings
+from pipeline.types import Decision, Embeddings
 
 KEY = bytes(range(16))
 SECRET = b"benchmark-webhook-secret-0123456789"

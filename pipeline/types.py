@@ -1,4 +1,11 @@
-"""Frozen, validated data passed between pipeline stages.
+"""Frozen, validated data passed between pipeline stages: every type that crosses a stage.
+
+One frame's path through them: ``Frame`` (capture) -> ``Faces`` (detect) -> ``FaceChips``
+(align; with their tracks: ``PendingFaces``) -> ``Liveness`` (per track) -> ``Embeddings``
+(encode) -> ``Matches`` (the gallery, tau applied there) -> ``TrackObservation`` (what the door
+policy is told) -> ``Decision`` (the door) -> an event (pipeline.events). ``TrackLabel`` and
+``RecognizedFrame`` carry a frame and its labelled tracks to the preview; ``TrackResult`` is a
+finished track.
 
 Each type checks its fields in ``__post_init__`` (field, expected and actual dtype/shape) and
 makes its arrays read-only, since ``frozen`` alone does not stop writes into an array. Frames are
@@ -29,6 +36,8 @@ __all__ = [
     "EVENT_KINDS",
     "EVENT_STREAM_FIELD",
     "FOUND_BY",
+    "Decision",
+    "DecisionOutcome",
     "Embeddings",
     "Event",
     "EventKind",
@@ -37,6 +46,15 @@ __all__ = [
     "FoundBy",
     "Frame",
     "JsonValue",
+    "Liveness",
+    "Match",
+    "Matches",
+    "PendingFaces",
+    "RecognizedFrame",
+    "TrackLabel",
+    "TrackObservation",
+    "TrackResult",
+    "Verdict",
     "event_door",
     "require_array",
 ]
@@ -207,6 +225,184 @@ class Embeddings:
 
     def __len__(self) -> int:
         return int(self.vectors.shape[0])
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """One gallery identity near a probe: ``distance`` is Euclidean, in descriptor units."""
+
+    identity_id: str
+    name: str
+    distance: float
+
+
+@dataclass(frozen=True, slots=True)
+class Matches:
+    """The gallery's answer for a batch of probes (``Gallery.identify``), nearest first.
+
+    per_probe[i]: at most top_k identities within tau (the query's ``max_distance``) of probe
+    row i: tau is applied there, once, and nowhere downstream. nearest_distances[i]: the
+    distance to the nearest identity whether or not within tau (None for an empty gallery),
+    for metrics and for what a refused face's events report. model_id and version say which
+    index answered.
+    """
+
+    per_probe: tuple[tuple[Match, ...], ...]
+    nearest_distances: tuple[float | None, ...]
+    model_id: str
+    version: int
+
+    def __post_init__(self) -> None:
+        if len(self.nearest_distances) != len(self.per_probe):
+            raise InputSpecError(
+                f"Matches: {len(self.per_probe)} probes but {len(self.nearest_distances)} "
+                "nearest distances"
+            )
+
+    def __len__(self) -> int:
+        return len(self.per_probe)
+
+    def __getitem__(self, probe_index: int) -> tuple[Match, ...]:
+        return self.per_probe[probe_index]
+
+    def best(self) -> tuple[Match | None, ...]:
+        """The nearest match within tau of each probe row, or None where nothing was."""
+        return tuple(matches[0] if matches else None for matches in self.per_probe)
+
+    def rows(self, start: int, stop: int) -> Matches:
+        """Probe rows ``start:stop`` (one camera's faces of a batch encoded across cameras)."""
+        return Matches(
+            self.per_probe[start:stop],
+            self.nearest_distances[start:stop],
+            self.model_id,
+            self.version,
+        )
+
+
+Verdict = Literal["live", "spoof", "undecided"]
+
+
+@dataclass(frozen=True, slots=True)
+class Liveness:
+    """A track's liveness: ``verdict``; ``score`` the fused P(live)-like value (0..1; 0.5 is
+    no evidence); ``cues`` each cue's P(live) plus raw figures (``parallax_ratio``,
+    ``parallax_measurements``, ``flicker_statistic``); ``frames`` frames observed."""
+
+    verdict: Verdict
+    score: float
+    cues: Mapping[str, float]
+    frames: int
+
+    @classmethod
+    def undecided(cls) -> Liveness:
+        """No evidence at all (an unknown or brand-new track)."""
+        return cls("undecided", 0.5, MappingProxyType({}), 0)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingFaces:
+    """Faces of one frame that are due for encoding: aligned chips and the tracks they belong
+    to (``track_ids`` int (N,), row i of ``chips`` is track ``track_ids[i]``)."""
+
+    chips: FaceChips
+    track_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TrackResult:
+    """A finished track: who it was (the gallery name and identity id that won the track's
+    vote, or None for an unknown face).
+
+    distance: the best (smallest) distance to that identity, or to the nearest identity when
+    unknown (None when the gallery is empty); frames are 0-based decoded-frame indices.
+    """
+
+    track_id: int
+    identity: str | None
+    distance: float | None
+    first_frame: int
+    last_frame: int
+    encodings: int
+    live: bool | None = None  # liveness is not judged offline yet
+    identity_id: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready form."""
+        return {
+            "track_id": self.track_id,
+            "identity": self.identity,
+            "identity_id": self.identity_id,
+            "distance": None if self.distance is None else round(self.distance, 4),
+            "first_frame": self.first_frame,
+            "last_frame": self.last_frame,
+            "live": self.live,
+        }
+
+
+DecisionOutcome = Literal["granted", "denied", "spoof_suspected", "unknown"]
+
+
+@dataclass(frozen=True, slots=True)
+class TrackObservation:
+    """One encoding of a track, as the door sees it.
+
+    identity_id/name: the gallery match within tau, or None; distance: to the nearest
+    identity (None when the gallery is empty); live: the liveness verdict so far (None:
+    undecided or liveness off); at: unix seconds; liveness: the fused score and the cues
+    behind the verdict (None with liveness off), carried into the decision.
+    """
+
+    camera_id: str
+    track_id: int
+    identity_id: str | None
+    name: str | None
+    distance: float | None
+    live: bool | None
+    at: float
+    liveness: Mapping[str, float] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A door decision about one track; ``votes`` is how many of the window agreed;
+    ``liveness``: the liveness score and cues when it was decided (None with liveness off)."""
+
+    door_id: str
+    camera_id: str
+    track_id: int
+    outcome: DecisionOutcome
+    identity_id: str | None
+    name: str | None
+    distance: float | None
+    votes: int
+    at: float
+    liveness: dict[str, float] | None = None
+    reason: str | None = None  # card_and_face: why it was refused (face_mismatch, ...)
+    card_number: int | None = None  # card_and_face: the credential presented
+
+
+@dataclass(frozen=True, slots=True)
+class TrackLabel:
+    """What is known about one face track at a frame, for previews and overlays.
+
+    box: x1, y1, x2, y2 in frame pixels; name: the identity of its latest encoding when within
+    tau, else None; distance: that encoding's distance to its nearest identity (None before the
+    first encoding, or with an empty gallery); liveness: the track's verdict so far.
+    """
+
+    track_id: int
+    box: tuple[float, float, float, float]
+    name: str | None
+    distance: float | None
+    liveness: Verdict | None = None  # None: liveness is off
+
+
+@dataclass(frozen=True, slots=True)
+class RecognizedFrame:
+    """A frame taken from a camera, with the tracks seen in it after identification."""
+
+    frame: Frame
+    tracks: tuple[TrackLabel, ...]
 
 
 EventKind = Literal[

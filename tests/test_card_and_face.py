@@ -18,13 +18,7 @@ from pydantic import ValidationError
 from waiting import wait_until
 
 from engines.errors import ConfigError
-from pipeline.access.policy import (
-    Decision,
-    DoorConfig,
-    DoorPolicy,
-    PresentedCredential,
-    TrackObservation,
-)
+from pipeline.access.policy import DoorConfig, DoorPolicy, PresentedCredential
 from pipeline.capture import CameraConfig
 from pipeline.config.service import FaceStreamConfig
 from pipeline.images import decode_image
@@ -32,6 +26,7 @@ from pipeline.liveness import LivenessConfig
 from pipeline.service.app import open_services
 from pipeline.service.sample import make_sample
 from pipeline.service.service import FaceStreamService, run_service
+from pipeline.types import Decision, TrackObservation
 
 WINDOW = 10.0
 TOKEN = "card-and-face-test-token-0123456789"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from pipeline.access.policy import DoorConfig, DoorPolicy, TrackObservation
+from pipeline.access.policy import DoorConfig, DoorPolicy
+from pipeline.types import TrackObservation
 
 
 def _seen(

@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 from live_support import enrolled_services, frames_processed
 
-from pipeline.access.policy import Decision, DoorConfig, DoorPolicy
+from pipeline.access.policy import DoorConfig, DoorPolicy
 from pipeline.capture import CameraConfig, CameraSet
 from pipeline.recognition.live import CameraTrack, LiveOutputs, LiveRecognition
 from pipeline.recognition.offline import ProcessConfig
 from pipeline.service.app import Services
 from pipeline.service.sample import SampleFiles, make_sample
+from pipeline.types import Decision
 
 DEADLINE_SECONDS = 60.0
 

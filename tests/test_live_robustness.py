@@ -20,14 +20,15 @@ import pytest
 from live_support import SAMPLE_NAME, enrolled_services, frames_processed
 from waiting import wait_until
 
-from pipeline.access.policy import Decision, DoorConfig, DoorPolicy
+from pipeline.access.policy import DoorConfig, DoorPolicy
 from pipeline.capture import CameraConfig, CameraSet, FrameSource
 from pipeline.capture.opencv_source import OpenCvSource
 from pipeline.errors import AuditLogCorruptError, StreamEndedError
-from pipeline.recognition.live import CameraTrack, LiveOutputs, LiveRecognition, RecognizedFrame
+from pipeline.recognition.live import CameraTrack, LiveOutputs, LiveRecognition
 from pipeline.recognition.offline import ProcessConfig
 from pipeline.service.app import Services
 from pipeline.service.sample import SampleFiles, make_sample
+from pipeline.types import Decision, RecognizedFrame
 
 DEADLINE_SECONDS = 60.0
 SWITCH_AFTER_FRAMES = 30  # frames of the first connection (or camera) before it goes away

@@ -23,11 +23,11 @@ from pipeline.access.credentials import (
     OsdpReaderConfig,
 )
 from pipeline.access.doors import AccessWiring, DoorAccess
-from pipeline.access.policy import Decision, DoorConfig, DoorPolicy
+from pipeline.access.policy import DoorConfig, DoorPolicy
 from pipeline.gallery.store import Enrollment, Gallery
 from pipeline.metrics import PipelineMetrics
 from pipeline.redis.server import EmbeddedRedis
-from pipeline.types import Embeddings, Event
+from pipeline.types import Decision, Embeddings, Event
 
 CARD_FORMAT = CredentialFormat(kind="wiegand26", facility_code=7)
 

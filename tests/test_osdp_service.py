@@ -25,12 +25,13 @@ from pipeline.access.credentials import (
     PanelPeer,
     decode_card,
 )
-from pipeline.access.policy import Decision, DoorConfig
+from pipeline.access.policy import DoorConfig
 from pipeline.capture import CameraConfig
 from pipeline.config.service import FaceStreamConfig
 from pipeline.images import decode_image
 from pipeline.service.sample import make_sample
 from pipeline.service.service import FaceStreamService, run_service
+from pipeline.types import Decision
 
 ServeApi = Callable[[FaceStreamService, str], AbstractContextManager[str]]
 TOKEN = "osdp-service-test-token-0123456789"

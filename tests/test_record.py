@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import cast
 
 from pipeline.access.audit import AuditHead, AuditLog, checkpoint_mac, verify_audit_log
-from pipeline.access.policy import Decision
 from pipeline.access.recorder import DecisionRecorder
 from pipeline.config.service import GalleryConfig
 from pipeline.events.bus import EventBus
@@ -17,7 +16,7 @@ from pipeline.events.config import EventsConfig
 from pipeline.gallery.store import connect
 from pipeline.metrics import PipelineMetrics
 from pipeline.redis.server import EmbeddedRedis
-from pipeline.types import Event
+from pipeline.types import Decision, Event
 
 CLIENT_CONFIG = GalleryConfig(socket_timeout_seconds=1.0)
 

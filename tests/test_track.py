@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.gallery.store import Match
 from pipeline.recognition.offline import track_result
 from pipeline.recognition.track import FaceTracker, Track, TrackConfig, box_iou, face_qualities
-from pipeline.types import Faces
+from pipeline.types import Faces, Match
 
 
 def _faces(*boxes: tuple[float, float, float, float]) -> Faces:

@@ -28,8 +28,8 @@ from pipeline.access.credentials import (
     open_channel,
     read_scbk,
 )
-from pipeline.access.policy import Decision, DoorConfig, DoorPolicy, PresentedCredential
-from pipeline.types import Event, JsonValue
+from pipeline.access.policy import DoorConfig, DoorPolicy, PresentedCredential
+from pipeline.types import Decision, Event, JsonValue
 
 __all__ = ["AccessWiring", "DoorAccess"]
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections import Counter, deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -38,18 +38,15 @@ from pydantic import Field, model_validator
 from engines.errors import ConfigError
 from pipeline.access.credentials.config import OsdpCardReaderConfig, OsdpReaderConfig
 from pipeline.config.base import StrictModel
+from pipeline.types import Decision, DecisionOutcome, TrackObservation
 
 __all__ = [
-    "Decision",
-    "DecisionOutcome",
     "DoorConfig",
     "DoorMode",
     "DoorPolicy",
     "PresentedCredential",
-    "TrackObservation",
 ]
 
-DecisionOutcome = Literal["granted", "denied", "spoof_suspected", "unknown"]
 DoorMode = Literal["face", "card_and_face"]
 
 
@@ -121,45 +118,6 @@ class PresentedCredential:
     identity_id: str | None
     source: str
     at: float
-
-
-@dataclass(frozen=True, slots=True)
-class TrackObservation:
-    """One encoding of a track, as the door sees it.
-
-    identity_id/name: the gallery match within tau, or None; distance: to the nearest
-    identity (None when the gallery is empty); live: the liveness verdict so far (None:
-    undecided or liveness off); at: unix seconds; liveness: the fused score and the cues
-    behind the verdict (None with liveness off), carried into the decision.
-    """
-
-    camera_id: str
-    track_id: int
-    identity_id: str | None
-    name: str | None
-    distance: float | None
-    live: bool | None
-    at: float
-    liveness: Mapping[str, float] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """A door decision about one track; ``votes`` is how many of the window agreed;
-    ``liveness``: the liveness score and cues when it was decided (None with liveness off)."""
-
-    door_id: str
-    camera_id: str
-    track_id: int
-    outcome: DecisionOutcome
-    identity_id: str | None
-    name: str | None
-    distance: float | None
-    votes: int
-    at: float
-    liveness: dict[str, float] | None = None
-    reason: str | None = None  # card_and_face: why it was refused (face_mismatch, ...)
-    card_number: int | None = None  # card_and_face: the credential presented
 
 
 @dataclass(slots=True)

@@ -26,11 +26,10 @@ from collections import deque
 from dataclasses import asdict
 
 from pipeline.access.audit import AuditLog, AuditRecord
-from pipeline.access.policy import Decision
 from pipeline.errors import EventStoreError, EventsUnavailableError
 from pipeline.events.bus import EventBus
 from pipeline.metrics import PipelineMetrics
-from pipeline.types import Event, EventKind, JsonValue
+from pipeline.types import Decision, Event, EventKind, JsonValue
 
 __all__ = ["DecisionRecorder", "audit_entry", "decision_event"]
 

@@ -45,9 +45,9 @@ from engines.models.detector import build_detector_onnx
 from engines.models.encoder import build_encoder_onnx, encoder_onnx, load_encoder
 from engines.store import ModelStore, StoredModel, default_encoder_source, installed_dlib_model
 from pipeline.access.audit import AuditHead, verify_audit_log
-from pipeline.access.cli import credential_app
 from pipeline.access.policy import DoorConfig
 from pipeline.capture import CameraConfig
+from pipeline.cli.credentials import credential_app
 from pipeline.cli.errors import reports_errors
 from pipeline.config.reference import render_reference
 from pipeline.config.secrets import SecretSpec, resolve_secret
@@ -57,7 +57,7 @@ from pipeline.events.bus import EventBus
 from pipeline.gallery.store import Gallery, connect
 from pipeline.images import decode_image
 from pipeline.metrics import PipelineMetrics
-from pipeline.recognition.offline import RecordingProcessor, TrackResult
+from pipeline.recognition.offline import RecordingProcessor
 from pipeline.redis.server import make_private_dir, running_embedded_url
 from pipeline.service.app import Services, gallery_client, open_services
 from pipeline.service.doctor import diagnose
@@ -65,6 +65,7 @@ from pipeline.service.http.app import create_app, uvicorn_config
 from pipeline.service.sample import make_sample
 from pipeline.service.service import FaceStreamService, run_service
 from pipeline.style.cli import style_app, stylize
+from pipeline.types import TrackResult
 
 __all__ = ["app", "main"]
 

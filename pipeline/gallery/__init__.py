@@ -3,6 +3,6 @@
 Modules and their public names:
 
 - ``store``: The face gallery: identities and their face templates in Redis, searched in memory.
-  Public: ``Enrollment``, ``Gallery``, ``GalleryMatches``, ``Identity``, ``Match``,
-  ``MetadataValue``, ``ReencodeResult``, ``connect``.
+  Public: ``Enrollment``, ``Gallery``, ``Identity``, ``MetadataValue``, ``ReencodeResult``,
+  ``connect``.
 """

@@ -68,14 +68,12 @@ from pipeline.redis.ha import (
     redis_location,
     sentinel_client,
 )
-from pipeline.types import DESCRIPTOR_SIZE, Embeddings
+from pipeline.types import DESCRIPTOR_SIZE, Embeddings, Match, Matches
 
 __all__ = [
     "Enrollment",
     "Gallery",
-    "GalleryMatches",
     "Identity",
-    "Match",
     "MetadataValue",
     "ReencodeResult",
     "connect",
@@ -117,38 +115,6 @@ def connect(url: str, config: GalleryConfig | None = None) -> redis.Redis:
         socket_connect_timeout=config.socket_timeout_seconds,
         decode_responses=False,
     )
-
-
-@dataclass(frozen=True, slots=True)
-class Match:
-    """One gallery identity near a probe: ``distance`` is Euclidean, in descriptor units."""
-
-    identity_id: str
-    name: str
-    distance: float
-
-
-@dataclass(frozen=True, slots=True)
-class GalleryMatches:
-    """The result of ``Gallery.identify``: for each probe row, its matches, nearest first.
-
-    per_probe[i] holds at most top_k matches for probe row i, each within max_distance;
-    model_id and version say which index answered.
-    """
-
-    per_probe: tuple[tuple[Match, ...], ...]
-    model_id: str
-    version: int
-
-    def __len__(self) -> int:
-        return len(self.per_probe)
-
-    def __getitem__(self, probe_index: int) -> tuple[Match, ...]:
-        return self.per_probe[probe_index]
-
-    def best(self) -> tuple[Match | None, ...]:
-        """The nearest match of each probe row, or None where nothing was close enough."""
-        return tuple(matches[0] if matches else None for matches in self.per_probe)
 
 
 def _frozen_metadata(metadata: Mapping[str, MetadataValue]) -> Mapping[str, MetadataValue]:
@@ -397,12 +363,13 @@ class _Index:
 
     def search(
         self, probes: npt.NDArray[np.float32], top_k: int, max_distance: float | None
-    ) -> tuple[tuple[Match, ...], ...]:
-        """Exact top-k identities per probe row; probes float32 (B, 128)."""
+    ) -> tuple[tuple[tuple[Match, ...], ...], tuple[float | None, ...]]:
+        """Exact top-k identities within ``max_distance`` per probe row (probes float32
+        (B, 128)), and each row's distance to its nearest identity whatever ``max_distance``."""
         identities = len(self.identity_ids)
         probe_count = probes.shape[0]
         if identities == 0 or probe_count == 0:
-            return tuple(() for _ in range(probe_count))
+            return tuple(() for _ in range(probe_count)), (None,) * probe_count
         # |p - t|^2 = |p|^2 - 2 p.t + |t|^2; |p|^2 is the same for every t, so it is left out
         # of the ranking, and exact distances are computed for the k winners only.
         weights = np.empty((probe_count, DESCRIPTOR_SIZE + 1), np.float32)
@@ -419,15 +386,20 @@ class _Index:
         else:
             candidates = np.broadcast_to(np.arange(identities), (probe_count, identities))
         results = []
+        nearest: list[float | None] = []
         for probe, slots in zip(probes, candidates, strict=True):
-            matches = []
-            for slot in slots.tolist():
-                distance = self.distance(probe, slot)
-                if max_distance is None or distance <= max_distance:
-                    matches.append(Match(self.identity_ids[slot], self.names[slot], distance))
-            matches.sort(key=lambda match: (match.distance, match.identity_id))
-            results.append(tuple(matches))
-        return tuple(results)
+            ranked = sorted(
+                (
+                    Match(self.identity_ids[slot], self.names[slot], self.distance(probe, slot))
+                    for slot in slots.tolist()
+                ),
+                key=lambda match: (match.distance, match.identity_id),
+            )
+            nearest.append(ranked[0].distance)
+            results.append(
+                tuple(m for m in ranked if max_distance is None or m.distance <= max_distance)
+            )
+        return tuple(results), tuple(nearest)
 
 
 def _name_of(identity_id: str, record: Any) -> str:
@@ -508,7 +480,7 @@ class Gallery:
 
     def identify(
         self, embeddings: Embeddings, *, top_k: int = 1, max_distance: float | None
-    ) -> GalleryMatches:
+    ) -> Matches:
         """The top_k nearest identities of each embeddings row, nearest first.
 
         embeddings: float32 (N, 128) of the gallery's model id (else ModelMismatchError);
@@ -523,11 +495,16 @@ class Gallery:
             raise GalleryRequestError(f"max_distance must be >= 0, got {max_distance}")
         index = self._index
         start = time.perf_counter()
-        per_probe = index.search(embeddings.vectors, top_k, max_distance)
+        per_probe, nearest = index.search(embeddings.vectors, top_k, max_distance)
         self._metrics.stage_seconds.labels(stage=_STAGE, backend=_BACKEND).observe(
             time.perf_counter() - start
         )
-        return GalleryMatches(per_probe=per_probe, model_id=self._model_id, version=index.version)
+        return Matches(
+            per_probe=per_probe,
+            nearest_distances=nearest,
+            model_id=self._model_id,
+            version=index.version,
+        )
 
     def distance_to(
         self, embeddings: Embeddings, identity_id: str, *, probe_index: int = 0

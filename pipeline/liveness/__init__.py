@@ -13,7 +13,8 @@ from engines.models.antispoof import (
     load_liveness_engine,
 )
 from pipeline.liveness.config import LivenessConfig
-from pipeline.liveness.judge import Liveness, LivenessJudge, Verdict
+from pipeline.liveness.judge import LivenessJudge
+from pipeline.types import Liveness, Verdict
 
 __all__ = [
     "Liveness",

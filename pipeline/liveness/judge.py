@@ -25,10 +25,8 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Literal
 
 import cv2
 import numpy as np
@@ -62,35 +60,17 @@ from pipeline.liveness.texture import (
     texture_patch,
 )
 from pipeline.liveness.texture_model import DEFAULT_TEXTURE_MODEL
-from pipeline.types import Faces, require_array
+from pipeline.types import Faces, Liveness, Verdict, require_array
 
-__all__ = ["Liveness", "LivenessJudge", "Verdict"]
+__all__ = ["LivenessJudge"]
 
 _log = logging.getLogger(__name__)
 
-Verdict = Literal["live", "spoof", "undecided"]
 _REGION_MARGIN = 1.3  # the tracked patch spans the face box enlarged this much (motion room)
 _CNN_SCORES_KEPT = 3
 _BLOCK_PX = 8  # JPEG blocks and H.264 transform blocks sit on this grid of the frame
 _MIN_FACE_PX = 24  # narrower faces give no texture or parallax evidence (too few pixels)
 _MIN_VISIBLE_FRACTION = 0.5  # a box mostly outside the frame gives no evidence at all
-
-
-@dataclass(frozen=True, slots=True)
-class Liveness:
-    """A track's liveness: ``verdict``; ``score`` the fused P(live)-like value (0..1; 0.5 is
-    no evidence); ``cues`` each cue's P(live) plus raw figures (``parallax_ratio``,
-    ``parallax_measurements``, ``flicker_statistic``); ``frames`` frames observed."""
-
-    verdict: Verdict
-    score: float
-    cues: Mapping[str, float]
-    frames: int
-
-    @classmethod
-    def undecided(cls) -> Liveness:
-        """No evidence at all (an unknown or brand-new track)."""
-        return cls("undecided", 0.5, MappingProxyType({}), 0)
 
 
 @dataclass(slots=True)

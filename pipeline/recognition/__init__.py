@@ -1,5 +1,6 @@
 """Recognition: what a camera's frames go through, from detection to the gallery's
-answer, live (``live``) and offline (``offline``), and the checks of enrolment photos.
+answer: ``camera`` holds one camera's state and steps, ``live`` schedules the cameras and
+batches their encodes, ``offline`` runs a recording; and the checks of enrolment photos.
 
 Modules and their public names:
 
@@ -7,17 +8,17 @@ Modules and their public names:
   get_face_chip. Public: ``CHIP_PADDING``, ``FaceAligner``.
 - ``analyzer``: One image -> its faces, aligned chips and embeddings: detect, align, encode in
   order. Public: ``AnalyzedFaces``, ``FaceAnalyzer``, ``FaceDetector``.
+- ``camera``: One camera's recognition: everything the frames of one camera go through, in one
+  object. Public: ``CameraRecognizer``, ``RecognitionParts``.
 - ``encode``: The encode stage: aligned chips -> embeddings, batched into as few engine calls as
   possible. Public: ``FaceEncoder``.
 - ``enroll``: Enrolment checks: one usable face per photo, or a clear reason why not. Public:
   ``EnrollConfig``, ``EnrolledFace``, ``chip_sharpness``, ``enrollment_template``.
 - ``live``: Live recognition: frames from every camera's queue through one recognition worker.
-  Public: ``UNHEALTHY_AFTER_SECONDS``, ``CameraTrack``, ``LiveOutputs``, ``LiveRecognition``,
-  ``RecognizedFrame``, ``TrackLabel``.
+  Public: ``UNHEALTHY_AFTER_SECONDS``, ``CameraTrack``, ``LiveOutputs``, ``LiveRecognition``.
 - ``offline``: Offline processing of a recording with the live pipeline's stages. Public:
-  ``MatchConfig``, ``ObservedFrame``, ``PendingFaces``, ``ProcessConfig``, ``ProcessSummary``,
-  ``RecordingProcessor``, ``StreamRecognizer``, ``TrackResult``, ``identify_batch``,
-  ``track_result``.
+  ``MatchConfig``, ``ObservedFrame``, ``ProcessConfig``, ``ProcessSummary``,
+  ``RecordingProcessor``, ``StreamRecognizer``, ``identify_batch``, ``track_result``.
 - ``track``: Follow faces across frames so each person is encoded a few times, not on every
   frame. Public: ``FaceTracker``, ``Track``, ``TrackConfig``, ``TrackUpdate``, ``box_iou``,
   ``face_qualities``.

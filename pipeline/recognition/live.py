@@ -21,35 +21,33 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-
-import cv2
-import numpy as np
+from dataclasses import dataclass
 
 from engines.base import Engine
-from pipeline.access.policy import Decision, DoorPolicy, TrackObservation
+from pipeline.access.policy import DoorPolicy
 from pipeline.capture import Camera, CameraSet
 from pipeline.errors import QueueClosedError
-from pipeline.gallery.store import Gallery, Match
-from pipeline.liveness import LivenessConfig, LivenessJudge, Verdict
+from pipeline.gallery.store import Gallery
+from pipeline.liveness import LivenessConfig
 from pipeline.metrics import PipelineMetrics
 from pipeline.recognition.analyzer import FaceAnalyzer
-from pipeline.recognition.offline import (
+from pipeline.recognition.camera import CameraRecognizer, RecognitionParts
+from pipeline.recognition.offline import ProcessConfig, identify_batch
+from pipeline.types import (
+    Decision,
+    Frame,
+    Matches,
     PendingFaces,
-    ProcessConfig,
-    StreamRecognizer,
+    RecognizedFrame,
+    TrackObservation,
     TrackResult,
-    identify_batch,
 )
-from pipeline.types import Frame
 
 __all__ = [
     "UNHEALTHY_AFTER_SECONDS",
     "CameraTrack",
     "LiveOutputs",
     "LiveRecognition",
-    "RecognizedFrame",
-    "TrackLabel",
 ]
 
 _log = logging.getLogger(__name__)
@@ -101,30 +99,6 @@ class CameraTrack:
 
 
 @dataclass(frozen=True, slots=True)
-class TrackLabel:
-    """What is known about one face track at a frame, for previews and overlays.
-
-    box: x1, y1, x2, y2 in frame pixels; name: the identity of its latest encoding when within
-    tau, else None; distance: that encoding's distance to its nearest identity (None before the
-    first encoding, or with an empty gallery); liveness: the track's verdict so far.
-    """
-
-    track_id: int
-    box: tuple[float, float, float, float]
-    name: str | None
-    distance: float | None
-    liveness: Verdict | None = None  # None: liveness is off
-
-
-@dataclass(frozen=True, slots=True)
-class RecognizedFrame:
-    """A frame taken from a camera, with the tracks seen in it after identification."""
-
-    frame: Frame
-    tracks: tuple[TrackLabel, ...]
-
-
-@dataclass(frozen=True, slots=True)
 class LiveOutputs:
     """Where live recognition sends its results (each callback runs in the worker thread and
     must not block long): finished tracks, door decisions made by ``policy``, and every frame
@@ -137,7 +111,9 @@ class LiveOutputs:
 
 
 class LiveRecognition:
-    """Runs recognition on the cameras of a ``CameraSet`` until ``stop``.
+    """Runs recognition on the cameras of a ``CameraSet`` until ``stop``: schedules the
+    cameras (one frame of each per round) and batches their encodes; everything per camera
+    is in its ``CameraRecognizer``.
 
     outputs: finished tracks and door decisions go there (see ``LiveOutputs``).
     """
@@ -154,24 +130,18 @@ class LiveRecognition:
         liveness: LivenessConfig | None = None,
         liveness_engine: Engine | None = None,
     ) -> None:
-        self._analyzer = analyzer
-        self._gallery = gallery
+        self._parts = RecognitionParts(
+            analyzer=analyzer,
+            gallery=gallery,
+            config=config,
+            metrics=metrics,
+            liveness=liveness if liveness is not None and liveness.enabled else None,
+            liveness_engine=liveness_engine,
+        )
         self._cameras = cameras
-        self._config = config
         self._metrics = metrics
-        outputs = outputs if outputs is not None else LiveOutputs()
-        self._on_track = outputs.on_track
-        self._policy = outputs.policy
-        self._on_decision = outputs.on_decision
-        self._on_frame = outputs.on_frame
-        self._recognizers: dict[str, StreamRecognizer] = {}
-        self._liveness = liveness if liveness is not None and liveness.enabled else None
-        self._liveness_engine = liveness_engine
-        self._judges: dict[str, LivenessJudge] = {}  # per camera, like the trackers
-        self._taken: dict[str, int] = {}  # frames taken from each camera's queue
-        self._last_detected: dict[str, int] = {}  # sequence of each camera's last detected frame
-        # the camera object and session the state above comes from, per camera id
-        self._origins: dict[str, tuple[Camera, int]] = {}
+        self._outputs = outputs if outputs is not None else LiveOutputs()
+        self._recognizers: dict[str, CameraRecognizer] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._failures = _FailureLog()
@@ -223,7 +193,7 @@ class LiveRecognition:
 
     def _round(self) -> bool:
         """Take one frame of every camera and process them; False when none had faces due."""
-        observed: list[tuple[str, float, PendingFaces]] = []
+        observed: list[tuple[CameraRecognizer, float, PendingFaces]] = []
         taken: list[Frame] = []
         for camera in list(self._cameras):
             try:
@@ -235,20 +205,25 @@ class LiveRecognition:
                 continue
             taken.append(frame)
             try:
-                pending = self._observe(camera, frame)
+                recognizer = self._recognizer(camera, frame)
+                result = recognizer.observe(frame)
+                if result is not None:
+                    pending, ended = result
+                    self._report(recognizer, ended)
+                    observed.append((recognizer, frame.captured_at, pending))
             except Exception:  # one bad frame must not end recognition for every camera
                 self._failures.caught(
                     "recognition failed on a frame of camera %s", camera.camera_id
                 )
-                continue
-            if pending is not None:
-                observed.append((camera.camera_id, frame.captured_at, pending))
         if observed:
             self._identify(observed)
-        if self._on_frame is not None:
+        on_frame = self._outputs.on_frame
+        if on_frame is not None:
             for frame in taken:
                 try:
-                    self._on_frame(RecognizedFrame(frame, self._labels(frame)))
+                    known = self._recognizers.get(frame.camera_id)
+                    labels = () if known is None else known.labels(frame)
+                    on_frame(RecognizedFrame(frame, labels))
                 except Exception:
                     self._failures.caught("frame output failed for camera %s", frame.camera_id)
         for camera_id in set(self._recognizers) - set(self._cameras.ids()):
@@ -256,59 +231,41 @@ class LiveRecognition:
         self._failures.round_ended(took_frames=bool(taken))
         return bool(observed)
 
-    def _observe(self, camera: Camera, frame: Frame) -> PendingFaces | None:
-        """Detect and track one frame; None when the frame is skipped by detect_every_frames."""
-        camera_id = camera.camera_id
+    def _recognizer(self, camera: Camera, frame: Frame) -> CameraRecognizer:
+        """The camera's recognizer; after a reconnect (a new session) or when a new camera
+        took the id, its open tracks end first."""
         origin = (camera, frame.session)
-        if self._origins.get(camera_id, origin) != origin:
-            self._restart(camera_id)
-        self._origins[camera_id] = origin
-        recognizer = self._recognizers.get(camera_id)
+        recognizer = self._recognizers.get(camera.camera_id)
         if recognizer is None:
-            recognizer = StreamRecognizer(self._analyzer, self._gallery, self._config)
-            self._recognizers[camera_id] = recognizer
-        # count frames taken, not capture sequence numbers: under load the queue drops frames,
-        # and a rule on sequence numbers could skip every frame that survives for one camera
-        taken = self._taken.get(camera_id, 0)
-        self._taken[camera_id] = taken + 1
-        if taken % self._config.detect_every_frames:
-            return None
-        self._last_detected[camera_id] = frame.sequence
-        image_rgb = np.ascontiguousarray(
-            cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB), dtype=np.uint8
-        )
-        observed = recognizer.observe(frame.sequence, image_rgb)
-        self._metrics.faces_detected.labels(camera=camera_id).inc(len(observed.faces))
-        if self._liveness is not None:
-            judge = self._judges.get(camera_id)
-            if judge is None:
-                judge = LivenessJudge(self._liveness, self._liveness_engine)
-                self._judges[camera_id] = judge
-            started = time.perf_counter()
-            judge.observe(frame.image, observed.faces, np.asarray(observed.track_ids, np.int64))
-            self._metrics.stage_seconds.labels(stage="liveness", backend="cpu").observe(
-                time.perf_counter() - started
+            recognizer = CameraRecognizer(camera.camera_id, origin, self._parts)
+            self._recognizers[camera.camera_id] = recognizer
+        elif recognizer.origin != origin:
+            _log.info(
+                "camera %s reconnected or was replaced: its open tracks end", camera.camera_id
             )
-        self._report(camera_id, observed.ended)
-        return observed.pending
+            self._report(recognizer, recognizer.restart(origin), with_verdicts=True)
+        return recognizer
 
-    def _identify(self, observed: list[tuple[str, float, PendingFaces]]) -> None:
-        """Encode the due faces of every camera in one engine call, then update each track."""
+    def _identify(self, observed: list[tuple[CameraRecognizer, float, PendingFaces]]) -> None:
+        """Encode the due faces of every camera in one engine call and query the gallery once
+        (tau applied there), then give each camera its answers."""
         try:
             results = identify_batch(
-                self._analyzer, self._gallery, [pending for _, _, pending in observed]
+                self._parts.analyzer,
+                self._parts.gallery,
+                [pending for _, _, pending in observed],
+                self._parts.config.match,
             )
         except Exception:
             self._failures.caught("encoding or identification failed for %d frames", len(observed))
             return
         now = time.monotonic()
-        for (camera_id, captured_at, pending), matches in zip(observed, results, strict=True):
+        for (recognizer, captured_at, pending), matches in zip(observed, results, strict=True):
+            camera_id = recognizer.camera_id
             try:
-                recognizer = self._recognizers.get(camera_id)
-                if recognizer is not None:
-                    recognizer.record(pending, matches)
+                recognizer.record(pending, matches)
                 self._count_matches(camera_id, matches)
-                self._decide(camera_id, pending, matches)
+                self._decide(recognizer.observations(pending, matches, time.time()))
                 self._metrics.capture_to_decision_seconds.labels(camera=camera_id).observe(
                     now - captured_at
                 )
@@ -318,71 +275,22 @@ class LiveRecognition:
                     "recognition failed after identification on camera %s", camera_id
                 )
 
-    def _count_matches(self, camera_id: str, matches: tuple[tuple[Match, ...], ...]) -> None:
-        tau = self._config.match.max_distance
-        for nearest in matches:
-            if not nearest:
+    def _count_matches(self, camera_id: str, matches: Matches) -> None:
+        for within, nearest in zip(matches.best(), matches.nearest_distances, strict=True):
+            if nearest is None:
                 result = "empty"
             else:
-                distance = nearest[0].distance
-                self._metrics.match_distance.labels(camera=camera_id).observe(distance)
-                result = "known" if distance <= tau else "unknown"
+                self._metrics.match_distance.labels(camera=camera_id).observe(nearest)
+                result = "unknown" if within is None else "known"
             self._metrics.matches.labels(camera=camera_id, result=result).inc()
 
-    def _labels(self, frame: Frame) -> tuple[TrackLabel, ...]:
-        """The tracks seen in ``frame`` (on a frame the detector skipped: the tracks seen in the
-        last detected one)."""
-        recognizer = self._recognizers.get(frame.camera_id)
-        if recognizer is None:
-            return ()
-        since = self._last_detected.get(frame.camera_id, frame.sequence)
-        labels = []
-        for track in recognizer.tracker.live_tracks:
-            if track.last_frame < since:
-                continue  # not seen in this frame: coasting until the tracker ends it
-            x1, y1, x2, y2 = (float(value) for value in track.box)
-            judge = self._judges.get(frame.camera_id)
-            labels.append(
-                TrackLabel(
-                    track_id=track.track_id,
-                    box=(x1, y1, x2, y2),
-                    name=track.matches[-1].name if track.matches and track.matches[-1] else None,
-                    distance=track.distances[-1] if track.distances else None,
-                    liveness=None if judge is None else judge.verdict(track.track_id).verdict,
-                )
-            )
-        return tuple(labels)
-
-    def _decide(
-        self, camera_id: str, pending: PendingFaces, matches: tuple[tuple[Match, ...], ...]
-    ) -> None:
+    def _decide(self, observations: list[TrackObservation]) -> None:
         """Feed each encoding to the door policy and pass on the decisions it makes."""
-        if self._policy is None:
+        policy = self._outputs.policy
+        if policy is None:
             return
-        tau = self._config.match.max_distance
-        now = time.time()
-        judge = self._judges.get(camera_id)
-        for track_id, nearest in zip(pending.track_ids, matches, strict=True):
-            match = nearest[0] if nearest else None
-            known = match if match is not None and match.distance <= tau else None
-            live: bool | None = None  # liveness off or undecided: doors requiring it wait
-            cues = None
-            if judge is not None:
-                verdict = judge.verdict(track_id)
-                live = {"live": True, "spoof": False}.get(verdict.verdict)
-                cues = {"score": round(verdict.score, 4), "frames": float(verdict.frames)}
-                cues.update({name: round(value, 4) for name, value in verdict.cues.items()})
-            observation = TrackObservation(
-                camera_id=camera_id,
-                track_id=track_id,
-                identity_id=None if known is None else known.identity_id,
-                name=None if known is None else known.name,
-                distance=None if match is None else match.distance,
-                live=live,
-                at=now,
-                liveness=cues,
-            )
-            for decision in self._policy.observe(observation):
+        for observation in observations:
+            for decision in policy.observe(observation):
                 self._metrics.decisions.labels(
                     door=decision.door_id, outcome=decision.outcome
                 ).inc()
@@ -394,10 +302,11 @@ class LiveRecognition:
         Fail closed: a decision whose handler failed (not audited, not published) opens no
         door, and the policy has marked its track decided, so it is not made again.
         """
-        if self._on_decision is None:
+        on_decision = self._outputs.on_decision
+        if on_decision is None:
             return
         try:
-            self._on_decision(decision)
+            on_decision(decision)
         except Exception:
             self._failures.caught(
                 "decision %s for door %s (camera %s, track %d) was not delivered; no door acts "
@@ -408,18 +317,13 @@ class LiveRecognition:
                 decision.track_id,
             )
 
-    def _restart(self, camera_id: str) -> None:
-        """After a reconnect, or when a new camera took the id: finish the open tracks. The
-        tracker stays, so its track ids keep counting (the door policy knows tracks by camera
-        id and track id, and a new track 1 must not inherit an old track 1's votes)."""
-        _log.info("camera %s reconnected or was replaced: its open tracks end", camera_id)
-        self._end_tracks(camera_id, self._recognizers.get(camera_id))
-
     def _forget(self, camera_id: str) -> None:
-        self._origins.pop(camera_id, None)
-        self._end_tracks(camera_id, self._recognizers.pop(camera_id, None))
-        if self._policy is not None:  # the unreported tracks too: a new tracker reuses ids
-            self._policy.end_camera(camera_id)
+        recognizer = self._recognizers.pop(camera_id, None)
+        if recognizer is not None:
+            self._report(recognizer, recognizer.finish(), with_verdicts=True)
+        policy = self._outputs.policy
+        if policy is not None:  # the unreported tracks too: a new tracker reuses ids
+            policy.end_camera(camera_id)
 
     def _removed(self, camera_id: str) -> None:
         """Forget a camera that left the set, with its recognition metric series (cameras
@@ -436,35 +340,27 @@ class LiveRecognition:
             ):
                 metric.remove_by_labels({"camera": camera_id})
 
-    def _end_tracks(self, camera_id: str, recognizer: StreamRecognizer | None) -> None:
-        """Report the camera's open tracks as finished; drop its liveness history and counts."""
-        self._taken.pop(camera_id, None)
-        self._last_detected.pop(camera_id, None)
-        if recognizer is not None:  # report before the judge goes: its verdicts are final
-            self._report(camera_id, recognizer.finish())
-        self._judges.pop(camera_id, None)
-
-    def _report(self, camera_id: str, ended: list[TrackResult]) -> None:
-        judge = self._judges.get(camera_id)
+    def _report(
+        self, recognizer: CameraRecognizer, ended: list[TrackResult], *, with_verdicts: bool = False
+    ) -> None:
+        """Report finished tracks: the door policy forgets them, metrics and ``on_track`` hear
+        them. ``with_verdicts``: their liveness verdicts are already attached."""
+        camera_id = recognizer.camera_id
         for finished in ended:
             try:
-                self._report_track(camera_id, finished, judge)
+                track = finished if with_verdicts else recognizer.with_verdict(finished)
+                self._report_track(camera_id, track)
             except Exception:  # the camera's other tracks still end, in the policy too
                 self._failures.caught(
                     "reporting finished track %d of camera %s failed", finished.track_id, camera_id
                 )
 
-    def _report_track(
-        self, camera_id: str, finished: TrackResult, judge: LivenessJudge | None
-    ) -> None:
-        track = finished
-        if self._policy is not None:
-            self._policy.end_track(camera_id, track.track_id)
-        if judge is not None:
-            verdict = judge.verdict(track.track_id).verdict
-            track = replace(track, live={"live": True, "spoof": False}.get(verdict))
-            judge.forget(track.track_id)
+    def _report_track(self, camera_id: str, track: TrackResult) -> None:
+        policy = self._outputs.policy
+        if policy is not None:
+            policy.end_track(camera_id, track.track_id)
         outcome = "known" if track.identity is not None else "unknown"
         self._metrics.tracks_finished.labels(camera=camera_id, outcome=outcome).inc()
-        if self._on_track is not None:
-            self._on_track(CameraTrack(camera_id, track))
+        on_track = self._outputs.on_track
+        if on_track is not None:
+            on_track(CameraTrack(camera_id, track))

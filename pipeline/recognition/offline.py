@@ -27,20 +27,18 @@ from pipeline.config.base import StrictModel
 from pipeline.errors import RecordingError
 from pipeline.recognition.analyzer import FaceAnalyzer
 from pipeline.recognition.track import FaceTracker, Track, TrackConfig, face_qualities
-from pipeline.types import FaceChips, Faces
+from pipeline.types import FaceChips, Faces, Matches, PendingFaces, TrackResult
 
 if TYPE_CHECKING:
-    from pipeline.gallery.store import Gallery, Match
+    from pipeline.gallery.store import Gallery
 
 __all__ = [
     "MatchConfig",
     "ObservedFrame",
-    "PendingFaces",
     "ProcessConfig",
     "ProcessSummary",
     "RecordingProcessor",
     "StreamRecognizer",
-    "TrackResult",
     "identify_batch",
     "track_result",
 ]
@@ -84,37 +82,6 @@ class ProcessConfig(StrictModel):
     )
     track: TrackConfig = TrackConfig()
     match: MatchConfig = MatchConfig()
-
-
-@dataclass(frozen=True, slots=True)
-class TrackResult:
-    """A finished track: who it was (the gallery name and identity id that won the track's
-    vote, or None for an unknown face).
-
-    distance: the best (smallest) distance to that identity, or to the nearest identity when
-    unknown (None when the gallery is empty); frames are 0-based decoded-frame indices.
-    """
-
-    track_id: int
-    identity: str | None
-    distance: float | None
-    first_frame: int
-    last_frame: int
-    encodings: int
-    live: bool | None = None  # liveness is not judged offline yet
-    identity_id: str | None = None
-
-    def as_dict(self) -> dict[str, object]:
-        """JSON-ready form."""
-        return {
-            "track_id": self.track_id,
-            "identity": self.identity,
-            "identity_id": self.identity_id,
-            "distance": None if self.distance is None else round(self.distance, 4),
-            "first_frame": self.first_frame,
-            "last_frame": self.last_frame,
-            "live": self.live,
-        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,15 +142,6 @@ def track_result(track: Track) -> TrackResult:
 
 
 @dataclass(frozen=True, slots=True)
-class PendingFaces:
-    """Faces of one frame that are due for encoding: aligned chips and the tracks they belong
-    to (``track_ids`` int (N,), row i of ``chips`` is track ``track_ids[i]``)."""
-
-    chips: FaceChips
-    track_ids: tuple[int, ...]
-
-
-@dataclass(frozen=True, slots=True)
 class ObservedFrame:
     """What ``StreamRecognizer.observe`` learnt from one frame: the faces found and the track
     of each (``track_ids`` int (N,), row i of ``faces`` is track ``track_ids[i]``), the faces
@@ -214,7 +172,9 @@ class StreamRecognizer:
         """Process one RGB uint8 frame; ``frame_index`` grows with each call."""
         observed = self.observe(frame_index, image_rgb)
         if observed.pending.track_ids:
-            (matches,) = identify_batch(self.analyzer, self.gallery, [observed.pending])
+            (matches,) = identify_batch(
+                self.analyzer, self.gallery, [observed.pending], self.config.match
+            )
             self.record(observed.pending, matches)
         return observed.ended
 
@@ -235,17 +195,18 @@ class StreamRecognizer:
             tuple(int(track_id) for track_id in update.track_ids),
         )
 
-    def record(self, pending: PendingFaces, matches: Sequence[tuple[Match, ...]]) -> None:
-        """Attach each pending face's nearest gallery match (if any) to its track."""
+    def record(self, pending: PendingFaces, matches: Matches) -> None:
+        """Attach each pending face's gallery answer to its track: the match within tau (the
+        track's vote; None for an unknown face) and the distance to the nearest identity."""
         live = {track.track_id: track for track in self.tracker.live_tracks}
-        for track_id, nearest in zip(pending.track_ids, matches, strict=True):
+        for track_id, within, nearest in zip(
+            pending.track_ids, matches.best(), matches.nearest_distances, strict=True
+        ):
             track = live.get(track_id)
-            if track is None or not nearest:
+            if track is None or nearest is None:  # an empty gallery has nothing to say
                 continue
-            match = nearest[0]
-            within = match.distance <= self.config.match.max_distance
-            track.distances.append(match.distance)
-            track.matches.append(match if within else None)
+            track.distances.append(nearest)
+            track.matches.append(within)
 
     def finish(self) -> list[TrackResult]:
         """End every live track (end of stream) and return their results."""
@@ -257,17 +218,23 @@ class StreamRecognizer:
 
 
 def identify_batch(
-    analyzer: FaceAnalyzer, gallery: Gallery, batches: Sequence[PendingFaces]
-) -> list[tuple[tuple[Match, ...], ...]]:
-    """Encode the chips of several frames (streams) in one engine call and find each face's
-    nearest identity; returns, per batch, one tuple of matches per face."""
+    analyzer: FaceAnalyzer,
+    gallery: Gallery,
+    batches: Sequence[PendingFaces],
+    match: MatchConfig,
+) -> list[Matches]:
+    """Encode the chips of several frames (streams) in one engine call and query the gallery
+    once for all of them, with tau (``match.max_distance``): this is where tau is applied,
+    once. Returns, per batch, the ``Matches`` of its faces."""
     sizes = [len(batch.chips) for batch in batches]
     if not sum(sizes):
-        return [() for _ in batches]
+        return [Matches((), (), gallery.model_id, gallery.version) for _ in batches]
     chips = FaceChips(np.concatenate([batch.chips.chips for batch in batches]))
-    matches = gallery.identify(analyzer.encoder.encode(chips), top_k=1, max_distance=None)
+    matches = gallery.identify(
+        analyzer.encoder.encode(chips), top_k=1, max_distance=match.max_distance
+    )
     bounds = np.cumsum([0, *sizes])
-    return [tuple(matches.per_probe[start:stop]) for start, stop in itertools.pairwise(bounds)]
+    return [matches.rows(start, stop) for start, stop in itertools.pairwise(bounds)]
 
 
 class RecordingProcessor:

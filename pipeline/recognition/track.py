@@ -19,7 +19,7 @@ from pipeline.config.base import StrictModel
 from pipeline.types import Faces
 
 if TYPE_CHECKING:
-    from pipeline.gallery.store import Match
+    from pipeline.types import Match
 
 __all__ = ["FaceTracker", "Track", "TrackConfig", "TrackUpdate", "box_iou", "face_qualities"]
 

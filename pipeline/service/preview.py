@@ -24,7 +24,7 @@ import numpy.typing as npt
 
 from pipeline.errors import PreviewBusyError, UnknownCameraError
 from pipeline.metrics import PipelineMetrics
-from pipeline.recognition.live import RecognizedFrame, TrackLabel
+from pipeline.types import RecognizedFrame, TrackLabel
 
 __all__ = ["MJPEG_BOUNDARY", "PreviewHub", "draw_tracks"]
 

@@ -27,7 +27,7 @@ import redis
 from pipeline.access.audit import AuditLog
 from pipeline.access.credentials import CredentialStore, OsdpMetrics
 from pipeline.access.doors import AccessWiring, DoorAccess
-from pipeline.access.policy import Decision, DoorPolicy
+from pipeline.access.policy import DoorPolicy
 from pipeline.access.recorder import DecisionRecorder
 from pipeline.capture import CameraConfig, CameraSet, CameraState, CameraStatus
 from pipeline.capture.sharding import ShardStatus, resolve_shard
@@ -45,7 +45,7 @@ from pipeline.events.webhooks import WebhookDeliverer
 from pipeline.recognition.live import UNHEALTHY_AFTER_SECONDS, LiveOutputs, LiveRecognition
 from pipeline.service.app import Services, open_services
 from pipeline.service.preview import PreviewHub
-from pipeline.types import Event, EventKind, JsonValue
+from pipeline.types import Decision, Event, EventKind, JsonValue
 
 __all__ = ["FaceStreamService", "MatchStatus", "Readiness", "run_service"]
 

@@ -22,7 +22,6 @@ import pytest
 import redis
 
 from pipeline.access.audit import AuditLog
-from pipeline.access.policy import Decision
 from pipeline.access.recorder import DecisionRecorder
 from pipeline.config.service import GalleryConfig
 from pipeline.errors import GalleryUnavailableError
@@ -31,7 +30,7 @@ from pipeline.events.config import EventsConfig
 from pipeline.gallery.store import Enrollment, Gallery
 from pipeline.metrics import PipelineMetrics
 from pipeline.redis.server import EmbeddedRedis
-from pipeline.types import Embeddings
+from pipeline.types import Decision, Embeddings
 
 # a background thread that dies (the gallery's sync, the event publisher) fails the test
 pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")

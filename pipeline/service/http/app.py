@@ -72,12 +72,11 @@ from pipeline.errors import (
 )
 from pipeline.images import decode_image
 from pipeline.liveness import LivenessJudge
-from pipeline.recognition.live import TrackLabel
 from pipeline.service.app import EnrolmentTemplates
 from pipeline.service.http.ratelimit import BodySizeLimit, RateLimiter, retry_after_header
 from pipeline.service.preview import MJPEG_BOUNDARY
 from pipeline.service.service import FaceStreamService
-from pipeline.types import Embeddings, EventKind, FoundBy
+from pipeline.types import Embeddings, EventKind, FoundBy, TrackLabel
 
 __all__ = ["PREVIEW_COOKIE", "create_app", "preview_cookie_value", "uvicorn_config"]
 
