@@ -1,4 +1,5 @@
-"""Decoding user images (uploads, enrolment photos) safely into RGB uint8 arrays.
+"""Reading and decoding user images (uploads, enrolment photos, image files named on the
+command line) safely into RGB uint8 arrays: the project's one image reader.
 
 Everything a user may send is handled here, once: corrupt or empty files, non-images, huge
 dimensions (decompression bombs: the pixel count is capped before decoding), grayscale, RGBA,
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -16,7 +18,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from pipeline.errors import ImageDecodeError
 
-__all__ = ["MAX_IMAGE_PIXELS", "decode_image"]
+__all__ = ["MAX_IMAGE_PIXELS", "decode_image", "read_image"]
 
 MAX_IMAGE_PIXELS = 40_000_000  # 40 MP: larger images are refused before decoding
 
@@ -56,3 +58,13 @@ def decode_image(
         raise ImageDecodeError(f"{name}: not a supported image ({exc})") from exc
     except (OSError, ValueError, SyntaxError) as exc:  # Pillow's errors for truncated files
         raise ImageDecodeError(f"{name}: the image is corrupt or truncated ({exc})") from exc
+
+
+def read_image(path: Path, *, max_pixels: int = MAX_IMAGE_PIXELS) -> npt.NDArray[np.uint8]:
+    """Read and decode the image file at ``path`` into RGB uint8 (H, W, 3); ImageDecodeError
+    names the file when it cannot be read or decoded."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImageDecodeError(f"{path}: cannot read: {exc.strerror}") from exc
+    return decode_image(data, name=str(path), max_pixels=max_pixels)

@@ -367,7 +367,7 @@ def test_openapi_describes_the_v1_routes(http: httpx.Client) -> None:
 def test_data_dir_token_file_is_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """With no token configured, `facestream run` writes a random one readable by the owner
     only (checked through the helper the command uses)."""
-    from pipeline.cli.main import _api_token  # noqa: PLC0415
+    from pipeline.cli.run import _api_token  # noqa: PLC0415
 
     monkeypatch.delenv("FACESTREAM_API_TOKEN", raising=False)
     config = FaceStreamConfig(data_dir=tmp_path)

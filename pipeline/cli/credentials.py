@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -11,6 +10,7 @@ import typer
 from pipeline.access.credentials import CredentialStore
 from pipeline.access.http import check_card_number
 from pipeline.cli.errors import reports_errors
+from pipeline.cli.options import ConfigOption
 from pipeline.config.service import load_config
 from pipeline.errors import IdentityNotFoundError
 from pipeline.service.app import gallery_client
@@ -20,7 +20,6 @@ __all__ = ["credential_app"]
 credential_app = typer.Typer(
     help="the card number (credential) an identity holds", no_args_is_help=True
 )
-ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file")]
 IdentityArgument = Annotated[str, typer.Argument(help="identity id")]
 
 
