@@ -24,8 +24,9 @@ from waiting import wait_until
 
 from pipeline.errors import WebhookSignatureError
 from pipeline.events.bus import EventBus
-from pipeline.events.config import EventsConfig
-from pipeline.events.mqtt import MqttBridge, MqttConfig, verify_message
+from pipeline.events.config import EventsConfig, MqttConfig
+from pipeline.events.mqtt import MqttBridge
+from pipeline.events.mqtt_messages import verify_message
 from pipeline.metrics import PipelineMetrics
 from pipeline.redis.server import EmbeddedRedis
 from pipeline.types import Event

@@ -31,8 +31,7 @@ from pipeline.capture.config import SECRET_QUERY_WORDS, CaptureConfig
 from pipeline.config.base import StrictModel
 from pipeline.config.secrets import SecretSpec, resolve_secret
 from pipeline.errors import ConfigFileError
-from pipeline.events.config import EventsConfig
-from pipeline.events.mqtt import MqttConfig
+from pipeline.events.config import EventsConfig, MqttConfig
 from pipeline.liveness.config import LivenessConfig
 from pipeline.recognition.detect.blazeface import BlazeFaceConfig
 from pipeline.recognition.detect.factory import DetectConfig

@@ -6,7 +6,8 @@ lives in ``pipeline.types``.
 Modules and their public names:
 
 - ``config``: The ``[events]`` section and its webhook receivers, each resolved into a
-  ``Webhook`` with its secret read. Public: ``WEBHOOK_SECRET_ENVIRONMENT``, ``EventsConfig``,
+  ``Webhook`` with its secret read, and the ``[mqtt]`` section. Public: ``MQTT_PORTS``,
+  ``MQTT_TLS_SCHEMES``, ``WEBHOOK_SECRET_ENVIRONMENT``, ``EventsConfig``, ``MqttConfig``,
   ``Webhook``, ``WebhookConfig``, ``url_for_logs``.
 - ``signing``: Webhook request signatures, stream entry MACs and keys derived from one secret.
   Public: ``DESTINATION_HEADER``, ``DOOR_HEADER``, ``EVENT_ID_HEADER``, ``SIGNATURE_HEADER``,
@@ -22,7 +23,10 @@ Modules and their public names:
   retries with backoff and dead-letters the hopeless or forged. Public: ``WebhookDeliverer``.
 - ``purge``: Erasure of what the events' keys hold about a deleted identity. Public:
   ``PurgeReport``, ``purge_identity``.
-- ``mqtt``: Events to MQTT (Home Assistant and other home/building automation), at least once.
-  Public: ``MqttBridge``, ``MqttConfig``, ``MqttMessage``, ``event_messages``, ``sign_message``,
-  ``verify_message``.
+- ``mqtt``: ``MqttBridge``: a consumer group on the stream that publishes each event to an
+  MQTT broker (Home Assistant and other building automation), at least once. Public:
+  ``MqttBridge``.
+- ``mqtt_messages``: The MQTT wire format: topics, the signed envelope, Home Assistant
+  discovery. Public: ``MqttMessage``, ``discovery_messages``, ``event_messages``,
+  ``sign_message``, ``verify_message``.
 """

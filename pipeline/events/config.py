@@ -1,4 +1,5 @@
-"""The ``[events]`` section: the Redis stream, the outbox's retries, and the webhook receivers.
+"""The ``[events]`` section (the Redis stream, the outbox's retries, the webhook receivers)
+and the ``[mqtt]`` section (the broker the MQTT bridge publishes to).
 
 Each receiver (``[[events.webhooks]]``, or the older ``webhook_urls`` with one shared secret)
 is resolved, once, into a ``Webhook``: its key in Redis, its url and its secret read from the
@@ -9,9 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import re
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
+from urllib.parse import urlsplit
 
 import httpx
 from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
@@ -22,8 +25,11 @@ from pipeline.events.signing import derived_key
 from pipeline.types import Event, event_door
 
 __all__ = [
+    "MQTT_PORTS",
+    "MQTT_TLS_SCHEMES",
     "WEBHOOK_SECRET_ENVIRONMENT",
     "EventsConfig",
+    "MqttConfig",
     "Webhook",
     "WebhookConfig",
     "url_for_logs",
@@ -32,6 +38,10 @@ __all__ = [
 WEBHOOK_SECRET_ENVIRONMENT: Final = "FACESTREAM_WEBHOOK_SECRET"
 # labels of the keys derived from one secret, so that no two uses share a key
 _OUTBOX_KEY_LABEL: Final = b"facestream/outbox-record/v1"
+_STREAM_KEY_LABEL: Final = b"facestream/stream-entry/v1"
+MQTT_PORTS: Final = {"mqtt": 1883, "tcp": 1883, "mqtts": 8883, "ssl": 8883}
+"""The broker url schemes, each with its default port."""
+MQTT_TLS_SCHEMES: Final = frozenset({"mqtts", "ssl"})
 
 _DOOR_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _MIN_SECRET_CHARS: Final = 16
@@ -295,3 +305,108 @@ def url_for_logs(url: str) -> str:
         return "<invalid url>"
     port = f":{parsed.port}" if parsed.port is not None else ""
     return f"{parsed.scheme}://{parsed.host}{port}{parsed.path}"
+
+
+class MqttConfig(StrictModel):
+    """Publishing events to an MQTT broker (optional: no ``url``, no bridge)."""
+
+    url: str | None = Field(
+        default=None,
+        description="mqtt://host[:1883] or mqtts://host[:8883] (TLS); none disables the MQTT "
+        "bridge",
+    )
+    username: str | None = Field(default=None, description="broker user name")
+    password: SecretStr | None = Field(
+        default=None,
+        description="broker password (sent in clear over mqtt://: use mqtts://); "
+        "FACESTREAM_MQTT_PASSWORD or a file named by FACESTREAM_MQTT_PASSWORD_FILE win",
+    )
+    password_file: Path | None = Field(default=None, description="file holding the password")
+    ca_file: Path | None = Field(
+        default=None, description="mqtts: CA bundle the broker's certificate must chain to"
+    )
+    cert_file: Path | None = Field(default=None, description="mqtts: client certificate (PEM)")
+    key_file: Path | None = Field(default=None, description="mqtts: client certificate's key")
+    signing_secret: SecretStr | None = Field(
+        default=None,
+        description="HMAC key signing every message (16+ characters; subscribers verify); "
+        "FACESTREAM_MQTT_SIGNING_SECRET or ..._FILE win; none: unsigned",
+    )
+    signing_secret_file: Path | None = Field(
+        default=None, description="file holding the signing secret"
+    )
+    replay_window_seconds: float = Field(
+        default=300.0, gt=0, le=3600, description="subscribers refuse older signed messages"
+    )
+    client_id: str = Field(
+        default_factory=lambda: f"facestream-{socket.gethostname()}",
+        max_length=128,
+        description="MQTT client id (also this bridge's consumer name in the stream group)",
+    )
+    topic_prefix: str = Field(
+        default="facestream", pattern=r"^[A-Za-z0-9_/-]{1,64}$", description="root of topics"
+    )
+    qos: int = Field(default=1, ge=0, le=2, description="QoS of event messages")
+    publish_timeout_seconds: float = Field(
+        default=5.0, gt=0, le=120, description="wait this long for the broker's PUBACK"
+    )
+    group: str = Field(
+        default="mqtt", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Redis consumer group"
+    )
+    home_assistant_discovery: bool = Field(
+        default=True, description="announce door and camera entities to Home Assistant"
+    )
+    discovery_prefix: str = Field(default="homeassistant", description="HA discovery root")
+
+    _password: SecretStr | None = PrivateAttr(default=None)
+    _signing: SecretStr | None = PrivateAttr(default=None)
+
+    @field_validator("url")
+    @classmethod
+    def _mqtt_scheme(cls, url: str | None) -> str | None:
+        if url is not None and urlsplit(url).scheme not in MQTT_PORTS:
+            raise ValueError("expected mqtt://host[:port] or mqtts://host[:port]")
+        return url
+
+    @model_validator(mode="after")
+    def _secrets_resolve(self) -> MqttConfig:
+        self._password = resolve_secret(
+            SecretSpec(
+                "mqtt.password", "FACESTREAM_MQTT_PASSWORD", self.password_file, self.password
+            )
+        )
+        signing = resolve_secret(
+            SecretSpec(
+                "mqtt.signing_secret",
+                "FACESTREAM_MQTT_SIGNING_SECRET",
+                self.signing_secret_file,
+                self.signing_secret,
+            )
+        )
+        if signing is not None and len(signing.get_secret_value()) < 16:
+            raise ValueError("mqtt signing secret: expected at least 16 characters")
+        self._signing = signing
+        tls_files = (self.ca_file, self.cert_file, self.key_file)
+        if any(tls_files) and (
+            self.url is None or urlsplit(self.url).scheme not in MQTT_TLS_SCHEMES
+        ):
+            raise ValueError("ca_file, cert_file and key_file need an mqtts:// url")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        return self
+
+    @property
+    def resolved_password(self) -> SecretStr | None:
+        """The broker password (environment, file or config)."""
+        return self._password
+
+    @property
+    def resolved_signing_secret(self) -> SecretStr | None:
+        """The message signing secret (environment, file or config), or None: unsigned."""
+        return self._signing
+
+    @property
+    def stream_entry_key(self) -> bytes | None:
+        """The key of the stream entries' MACs (``EventBus(entry_key=...)``), derived from the
+        signing secret; None without one."""
+        return None if self._signing is None else derived_key(self._signing, _STREAM_KEY_LABEL)
