@@ -7,7 +7,7 @@ Modules and their public names:
   share. Public: ``NETWORK_BACKENDS``, ``NetworkEngineSettings``.
 - ``encoder``: the face encoder (dlib's ResNet, converted), its backend table and ``auto``.
   Public: ``BACKENDS``, ``EngineSettings``, ``build_encoder_onnx``, ``encoder_manifest``,
-  ``encoder_onnx``, ``load_encoder``, ``resolve_backend``.
+  ``encoder_onnx``, ``load_encoder``, ``load_or_build_encoder_plan``, ``resolve_backend``.
 - ``detector``: the BlazeFace face detector. Public: ``DETECTOR_BACKENDS``,
   ``DetectorBackendName``, ``DetectorEngineSettings``, ``build_detector_onnx``,
   ``convert_detector_onnx``, ``detector_manifest``, ``detector_model_id``,
@@ -20,4 +20,7 @@ Modules and their public names:
   ``ADAPTER_INPUT``, ``ADAPTER_OUTPUT``, ``AdapterHead``, ``adapted_model_id``,
   ``adapter_head_onnx``, ``append_adapter``, ``apply_head``, ``build_adapted_encoder``,
   ``read_adapter``.
+- ``style``: a style model on TensorRT (a copy with an open batch axis, then its plan); the
+  other style backends live with the style nets in ``pipeline.style``. Public:
+  ``BATCH_AXIS_NAME``, ``batch_axis_copy``, ``load_style_plan``, ``store_batch_axis_copy``.
 """
