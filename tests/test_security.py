@@ -22,6 +22,7 @@ from pipeline.config.service import ApiConfig, FaceStreamConfig
 from pipeline.events.config import EventsConfig
 from pipeline.images import decode_image
 from pipeline.service.http.app import create_app
+from pipeline.service.http.ratelimit import RateLimiter
 from pipeline.service.sample import SampleFiles, make_sample
 from pipeline.service.service import FaceStreamService, run_service
 
@@ -51,6 +52,9 @@ def service(data_dir: Path) -> Iterator[FaceStreamService]:
         api=ApiConfig(
             analysis_per_minute=60, analysis_burst=3, max_upload_bytes=UPLOAD_LIMIT,
             max_images_per_request=2,
+            # the rate-limit test speaks as another client (X-Forwarded-For from this proxy),
+            # so the tests after it keep 127.0.0.1's own bucket
+            trusted_proxies=["127.0.0.1/32"],
         ),
         # a webhook to a closed port: the secret is in the config, deliveries just fail
         events=EventsConfig(
@@ -91,18 +95,33 @@ def test_every_route_but_health_and_metrics_needs_the_token(
 
 def test_face_analysis_is_rate_limited_per_client(base_url: str) -> None:
     blank = b"\x89PNG\r\n\x1a\n"  # cheap to refuse: the limit counts requests, not faces
+    limited = {**AUTH, "X-Forwarded-For": "203.0.113.7"}  # one client behind the proxy
     statuses = []
-    with httpx.Client(base_url=base_url, headers=AUTH, timeout=10) as client:
+    with httpx.Client(base_url=base_url, timeout=10) as client:
         for _ in range(5):
-            reply = client.post("/v1/identify", files={"image": ("x.png", blank, "image/png")})
+            reply = client.post(
+                "/v1/identify", files={"image": ("x.png", blank, "image/png")}, headers=limited
+            )
             statuses.append(reply.status_code)
         assert statuses[:3] == [400, 400, 400]
         assert statuses[3:] == [429, 429]
         assert int(reply.headers["retry-after"]) >= 1
         assert "analysis_per_minute" in reply.json()["detail"]
-        time.sleep(1.1)  # 60 a minute: one more token a second
-        again = client.post("/v1/identify", files={"image": ("x.png", blank, "image/png")})
-        assert again.status_code == 400
+        # another client (the proxy's own address) has its own bucket
+        other = client.post(
+            "/v1/identify", files={"image": ("x.png", blank, "image/png")}, headers=AUTH
+        )
+        assert other.status_code == 400
+
+
+def test_a_bucket_refills_at_its_rate_on_an_injected_clock() -> None:
+    limiter = RateLimiter(per_minute=60, burst=3)
+    assert [limiter.acquire("client", now=100.0) for _ in range(3)] == [0.0, 0.0, 0.0]
+    wait = limiter.acquire("client", now=100.0)
+    assert wait == pytest.approx(1.0)  # 60 a minute: the next token in one second
+    assert limiter.acquire("client", now=100.5) == pytest.approx(0.5)
+    assert limiter.acquire("client", now=101.0) == 0.0  # refilled, one token taken
+    assert limiter.acquire("another", now=101.0) == 0.0  # buckets are per client
 
 
 def test_request_bodies_over_the_limit_are_refused(base_url: str) -> None:
@@ -162,7 +181,6 @@ def test_no_face_image_is_stored(
     service: FaceStreamService, base_url: str, sample: SampleFiles, data_dir: Path
 ) -> None:
     photo = next((sample.gallery / "eileen_collins").iterdir()).read_bytes()
-    time.sleep(3.1)  # let the rate limit's bucket refill
     created = httpx.post(
         f"{base_url}/v1/identities",
         data={"name": "private"},
