@@ -19,7 +19,7 @@ from PIL import Image
 from pipeline.access.policy import DoorConfig
 from pipeline.capture import CaptureConfig
 from pipeline.config.service import ApiConfig, FaceStreamConfig
-from pipeline.service.http.app import PREVIEW_COOKIE
+from pipeline.service.http.auth import PREVIEW_COOKIE
 from pipeline.service.sample import SampleFiles, make_sample
 from pipeline.service.service import FaceStreamService, run_service
 

@@ -27,7 +27,8 @@ from pipeline.capture import CameraConfig, CaptureConfig
 from pipeline.capture.admission import admit_api_camera
 from pipeline.config.service import ApiConfig, FaceStreamConfig
 from pipeline.errors import CameraUrlRefusedError
-from pipeline.service.http.app import PREVIEW_COOKIE, create_app, preview_cookie_value
+from pipeline.service.http.app import create_app
+from pipeline.service.http.auth import PREVIEW_COOKIE, preview_cookie_value
 from pipeline.service.sample import SampleFiles, make_sample
 from pipeline.service.service import FaceStreamService, run_service
 

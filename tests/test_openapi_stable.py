@@ -85,6 +85,24 @@ def test_routes_and_status_codes_match_the_snapshot() -> None:
         assert actual[route] == surface, route
 
 
+def test_every_json_answer_has_a_model() -> None:
+    """Routes answer with pydantic models: each 2xx JSON answer names its schema."""
+    for route, operation in _operations(_openapi()):
+        for status, response in operation["responses"].items():
+            content = response.get("content", {}).get("application/json")
+            if status.startswith("2") and content is not None and content["schema"]:
+                assert "$ref" in content["schema"], f"{route} {status}: {content['schema']}"
+
+
+def _operations(document: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (f"{method.upper()} {path}", operation)
+        for path, operations in document["paths"].items()
+        for method, operation in operations.items()
+        if method in _METHODS
+    ]
+
+
 if __name__ == "__main__":  # regenerate the snapshot after a deliberate API change
     SNAPSHOT.parent.mkdir(exist_ok=True)
     SNAPSHOT.write_text(json.dumps(route_surface(_openapi()), indent=2) + "\n", encoding="utf-8")

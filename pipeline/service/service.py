@@ -42,10 +42,11 @@ from pipeline.errors import (
 from pipeline.events.bus import EventBus
 from pipeline.events.mqtt import MqttBridge
 from pipeline.events.webhooks import WebhookDeliverer
+from pipeline.gallery.store import Identity
 from pipeline.recognition.live import UNHEALTHY_AFTER_SECONDS, LiveOutputs, LiveRecognition
 from pipeline.service.app import Services, open_services
 from pipeline.service.preview import PreviewHub
-from pipeline.types import Decision, Event, EventKind, JsonValue
+from pipeline.types import Decision, Embeddings, Event, EventKind, JsonValue, Match
 
 __all__ = ["FaceStreamService", "MatchStatus", "Readiness", "run_service"]
 
@@ -195,6 +196,43 @@ class FaceStreamService:
             purged.deliveries,
             purged.dead_letters,
         )
+
+    @property
+    def tau(self) -> float:
+        """The match threshold: Euclidean distance beyond which a face is nobody enrolled."""
+        return self.config.process.match.max_distance
+
+    def identities(self) -> list[Identity]:
+        """Every enrolled identity."""
+        return self.services.gallery.list_identities()
+
+    def identity(self, identity_id: str) -> Identity:
+        """One identity; IdentityNotFoundError when absent."""
+        return self.services.gallery.get(identity_id)
+
+    def enroll(
+        self, name: str, templates: Embeddings, *, identity_id: str | None = None
+    ) -> Identity:
+        """Store a new identity with ``templates``; warns once when the gallery outgrows tau."""
+        identity = self.services.enroll(name, templates, identity_id=identity_id)
+        self.match_status()
+        return identity
+
+    def add_templates(self, identity_id: str, templates: Embeddings) -> Identity:
+        """Add face templates to an identity; IdentityNotFoundError when absent."""
+        return self.services.gallery.add_templates(identity_id, templates)
+
+    def identify(self, probe: Embeddings, *, top_k: int) -> tuple[Match, ...]:
+        """1:N: the identities within tau of the probe's first row, nearest first."""
+        return self.services.gallery.identify(probe, top_k=top_k, max_distance=self.tau)[0]
+
+    def distance_to(self, probe: Embeddings, identity_id: str) -> float:
+        """1:1: the distance from the probe's first row to the identity's nearest template."""
+        return self.services.gallery.distance_to(probe, identity_id)
+
+    def camera_status(self, camera_id: str) -> CameraStatus:
+        """One camera's status; UnknownCameraError when absent."""
+        return self.cameras.get(camera_id).status()
 
     def match_status(self) -> MatchStatus:
         """tau, the gallery size it was chosen for and the identities enrolled now; the first

@@ -1,10 +1,23 @@
-"""The HTTP API (FastAPI) over ``FaceStreamService`` and its request guards.
+"""The HTTP API (FastAPI) over ``FaceStreamService``: routes per resource in ``routes/``,
+answering with the models of ``schemas``, behind one request guard.
 
 Modules and their public names:
 
-- ``app``: The HTTP API of the door-access service (FastAPI), a thin layer over
-  ``FaceStreamService``. Public: ``PREVIEW_COOKIE``, ``create_app``, ``preview_cookie_value``,
-  ``uvicorn_config``.
-- ``ratelimit``: Token-bucket rate limits per client, and an ASGI guard on request body size.
-  Public: ``BodySizeLimit``, ``RateLimiter``.
+- ``app``: assembles the API: routes, the request guard, metrics and the mapping of the
+  service's errors to HTTP statuses. Public: ``create_app``, ``uvicorn_config``.
+- ``auth``: the API token, the admin token and the preview cookie. Public: ``ADMIN_MISSING``,
+  ``PREVIEW_COOKIE``, ``TOKEN_MISSING``, ``authorised``, ``is_api_token``,
+  ``preview_cookie_value``, ``require_admin``, ``require_token``.
+- ``guard``: the one ASGI admission gate: token, body caps, face-analysis rate limit, drain
+  timeout. Public: ``Admission``, ``AdmissionKind``, ``GatedRoute``, ``RequestGuard``,
+  ``gated_routes``, ``one_image``.
+- ``ratelimit``: Token-bucket rate limits per client. Public: ``RateLimiter``,
+  ``retry_after_header``.
+- ``schemas``: the JSON answers as pydantic models. Public: ``CameraView``, ``EncoderView``,
+  ``EnrolledIdentity``, ``EventList``, ``FaceLiveness``, ``HealthView``, ``IdentifyResult``,
+  ``IdentityList``, ``IdentityView``, ``LivenessResult``, ``MatchStatusView``, ``MatchView``,
+  ``ReadinessView``, ``ShardView``, ``StreamDetail``, ``StreamList``, ``TrackView``,
+  ``VerifyResult``.
+- ``state``: what routes and the guard share. Public: ``ApiState``, ``State``, ``api_state``.
+- ``routes``: one module per resource (see its docstring).
 """

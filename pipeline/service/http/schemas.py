@@ -1,0 +1,256 @@
+"""The API's JSON answers as pydantic models, one per response shape.
+
+Fields are declared in the order the JSON has them, and each model is built from the
+service's own types by a ``from_<source>`` classmethod, so a route only picks the model.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, JsonValue
+
+from pipeline.capture import CameraState, CameraStatus
+from pipeline.capture.sharding import ShardStatus
+from pipeline.gallery.store import Identity, MetadataValue
+from pipeline.liveness import Verdict
+from pipeline.service.service import MatchStatus, Readiness
+from pipeline.types import FoundBy
+
+__all__ = [
+    "CameraView",
+    "EncoderView",
+    "EnrolledIdentity",
+    "EventList",
+    "FaceLiveness",
+    "HealthView",
+    "IdentifyResult",
+    "IdentityList",
+    "IdentityView",
+    "LivenessResult",
+    "MatchStatusView",
+    "MatchView",
+    "ReadinessView",
+    "ShardView",
+    "StreamDetail",
+    "StreamList",
+    "TrackView",
+    "VerifyResult",
+]
+
+
+class _Answer(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# ---- health ----
+
+
+class ShardView(_Answer):
+    """This worker's shard of ``count``, and each configured camera another shard runs."""
+
+    index: int
+    count: int
+    not_assigned: dict[str, int]
+
+    @classmethod
+    def from_status(cls, status: ShardStatus) -> ShardView:
+        return cls(index=status.index, count=status.count, not_assigned=dict(status.not_assigned))
+
+
+class EncoderView(_Answer):
+    backend: str
+    model_id: str
+    precision: Literal["fp32", "fp16", "int8"]
+
+
+class MatchStatusView(_Answer):
+    """tau, the gallery size it was chosen for, and whether the gallery has outgrown it."""
+
+    tau: float
+    gallery_size: int | None
+    identities: int
+    outgrown: bool
+
+    @classmethod
+    def from_status(cls, status: MatchStatus) -> MatchStatusView:
+        return cls(
+            tau=status.tau,
+            gallery_size=status.gallery_size,
+            identities=status.identities,
+            outgrown=status.outgrown,
+        )
+
+
+class HealthView(_Answer):
+    """/healthz: the process answers; the engines, cameras, shard and match threshold."""
+
+    status: Literal["ok"]
+    uptime_seconds: float
+    engines: dict[str, EncoderView]
+    cameras: dict[str, CameraState]
+    shard: ShardView
+    match: MatchStatusView
+
+
+class ReadinessView(_Answer):
+    """/readyz: ``ready`` and what decided it."""
+
+    ready: bool
+    redis: bool
+    engines: dict[str, str]
+    recognition: bool
+    cameras: dict[str, CameraState]
+    sinks: dict[str, bool]
+    detail: str | None
+    shard: ShardView
+
+    @classmethod
+    def from_readiness(cls, readiness: Readiness) -> ReadinessView:
+        return cls(
+            ready=readiness.ready,
+            redis=readiness.redis,
+            engines=dict(readiness.engines),
+            recognition=readiness.recognition,
+            cameras=dict(readiness.cameras),
+            sinks=dict(readiness.sinks),
+            detail=readiness.detail,
+            shard=ShardView.from_status(readiness.shard),
+        )
+
+
+# ---- identities ----
+
+
+class IdentityView(_Answer):
+    """An enrolled person; ``templates``: model id -> face templates stored for it."""
+
+    id: str
+    name: str
+    metadata: dict[str, MetadataValue]
+    created: float
+    updated: float
+    templates: dict[str, int]
+
+    @classmethod
+    def from_identity(cls, identity: Identity) -> IdentityView:
+        return cls(
+            id=identity.identity_id,
+            name=identity.name,
+            metadata=dict(identity.metadata),
+            created=identity.created,
+            updated=identity.updated,
+            templates=dict(identity.template_counts),
+        )
+
+
+class IdentityList(_Answer):
+    identities: list[IdentityView]
+
+
+class EnrolledIdentity(IdentityView):
+    """An identity after photos were added: the photos refused, and the still search that
+    found each accepted photo's face."""
+
+    rejected: list[str]
+    found_by: list[FoundBy]
+
+    @classmethod
+    def from_enrolment(
+        cls, identity: Identity, *, rejected: list[str], found_by: list[FoundBy]
+    ) -> EnrolledIdentity:
+        view = IdentityView.from_identity(identity)
+        return cls(**view.model_dump(), rejected=rejected, found_by=found_by)
+
+
+# ---- recognition ----
+
+
+class MatchView(_Answer):
+    identity_id: str
+    name: str
+    distance: float
+
+
+class IdentifyResult(_Answer):
+    """1:N: the identities within tau, best first, and the search that found the face."""
+
+    matches: list[MatchView]
+    tau: float
+    found_by: FoundBy
+
+
+class VerifyResult(_Answer):
+    """1:1: whether the face is the claimed identity (distance within tau)."""
+
+    match: bool
+    distance: float
+    tau: float
+    found_by: FoundBy
+
+
+class FaceLiveness(_Answer):
+    box: list[float]
+    verdict: Verdict
+    score: float
+    cues: dict[str, float]
+
+
+class LivenessResult(_Answer):
+    """Passive liveness of each face of a photo, largest first."""
+
+    faces: list[FaceLiveness]
+
+
+# ---- streams ----
+
+
+class CameraView(_Answer):
+    """A camera's state, backend, counts and last error."""
+
+    camera_id: str
+    backend: str
+    state: CameraState
+    frames_captured: int
+    reconnects: int
+    last_error: str | None
+
+    @classmethod
+    def from_status(cls, status: CameraStatus) -> CameraView:
+        return cls(
+            camera_id=status.camera_id,
+            backend=status.backend,
+            state=status.state,
+            frames_captured=status.frames_captured,
+            reconnects=status.reconnects,
+            last_error=status.last_error,
+        )
+
+
+class StreamList(_Answer):
+    streams: list[CameraView]
+
+
+class TrackView(_Answer):
+    """A face track of a camera's latest frame; ``distance`` None before its first encoding."""
+
+    track_id: int
+    box: list[float]
+    name: str | None
+    distance: float | None
+    liveness: Verdict | None
+
+
+class StreamDetail(CameraView):
+    """A camera and the tracks of its latest frame."""
+
+    tracks: list[TrackView]
+
+
+# ---- events ----
+
+
+class EventList(_Answer):
+    """Events of the stream, newest first, each as the stream stores it."""
+
+    events: list[dict[str, JsonValue]]
