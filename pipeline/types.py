@@ -244,19 +244,25 @@ class Matches:
     row i: tau is applied there, once, and nowhere downstream. nearest_distances[i]: the
     distance to the nearest identity whether or not within tau (None for an empty gallery),
     for metrics and for what a refused face's events report. model_id and version say which
-    index answered.
+    index answered. probes: the embeddings asked about (row i: probe i) when the caller keeps
+    them (``identify_batch`` does): a track's mean descriptor is made from them.
     """
 
     per_probe: tuple[tuple[Match, ...], ...]
     nearest_distances: tuple[float | None, ...]
     model_id: str
     version: int
+    probes: Embeddings | None = None
 
     def __post_init__(self) -> None:
         if len(self.nearest_distances) != len(self.per_probe):
             raise InputSpecError(
                 f"Matches: {len(self.per_probe)} probes but {len(self.nearest_distances)} "
                 "nearest distances"
+            )
+        if self.probes is not None and len(self.probes) != len(self.per_probe):
+            raise InputSpecError(
+                f"Matches: {len(self.per_probe)} probes but {len(self.probes)} probe embeddings"
             )
 
     def __len__(self) -> int:
@@ -271,11 +277,13 @@ class Matches:
 
     def rows(self, start: int, stop: int) -> Matches:
         """Probe rows ``start:stop`` (one camera's faces of a batch encoded across cameras)."""
+        probes = self.probes
         return Matches(
             self.per_probe[start:stop],
             self.nearest_distances[start:stop],
             self.model_id,
             self.version,
+            None if probes is None else Embeddings(probes.vectors[start:stop], probes.model_id),
         )
 
 
@@ -349,7 +357,10 @@ class TrackObservation:
     identity_id/name: the gallery match within tau, or None; distance: to the nearest
     identity (None when the gallery is empty); live: the liveness verdict so far (None:
     undecided or liveness off); at: unix seconds; liveness: the fused score and the cues
-    behind the verdict (None with liveness off), carried into the decision.
+    behind the verdict (None with liveness off), carried into the decision. track_distance:
+    when the identity comes from the whole track (its mean descriptor within tau, no encoding
+    naming anyone else; see ``pipeline.recognition.offline.track_consensus``), the mean's
+    distance to it; None when the identity is this encoding's own match or nobody.
     """
 
     camera_id: str
@@ -360,6 +371,7 @@ class TrackObservation:
     live: bool | None
     at: float
     liveness: Mapping[str, float] | None = None
+    track_distance: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -111,12 +111,17 @@ class CameraRecognizer:
     def observations(
         self, pending: PendingFaces, matches: Matches, at: float
     ) -> list[TrackObservation]:
-        """What the door policy is told of each pending face: the match within tau, the
-        distance to the nearest identity, and the track's liveness so far."""
+        """What the door policy is told of each pending face: the match within tau (or, when
+        this encoding matched nobody, the identity the whole track names, with its mean's
+        ``track_distance``: call after ``record``), the distance to the nearest identity, and
+        the track's liveness so far."""
+        consensus = {track.track_id: track.consensus for track in self._stream.tracker.live_tracks}
         observations = []
-        for track_id, within, nearest in zip(
+        for track_id, frame_match, nearest in zip(
             pending.track_ids, matches.best(), matches.nearest_distances, strict=True
         ):
+            by_track = consensus.get(track_id) if frame_match is None else None
+            within = frame_match if by_track is None else by_track
             live: bool | None = None
             cues = None
             if self._judge is not None:
@@ -134,6 +139,7 @@ class CameraRecognizer:
                     live=live,
                     at=at,
                     liveness=cues,
+                    track_distance=None if by_track is None else by_track.distance,
                 )
             )
         return observations

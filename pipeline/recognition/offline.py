@@ -4,11 +4,22 @@ Every frame is decoded; faces are detected every ``detect_every_frames`` frames,
 tracks, encoded when a track is new or due (see ``pipeline.recognition.track``), and identified
 against the
 gallery. A track's identity is the gallery identity matched most often among its encodings
-(ties: the smaller best distance), or None when no encoding matched within the threshold.
+(ties: the smaller best distance); when no encoding matched within the threshold, the identity
+the whole track names (``track_consensus``: its mean descriptor within tau of that identity,
+which is also the nearest identity of most of its encodings, and no encoding within tau of
+anyone else), or None.
+
+Why the track's mean: an encoder's error on one frame (x264 blocks, blur, a half-turned head)
+is partly independent from frame to frame, so the mean of a track's descriptors sits nearer
+the person's own templates than most single frames do; measured on the shared videos streamed
+over RTSP (docs/calibration.md, "A track speaks as one"). A stranger's mean is as far from a
+template as the stranger is, so it needs the same tau, and the conditions on the frames keep
+it from overruling what single frames say.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import time
@@ -27,7 +38,15 @@ from pipeline.config.base import StrictModel
 from pipeline.errors import RecordingError
 from pipeline.recognition.analyzer import FaceAnalyzer
 from pipeline.recognition.track import FaceTracker, Track, TrackConfig, face_qualities
-from pipeline.types import FaceChips, Faces, Matches, PendingFaces, TrackResult
+from pipeline.types import (
+    Embeddings,
+    FaceChips,
+    Faces,
+    Match,
+    Matches,
+    PendingFaces,
+    TrackResult,
+)
 
 if TYPE_CHECKING:
     from pipeline.gallery.store import Gallery
@@ -40,10 +59,14 @@ __all__ = [
     "RecordingProcessor",
     "StreamRecognizer",
     "identify_batch",
+    "track_consensus",
     "track_result",
 ]
 
 _log = logging.getLogger(__name__)
+# a track's mean is made of its last encodings only: memory and query cost stay bounded on a
+# face that stands in view for hours, and an old pose or light weighs nothing
+_TRACK_MEAN_ENCODINGS = 32
 
 
 class MatchConfig(StrictModel):
@@ -71,6 +94,15 @@ class MatchConfig(StrictModel):
         "tau of someone grows with the gallery); set by `calibrate threshold --gallery-size`. "
         "The service warns (log, /healthz, facestream_match_gallery_size) when the gallery "
         "outgrows it",
+    )
+    track_vote_min_encodings: int = Field(
+        default=3,
+        ge=0,
+        le=1000,
+        description="a track whose single encodings match nobody may still name an identity "
+        "once it has this many encodings: its mean descriptor within max_distance of that "
+        "identity, which is also the nearest identity of most of its encodings, and no "
+        "encoding within max_distance of anyone else; 0 turns the track vote off",
     )
 
 
@@ -107,14 +139,52 @@ class ProcessSummary:
         }
 
 
+def track_consensus(track: Track, gallery: Gallery, match: MatchConfig) -> Match | None:
+    """What the whole track says: the identity its mean descriptor names, or None.
+
+    The mean of the track's last encodings (scaled to their mean length, as the encoder's
+    descriptors are not unit vectors) names identity X when X is its nearest identity within
+    tau (``match.max_distance``), X is also the nearest identity of a strict majority of the
+    encodings, and no encoding matched anyone but X within tau. Needs at least
+    ``match.track_vote_min_encodings`` encodings (0: never). The Match's distance is the mean's.
+    """
+    needed = match.track_vote_min_encodings
+    if needed == 0 or len(track.embeddings) < needed:
+        return None
+    vectors = np.stack(track.embeddings).astype(np.float32)
+    mean = vectors.mean(axis=0)
+    length = float(np.linalg.norm(mean))
+    if length == 0.0:
+        return None
+    mean *= float(np.linalg.norm(vectors, axis=1).mean()) / length
+    probes = Embeddings(
+        np.concatenate([mean[np.newaxis], vectors]).astype(np.float32), gallery.model_id
+    )
+    nearest = gallery.identify(probes, top_k=1, max_distance=None).best()
+    named = nearest[0]
+    if named is None or named.distance > match.max_distance:
+        return None
+    agreeing = sum(
+        1 for frame in nearest[1:] if frame is not None and frame.identity_id == named.identity_id
+    )
+    if 2 * agreeing <= len(vectors):
+        return None
+    if any(vote is not None and vote.identity_id != named.identity_id for vote in track.matches):
+        return None  # a single frame named someone else: the track does not overrule it
+    return named
+
+
 def track_result(track: Track) -> TrackResult:
     """The track's identity: the identity id with most encodings within tau (ties go to the
-    nearest), so two enrolled people who share a name never pool their votes."""
+    nearest), so two enrolled people who share a name never pool their votes; with no
+    encoding within tau, the identity the whole track names (``track.consensus``), if any."""
     voted = [
         (distance, match)
         for distance, match in zip(track.distances, track.matches, strict=True)
         if match is not None
     ]
+    if not voted and track.consensus is not None:
+        voted = [(track.consensus.distance, track.consensus)]
     if not voted:
         return TrackResult(
             track_id=track.track_id,
@@ -197,16 +267,23 @@ class StreamRecognizer:
 
     def record(self, pending: PendingFaces, matches: Matches) -> None:
         """Attach each pending face's gallery answer to its track: the match within tau (the
-        track's vote; None for an unknown face) and the distance to the nearest identity."""
+        track's vote; None for an unknown face), the distance to the nearest identity and,
+        when ``matches`` carries the probes, the descriptor; then what the whole track says
+        (``track_consensus``)."""
         live = {track.track_id: track for track in self.tracker.live_tracks}
-        for track_id, within, nearest in zip(
-            pending.track_ids, matches.best(), matches.nearest_distances, strict=True
+        probes = matches.probes
+        for row, (track_id, within, nearest) in enumerate(
+            zip(pending.track_ids, matches.best(), matches.nearest_distances, strict=True)
         ):
             track = live.get(track_id)
             if track is None or nearest is None:  # an empty gallery has nothing to say
                 continue
             track.distances.append(nearest)
             track.matches.append(within)
+            if probes is not None:
+                track.embeddings.append(probes.vectors[row])
+                del track.embeddings[:-_TRACK_MEAN_ENCODINGS]
+                track.consensus = track_consensus(track, self.gallery, self.config.match)
 
     def finish(self) -> list[TrackResult]:
         """End every live track (end of stream) and return their results."""
@@ -230,8 +307,10 @@ def identify_batch(
     if not sum(sizes):
         return [Matches((), (), gallery.model_id, gallery.version) for _ in batches]
     chips = FaceChips(np.concatenate([batch.chips.chips for batch in batches]))
-    matches = gallery.identify(
-        analyzer.encoder.encode(chips), top_k=1, max_distance=match.max_distance
+    embeddings = analyzer.encoder.encode(chips)
+    matches = dataclasses.replace(
+        gallery.identify(embeddings, top_k=1, max_distance=match.max_distance),
+        probes=embeddings,  # kept for each track's mean descriptor
     )
     bounds = np.cumsum([0, *sizes])
     return [matches.rows(start, stop) for start, stop in itertools.pairwise(bounds)]

@@ -91,6 +91,11 @@ class Track:
     distances: list[float] = field(default_factory=list)
     # per encoding: the nearest identity when within tau, else None; a vote is by identity id
     matches: list[Match | None] = field(default_factory=list)
+    # the last encodings' descriptors, float32 (128,) each: the track's mean is made of them
+    embeddings: list[npt.NDArray[np.float32]] = field(default_factory=list)
+    # what the whole track says (``offline.track_consensus``): the identity its mean descriptor
+    # names, with the mean's distance; None until it names one
+    consensus: Match | None = None
 
 
 @dataclass(frozen=True, slots=True)
