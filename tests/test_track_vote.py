@@ -25,7 +25,10 @@ FRAME_DISTANCE = 0.65  # each frame just outside tau, as measured over RTSP (iss
 
 def _unit(rng: np.random.Generator, count: int) -> npt.NDArray[np.float32]:
     vectors = rng.normal(size=(count, 128))
-    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    unit: npt.NDArray[np.float32] = (
+        vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    ).astype(np.float32)
+    return unit
 
 
 def _around(
