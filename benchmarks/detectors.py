@@ -39,10 +39,10 @@ import numpy.typing as npt
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import SHARED_DATA, log, machine_name
-from engines.convert.parity import read_rgb
 from engines.models.detector import load_detector_engine
 from engines.runtime.onnxrt import OrtSettings
 from engines.store import ModelStore
+from pipeline.images import read_image
 from pipeline.recognition.detect.blazeface import BlazeFaceConfig, BlazeFaceDetector
 from pipeline.recognition.detect.factory import DlibHogConfig, DlibHogDetector
 from pipeline.types import Faces
@@ -95,11 +95,12 @@ def read_inputs(data: Path) -> Inputs:
     rows = list(csv.DictReader((faces / "labels.csv").open(encoding="utf-8")))
     truth = _truth_boxes(faces / "dlib_faces")
     return Inputs(
-        single=[read_rgb(faces / row["path"]) for row in rows if row["n_faces"] == "1"],
+        single=[read_image(faces / row["path"]) for row in rows if row["n_faces"] == "1"],
         multi=[
-            (read_rgb(faces / "dlib_faces" / name), boxes) for name, boxes in sorted(truth.items())
+            (read_image(faces / "dlib_faces" / name), boxes)
+            for name, boxes in sorted(truth.items())
         ],
-        dogs=read_rgb(faces / "dlib_faces" / "dogs.jpg"),
+        dogs=read_image(faces / "dlib_faces" / "dogs.jpg"),
         frames_720p=_frames(data / "video/faces/facenet_pytorch_crowd_walk.mp4", 3, (1280, 720)),
         frames_360p=_frames(data / "video/faces/short_hamilton_clip.mp4", 3, (640, 360)),
     )

@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import SHARED_DATA, log, machine_name
 from benchmarks.pipeline import ENROL, VIDEO, _baseline_fps
-from engines.convert.parity import read_rgb
 from pipeline.capture import CameraConfig, CameraSet
 from pipeline.config.service import FaceStreamConfig
+from pipeline.images import read_image
 from pipeline.metrics import PipelineMetrics
 from pipeline.recognition.live import LiveRecognition
 from pipeline.recognition.offline import ProcessConfig
@@ -92,7 +92,7 @@ def main() -> None:
         _write_clip(clip)
         config = FaceStreamConfig(data_dir=Path("data"))
         with open_services(config, redis_dir=Path(work) / "redis") as services:
-            templates, _ = services.templates([("enrol", read_rgb(ENROL))])
+            templates, _ = services.templates([("enrol", read_image(ENROL))])
             services.enroll("lin_manuel_miranda", templates)
             metrics = services.metrics
             ids = [f"camera-{index}" for index in range(args.cameras)]

@@ -49,6 +49,7 @@ from prometheus_client import CollectorRegistry
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import SHARED_DATA, log, machine_name
+from pipeline.images import read_image_bgr
 from pipeline.metrics import PipelineMetrics, StyleMetrics
 from pipeline.style.config import StyleStreamConfig
 from pipeline.style.engine import (
@@ -58,7 +59,7 @@ from pipeline.style.engine import (
     load_style_network,
 )
 from pipeline.style.gatys import GatysSettings, gatys_stylize
-from pipeline.style.images import read_bgr_image, resize_to_width
+from pipeline.style.images import resize_to_width
 from pipeline.style.losses import LossWeights, StyleLosses, Vgg16Features, read_vgg16_weights
 from pipeline.style.nets import INPUT_NAME, build_transformer
 from pipeline.style.stream import StyleStream, Stylizer
@@ -220,11 +221,11 @@ def _quality(styles: list[str], *, steps: int) -> dict[str, object]:
     network = Vgg16Features(read_vgg16_weights()).eval()
     contents = []
     for name in CONTENT:
-        image = resize_to_width(read_bgr_image(SHARED_DATA / "style" / "content" / name), 256)
+        image = resize_to_width(read_image_bgr(SHARED_DATA / "style" / "content" / name), 256)
         contents.append(np.ascontiguousarray(image[: image.shape[0] // 8 * 8]))
     per_style: dict[str, dict[str, float]] = {}
     for style in styles:
-        style_image = resize_to_width(read_bgr_image(_style_image_of(style)), 256)
+        style_image = resize_to_width(read_image_bgr(_style_image_of(style)), 256)
         losses = StyleLosses(network, to_tensor(style_image), TRAINING_WEIGHTS)
         native = _NativeSizeNet(style)
         stylizer = Stylizer(StyleCatalog(), StyleEngineSettings(), style=style)

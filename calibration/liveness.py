@@ -54,7 +54,7 @@ from calibration.liveness_attacks import (
 from engines.base import Engine
 from engines.models.antispoof import load_liveness_engine
 from engines.store import ModelStore
-from pipeline.images import decode_image
+from pipeline.images import read_image_bgr
 from pipeline.liveness import Liveness, LivenessConfig, LivenessJudge, Verdict
 from pipeline.recognition.detect.blazeface import BlazeFaceConfig
 from pipeline.recognition.detect.factory import load_detector
@@ -199,12 +199,6 @@ def read_video(path: Path, *, fps: float, width: int) -> list[npt.NDArray[np.uin
     if not frames:
         raise PairsFileError(f"{path}: no decodable frame")
     return frames
-
-
-def read_image_bgr(path: Path) -> npt.NDArray[np.uint8]:
-    """An image file as BGR uint8, EXIF orientation applied, alpha dropped."""
-    rgb = decode_image(path.read_bytes(), name=str(path))
-    return np.ascontiguousarray(rgb[:, :, ::-1])
 
 
 def _rows(path: Path) -> list[dict[str, str]]:

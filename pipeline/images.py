@@ -18,7 +18,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from pipeline.errors import ImageDecodeError
 
-__all__ = ["MAX_IMAGE_PIXELS", "decode_image", "read_image"]
+__all__ = ["MAX_IMAGE_PIXELS", "decode_image", "read_image", "read_image_bgr"]
 
 MAX_IMAGE_PIXELS = 40_000_000  # 40 MP: larger images are refused before decoding
 
@@ -68,3 +68,8 @@ def read_image(path: Path, *, max_pixels: int = MAX_IMAGE_PIXELS) -> npt.NDArray
     except OSError as exc:
         raise ImageDecodeError(f"{path}: cannot read: {exc.strerror}") from exc
     return decode_image(data, name=str(path), max_pixels=max_pixels)
+
+
+def read_image_bgr(path: Path, *, max_pixels: int = MAX_IMAGE_PIXELS) -> npt.NDArray[np.uint8]:
+    """``read_image`` in OpenCV's channel order: BGR uint8 (H, W, 3), contiguous."""
+    return np.ascontiguousarray(read_image(path, max_pixels=max_pixels)[:, :, ::-1])

@@ -23,7 +23,6 @@ from calibration.liveness import (
     ClipResult,
     EvalSettings,
     iso_metrics,
-    read_image_bgr,
     read_video,
     scene_photos,
 )
@@ -38,6 +37,7 @@ from engines.errors import ConfigError, FaceStreamError
 from engines.models.antispoof import INPUT_SCALES, OUTPUT_NAME, default_minifasnet_dir
 from engines.store import ModelStore
 from pipeline.cli.main import app
+from pipeline.images import read_image_bgr
 from pipeline.liveness import Liveness, LivenessConfig, LivenessJudge, load_liveness_engine
 from pipeline.liveness.cnn import cnn_live_probabilities
 from pipeline.types import Faces
@@ -312,7 +312,7 @@ def test_config_is_checked() -> None:
         LivenessConfig(unknown_field=1)  # type: ignore[call-arg]  # extra keys are refused
     with pytest.raises(ConfigError):
         LivenessJudge(LivenessConfig(cnn=True), None)
-    assert LivenessConfig().enabled is False
+    assert LivenessConfig().enabled is True  # doors require liveness by default
     assert LivenessConfig().blink is False
 
 

@@ -16,13 +16,13 @@ from calibration.liveness import (
     ClipJudge,
     EvalSettings,
     bona_fide_windows,
-    read_image_bgr,
     split_of_photo,
     split_of_window,
 )
 from calibration.liveness_attacks import replay_attack
 from calibration.tune_liveness import ClipTrace, Fusion, fit_texture_model, replay_verdicts
 from engines.store import ModelStore
+from pipeline.images import read_image_bgr
 from pipeline.liveness import LivenessConfig
 from pipeline.liveness.texture import TEXTURE_FEATURES
 from pipeline.liveness.texture_model import DEFAULT_TEXTURE_MODEL

@@ -12,7 +12,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from calibration.liveness import SCENE_PHOTOS, read_image_bgr
+from calibration.liveness import SCENE_PHOTOS
+from pipeline.images import read_image_bgr
 from pipeline.liveness.surround import (
     SurroundMeasurement,
     border_view,

@@ -30,6 +30,7 @@ from waiting import wait_until
 from engines.convert.parity import astronaut_rgb
 from engines.errors import FaceStreamError, InputSpecError, ManifestMismatchError, ModelFileError
 from pipeline.errors import ImageDecodeError
+from pipeline.images import read_image_bgr
 from pipeline.metrics import PipelineMetrics, StyleMetrics
 from pipeline.style.config import StyleStreamConfig
 from pipeline.style.control import create_style_app
@@ -41,7 +42,6 @@ from pipeline.style.engine import (
 )
 from pipeline.style.errors import SinkError, UnknownStyleError
 from pipeline.style.frames import Letterbox, TemporalFilter, blend, fit_to_output
-from pipeline.style.images import read_bgr_image
 from pipeline.style.sinks import FileSink, MjpegSink, port_is_free
 from pipeline.style.stream import StyleStream, Stylizer
 
@@ -232,13 +232,13 @@ def test_missing_and_corrupt_models_are_clear_errors(tiny_store: Path, tmp_path:
 
 
 def test_a_style_file_that_is_not_an_image_is_refused(tmp_path: Path) -> None:
-    """read_bgr_image names the file that is not an image, and the one that is missing."""
+    """read_image_bgr names the file that is not an image, and the one that is missing."""
     fake = tmp_path / "painting.jpg"
     fake.write_text("this is not a JPEG")
     with pytest.raises(ImageDecodeError, match=r"painting\.jpg"):
-        read_bgr_image(fake)
+        read_image_bgr(fake)
     with pytest.raises(ImageDecodeError, match="cannot read"):
-        read_bgr_image(tmp_path / "absent.jpg")
+        read_image_bgr(tmp_path / "absent.jpg")
 
 
 @pytest.mark.parametrize(("width", "height"), [(641, 361), (333, 500), (96, 64), (7, 3)])

@@ -16,7 +16,6 @@ from engines.convert.parity import (
     astronaut_rgb,
     compare_with_dlib,
     image_files,
-    read_rgb,
 )
 from engines.errors import ConfigError
 from engines.models.antispoof import build_liveness_onnx
@@ -32,6 +31,7 @@ from pipeline.cli.options import (
     load_settings,
 )
 from pipeline.config.service import FaceStreamConfig
+from pipeline.images import read_image
 
 __all__ = ["engines_app", "prepare_models"]
 
@@ -139,7 +139,7 @@ def engines_parity(
     )
     chips = []
     for path in image_files(images or []):
-        chips.extend(oracle.chips(read_rgb(path)))
+        chips.extend(oracle.chips(read_image(path)))
     if not images:
         chips.extend(oracle.chips(astronaut_rgb()))
     store = ModelStore(settings.data_dir)

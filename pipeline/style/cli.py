@@ -34,11 +34,11 @@ import typer
 import uvicorn
 
 from engines.errors import ConfigError, FaceStreamError
+from pipeline.images import read_image_bgr
 from pipeline.style.config import StyleStreamConfig
 from pipeline.style.engine import StyleCatalog, StyleEngineSettings, load_style_network
 from pipeline.style.errors import SinkError
 from pipeline.style.frames import Letterbox
-from pipeline.style.images import read_bgr_image
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -185,7 +185,7 @@ def image_command(
     if method not in ("fast", "gatys"):
         raise typer.BadParameter(f"method must be fast or gatys, not {method!r}")
     try:
-        image = read_bgr_image(content)
+        image = read_image_bgr(content)
         if method == "fast":
             network = load_style_network(StyleCatalog(store).path(style), StyleEngineSettings())
             try:
@@ -201,7 +201,7 @@ def image_command(
 
             _show_progress()
             settings = GatysSettings(steps=steps, weights=LossWeights(style=style_weight))
-            style_image = resize_to_width(read_bgr_image(Path(style)), 256)
+            style_image = resize_to_width(read_image_bgr(Path(style)), 256)
             outcome = gatys_stylize(resize_to_width(image, width_px), style_image, settings)
             result = outcome.image
             typer.echo(f"losses {outcome.losses} in {outcome.seconds:.0f} s")

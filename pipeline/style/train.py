@@ -34,7 +34,7 @@ from engines.base import ModelManifest, TensorSpecModel
 from engines.errors import ModelFileError
 from engines.store import ModelStore, StoredModel, atomic_write, safe_name, sha256_file
 from pipeline.errors import RecordingError
-from pipeline.style.images import read_bgr_image
+from pipeline.images import read_image_bgr
 from pipeline.style.losses import (
     CONTENT_LAYER,
     STYLE_LAYERS,
@@ -162,7 +162,7 @@ def load_content(directories: Sequence[Path], frames_per_video: int) -> list[npt
         for path in paths:
             suffix = path.suffix.lower()
             if suffix in IMAGE_SUFFIXES:
-                images.append(read_bgr_image(path))
+                images.append(read_image_bgr(path))
             elif suffix in VIDEO_SUFFIXES:
                 images.extend(_video_frames(path, frames_per_video))
     if not images:
@@ -326,7 +326,7 @@ def train(config: TrainConfig) -> TrainResult:
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     generator = random.Random(config.seed)
-    style = read_bgr_image(config.style_image)
+    style = read_image_bgr(config.style_image)
     height, width = style.shape[:2]
     style = np.asarray(
         cv2.resize(
