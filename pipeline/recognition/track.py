@@ -48,14 +48,18 @@ class TrackConfig(StrictModel):
 def box_iou(
     first: npt.NDArray[np.float32], second: npt.NDArray[np.float32]
 ) -> npt.NDArray[np.float32]:
-    """Pairwise IoU of xyxy boxes: (N, 4) x (M, 4) -> float32 (N, M)."""
+    """Pairwise IoU of xyxy boxes: (N, 4) x (M, 4) -> float32 (N, M); 0 where the union is
+    empty. The project's one IoU (the tracker's matching, BlazeFace's NMS and still search)."""
     top_left = np.maximum(first[:, None, :2], second[None, :, :2])
     bottom_right = np.minimum(first[:, None, 2:], second[None, :, 2:])
     intersection = np.prod(np.clip(bottom_right - top_left, 0, None), axis=2)
     area_first = np.prod(first[:, 2:] - first[:, :2], axis=1)
     area_second = np.prod(second[:, 2:] - second[:, :2], axis=1)
     union = area_first[:, None] + area_second[None, :] - intersection
-    iou: npt.NDArray[np.float32] = (intersection / np.maximum(union, 1e-6)).astype(np.float32)
+    # exact where the union is positive (BlazeFace's boxes are in 0..1 units, where a floor
+    # such as 1e-6 would bias tiny boxes), 0 for degenerate boxes
+    ratio = intersection / np.where(union > 0, union, 1)
+    iou: npt.NDArray[np.float32] = np.where(union > 0, ratio, 0).astype(np.float32)
     return iou
 
 

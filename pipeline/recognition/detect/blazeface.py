@@ -66,6 +66,7 @@ from engines.models.detector import DetectorBackendName, DetectorEngineSettings
 from engines.store import installed_dlib_model
 from pipeline.config.base import StrictModel
 from pipeline.recognition.detect.still import View, chip_format, padded_view, shrunk_view
+from pipeline.recognition.track import box_iou
 from pipeline.types import LANDMARK_COUNT, Faces, FoundBy, require_array
 
 __all__ = [
@@ -373,17 +374,6 @@ def decode_detections(
     )
 
 
-def _iou(box: npt.NDArray[np.float32], others: npt.NDArray[np.float32]) -> npt.NDArray[Any]:
-    """IoU of one xyxy box with each row of ``others`` (N, 4)."""
-    top_left = np.maximum(box[:2], others[:, :2])
-    bottom_right = np.minimum(box[2:], others[:, 2:])
-    overlap = np.prod(np.clip(bottom_right - top_left, 0, None), axis=1)
-    area = np.prod(box[2:] - box[:2])
-    areas = np.prod(others[:, 2:] - others[:, :2], axis=1)
-    union = area + areas - overlap
-    return np.where(union > 0, overlap / np.where(union > 0, union, 1), 0.0)
-
-
 def weighted_nms(detections: Detections, *, iou_threshold: float) -> Detections:
     """MediaPipe's weighted non-maximum suppression.
 
@@ -395,7 +385,7 @@ def weighted_nms(detections: Detections, *, iou_threshold: float) -> Detections:
     boxes, keypoints, scores = [], [], []
     while order.size:
         best = order[0]
-        overlaps = _iou(detections.boxes[best], detections.boxes[order]) > iou_threshold
+        overlaps = box_iou(detections.boxes[best][None], detections.boxes[order])[0] > iou_threshold
         overlaps[0] = True
         members = order[overlaps]
         weights = detections.scores[members][:, None]
@@ -629,7 +619,9 @@ class BlazeFaceDetector:
         chip = chip_format(image_rgb) if fallback.chips else None
         if chip is not None and len(boxes):
             expected = chip.box_px()
-            overlaps = _iou(expected, view.to_image(boxes.reshape(-1, 2, 2)).reshape(-1, 4))
+            overlaps = box_iou(
+                expected[None], view.to_image(boxes.reshape(-1, 2, 2)).reshape(-1, 4)
+            )[0]
             best = int(np.argmax(overlaps))
             if overlaps[best] >= fallback.chip_min_iou:
                 # landmarks where the format puts the face, found in the view: its border gives
