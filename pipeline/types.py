@@ -377,7 +377,9 @@ class TrackObservation:
 @dataclass(frozen=True, slots=True)
 class Decision:
     """A door decision about one track; ``votes`` is how many of the window agreed;
-    ``liveness``: the liveness score and cues when it was decided (None with liveness off)."""
+    ``liveness``: the liveness score and cues when it was decided (None with liveness off);
+    ``liveness_required``: False when the door opted out of liveness (``require_liveness =
+    false``), so every event of such a door says a photo could have opened it."""
 
     door_id: str
     camera_id: str
@@ -391,6 +393,7 @@ class Decision:
     liveness: dict[str, float] | None = None
     reason: str | None = None  # card_and_face: why it was refused (face_mismatch, ...)
     card_number: int | None = None  # card_and_face: the credential presented
+    liveness_required: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from PIL import Image
 from pipeline.access.policy import DoorConfig
 from pipeline.capture import CaptureConfig
 from pipeline.config.service import ApiConfig, FaceStreamConfig
+from pipeline.liveness.config import LivenessConfig
 from pipeline.service.http.auth import PREVIEW_COOKIE
 from pipeline.service.sample import SampleFiles, make_sample
 from pipeline.service.service import FaceStreamService, run_service
@@ -45,7 +46,16 @@ def service(
         data_dir=tmp_path_factory.mktemp("data"),
         capture=CaptureConfig(media_dir=sample.video.parent),  # the API may read the sample
         api=ApiConfig(analysis_per_minute=100_000, analysis_burst=1000),  # no 429s here
-        doors=[DoorConfig(id="lab", cameras=["front"], required_matches=2, window_encodings=3)],
+        liveness=LivenessConfig(enabled=False),  # not about liveness: the sample is a photo
+        doors=[
+            DoorConfig(
+                id="lab",
+                cameras=["front"],
+                required_matches=2,
+                window_encodings=3,
+                require_liveness=False,
+            )
+        ],
     )
     with run_service(config) as running:
         yield running

@@ -77,8 +77,8 @@ def test_check_config_accepts_valid_file(tmp_path: Path) -> None:
 
 
 def test_engines_list_json(tmp_path: Path) -> None:
-    """`facestream engines build` then `list --json` shows the encoder and the default
-    detector, each with its model id."""
+    """`facestream engines build` then `list --json` shows the encoder, the default detector
+    and the anti-spoof CNN (liveness is on by default), each with its model id."""
     path = tmp_path / "facestream.toml"
     path.write_text(f"data_dir = '{tmp_path / 'data'}'\n")
     built = runner.invoke(app, ["engines", "build", "--config", str(path)])
@@ -87,9 +87,10 @@ def test_engines_list_json(tmp_path: Path) -> None:
     listed = runner.invoke(app, ["engines", "list", "--config", str(path), "--json"])
     entries = json.loads(listed.output.strip().splitlines()[-1])
     model_ids = sorted(entry["model_id"] for entry in entries)
-    assert len(model_ids) == 2
+    assert len(model_ids) == 3
     assert model_ids[0].startswith("blazeface_full")
     assert model_ids[1].startswith("dlib_resnet_v1-")
+    assert model_ids[2].startswith("minifasnet_ensemble-")
 
 
 def test_backend_alias_and_bad_precision_on_command_line(tmp_path: Path) -> None:
@@ -203,3 +204,43 @@ def test_a_door_watching_an_unlisted_camera_is_a_warning_naming_it(
     assert "known: 'front-door', 'lobby'" in warning
     assert "did you mean 'front-door'?" in warning
     assert str(path) in warning
+
+
+def test_a_door_opting_out_of_liveness_shows_in_check_config(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A door is secure by default (requires liveness, liveness on); one that says
+    ``require_liveness = false`` loads, is logged as a warning naming the door, and
+    check-config prints the opt-out."""
+    path = tmp_path / "facestream.toml"
+    path.write_text(
+        "[[capture.cameras]]\nid = 'lobby'\nurl = 'rtsp://10.0.0.6/live'\n"
+        "[[doors]]\nid = 'front'\ncameras = ['lobby']\n"
+        "[[doors]]\nid = 'garage'\ncameras = ['lobby']\nrequire_liveness = false\n"
+    )
+    with caplog.at_level(logging.WARNING, logger="pipeline.config.service"):
+        config = load_config(path)
+    assert config.liveness.enabled is True
+    assert [door.require_liveness for door in config.doors] == [True, False]
+    [warning] = [record.getMessage() for record in caplog.records]
+    assert "door 'garage' does not require liveness" in warning
+    result = runner.invoke(app, ["check-config", str(path)])
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.stdout)
+    assert [door["require_liveness"] for door in printed["doors"]] == [True, False]
+    assert printed["liveness"]["enabled"] is True
+
+
+def test_a_door_requiring_liveness_with_liveness_off_names_both_keys(tmp_path: Path) -> None:
+    """A door requiring liveness (the default) while [liveness] is disabled is a config error
+    naming the door's require_liveness and liveness.enabled."""
+    path = tmp_path / "facestream.toml"
+    path.write_text(
+        "[liveness]\nenabled = false\n"
+        "[[capture.cameras]]\nid = 'lobby'\nurl = 'rtsp://10.0.0.6/live'\n"
+        "[[doors]]\nid = 'front'\ncameras = ['lobby']\n"
+    )
+    result = runner.invoke(app, ["check-config", str(path)])
+    assert result.exit_code != 0
+    assert "doors.0.require_liveness (front)" in result.output
+    assert "liveness.enabled is false" in result.output

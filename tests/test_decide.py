@@ -29,7 +29,10 @@ def _seen(
 
 
 def _door(**overrides: object) -> DoorConfig:
-    return DoorConfig.model_validate({"id": "front", "cameras": ["cam"], **overrides})
+    # these tests are about votes, not liveness: the door opts out unless a test says otherwise
+    return DoorConfig.model_validate(
+        {"id": "front", "cameras": ["cam"], "require_liveness": False, **overrides}
+    )
 
 
 def test_granted_after_k_of_n_matches_once_per_track() -> None:
@@ -95,9 +98,11 @@ def test_only_doors_watching_the_camera_decide() -> None:
     """A door decides only for its own cameras; two doors on one camera decide separately."""
     policy = DoorPolicy(
         [
-            DoorConfig(id="front", cameras=["cam"], required_matches=1),
-            DoorConfig(id="garage", cameras=["cam", "side"], required_matches=1),
-            DoorConfig(id="back", cameras=["rear"], required_matches=1),
+            DoorConfig(id="front", cameras=["cam"], required_matches=1, require_liveness=False),
+            DoorConfig(
+                id="garage", cameras=["cam", "side"], required_matches=1, require_liveness=False
+            ),
+            DoorConfig(id="back", cameras=["rear"], required_matches=1, require_liveness=False),
         ]
     )
     assert sorted(d.door_id for d in policy.observe(_seen("ann"))) == ["front", "garage"]
@@ -138,3 +143,19 @@ def test_k_larger_than_n_is_a_config_error() -> None:
     """required_matches above window_encodings can never be met: refused at load."""
     with pytest.raises(ValidationError, match="required_matches"):
         _door(required_matches=6, window_encodings=5)
+
+
+def test_a_door_requires_liveness_unless_it_opts_out() -> None:
+    """The default door waits for a live verdict (an undecided track is not granted, a spoof is
+    refused); a door that opts out grants without one and says so in its decision."""
+    secure = DoorPolicy([DoorConfig(id="front", cameras=["cam"], required_matches=1)])
+    assert secure.observe(_seen("ann", live=None)) == []
+    (refused,) = secure.observe(_seen("ann", track=2, live=False))
+    assert refused.outcome == "spoof_suspected"
+    assert refused.liveness_required is True
+    (granted,) = secure.observe(_seen("ann", track=3, live=True))
+    assert granted.outcome == "granted"
+    opted_out = DoorPolicy([_door(required_matches=1)])
+    (unchecked,) = opted_out.observe(_seen("ann", live=None))
+    assert unchecked.outcome == "granted"
+    assert unchecked.liveness_required is False

@@ -104,5 +104,5 @@ def test_a_moving_photo_never_opens_a_door_that_requires_liveness(
 
 def test_doors_requiring_liveness_need_it_enabled() -> None:
     door = DoorConfig(id="lab", cameras=["front"], require_liveness=True)
-    with pytest.raises(ValueError, match="require liveness"):
-        FaceStreamConfig(doors=[door])
+    with pytest.raises(ValueError, match=r"doors\.0\.require_liveness \(lab\).*liveness\.enabled"):
+        FaceStreamConfig(doors=[door], liveness=LivenessConfig(enabled=False))

@@ -29,6 +29,7 @@ from pipeline.access.policy import DoorConfig
 from pipeline.capture import CameraConfig
 from pipeline.config.service import FaceStreamConfig
 from pipeline.images import decode_image
+from pipeline.liveness.config import LivenessConfig
 from pipeline.service.sample import make_sample
 from pipeline.service.service import FaceStreamService, run_service
 from pipeline.types import Decision
@@ -60,6 +61,7 @@ def test_a_recognised_face_reaches_the_panel_as_its_card_number(
             "cameras": ["front"],
             "required_matches": 2,
             "window_encodings": 3,
+            "require_liveness": False,  # not about liveness: the sample is a moving photo
             "osdp": {
                 "channel": {"tcp": f"127.0.0.1:{panel_end.port}"},
                 "address": 7,
@@ -68,7 +70,9 @@ def test_a_recognised_face_reaches_the_panel_as_its_card_number(
             },
         }
     )
-    config = FaceStreamConfig(data_dir=tmp_path / "data", doors=[door])
+    config = FaceStreamConfig(
+        data_dir=tmp_path / "data", liveness=LivenessConfig(enabled=False), doors=[door]
+    )
     try:
         with run_service(config) as service:
             reader = service.access.readers["lab"]

@@ -20,6 +20,7 @@ from pipeline.access.recorder import DecisionRecorder
 from pipeline.capture import CameraConfig
 from pipeline.config.service import FaceStreamConfig
 from pipeline.images import decode_image
+from pipeline.liveness.config import LivenessConfig
 from pipeline.service.sample import make_sample
 from pipeline.service.service import run_service
 
@@ -51,7 +52,16 @@ def test_a_decision_the_audit_log_refuses_is_not_announced(tmp_path: Path) -> No
     sample = make_sample(tmp_path / "sample", seconds=4.0)
     config = FaceStreamConfig(
         data_dir=tmp_path / "data",
-        doors=[DoorConfig(id="lab", cameras=["front"], required_matches=2, window_encodings=3)],
+        liveness=LivenessConfig(enabled=False),  # not about liveness: the sample is a photo
+        doors=[
+            DoorConfig(
+                id="lab",
+                cameras=["front"],
+                required_matches=2,
+                window_encodings=3,
+                require_liveness=False,
+            )
+        ],
     )
     torn_path = tmp_path / "damaged" / "decisions.jsonl"
     torn_path.parent.mkdir()

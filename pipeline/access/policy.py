@@ -67,7 +67,11 @@ class DoorConfig(StrictModel):
         default=5, ge=1, le=100, description="N: the last N encodings of a track are considered"
     )
     require_liveness: bool = Field(
-        default=False, description="grant only tracks judged live (needs the liveness stage)"
+        default=True,
+        description="grant only tracks judged live (needs liveness.enabled); false lets a "
+        "printed photo or a phone replay of an enrolled face in: it is logged as a warning at "
+        "start, shown in /healthz and check-config, and every decision event says "
+        '"liveness_required": false',
     )
     cooldown_seconds: float = Field(
         default=10.0, ge=0.0, le=86_400.0, description="anti-passback: no second grant sooner"
@@ -290,6 +294,7 @@ class DoorPolicy:
             votes=votes,
             at=observation.at,
             liveness=None if observation.liveness is None else dict(observation.liveness),
+            liveness_required=door.config.require_liveness,
         )
 
 
@@ -310,6 +315,7 @@ def _card_decision(
         at=at,
         reason=reason,
         card_number=credential.card_number,
+        liveness_required=config.require_liveness,
     )
 
 

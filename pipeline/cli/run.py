@@ -62,12 +62,19 @@ def _api_token(settings: FaceStreamConfig, *, required: bool = False) -> tuple[s
     return token, True
 
 
-def _with_sample(settings: FaceStreamConfig) -> FaceStreamConfig:
-    """``settings`` plus the sample: a looping camera over the sample video and a demo door."""
-    files = make_sample(settings.data_dir / "sample")
-    camera = CameraConfig(id="sample", url=str(files.video), loop=True, realtime=True)
-    capture = settings.capture.model_copy(update={"cameras": [*settings.capture.cameras, camera]})
-    doors = settings.doors or [DoorConfig(id="demo", cameras=["sample"])]
+def _with_demo(settings: FaceStreamConfig, *, sample: bool, camera: str | None) -> FaceStreamConfig:
+    """``settings`` plus the sample (a looping camera 'sample' over the sample video) and/or
+    camera 'camera' (``--camera``: a device index such as 0, an RTSP URL or a file), and a demo
+    door watching them when none is configured. The door is the secure default: it requires
+    liveness, so the sample (a moving photo) is refused and a real person at a camera can pass."""
+    added = []
+    if sample:
+        files = make_sample(settings.data_dir / "sample")
+        added.append(CameraConfig(id="sample", url=str(files.video), loop=True, realtime=True))
+    if camera is not None:
+        added.append(CameraConfig(id="camera", url=int(camera) if camera.isdigit() else camera))
+    capture = settings.capture.model_copy(update={"cameras": [*settings.capture.cameras, *added]})
+    doors = settings.doors or [DoorConfig(id="demo", cameras=[each.id for each in added])]
     return settings.model_copy(update={"capture": capture, "doors": doors})
 
 
@@ -91,7 +98,8 @@ def run(
         typer.Option(
             "--sample",
             help="also run the bundled sample: a looping video of a public-domain photo as "
-            "camera 'sample', its face enrolled, and a door 'demo' when none is configured",
+            "camera 'sample', its face enrolled, and a door 'demo' when none is configured "
+            "(the door requires liveness: the sample, a moving photo, is refused)",
         ),
     ] = False,
     token_required: Annotated[
@@ -102,6 +110,17 @@ def run(
             "is set, instead of making a random token (containers)",
         ),
     ] = False,
+    *,
+    camera: Annotated[
+        str | None,
+        typer.Option(
+            "--camera",
+            metavar="URL",
+            help="also run camera 'camera' from a device index (0), an RTSP URL or a file, "
+            "watched by the door 'demo' when none is configured (enrol yourself first: "
+            "`facestream enroll`)",
+        ),
+    ] = None,
 ) -> None:
     """Run the door-access service: cameras, recognition, decisions, events and the HTTP API."""
     os.umask(0o077)  # what the service writes (audit log, token, Redis data) is its own
@@ -110,8 +129,8 @@ def run(
         update={key: value for key, value in (("host", host), ("port", port)) if value is not None}
     )
     settings = settings.model_copy(update={"api": api})
-    if with_sample:
-        settings = _with_sample(settings)
+    if with_sample or camera is not None:
+        settings = _with_demo(settings, sample=with_sample, camera=camera)
     token, generated = _api_token(settings, required=token_required)
     prepare_models(settings)  # a plain `pip install` then `run` needs no other step
     # uvicorn shuts down on SIGINT/SIGTERM, then re-raises the signal; with this handler that

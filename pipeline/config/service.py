@@ -388,8 +388,9 @@ class FaceStreamConfig(StrictModel):
 
     def warnings(self) -> list[str]:
         """What is valid but probably a mistake, one line each: a door watching a camera id
-        that ``capture.cameras`` does not list. Not an error, since a camera may be added at
-        run time (POST /v1/streams); until one is, that door decides nothing."""
+        that ``capture.cameras`` does not list (not an error, since a camera may be added at
+        run time (POST /v1/streams); until one is, that door decides nothing), and a door that
+        opted out of liveness (``require_liveness = false``)."""
         known = [camera.id for camera in self.capture.cameras]
         lines = []
         for door in self.doors:
@@ -403,6 +404,12 @@ class FaceStreamConfig(StrictModel):
                     "decides nothing until a camera with that id is added through the API"
                     + (f"; did you mean {close[0]!r}?" if close else "")
                 )
+        lines.extend(
+            f"door {door.id!r} does not require liveness (require_liveness = false): a printed "
+            "photo or a phone replay of an enrolled face opens it"
+            for door in self.doors
+            if not door.require_liveness
+        )
         return lines
 
     @model_validator(mode="after")
@@ -432,10 +439,16 @@ class FaceStreamConfig(StrictModel):
 
     @model_validator(mode="after")
     def _liveness_for_doors_that_need_it(self) -> FaceStreamConfig:
-        needing = [door.id for door in self.doors if door.require_liveness]
+        needing = [
+            f"doors.{index}.require_liveness ({door.id})"
+            for index, door in enumerate(self.doors)
+            if door.require_liveness
+        ]
         if needing and not self.liveness.enabled:
             raise ValueError(
-                f"door(s) {', '.join(needing)} require liveness: set liveness.enabled = true"
+                f"{', '.join(needing)} is true (the default) but liveness.enabled is false: "
+                "set liveness.enabled = true, or require_liveness = false in the door's section "
+                "to let photos and screens through"
             )
         return self
 

@@ -18,8 +18,9 @@ class LivenessConfig(StrictModel):
     score (P(live)-like, 0..1) and a verdict (live / spoof / undecided)."""
 
     enabled: bool = Field(
-        default=False,
-        description="judge liveness; when on, the door policy needs a 'live' verdict to open",
+        default=True,
+        description="judge liveness (on by default: every door requires it unless its section "
+        "says require_liveness = false); when on, such a door needs a 'live' verdict to open",
     )
     window_frames: int = Field(
         default=30,
