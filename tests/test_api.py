@@ -116,6 +116,7 @@ def test_health_and_metrics_need_no_token(http: httpx.Client) -> None:
     health = http.get("/healthz").json()
     assert health["status"] == "ok"
     assert health["engines"]["encoder"]["backend"] == "onnxruntime-cpu"
+    assert health["liveness_required"] == {"lab": False}  # this door opted out
     ready = http.get("/readyz")
     assert ready.status_code == 200
     assert ready.json()["ready"] is True

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 from pipeline.config.service import FaceStreamConfig
+from pipeline.liveness.config import LivenessConfig
 from pipeline.service.http.app import create_app
 from pipeline.service.service import FaceStreamService
 
@@ -24,8 +25,9 @@ _METHODS = frozenset({"get", "put", "post", "delete", "patch", "head", "options"
 def _openapi() -> dict[str, Any]:
     """The OpenAPI document of an app over a stand-in service: building the document reads the
     routes only, never the service."""
-    stand_in = SimpleNamespace(
-        config=FaceStreamConfig(), services=SimpleNamespace(liveness_engine=None)
+    stand_in = SimpleNamespace(  # no liveness engine here: liveness off (on by default)
+        config=FaceStreamConfig(liveness=LivenessConfig(enabled=False)),
+        services=SimpleNamespace(liveness_engine=None),
     )
     app = create_app(cast(FaceStreamService, stand_in), token="openapi-snapshot-token")
     return app.openapi()

@@ -83,7 +83,9 @@ class MatchStatusView(_Answer):
 
 
 class HealthView(_Answer):
-    """/healthz: the process answers; the engines, cameras, shard and match threshold."""
+    """/healthz: the process answers; the engines, cameras, shard and match threshold;
+    ``liveness_required``: door id -> whether it requires a live face (false: the door opted
+    out with ``require_liveness = false``, and a photo of an enrolled face opens it)."""
 
     status: Literal["ok"]
     uptime_seconds: float
@@ -91,6 +93,7 @@ class HealthView(_Answer):
     cameras: dict[str, CameraState]
     shard: ShardView
     match: MatchStatusView
+    liveness_required: dict[str, bool]
 
 
 class ReadinessView(_Answer):

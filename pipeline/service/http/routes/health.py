@@ -43,6 +43,8 @@ def healthz(state: State) -> HealthView:
         shard=ShardView.from_status(service.shard_status()),
         # tau and the gallery size it was chosen for: "outgrown" when more are enrolled
         match=MatchStatusView.from_status(service.match_status()),
+        # a door without liveness lets photos and screens in: visible to whoever monitors it
+        liveness_required={door.id: door.require_liveness for door in service.config.doors},
     )
 
 
