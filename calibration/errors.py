@@ -8,10 +8,13 @@ Each error also inherits the builtin a caller would naturally catch::
     ├── CalibrationDataError(ValueError)             the data cannot give an answer: too few
     │                                                pairs, one identity only, no genuine or no
     │                                                impostor pairs, a calibration set too small
-    └── ThresholdFileError(ValueError)               a calibrated threshold file is missing its
-        │                                            fields or unreadable
-        └── ThresholdModelMismatchError              the threshold was calibrated for another
-                                                     encoder model id
+    ├── ThresholdFileError(ValueError)               a calibrated threshold file is missing its
+    │   │                                            fields or unreadable
+    │   └── ThresholdModelMismatchError              the threshold was calibrated for another
+    │                                                encoder model id
+    └── DoorEvalError(ValueError)                    ``eval doors`` input: a video that does not
+                                                     decode, an expected name not in the
+                                                     gallery, an empty gallery, a bad manifest
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from engines.errors import FaceStreamError
 
 __all__ = [
     "CalibrationDataError",
+    "DoorEvalError",
     "PairsFileError",
     "ThresholdFileError",
     "ThresholdModelMismatchError",
@@ -40,3 +44,7 @@ class ThresholdFileError(FaceStreamError, ValueError):
 
 class ThresholdModelMismatchError(ThresholdFileError):
     """The threshold file was calibrated for another encoder model id than the one in use."""
+
+
+class DoorEvalError(FaceStreamError, ValueError):
+    """``eval doors`` cannot run on its input (names the video, identity or manifest)."""

@@ -15,6 +15,7 @@ import typer
 
 from calibration.cli import eval_liveness_command
 from calibration.commands import calibrate_app, eval_identify_command, eval_pairs_command
+from calibration.doors_cli import eval_doors_command
 from calibration.learning import eval_verifier_command, train_app
 from pipeline.cli.audit import audit_app
 from pipeline.cli.config import check_config, config_app, doctor
@@ -48,6 +49,7 @@ eval_app.command("pairs")(eval_pairs_command)
 eval_app.command("identify")(eval_identify_command)
 eval_app.command("liveness")(eval_liveness_command)
 eval_app.command("verifier")(eval_verifier_command)
+eval_app.command("doors")(eval_doors_command)
 
 app.command("stylize")(stylize)
 app.command("check-config")(check_config)
