@@ -29,7 +29,7 @@ import statistics
 import tempfile
 import tomllib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,6 +52,8 @@ __all__ = [
     "DoorEvalResult",
     "DoorVideo",
     "VideoOutcome",
+    "door_of",
+    "enrolled_services",
     "eval_door",
     "plan_from_folders",
     "plan_from_manifest",
@@ -326,25 +328,39 @@ def _median(values: Sequence[float]) -> float | None:
     return round(statistics.median(values), 3) if values else None
 
 
-def eval_door(plan: DoorEvalPlan, config: FaceStreamConfig) -> DoorEvalResult:
-    """Replay every video of ``plan`` at the door ``config`` defines (its first door, or the
-    defaults of ``DoorConfig``), against a fresh gallery of the plan's photos in a private,
-    embedded Redis (never the configured one)."""
-    plan.check()
-    template = config.doors[0] if config.doors else DoorConfig(id="eval", cameras=["eval"])
-    if template.require_liveness and not config.liveness.enabled:
+def door_of(config: FaceStreamConfig) -> DoorConfig:
+    """The door a run replays at: the config's first door, or ``DoorConfig``'s defaults (the
+    shipped secure defaults). DoorEvalError when it requires liveness that is off."""
+    door = config.doors[0] if config.doors else DoorConfig(id="eval", cameras=["eval"])
+    if door.require_liveness and not config.liveness.enabled:
         raise DoorEvalError(
-            f"door {template.id!r}: require_liveness = true needs liveness.enabled = true"
+            f"door {door.id!r}: require_liveness = true needs liveness.enabled = true"
         )
+    return door
+
+
+@contextmanager
+def enrolled_services(plan: DoorEvalPlan, config: FaceStreamConfig) -> Iterator[Services]:
+    """The services of ``config`` with a fresh gallery of the plan's photos, in a private
+    embedded Redis under a temporary folder (never the configured Redis), closed at the end."""
     gallery_config = config.gallery.model_copy(
         update={"redis_url": None, "namespace": "eval-doors"}
     )
     private = config.model_copy(update={"gallery": gallery_config})
-    outcomes = []
     with ExitStack() as stack:
         redis_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="facestream-doors-"))
         services = stack.enter_context(open_services(private, redis_dir=Path(redis_dir)))
         _enroll(services, plan.gallery)
+        yield services
+
+
+def eval_door(plan: DoorEvalPlan, config: FaceStreamConfig) -> DoorEvalResult:
+    """Replay every video of ``plan`` at the door ``config`` defines (``door_of``), against a
+    fresh gallery of the plan's photos (``enrolled_services``)."""
+    plan.check()
+    template = door_of(config)
+    outcomes = []
+    with enrolled_services(plan, config) as services:
         for index, video in enumerate(plan.videos):
             door = template.model_copy(update={"cameras": [f"video{index}"]})
             fps, frames = video_frames(video.path)
