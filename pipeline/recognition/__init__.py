@@ -18,7 +18,10 @@ Modules and their public names:
   Public: ``UNHEALTHY_AFTER_SECONDS``, ``CameraTrack``, ``LiveOutputs``, ``LiveRecognition``.
 - ``offline``: Offline processing of a recording with the live pipeline's stages. Public:
   ``MatchConfig``, ``ObservedFrame``, ``ProcessConfig``, ``ProcessSummary``,
-  ``RecordingProcessor``, ``StreamRecognizer``, ``identify_batch``, ``track_result``.
+  ``RecordingProcessor``, ``StreamRecognizer``, ``identify_batch``, ``track_consensus``,
+  ``track_result``.
+- ``quality``: Face quality (eye distance, sharpness, pose, exposure, detector score), measured
+  once per encoded face where its chip is aligned. Public: ``face_quality``.
 - ``track``: Follow faces across frames so each person is encoded a few times, not on every
   frame. Public: ``FaceTracker``, ``Track``, ``TrackConfig``, ``TrackUpdate``, ``box_iou``,
   ``face_qualities``.
