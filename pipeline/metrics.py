@@ -17,6 +17,9 @@ __all__ = ["PipelineMetrics", "StyleMetrics"]
 _DISTANCE_BUCKETS = (0.2, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8, 0.9, 1.0, 1.2)
 # per video frame of the style stream: around 33-66 ms (30-15 fps)
 _FRAME_BUCKETS_SECONDS = (0.005, 0.01, 0.02, 0.033, 0.05, 0.066, 0.1, 0.15, 0.25, 0.5, 1.0)
+# face size: ~80 px faces have ~30 px between the eyes; a door camera's faces ~40-150 px
+_INTEROCULAR_BUCKETS_PX = (8, 12, 16, 20, 25, 30, 40, 50, 65, 80, 100, 130, 170)
+_SHARPNESS_BUCKETS = (5, 10, 20, 40, 70, 100, 150, 250, 400, 700, 1000, 2000)
 _LATENCY_BUCKETS_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -53,6 +56,8 @@ class PipelineMetrics:
     faces_detected: Counter
     matches: Counter
     match_distance: Histogram
+    face_interocular_px: Histogram
+    face_sharpness: Histogram
     http_requests: Counter
     http_request_seconds: Histogram
     preview_clients: Gauge
@@ -237,6 +242,22 @@ class PipelineMetrics:
                 "quality: genuine matches sit well below tau, strangers above it)",
                 ["camera"],
                 buckets=_DISTANCE_BUCKETS,
+                registry=registry,
+            ),
+            face_interocular_px=Histogram(
+                "facestream_face_interocular_px",
+                "Inter-ocular distance (pixels) of each encoded face: a door's "
+                "min_interocular_px refuses the votes of faces below it",
+                ["camera"],
+                buckets=_INTEROCULAR_BUCKETS_PX,
+                registry=registry,
+            ),
+            face_sharpness=Histogram(
+                "facestream_face_sharpness",
+                "Sharpness (variance of the Laplacian of the aligned chip) of each encoded "
+                "face: a door's min_sharpness refuses the votes of blurrier faces",
+                ["camera"],
+                buckets=_SHARPNESS_BUCKETS,
                 registry=registry,
             ),
             http_requests=Counter(

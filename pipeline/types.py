@@ -50,6 +50,7 @@ __all__ = [
     "Match",
     "Matches",
     "PendingFaces",
+    "Quality",
     "RecognizedFrame",
     "TrackLabel",
     "TrackObservation",
@@ -308,12 +309,61 @@ class Liveness:
 
 
 @dataclass(frozen=True, slots=True)
+class Quality:
+    """How usable one encoded face is (``pipeline.recognition.quality``), measured once.
+
+    interocular_px: distance between the eye centres, frame pixels; sharpness: variance of the
+    Laplacian of the aligned chip's grey image (grey levels squared; blur lowers it); yaw: the
+    nose's offset from the eyes' midpoint along the eye line over the interocular distance (0
+    frontal, ~0.5 turned far); roll_degrees: tilt of the eye line; brightness: the chip's mean
+    grey level (0..255); clipped_fraction: share of chip pixels at <= 5 or >= 250 (under- or
+    over-exposed); detector_score: the detector's confidence (0..1).
+    """
+
+    interocular_px: float
+    sharpness: float
+    yaw: float
+    roll_degrees: float
+    brightness: float
+    clipped_fraction: float
+    detector_score: float
+
+    def __post_init__(self) -> None:
+        for name in ("interocular_px", "sharpness", "yaw", "brightness", "clipped_fraction"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise InputSpecError(f"Quality.{name} must be finite and >= 0, got {value}")
+        if not math.isfinite(self.roll_degrees) or not math.isfinite(self.detector_score):
+            raise InputSpecError("Quality.roll_degrees and detector_score must be finite")
+
+    def as_dict(self) -> dict[str, float]:
+        """JSON-ready form, rounded."""
+        return {
+            "interocular_px": round(self.interocular_px, 1),
+            "sharpness": round(self.sharpness, 1),
+            "yaw": round(self.yaw, 3),
+            "roll_degrees": round(self.roll_degrees, 1),
+            "brightness": round(self.brightness, 1),
+            "clipped_fraction": round(self.clipped_fraction, 3),
+            "detector_score": round(self.detector_score, 3),
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class PendingFaces:
     """Faces of one frame that are due for encoding: aligned chips and the tracks they belong
-    to (``track_ids`` int (N,), row i of ``chips`` is track ``track_ids[i]``)."""
+    to (``track_ids`` int (N,), row i of ``chips`` is track ``track_ids[i]``); ``qualities``:
+    row i's ``Quality`` (empty only from callers that measure none)."""
 
     chips: FaceChips
     track_ids: tuple[int, ...]
+    qualities: tuple[Quality, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.qualities and len(self.qualities) != len(self.chips):
+            raise InputSpecError(
+                f"PendingFaces: {len(self.chips)} chips but {len(self.qualities)} qualities"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,6 +422,7 @@ class TrackObservation:
     at: float
     liveness: Mapping[str, float] | None = None
     track_distance: float | None = None
+    quality: Quality | None = None  # None: not measured (a caller without chips); it votes
 
 
 @dataclass(frozen=True, slots=True)

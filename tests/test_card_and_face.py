@@ -151,7 +151,9 @@ def test_a_face_door_ignores_cards() -> None:
 
 def test_card_and_face_requires_liveness() -> None:
     with pytest.raises(ValidationError, match="require_liveness"):
-        DoorConfig.model_validate({"id": "d", "cameras": ["c"], "mode": "card_and_face"})
+        DoorConfig.model_validate(
+            {"id": "d", "cameras": ["c"], "mode": "card_and_face", "require_liveness": False}
+        )
 
 
 def test_a_pd_address_clash_between_doors_is_a_config_error_naming_the_key() -> None:

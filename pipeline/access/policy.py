@@ -10,6 +10,11 @@ name the same identity the door decides, once per track:
 * ``spoof_suspected``: liveness is required and the track was judged not live;
 * ``unknown``: ``required_matches`` encodings matched nobody.
 
+Quality gate: an encoding votes only when its face's ``Quality`` passes the door's minimums
+(``min_interocular_px``, ``min_sharpness``, ``max_yaw``, ``max_roll_degrees``,
+``min_detector_score``, ``max_clipped_fraction``); a poorer face is not added to the track's
+window, so a track of poor faces stays undecided (never a grant, never ``unknown``).
+
 Anti-passback: after a grant, the same identity is not granted again at the same door for
 ``cooldown_seconds`` (a second grant within that time is suppressed, not denied).
 
@@ -38,16 +43,25 @@ from pydantic import Field, model_validator
 from engines.errors import ConfigError
 from pipeline.access.credentials.config import OsdpCardReaderConfig, OsdpReaderConfig
 from pipeline.config.base import StrictModel
-from pipeline.types import Decision, DecisionOutcome, TrackObservation
+from pipeline.types import Decision, DecisionOutcome, Quality, TrackObservation
 
 __all__ = [
     "DoorConfig",
     "DoorMode",
     "DoorPolicy",
     "PresentedCredential",
+    "passes_quality",
 ]
 
 DoorMode = Literal["face", "card_and_face"]
+
+# the quality gate's defaults (docs/calibration.md, "Face quality gate")
+MIN_INTEROCULAR_PX = 20.0
+MIN_SHARPNESS = 10.0
+MAX_YAW = 0.35
+MAX_ROLL_DEGREES = 30.0
+MIN_DETECTOR_SCORE = 0.5
+MAX_CLIPPED_FRACTION = 0.5
 
 
 class DoorConfig(StrictModel):
@@ -72,6 +86,47 @@ class DoorConfig(StrictModel):
         "printed photo or a phone replay of an enrolled face in: it is logged as a warning at "
         "start, shown in /healthz and check-config, and every decision event says "
         '"liveness_required": false',
+    )
+    min_interocular_px: float = Field(
+        default=MIN_INTEROCULAR_PX,
+        ge=0.0,
+        le=1000.0,
+        description="quality gate: an encoding votes only when the eyes are at least this many "
+        "pixels apart (small faces are where false accepts come from, docs/calibration.md); "
+        "a track whose faces all fail stays undecided",
+    )
+    min_sharpness: float = Field(
+        default=MIN_SHARPNESS,
+        ge=0.0,
+        le=100_000.0,
+        description="quality gate: variance of the Laplacian of the aligned chip below which an "
+        "encoding does not vote (blur)",
+    )
+    max_yaw: float = Field(
+        default=MAX_YAW,
+        gt=0.0,
+        le=1.0,
+        description="quality gate: the nose's offset from the eyes' midpoint over the eye "
+        "distance above which a face is too turned to vote (0 frontal, ~0.5 in profile)",
+    )
+    max_roll_degrees: float = Field(
+        default=MAX_ROLL_DEGREES,
+        gt=0.0,
+        le=90.0,
+        description="quality gate: tilt of the eye line above which a face does not vote",
+    )
+    min_detector_score: float = Field(
+        default=MIN_DETECTOR_SCORE,
+        ge=0.0,
+        le=1.0,
+        description="quality gate: detector confidence below which a face does not vote",
+    )
+    max_clipped_fraction: float = Field(
+        default=MAX_CLIPPED_FRACTION,
+        gt=0.0,
+        le=1.0,
+        description="quality gate: share of the chip's pixels clipped to black or white above "
+        "which a face is too badly exposed to vote",
     )
     cooldown_seconds: float = Field(
         default=10.0, ge=0.0, le=86_400.0, description="anti-passback: no second grant sooner"
@@ -156,6 +211,8 @@ class DoorPolicy:
                 if observation.camera_id not in door.config.cameras:
                     continue
                 self._forget_stale(door, observation.at)
+                if not passes_quality(door.config, observation.quality):
+                    continue  # a poor face does not vote: the track waits for a better one
                 decision = self._observe_door(door, observation)
                 if decision is not None:
                     decisions.append(decision)
@@ -330,3 +387,18 @@ def _outcome(
     if config.allowed_identities and leader not in config.allowed_identities:
         return "denied"
     return "granted"
+
+
+def passes_quality(config: DoorConfig, quality: Quality | None) -> bool:
+    """Whether an encoding of this ``quality`` may vote at the door (None: not measured, by a
+    caller without chips; the live pipeline always measures)."""
+    if quality is None:
+        return True
+    return (
+        quality.interocular_px >= config.min_interocular_px
+        and quality.sharpness >= config.min_sharpness
+        and quality.yaw <= config.max_yaw
+        and abs(quality.roll_degrees) <= config.max_roll_degrees
+        and quality.detector_score >= config.min_detector_score
+        and quality.clipped_fraction <= config.max_clipped_fraction
+    )

@@ -32,6 +32,7 @@ from pipeline.types import (
     Frame,
     Matches,
     PendingFaces,
+    Quality,
     TrackLabel,
     TrackObservation,
     TrackResult,
@@ -117,9 +118,12 @@ class CameraRecognizer:
         the track's liveness so far."""
         consensus = {track.track_id: track.consensus for track in self._stream.tracker.live_tracks}
         observations = []
-        for track_id, frame_match, nearest in zip(
-            pending.track_ids, matches.best(), matches.nearest_distances, strict=True
+        qualities = pending.qualities or (None,) * len(pending.track_ids)
+        for track_id, frame_match, nearest, quality in zip(
+            pending.track_ids, matches.best(), matches.nearest_distances, qualities, strict=True
         ):
+            if quality is not None:
+                self._observe_quality(quality)
             by_track = consensus.get(track_id) if frame_match is None else None
             within = frame_match if by_track is None else by_track
             live: bool | None = None
@@ -140,9 +144,16 @@ class CameraRecognizer:
                     at=at,
                     liveness=cues,
                     track_distance=None if by_track is None else by_track.distance,
+                    quality=quality,
                 )
             )
         return observations
+
+    def _observe_quality(self, quality: Quality) -> None:
+        """Export one encoded face's quality (the figures a door's minimums are set against)."""
+        metrics = self._parts.metrics
+        metrics.face_interocular_px.labels(camera=self.camera_id).observe(quality.interocular_px)
+        metrics.face_sharpness.labels(camera=self.camera_id).observe(quality.sharpness)
 
     def labels(self, frame: Frame) -> tuple[TrackLabel, ...]:
         """The tracks seen in ``frame`` (on a frame the detector skipped: the tracks seen in the

@@ -37,6 +37,7 @@ from pydantic import Field
 from pipeline.config.base import StrictModel
 from pipeline.errors import RecordingError
 from pipeline.recognition.analyzer import FaceAnalyzer
+from pipeline.recognition.quality import face_quality
 from pipeline.recognition.track import FaceTracker, Track, TrackConfig, face_qualities
 from pipeline.types import (
     Embeddings,
@@ -254,9 +255,11 @@ class StreamRecognizer:
         faces = self.analyzer.detector.detect(image_rgb)
         update = self.tracker.update(frame_index, faces, face_qualities(faces))
         chosen = faces.select(list(update.encode))
+        chips = self.analyzer.aligner.align(image_rgb, chosen)
         pending = PendingFaces(
-            chips=self.analyzer.aligner.align(image_rgb, chosen),
+            chips=chips,
             track_ids=tuple(int(update.track_ids[index]) for index in update.encode),
+            qualities=face_quality(chosen, chips),  # measured once, where the chips are cut
         )
         return ObservedFrame(
             pending,
