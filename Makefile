@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-packages system-packages-test run test lint audit format bench clean doctor
+.PHONY: install system-packages system-packages-test run test test-fast lint audit format bench clean doctor
 
 # system packages (deploy/system-packages.txt): what this machine lacks is installed with
 # apt-get as root or with passwordless sudo, otherwise the command to run is printed; with
@@ -43,6 +43,11 @@ run: install
 
 test: install system-packages-test
 	$(BIN)/pytest
+
+# the unit tests only: no server, no model, no browser (markers set by tests/conftest.py from
+# what each test module uses); under a minute here
+test-fast: install
+	$(BIN)/pytest -m "not (redis or rtsp or browser or gpu or models or slow)"
 
 doctor: install
 	$(BIN)/facestream doctor

@@ -167,3 +167,47 @@ def silent_port() -> Iterator[int]:
         yield int(listener.getsockname()[1])
     finally:
         listener.close()
+
+
+# ---- markers from what a test uses ----------------------------------------------------------
+# Each test module is marked by the real parts it uses, read from its source, so a new test is
+# marked without anyone remembering to: `make test-fast` deselects them all and runs the unit
+# tests only (pure logic, no server, no model).
+_PART_MARKERS = {
+    "redis": ("run_service(", "open_services(", "EmbeddedRedis", "redis-server", "server: "),
+    "rtsp": ("RtspServer", "rtsp_server", "rtsp://127.0.0.1"),
+    "browser": ("selenium", "chromium"),
+    "gpu": ("cuda_runtime", "CudaRuntime(", "nvidia"),
+    # the real networks (encoder, detector, anti-spoof CNN, style nets) or dlib's models
+    "models": (
+        "session_store",
+        "ort_engine",
+        "encoder_model",
+        "oracle",
+        "face_chips",
+        "load_encoder",
+        "open_analyzer",
+        "load_detector",
+        "_detector(",
+        "BlazeFace",
+        "build_",
+        "import torch",
+        "shared_data",
+        "StyleStream",
+        "Stylizer",
+    ),
+}
+
+
+def _part_markers(source: str) -> list[str]:
+    return [name for name, needles in _PART_MARKERS.items() if any(n in source for n in needles)]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    by_file: dict[Path, list[str]] = {}
+    for item in items:
+        path = Path(str(item.path))
+        if path not in by_file:
+            by_file[path] = _part_markers(path.read_text(encoding="utf-8"))
+        for name in by_file[path]:
+            item.add_marker(getattr(pytest.mark, name))
