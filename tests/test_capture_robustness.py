@@ -20,13 +20,14 @@ from capture_support import TimingOutSource, grey_image
 from waiting import wait_until
 
 from engines.errors import BackendUnavailableError
-from pipeline.capture import CameraStatus, redact_credentials
+from pipeline.capture import CameraStatus
 from pipeline.capture.camera import Camera, CameraSet, CameraState, backoff_seconds
 from pipeline.capture.config import CameraConfig
 from pipeline.capture.gstreamer_source import GstreamerSource, require_gstreamer
 from pipeline.capture.source import FrameSource
 from pipeline.errors import StreamEndedError
 from pipeline.metrics import PipelineMetrics
+from pipeline.redact import redact_credentials
 
 CAPTURE_SERIES = (
     "facestream_camera_up",

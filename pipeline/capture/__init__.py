@@ -17,7 +17,6 @@ from pipeline.capture.config import (
     CameraConfig,
     CaptureConfig,
     SourceKind,
-    redact_credentials,
     source_kind,
 )
 from pipeline.capture.queue import DropOldestQueue
@@ -38,6 +37,5 @@ __all__ = [
     "StateListener",
     "backoff_seconds",
     "make_source",
-    "redact_credentials",
     "source_kind",
 ]

@@ -26,8 +26,9 @@ import socket
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pipeline.capture.config import CameraConfig, CaptureConfig, redact_credentials, source_kind
+from pipeline.capture.config import CameraConfig, CaptureConfig, source_kind
 from pipeline.errors import CameraUrlRefusedError
+from pipeline.redact import redact_credentials
 
 __all__ = ["API_SCHEMES", "admit_api_camera"]
 

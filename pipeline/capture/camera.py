@@ -26,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from engines.errors import BackendUnavailableError, ConfigError
-from pipeline.capture.config import CameraConfig, CaptureConfig, redact_credentials
+from pipeline.capture.config import CameraConfig, CaptureConfig
 from pipeline.capture.queue import DropOldestQueue
 from pipeline.capture.source import FrameSource, SourceFactory, make_source
 from pipeline.errors import (
@@ -37,6 +37,7 @@ from pipeline.errors import (
     UnknownCameraError,
 )
 from pipeline.metrics import PipelineMetrics
+from pipeline.redact import redact_credentials
 from pipeline.types import Frame
 
 __all__ = [

@@ -20,48 +20,15 @@ from pydantic import Field, IPvAnyNetwork, model_validator
 from pipeline.config.base import StrictModel
 
 __all__ = [
-    "SECRET_QUERY_WORDS",
     "CameraConfig",
     "CaptureConfig",
     "SourceKind",
-    "redact_credentials",
     "source_kind",
 ]
 
 SourceKind = Literal["rtsp", "http", "device", "file"]
 
 _DEVICE_PATH = re.compile(r"^/dev/video\d+$")
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")  # a URL, alone or inside a message
-# userinfo: greedy up to the last @ before the path, since passwords often hold an unescaped @
-_USERINFO = re.compile(r"^(?P<scheme>[^:]+://)(?P<userinfo>[^/?#]*)@")
-# query keys whose values are credentials (substrings, lower case): ?token=, ?api_key=, ...;
-# pipeline.config.service hides the same ones when it prints settings
-SECRET_QUERY_WORDS = ("token", "key", "secret", "passw", "pwd", "signature", "sig", "auth")
-_SECRET_QUERY = re.compile(
-    rf"(?P<key>[?&][^=&#]*(?:{'|'.join(SECRET_QUERY_WORDS)})[^=&#]*=)[^&#]*", re.IGNORECASE
-)
-
-
-def redact_credentials(text: str | int) -> str:
-    """``text`` with the credentials of every URL in it hidden: ``rtsp://user:pass@host``
-    becomes ``rtsp://user:***@host``, ``rtsp://token@host`` (no colon) ``rtsp://***@host``,
-    and ``?token=abc`` (or pwd=, key=, secret=, ...) ``?token=***``.
-
-    Use it on every error and log line built from a camera URL: they reach /v1/streams
-    (last_error), camera_down events and logs, which must never hold a camera's password.
-    """
-
-    def hidden_userinfo(match: re.Match[str]) -> str:
-        user, colon, _password = match["userinfo"].partition(":")
-        return f"{match['scheme']}{user}:***@" if colon else f"{match['scheme']}***@"
-
-    def hidden(match: re.Match[str]) -> str:
-        url = _USERINFO.sub(hidden_userinfo, match[0], count=1)
-        return _SECRET_QUERY.sub(r"\g<key>***", url)
-
-    return _URL.sub(hidden, str(text))
-
-
 DeviceIndex = Annotated[int, Field(ge=0, le=63)]
 
 

@@ -23,8 +23,9 @@ import numpy as np
 import numpy.typing as npt
 
 from engines.errors import BackendUnavailableError
-from pipeline.capture.config import CameraConfig, redact_credentials
+from pipeline.capture.config import CameraConfig
 from pipeline.errors import CameraError, CameraTimeoutError, StreamEndedError
+from pipeline.redact import redact_credentials
 
 __all__ = ["GstreamerSource", "require_gstreamer"]
 

@@ -29,8 +29,9 @@ from typing import Any
 import cv2
 import numpy.typing as npt
 
-from pipeline.capture.config import CameraConfig, SourceKind, redact_credentials
+from pipeline.capture.config import CameraConfig, SourceKind
 from pipeline.errors import CameraError, CameraFrameError, CameraTimeoutError, StreamEndedError
+from pipeline.redact import redact_credentials
 
 __all__ = ["OpenCvSource"]
 

@@ -13,7 +13,6 @@ import logging
 import tomllib
 from pathlib import Path
 from typing import Literal, cast
-from urllib.parse import unquote_plus, urlsplit
 
 from pydantic import (
     Field,
@@ -27,7 +26,7 @@ from pydantic import (
 from engines.errors import ConfigError
 from engines.models.encoder import EngineSettings
 from pipeline.access.policy import DoorConfig
-from pipeline.capture.config import SECRET_QUERY_WORDS, CaptureConfig
+from pipeline.capture.config import CaptureConfig
 from pipeline.config.base import StrictModel
 from pipeline.config.secrets import SecretSpec, resolve_secret
 from pipeline.errors import ConfigFileError
@@ -37,10 +36,10 @@ from pipeline.recognition.detect.blazeface import BlazeFaceConfig
 from pipeline.recognition.detect.factory import DetectConfig
 from pipeline.recognition.enroll import EnrollConfig
 from pipeline.recognition.offline import ProcessConfig
+from pipeline.redact import redact_credentials
 
 __all__ = [
     "BACKEND_ALIASES",
-    "REDACTED",
     "ApiConfig",
     "AuditConfig",
     "EmbeddedRedisConfig",
@@ -49,52 +48,15 @@ __all__ = [
     "GalleryConfig",
     "StrictModel",
     "load_config",
-    "redacted_url",
     "with_engine_overrides",
 ]
 
 _log = logging.getLogger(__name__)
-REDACTED = "****"
-
-
-def redacted_url(text: str) -> str:
-    """``text`` with a URL's password and secret-looking query values (keys such as token,
-    api_key, secret, password, signature) replaced by ``REDACTED``, for printing settings;
-    a string that is not a URL comes back as it is."""
-    if "://" not in text:
-        return text
-    try:
-        parts = urlsplit(text)
-        password = parts.password
-    except ValueError:
-        return REDACTED  # unparsable: no telling which part is secret
-    netloc = parts.netloc
-    if password is not None:
-        userinfo, _, host = netloc.rpartition("@")
-        netloc = f"{userinfo.split(':', 1)[0]}:{REDACTED}@{host}"
-    pairs = [pair.partition("=") for pair in parts.query.split("&")] if parts.query else []
-    query = "&".join(
-        f"{key}{equals}{REDACTED}"
-        if value and any(word in unquote_plus(key).lower() for word in SECRET_QUERY_WORDS)
-        else f"{key}{equals}{value}"
-        for key, equals, value in pairs
-    )
-    if (netloc, query) == (parts.netloc, parts.query):
-        return text
-    # edited in place: urlunsplit would respell some URLs (unix:///path as unix:/path)
-    scheme_and_netloc = f"{parts.scheme}://{parts.netloc}"
-    if not text.lower().startswith(scheme_and_netloc.lower()):
-        return REDACTED  # spelled in a way urlsplit tidied up: hide it all
-    redacted = f"{parts.scheme}://{netloc}" + text[len(scheme_and_netloc) :]
-    if query != parts.query:
-        before, _, after = redacted.partition("?")
-        redacted = f"{before}?{query}{after[len(parts.query) :]}"
-    return redacted
 
 
 def _redacted_values(value: object) -> object:
     if isinstance(value, str):
-        return redacted_url(value)
+        return redact_credentials(value)
     if isinstance(value, dict):
         return {key: _redacted_values(item) for key, item in value.items()}
     if isinstance(value, list):
@@ -383,7 +345,7 @@ class FaceStreamConfig(StrictModel):
     def printable(self) -> dict[str, object]:
         """The resolved settings as JSON-able values for people to read (``facestream
         check-config``): secret fields print as ``**********``, passwords and credential query
-        values inside URLs (gallery.redis_url, cameras, webhooks, MQTT) as ``REDACTED``."""
+        values inside URLs (gallery.redis_url, cameras, webhooks, MQTT) as ``***``."""
         return cast(dict[str, object], _redacted_values(self.model_dump(mode="json")))
 
     def warnings(self) -> list[str]:

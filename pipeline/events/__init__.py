@@ -8,7 +8,7 @@ Modules and their public names:
 - ``config``: The ``[events]`` section and its webhook receivers, each resolved into a
   ``Webhook`` with its secret read, and the ``[mqtt]`` section. Public: ``MQTT_PORTS``,
   ``MQTT_TLS_SCHEMES``, ``WEBHOOK_SECRET_ENVIRONMENT``, ``EventsConfig``, ``MqttConfig``,
-  ``Webhook``, ``WebhookConfig``, ``url_for_logs``.
+  ``Webhook``, ``WebhookConfig``.
 - ``signing``: Webhook request signatures, stream entry MACs and keys derived from one secret.
   Public: ``DESTINATION_HEADER``, ``DOOR_HEADER``, ``EVENT_ID_HEADER``, ``SIGNATURE_HEADER``,
   ``SIGNATURE_VERSION``, ``TIMESTAMP_HEADER``, ``SignedMessage``, ``derived_key``, ``sign``,

@@ -22,6 +22,7 @@ from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_valid
 from pipeline.config.base import StrictModel
 from pipeline.config.secrets import SecretSpec, resolve_secret
 from pipeline.events.signing import derived_key
+from pipeline.redact import url_for_logs
 from pipeline.types import Event, event_door
 
 __all__ = [
@@ -32,7 +33,6 @@ __all__ = [
     "MqttConfig",
     "Webhook",
     "WebhookConfig",
-    "url_for_logs",
 ]
 
 WEBHOOK_SECRET_ENVIRONMENT: Final = "FACESTREAM_WEBHOOK_SECRET"
@@ -295,16 +295,6 @@ class EventsConfig(StrictModel):
         """Every webhook receiver, from ``webhooks`` and the older ``webhook_urls``, with its
         secret read."""
         return self._receivers
-
-
-def url_for_logs(url: str) -> str:
-    """A url for logs: no user info, query or fragment (they may hold tokens)."""
-    try:
-        parsed = httpx.URL(url)
-    except httpx.InvalidURL:
-        return "<invalid url>"
-    port = f":{parsed.port}" if parsed.port is not None else ""
-    return f"{parsed.scheme}://{parsed.host}{port}{parsed.path}"
 
 
 class MqttConfig(StrictModel):

@@ -55,7 +55,7 @@ import httpx
 import redis
 
 from pipeline.errors import EventFormatError, EventStoreError, EventsUnavailableError
-from pipeline.events.config import EventsConfig, Webhook, url_for_logs
+from pipeline.events.config import EventsConfig, Webhook
 from pipeline.events.signing import (
     DESTINATION_HEADER,
     DOOR_HEADER,
@@ -67,6 +67,7 @@ from pipeline.events.signing import (
 )
 from pipeline.events.store import EventKeys, record_mac, redis_address, talking_to_redis
 from pipeline.metrics import PipelineMetrics
+from pipeline.redact import url_for_logs
 from pipeline.types import Event, event_door
 
 __all__ = ["WebhookDeliverer"]
