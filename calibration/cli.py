@@ -49,6 +49,18 @@ def eval_liveness_command(  # noqa: PLR0917  (typer maps each parameter to an op
     ] = "report",
     max_prints: Annotated[int, typer.Option(min=1, help="synthetic print attacks")] = 24,
     max_replays: Annotated[int, typer.Option(min=1, help="synthetic screen replays")] = 16,
+    static_attacks: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="attacks of the second generator (static, frame-filling screens and prints: "
+            "calibration/liveness_static_attacks.py), half replays, half prints",
+        ),
+    ] = 16,
+    still_path: Annotated[
+        bool,
+        typer.Option(help="the still-person path to 'live' (--no-still-path: motion required)"),
+    ] = True,
     stills: Annotated[
         str,
         typer.Option(
@@ -77,10 +89,11 @@ def eval_liveness_command(  # noqa: PLR0917  (typer maps each parameter to an op
         seed=seed,
         max_prints=max_prints,
         max_replays=max_replays,
+        static_attacks=static_attacks,
         split=_split(split),
         stills=_stills(stills),
         scene_backgrounds=scenes,
-        liveness=LivenessConfig(enabled=True, cnn=cnn, surround=surround),
+        liveness=LivenessConfig(enabled=True, cnn=cnn, surround=surround, still_live=still_path),
     )
     try:
         report = run_liveness_eval(settings, det_plot=det_plot)

@@ -51,6 +51,7 @@ from calibration.liveness_attacks import (
     print_attack,
     replay_attack,
 )
+from calibration.liveness_static_attacks import static_print_attack, static_replay_attack
 from engines.base import Engine
 from engines.models.antispoof import load_liveness_engine
 from engines.store import ModelStore
@@ -117,8 +118,10 @@ class EvalSettings:
     of each attack clip (and of manifest stills); bona_fide_seconds / window_stride_seconds:
     length and spacing of the bona fide windows cut from each face track; frame_width_px:
     attack frames are this wide; max_prints / max_replays: synthetic attacks made (sources
-    drawn at random with ``seed``); split: which half of the shared data ("tune", "report" or
-    "all"; manifests are used whole); stills: how images are decided (module docstring);
+    drawn at random with ``seed``); static_attacks: attacks of the second generator
+    (``calibration.liveness_static_attacks``), half replays, half prints; split: which half
+    of the shared data ("tune", "report" or "all"; manifests are used whole); stills: how
+    images are decided (module docstring);
     scene_backgrounds: attacks are filmed in front of ``SCENE_PHOTOS`` (else a plain
     backdrop, as before 2026-12-02's fourth session)."""
 
@@ -134,6 +137,7 @@ class EvalSettings:
     frame_width_px: int = 640
     max_prints: int = 24
     max_replays: int = 16
+    static_attacks: int = 16
     split: Split = "report"
     stills: StillPolicy = "passive"
     scene_backgrounds: bool = True
@@ -386,6 +390,43 @@ def synthetic_clips(settings: EvalSettings, windows: list[BonaFideWindow]) -> li
                 rng=rng,
                 source=name,
                 scenes=scenes,
+            )
+        )
+    return clips + _static_attacks(settings, windows, photos)
+
+
+def _static_attacks(
+    settings: EvalSettings, windows: list[BonaFideWindow], photos: list[str]
+) -> list[Clip]:
+    """The second generator's attacks (``calibration.liveness_static_attacks``): replays of the
+    bona fide windows (a talking, blinking real person on a screen on a stand) and prints of
+    the split's photos, ``settings.static_attacks`` in all. Its own random stream, so the
+    first generator's clips are the same with or without these."""
+    rng = np.random.default_rng([settings.seed, 2])
+    length = round(settings.clip_seconds * settings.fps)
+    size = (settings.frame_width_px, round(settings.frame_width_px * 3 / 4))
+    clips: list[Clip] = []
+    replays = [windows[i] for i in rng.permutation(len(windows))]
+    for window in replays[: (settings.static_attacks + 1) // 2]:
+        clips.append(
+            static_replay_attack(
+                window.frames,
+                frame_count=length,
+                fps=settings.fps,
+                frame_size=size,
+                rng=rng,
+                source=window.name,
+            )
+        )
+    for index in rng.permutation(len(photos))[: settings.static_attacks // 2]:
+        clips.append(
+            static_print_attack(
+                read_photo(settings, photos[index]),
+                frame_count=length,
+                fps=settings.fps,
+                frame_size=size,
+                rng=rng,
+                source=photos[index],
             )
         )
     return clips

@@ -52,7 +52,59 @@ class LivenessConfig(StrictModel):
         default=True,
         description="'live' needs a parallax measurement (the face moved enough, beyond a "
         "shift, turn or scale, for its 3-D shape to be measured; the parallax cue's answer is "
-        "then weighed with the others); a face that never moves stays 'undecided'",
+        "then weighed with the others) or the still-person path's evidence (still_live); a "
+        "face that shows neither stays 'undecided'",
+    )
+    live_min_cnn: float = Field(
+        default=0.5,
+        ge=0.0,
+        lt=1.0,
+        description="'live' (on either path) needs the CNN cue, when on, at or above this: a "
+        "replay of a moving head shows real parallax, and on the second attack generator's "
+        "static screens the CNN (0.02-0.1) was outvoted; real windows stayed >= 0.59 "
+        "(docs/liveness.md)",
+    )
+    still_live: bool = Field(
+        default=True,
+        description="a face that never moves in 3-D may still be 'live' on strong, sustained "
+        "evidence: every one of its last still_live_cnn_scores CNN scores at least "
+        "still_live_min_cnn, a median face width of at least still_live_min_face_px, and "
+        "non-rigid motion (talking, blinking, expression) or a blink; a print or a frozen "
+        "screen shows no non-rigid motion (docs/liveness.md)",
+    )
+    still_live_min_cnn: float = Field(
+        default=0.85,
+        gt=0.5,
+        le=1.0,
+        description="the lowest CNN P(real) among the latest still_live_cnn_scores scores",
+    )
+    still_live_cnn_scores: int = Field(
+        default=3,
+        ge=1,
+        le=30,
+        description="CNN scores that must all be high (the CNN scores a track every "
+        "cnn_every_frames frames: 3 scores at 10 = a track's 21st frame, 1.4 s at 15 fps)",
+    )
+    still_live_min_face_px: float = Field(
+        default=64.0,
+        ge=24.0,
+        le=4096.0,
+        description="median face width (pixels) over the window below which the still-person "
+        "path is closed: the CNN's crops of a small face carry too little detail",
+    )
+    still_live_nonrigid_residual: float = Field(
+        default=0.006,
+        gt=0.0,
+        lt=1.0,
+        description="a parallax measurement shows non-rigid motion when the 90th percentile of "
+        "its homography residuals reaches this fraction of the face width",
+    )
+    still_live_nonrigid_frames: int = Field(
+        default=2,
+        ge=1,
+        le=1000,
+        description="measurements with non-rigid motion needed in the window (a blink also "
+        "suffices when the blink cue is on)",
     )
     max_blockiness: float = Field(
         default=1.6,

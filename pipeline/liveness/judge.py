@@ -17,8 +17,9 @@ Cues (each a P(live) in 0..1, fused by ``pipeline.liveness.fusion.fuse``):
 The verdict is "undecided" until a track has ``min_frames`` frames; then "spoof" at a score at
 or below ``spoof_threshold``, "live" at or above ``live_threshold`` (with
 ``require_motion_for_live``, only once the face has moved enough for a parallax measurement,
-whatever that measurement says: its answer is weighed with the other cues), "undecided" in
-between. Boxes mostly outside the frame give no evidence.
+whatever that measurement says: its answer is weighed with the other cues, or, for a face that
+does not move in 3-D, on the still-person path's strong, sustained evidence: still.py),
+"undecided" in between. Boxes mostly outside the frame give no evidence.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from pipeline.liveness.parallax import (
     grey_patch,
     parallax_live_probability,
 )
+from pipeline.liveness.still import still_evidence
 from pipeline.liveness.surround import (
     SurroundMeasurement,
     border_view,
@@ -96,6 +98,8 @@ class _TrackEvidence:
     texture: deque[float] = field(init=False)
     lumas: deque[float] = field(init=False)
     cnn: deque[float] = field(init=False)
+    cnn_kept: int = _CNN_SCORES_KEPT
+    widths: deque[float] = field(init=False)
     eye_ratios: deque[float] = field(init=False)
     blockiness: deque[float] = field(init=False)
 
@@ -105,7 +109,8 @@ class _TrackEvidence:
         self.surround = deque(maxlen=self.window_frames)
         self.texture = deque(maxlen=self.window_frames)
         self.lumas = deque(maxlen=self.window_frames)
-        self.cnn = deque(maxlen=_CNN_SCORES_KEPT)
+        self.cnn = deque(maxlen=self.cnn_kept)
+        self.widths = deque(maxlen=self.window_frames)
         self.eye_ratios = deque(maxlen=self.window_frames)
 
 
@@ -207,6 +212,7 @@ class LivenessJudge:
                         min_points=self.config.parallax_min_points,
                     ),
                     self.config.window_frames,
+                    cnn_kept=max(_CNN_SCORES_KEPT, self.config.still_live_cnn_scores),
                 )
                 self._tracks[track_id] = evidence
             consecutive = evidence.last_frame == self._frame_index - 1
@@ -233,6 +239,7 @@ class LivenessJudge:
         evidence.frames_since_cnn += 1
         evidence.last_frame = self._frame_index
         face_width = float(box[2] - box[0])
+        evidence.widths.append(face_width)
         if face_width < _MIN_FACE_PX:
             evidence.parallax.reset()
             return
@@ -320,16 +327,35 @@ class LivenessJudge:
                 probabilities["flicker"] = flicker_live_probability(flicker)
                 figures["flicker_statistic"] = flicker
         if evidence.cnn:
-            probabilities["cnn"] = float(np.mean(evidence.cnn))
+            probabilities["cnn"] = float(np.mean(list(evidence.cnn)[-_CNN_SCORES_KEPT:]))
         if self._blink is not None:
             blink = blink_live_probability(list(evidence.eye_ratios))
             if blink is not None:
                 probabilities["blink"] = blink
         score = fuse(probabilities, self._weights)
+        still = still_evidence(
+            evidence.cnn,
+            evidence.widths,
+            evidence.measurements,
+            config=self.config,
+            blinked="blink" in probabilities,
+        )
+        figures.update(still.figures())
         verdict: Verdict = "undecided"
         if evidence.frames >= self.config.min_frames:
             moved = "parallax" in probabilities or not self.config.require_motion_for_live
-            verdict = self._thresholded(score, may_be_live=moved)
+            # a face that never moved in 3-D: live only on the still-person path's strong,
+            # sustained evidence, from an unblocky stream, with no surround spoof evidence
+            held_still = (
+                still.suffices(self.config)
+                and figures.get("blockiness", 1.0) <= self.config.max_blockiness
+                and probabilities.get("surround", 0.5) >= 0.5
+            )
+            # the CNN saying "spoof" vetoes "live" on either path: parallax cannot tell a
+            # screen replaying a moving head from that head
+            cnn_agrees = probabilities.get("cnn", 1.0) >= self.config.live_min_cnn
+            verdict = self._thresholded(score, may_be_live=(moved or held_still) and cnn_agrees)
+            figures["still_path"] = float(held_still and not moved)
         cues = MappingProxyType({**probabilities, **figures})
         return Liveness(verdict, score, cues, evidence.frames)
 
