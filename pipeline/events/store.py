@@ -36,6 +36,7 @@ import redis
 
 from pipeline.errors import EventFormatError, EventStoreError, EventsUnavailableError
 from pipeline.events.config import Webhook
+from pipeline.redis.errors import translated_redis_errors
 from pipeline.types import Event
 
 __all__ = [
@@ -90,15 +91,14 @@ def redis_address(client: redis.Redis) -> str:
 
 @contextmanager
 def talking_to_redis(action: str, where: str) -> Iterator[None]:
-    """Turn redis-py errors into the project's errors, naming what was being done."""
-    try:
+    """Turn redis-py errors into the events' errors, naming what was being done."""
+    with translated_redis_errors(
+        f"events: cannot {action}",
+        where,
+        unavailable=EventsUnavailableError,
+        refused=EventStoreError,
+    ):
         yield
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise EventsUnavailableError(
-            f"events: cannot {action}: Redis at {where} is unreachable or still loading ({exc})"
-        ) from exc
-    except redis.RedisError as exc:
-        raise EventStoreError(f"events: cannot {action}: Redis at {where} refused: {exc}") from exc
 
 
 def delivery_id_for(event_id: str, webhook: Webhook) -> str:

@@ -61,6 +61,7 @@ from pipeline.errors import (
 )
 from pipeline.metrics import PipelineMetrics
 from pipeline.redis.client import redis_password
+from pipeline.redis.errors import translated_redis_errors
 from pipeline.redis.ha import (
     acknowledged_transaction,
     is_sentinel_url,
@@ -1031,19 +1032,14 @@ class Gallery:
 
     @contextmanager
     def _talking_to_redis(self, action: str) -> Iterator[None]:
-        """Turn redis-py errors into the project's errors, naming what was being done."""
-        try:
+        """Turn redis-py errors into the gallery's errors, naming what was being done."""
+        with translated_redis_errors(
+            f"gallery {self._config.namespace!r}: cannot {action}",
+            self._where,
+            unavailable=GalleryUnavailableError,
+            refused=GalleryStoreError,
+        ):
             yield
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise GalleryUnavailableError(
-                f"gallery {self._config.namespace!r}: cannot {action}: Redis at {self._where} "
-                f"is unreachable or still loading ({exc})"
-            ) from exc
-        except redis.RedisError as exc:
-            raise GalleryStoreError(
-                f"gallery {self._config.namespace!r}: cannot {action}: Redis at {self._where} "
-                f"refused: {exc}"
-            ) from exc
 
 
 def _as_bytes(value: Any) -> bytes:

@@ -5,6 +5,8 @@ Modules and their public names:
 
 - ``client``: Who may use the gallery's Redis: the password, and the refusal of a Redis open to
   anyone. Public: ``PASSWORD_ENVIRONMENT_VARIABLE``, ``redis_password``.
+- ``errors``: redis-py's errors in the project's terms, parameterised by the errors to raise.
+  Public: ``translated_redis_errors``.
 - ``ha``: Redis high availability: a gallery Redis watched by Sentinel, and writes that a
   replica. Public: ``SENTINEL_SCHEME``, ``SentinelUrl``, ``acknowledged_transaction``,
   ``is_sentinel_url``, ``parse_sentinel_url``, ``redis_location``, ``sentinel_client``.
