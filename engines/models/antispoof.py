@@ -67,7 +67,7 @@ _MAX_BATCH = 16  # faces scored in one call; a TensorRT plan is built for 1..16
 
 def default_minifasnet_dir() -> Path:
     """``../shared/models/minifasnet`` next to the repository this package runs from."""
-    return Path(__file__).resolve().parents[2] / "shared" / "models" / "minifasnet"
+    return Path(__file__).resolve().parents[3] / "shared" / "models" / "minifasnet"
 
 
 def _sources_sha256(digests: list[str]) -> str:
