@@ -9,14 +9,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from engines.base import Engine
 from engines.convert.dlib_resnet import CHIP_SIZE_PX
-from engines.errors import BackendUnavailableError, ModelFileError
+from engines.errors import ModelFileError
+from engines.runtime.dlibrt import import_dlib
 
 __all__ = [
     "DlibOracle",
@@ -29,16 +29,6 @@ __all__ = [
 ]
 
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
-
-
-def _import_dlib() -> Any:
-    try:
-        import dlib  # noqa: PLC0415  (test/benchmark-only dependency)
-    except ImportError as exc:
-        raise BackendUnavailableError(
-            "parity needs dlib: install facestream[dev] (dlib-bin)"
-        ) from exc
-    return dlib
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +54,7 @@ class DlibOracle:
     """dlib's detector, 5-point aligner and encoder, loaded from the installed model wheel."""
 
     def __init__(self, *, encoder_path: Path, predictor_path: Path) -> None:
-        dlib = _import_dlib()
+        dlib = import_dlib("parity needs dlib")
         self._dlib = dlib
         self._detector = dlib.get_frontal_face_detector()
         self._predictor = dlib.shape_predictor(str(predictor_path))

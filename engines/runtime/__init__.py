@@ -6,6 +6,8 @@ Modules and their public names:
 
 - ``onnxrt``: ONNX Runtime (CPU, or CUDA with onnxruntime-gpu). Public: ``OrtEngine``,
   ``OrtSettings``.
+- ``dlibrt``: dlib, imported on use by the HOG detector, the landmarks, the chip cutter and the
+  parity oracle. Public: ``import_dlib``.
 - ``torchrt``: PyTorch, for the dlib encoder's weights. Public: ``TorchEngine``,
   ``TorchSettings``, ``import_torch``.
 - ``tensorrt``: TensorRT plans built from stored ONNX models, run through cuda-bindings (a

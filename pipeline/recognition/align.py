@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from engines.errors import BackendUnavailableError, InputSpecError
+from engines.errors import InputSpecError
+from engines.runtime.dlibrt import import_dlib
 from pipeline.types import CHIP_SIZE_PX, FaceChips, Faces, require_array
 
 __all__ = ["CHIP_PADDING", "FaceAligner"]
@@ -23,11 +24,7 @@ class FaceAligner:
     """Cuts aligned chips out of an RGB image for the faces found in it."""
 
     def __init__(self) -> None:
-        try:
-            import dlib  # noqa: PLC0415
-        except ImportError as exc:
-            raise BackendUnavailableError("alignment needs dlib: install dlib-bin") from exc
-        self._dlib: Any = dlib
+        self._dlib: Any = import_dlib("alignment needs dlib")
 
     def align(self, image_rgb: npt.NDArray[np.uint8], faces: Faces) -> FaceChips:
         """Chips for ``faces`` in ``image_rgb`` (RGB uint8 HxWx3): RGB uint8 (N, 150, 150, 3)."""

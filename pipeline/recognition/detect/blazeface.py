@@ -52,7 +52,7 @@ import logging
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -61,8 +61,9 @@ from pydantic import Field, model_validator
 
 from engines.base import Engine
 from engines.convert.blazeface import INPUT_NAME, SCORES_NAME, VALUES_NAME
-from engines.errors import BackendUnavailableError, ModelFileError
+from engines.errors import ModelFileError
 from engines.models.detector import DetectorBackendName, DetectorEngineSettings
+from engines.runtime.dlibrt import import_dlib
 from engines.store import installed_dlib_model
 from pipeline.config.base import StrictModel
 from pipeline.recognition.detect.still import View, chip_format, padded_view, shrunk_view
@@ -468,16 +469,6 @@ def still_tiles(
     ]
 
 
-def _import_dlib() -> Any:
-    try:
-        import dlib  # noqa: PLC0415
-    except ImportError as exc:
-        raise BackendUnavailableError(
-            "BlazeFace landmarks need dlib's 5-point predictor: install dlib-bin"
-        ) from exc
-    return dlib
-
-
 class BlazeFaceDetector:
     """BlazeFace (run by an ``Engine``) plus dlib's 5-point landmarks: ``Faces`` in frame pixels.
 
@@ -504,7 +495,7 @@ class BlazeFaceDetector:
                 f"detector model {engine.model_id} has tensors {found}; {config.model} "
                 f"needs {expected}"
             )
-        dlib = _import_dlib()
+        dlib = import_dlib("BlazeFace landmarks need dlib's 5-point predictor")
         path = predictor_path or installed_dlib_model("shape_predictor_5_face_landmarks.dat")
         self.config = config
         self.engine = engine

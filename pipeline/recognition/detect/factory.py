@@ -32,8 +32,8 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import Discriminator, Field, Tag
 
-from engines.errors import BackendUnavailableError
 from engines.models.detector import load_detector_engine
+from engines.runtime.dlibrt import import_dlib
 from engines.store import ModelStore, installed_dlib_model
 from pipeline.config.base import StrictModel
 from pipeline.recognition.detect.blazeface import (
@@ -94,19 +94,11 @@ DetectConfig = Annotated[
 """The ``detect`` config section: one detector's settings, chosen by ``model``."""
 
 
-def _import_dlib() -> Any:
-    try:
-        import dlib  # noqa: PLC0415
-    except ImportError as exc:
-        raise BackendUnavailableError("the dlib_hog detector needs dlib: install dlib-bin") from exc
-    return dlib
-
-
 class DlibHogDetector:
     """dlib's HOG face detector plus its 5-point landmark predictor."""
 
     def __init__(self, config: DlibHogConfig, *, predictor_path: Path | None = None) -> None:
-        dlib = _import_dlib()
+        dlib = import_dlib("the dlib_hog detector needs dlib")
         path = predictor_path or installed_dlib_model("shape_predictor_5_face_landmarks.dat")
         self.config = config
         self._dlib = dlib
