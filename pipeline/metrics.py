@@ -315,6 +315,8 @@ class StyleMetrics:
     frame_latency_seconds: Histogram
     inference_seconds: Histogram
     active_style: Gauge
+    engine_errors: Counter
+    target_fps: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> StyleMetrics:
@@ -359,6 +361,18 @@ class StyleMetrics:
                 "facestream_style_active_info",
                 "1 for the style model a stream uses now, 0 for those it used before",
                 ["stream", "model_id"],
+                registry=registry,
+            ),
+            engine_errors=Counter(
+                "facestream_style_engine_errors_total",
+                "Frames the style engine failed on (skipped; too many in a row end the stream)",
+                ["stream", "backend"],
+                registry=registry,
+            ),
+            target_fps=Gauge(
+                "facestream_style_target_fps",
+                "Frame rate the stream is configured to keep (its alert's threshold)",
+                ["stream"],
                 registry=registry,
             ),
         )

@@ -23,8 +23,9 @@ import yaml
 from ports import free_port
 
 from pipeline.config.service import FaceStreamConfig, load_config
-from pipeline.metrics import PipelineMetrics
+from pipeline.metrics import PipelineMetrics, StyleMetrics
 from pipeline.service.service import FaceStreamService, run_service
+from pipeline.style.config import StyleStreamConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -237,9 +238,13 @@ def test_only_facestream_reaches_redis_in_kubernetes() -> None:
 
 
 def _exported_metric_names() -> set[str]:
-    metrics = PipelineMetrics.create()
+    """What the service (PipelineMetrics) and the style stream (StyleMetrics) export."""
+    families = [
+        *PipelineMetrics.create().registry.collect(),
+        *StyleMetrics.create().registry.collect(),
+    ]
     names: set[str] = set()
-    for family in metrics.registry.collect():
+    for family in families:
         names.add(family.name)
         if family.type == "histogram":
             names.update(family.name + suffix for suffix in _HISTOGRAM_SUFFIXES)
@@ -267,6 +272,10 @@ def test_dashboard_and_alerts_use_only_exported_metrics() -> None:
         "facestream_decisions_total",
         "facestream_events_pending",
         "facestream_camera_up",
+        "facestream_style_frames_in_total",
+        "facestream_style_frames_dropped_total",
+        "facestream_style_engine_errors_total",
+        "facestream_style_target_fps",
     ):
         assert needed in used
     rules = (DEPLOY / "prometheus" / "alert-rules.yml").read_text(encoding="utf-8")
@@ -382,3 +391,105 @@ def test_kubernetes_workers_statefulset_shards_its_cameras() -> None:
     assert any(
         service["metadata"]["name"] == workers["spec"]["serviceName"] for service in services
     )
+
+
+def _stylize_config(arguments: list[str], password_file: Path) -> StyleStreamConfig:
+    """The StyleStreamConfig that `facestream stylize ARGUMENTS` builds (its --options that are
+    config fields), with the password file the environment would name."""
+    assert arguments[0] == "stylize"
+    fields = set(StyleStreamConfig.model_fields)
+    values: dict[str, Any] = {"rtsp_password_file": password_file}
+    options = arguments[1:]
+    for name, value in zip(options[::2], options[1::2], strict=True):
+        key = name.removeprefix("--").replace("-", "_")
+        if key in fields:
+            values[key] = value
+    return StyleStreamConfig.model_validate(values)
+
+
+def test_compose_runs_the_style_stream_behind_an_rtsp_login(tmp_path: Path) -> None:
+    """The compose file's stylize service publishes RTSP on all interfaces with a login whose
+    password is a compose secret read through FACESTREAM_STYLE_RTSP_PASSWORD_FILE (never an
+    argument), keeps the login-less MJPEG port on the host's loopback, and is scraped by
+    Prometheus on its metrics port; its arguments make a valid style stream config."""
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text(encoding="utf-8"))
+    stylize = compose["services"]["stylize"]
+    password_file = stylize["environment"]["FACESTREAM_STYLE_RTSP_PASSWORD_FILE"]
+    (secret,) = stylize["secrets"]
+    assert password_file == f"/run/secrets/{secret}"
+    assert compose["secrets"][secret]["environment"] == "STYLE_RTSP_PASSWORD"
+    assert not any("password" in argument.lower() for argument in stylize["command"][1::2])
+    config = _stylize_config(stylize["command"], tmp_path / "password")
+    assert config.rtsp_host == "0.0.0.0"
+    assert config.rtsp_username is not None
+    assert not config.rtsp_anonymous
+    assert config.source == "rtsp://rtsp:8554/sample"
+    assert config.target_fps is not None
+    mjpeg = next(port for port in stylize["ports"] if str(port).endswith(":8090"))
+    assert mjpeg.startswith("127.0.0.1:")
+    metrics_port = stylize["command"][stylize["command"].index("--metrics-port") + 1]
+    prometheus = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    (style_job,) = [
+        job for job in prometheus["scrape_configs"] if job["job_name"] == "facestream-style"
+    ]
+    assert style_job["static_configs"][0]["targets"] == [f"stylize:{metrics_port}"]
+    assert metrics_port in " ".join(stylize["healthcheck"]["test"])
+
+
+def test_kubernetes_style_deployment_reads_its_rtsp_password_from_the_secret(
+    tmp_path: Path,
+) -> None:
+    """deploy/k8s/style.yaml: the Deployment's arguments make a valid style stream config with
+    an RTSP login; the password file named by FACESTREAM_STYLE_RTSP_PASSWORD_FILE is the
+    Secret's style-rtsp-password key, mounted read-only; the Service exposes the RTSP, MJPEG
+    and metrics ports the container opens, and Prometheus's annotation names the metrics
+    port; the style pods cannot reach Redis (they do not use it)."""
+    documents = _k8s_documents()
+    (deployment,) = [
+        document
+        for _, document in documents
+        if document["kind"] == "Deployment" and document["metadata"]["name"] == "facestream-style"
+    ]
+    (service,) = [
+        document
+        for _, document in documents
+        if document["kind"] == "Service" and document["metadata"]["name"] == "facestream-style"
+    ]
+    (secret,) = [document for _, document in documents if document["kind"] == "Secret"]
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    config = _stylize_config(container["args"], tmp_path / "password")
+    assert config.rtsp_username is not None
+    assert config.rtsp_host == "0.0.0.0"
+    password_file = Path(
+        next(
+            v["value"]
+            for v in container["env"]
+            if v["name"] == "FACESTREAM_STYLE_RTSP_PASSWORD_FILE"
+        )
+    )
+    mount = next(
+        m for m in container["volumeMounts"] if m["mountPath"] == str(password_file.parent)
+    )
+    assert mount["readOnly"]
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert volume["secret"]["secretName"] == secret["metadata"]["name"]
+    (item,) = volume["secret"]["items"]
+    assert item["path"] == password_file.name
+    assert item["key"] in secret["stringData"]
+    container_ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert container_ports == {
+        "rtsp": config.rtsp_port,
+        "mjpeg": config.mjpeg_port,
+        "metrics": int(container["args"][container["args"].index("--metrics-port") + 1]),
+    }
+    assert {port["targetPort"] for port in service["spec"]["ports"]} == set(container_ports)
+    assert (
+        service["spec"]["selector"].items()
+        <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    )
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert int(annotations["prometheus.io/port"]) == container_ports["metrics"]
+    (policy,) = [document for _, document in documents if document["kind"] == "NetworkPolicy"]
+    allowed = policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"]
+    assert not allowed.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()

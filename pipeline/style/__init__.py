@@ -23,7 +23,7 @@ from pipeline.style.engine import (
 from pipeline.style.errors import SinkError, UnknownStyleError
 from pipeline.style.frames import Letterbox, TemporalFilter, blend
 from pipeline.style.h264_sink import H264FileSink, VideoFileSpec
-from pipeline.style.sinks import FileSink, FrameSink, MjpegSink, RtspSink
+from pipeline.style.sinks import FileSink, FrameSink, MjpegSink, RtspCredentials, RtspSink
 
 __all__ = [
     "SHIPPED_STORE",
@@ -32,6 +32,7 @@ __all__ = [
     "H264FileSink",
     "Letterbox",
     "MjpegSink",
+    "RtspCredentials",
     "RtspSink",
     "SinkError",
     "StyleCatalog",

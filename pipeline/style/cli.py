@@ -34,6 +34,7 @@ import typer
 import uvicorn
 
 from engines.errors import ConfigError, FaceStreamError
+from pipeline.config.secrets import SecretSpec, resolve_secret
 from pipeline.images import read_image_bgr
 from pipeline.style.config import StyleStreamConfig
 from pipeline.style.engine import StyleCatalog, StyleEngineSettings, load_style_network
@@ -52,6 +53,8 @@ style_app = typer.Typer(
 )
 
 DEFAULT_STORE = Path(__file__).resolve().parent
+# the RTSP password, as the service's secrets: the value, or NAME_FILE naming a file
+_RTSP_PASSWORD_ENVIRONMENT = "FACESTREAM_STYLE_RTSP_PASSWORD"
 _CONTROL_START_SECONDS = 10.0  # the control API's server must be up by then
 _CONTROL_STOP_SECONDS = 5.0
 
@@ -228,6 +231,24 @@ def stylize(
     mjpeg_host: Annotated[str, typer.Option()] = "127.0.0.1",
     rtsp_port: Annotated[int | None, typer.Option(help="serve RTSP (H.264) on this port")] = None,
     rtsp_host: Annotated[str, typer.Option()] = "127.0.0.1",
+    rtsp_username: Annotated[
+        str | None,
+        typer.Option(
+            help="RTSP clients must log in as this user; the password from "
+            "$FACESTREAM_STYLE_RTSP_PASSWORD, $FACESTREAM_STYLE_RTSP_PASSWORD_FILE or "
+            "--rtsp-password-file"
+        ),
+    ] = None,
+    rtsp_password_file: Annotated[
+        Path | None, typer.Option(help="file holding the RTSP password (a mounted secret)")
+    ] = None,
+    rtsp_anonymous: Annotated[
+        bool, typer.Option(help="allow RTSP without a login on a non-loopback --rtsp-host")
+    ] = False,
+    target_fps: Annotated[
+        float | None,
+        typer.Option(help="frame rate to keep; exported as facestream_style_target_fps for alerts"),
+    ] = None,
     strength: Annotated[float, typer.Option(min=0, max=1, help="1 stylized, 0 unchanged")] = 1.0,
     temporal_smoothing: Annotated[float, typer.Option(min=0, max=0.99)] = 0.6,
     threads: Annotated[int, typer.Option(min=0, help="backend CPU threads (0: per core)")] = 1,
@@ -251,8 +272,11 @@ def stylize(
         ),
     ] = None,
     metrics_port: Annotated[
-        int | None, typer.Option(help="serve Prometheus /metrics on 127.0.0.1:PORT")
+        int | None, typer.Option(help="serve Prometheus /metrics on METRICS_HOST:PORT")
     ] = None,
+    metrics_host: Annotated[
+        str, typer.Option(help="address of --metrics-port (0.0.0.0 in a container)")
+    ] = "127.0.0.1",
 ) -> None:
     """Stylize a video stream in real time and publish it (file, MJPEG, RTSP)."""
     from prometheus_client import CollectorRegistry, start_http_server  # noqa: PLC0415
@@ -262,6 +286,14 @@ def stylize(
 
     _show_progress()
     try:
+        rtsp_password = resolve_secret(
+            SecretSpec(
+                what="rtsp_password",
+                environment=_RTSP_PASSWORD_ENVIRONMENT,
+                file=rtsp_password_file,
+                inline=None,
+            )
+        )
         config = StyleStreamConfig.model_validate(
             {
                 "source": source,
@@ -278,6 +310,10 @@ def stylize(
                 "mjpeg_port": mjpeg_port,
                 "rtsp_host": rtsp_host,
                 "rtsp_port": rtsp_port,
+                "rtsp_username": rtsp_username,
+                "rtsp_password": rtsp_password,
+                "rtsp_anonymous": rtsp_anonymous,
+                "target_fps": target_fps,
                 "strength": strength,
                 "temporal_smoothing": temporal_smoothing,
                 "threads": threads,
@@ -289,7 +325,7 @@ def stylize(
     registry = CollectorRegistry()
     try:
         if metrics_port is not None:
-            start_http_server(metrics_port, addr="127.0.0.1", registry=registry)
+            start_http_server(metrics_port, addr=metrics_host, registry=registry)
     except OSError as exc:
         _fail(SinkError(f"metrics port {metrics_port}: {exc.strerror}"))
     try:

@@ -6,14 +6,20 @@ stylize`` builds this model from its command-line options (``--source``, ``--sty
 
     StyleStreamConfig(source="rtsp://10.0.0.5:554/stream1", style="starry_night",
                       strength=0.9, mjpeg_port=8090)
+
+The RTSP output on a network address needs a user name and password (``rtsp_username``, and
+``rtsp_password`` or ``rtsp_password_file``; the CLI fills them from
+``FACESTREAM_STYLE_RTSP_PASSWORD`` or ``FACESTREAM_STYLE_RTSP_PASSWORD_FILE``, the project's
+secrets pattern, ``pipeline.config.secrets``) unless ``rtsp_anonymous`` says otherwise.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 
 from pipeline.capture.config import source_kind
 from pipeline.config.base import StrictModel
@@ -90,6 +96,34 @@ class StyleStreamConfig(StrictModel):
         default=None, ge=1, le=65535, description="RTSP sink port (None: off); needs GStreamer"
     )
     rtsp_mount: str = Field(default="/style", pattern=r"^/[A-Za-z0-9_./-]*$")
+    rtsp_username: str | None = Field(
+        default=None,
+        pattern=r"^[^:\s]{1,64}$",
+        description="user name RTSP clients must send (Basic authentication); None: no login",
+    )
+    rtsp_password: SecretStr | None = Field(
+        default=None, description="RTSP password (prefer rtsp_password_file or the environment)"
+    )
+    rtsp_password_file: Path | None = Field(
+        default=None, description="file holding the RTSP password (a mounted secret)"
+    )
+    rtsp_anonymous: bool = Field(
+        default=False,
+        description="serve RTSP without a login on a non-loopback rtsp_host (on purpose only)",
+    )
+    target_fps: float | None = Field(
+        default=None,
+        gt=0,
+        le=240,
+        description="frame rate the stream should keep; exported as facestream_style_target_fps "
+        "for the alert that fires when it falls below (None: not exported)",
+    )
+    engine_error_limit_frames: int = Field(
+        default=25,
+        ge=1,
+        description="a frame the style engine fails on is counted and skipped; this many "
+        "failures in a row end the stream with the error (25: 1 s at 25 fps)",
+    )
     max_frames: int | None = Field(
         default=None, ge=1, description="stop after this many frames (None: until the source ends)"
     )
@@ -125,4 +159,34 @@ class StyleStreamConfig(StrictModel):
             raise ValueError("precision fp16 needs backend torch or tensorrt on device cuda")
         if self.backend == "tensorrt" and (self.device != "cuda" or self.plan_dir is None):
             raise ValueError("backend tensorrt needs device 'cuda' and a writable plan_dir")
+        self._check_rtsp_login()
         return self
+
+    def _check_rtsp_login(self) -> None:
+        has_password = self.rtsp_password is not None or self.rtsp_password_file is not None
+        if self.rtsp_username is not None and not has_password:
+            raise ValueError("rtsp_username needs a password: rtsp_password or rtsp_password_file")
+        if self.rtsp_username is None and has_password:
+            raise ValueError("an RTSP password needs rtsp_username")
+        if self.rtsp_username is not None and self.rtsp_anonymous:
+            raise ValueError("rtsp_anonymous and rtsp_username contradict each other")
+        if (
+            self.rtsp_port is not None
+            and self.rtsp_username is None
+            and not self.rtsp_anonymous
+            and not _is_loopback(self.rtsp_host)
+        ):
+            raise ValueError(
+                f"RTSP on {self.rtsp_host} would let anyone on the network watch: set "
+                "rtsp_username and a password (FACESTREAM_STYLE_RTSP_PASSWORD[_FILE]), or "
+                "rtsp_anonymous = true on purpose"
+            )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to any address
+        return False

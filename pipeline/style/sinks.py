@@ -9,6 +9,11 @@ a port in use or an unwritable path is a SinkError when the sink is opened, neve
 (the stream opens the MJPEG sink and checks the RTSP port before the first frame, and opens
 the file and RTSP sinks on it, as they need its size). Sinks never block the stream: the MJPEG
 and RTSP sinks keep only the newest frame for their clients.
+
+The RTSP sink can require a user name and password (``RtspCredentials``: RTSP Basic
+authentication through gst-rtsp-server's ``RTSPAuth``); a client without them is answered 401
+and gets no stream. Basic sends the password base64-encoded, not encrypted: use it on networks
+you trust, or behind a TLS/VPN tunnel.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,16 +29,33 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 import numpy.typing as npt
+from pydantic import SecretStr
 
 from engines.errors import BackendUnavailableError
 from pipeline.capture.gstreamer_source import require_gstreamer
 from pipeline.style.errors import SinkError
 from pipeline.style.h264_sink import pad_to_even, to_gst_bgrx
 
-__all__ = ["FileSink", "FrameSink", "MjpegSink", "RtspSink", "port_is_free"]
+__all__ = ["FileSink", "FrameSink", "MjpegSink", "RtspCredentials", "RtspSink", "port_is_free"]
 
 _log = logging.getLogger(__name__)
 _CLIENT_WAIT_SECONDS = 0.5  # a client thread re-checks for shutdown this often
+_RTSP_VIEWER_ROLE = "viewer"  # the one role an authenticated RTSP client gets
+
+
+@dataclass(frozen=True, slots=True)
+class RtspCredentials:
+    """The user name and password an RTSP client must send (Basic authentication)."""
+
+    username: str
+    password: SecretStr
+
+    def __post_init__(self) -> None:
+        if not self.username or ":" in self.username:
+            # Basic joins them as "user:password", so a colon would split the name
+            raise ValueError(f"RTSP user name must be non-empty without ':', got {self.username!r}")
+        if not self.password.get_secret_value():
+            raise ValueError("RTSP password must not be empty")
 
 
 class FrameSink(Protocol):
@@ -268,9 +291,10 @@ class RtspSink:
     Needs PyGObject and GStreamer (gst-rtsp-server, x264enc); without them the constructor raises
     BackendUnavailableError. Each client's media pulls from an ``appsrc``; frames written while
     no client is connected go nowhere and ``write`` returns None, so the stream counts them
-    neither as sent nor as dropped. Odd sides are padded by one repeated column/row
-    (``padded_size``), as H.264's 4:2:0 needs even sides. ``close`` disconnects the clients
-    and frees the port.
+    neither as sent nor as dropped. With ``credentials`` a client must authenticate (Basic) to
+    see the mount; without, anyone who reaches the port can. Odd sides are padded by one
+    repeated column/row (``padded_size``), as H.264's 4:2:0 needs even sides. ``close``
+    disconnects the clients and frees the port.
     """
 
     name = "rtsp"
@@ -284,6 +308,7 @@ class RtspSink:
         host: str = "127.0.0.1",
         port: int = 8554,
         mount: str = "/style",
+        credentials: RtspCredentials | None = None,
     ) -> None:
         try:
             # first: keeps libgcc_s's C++ unwinder in front of GStreamer's libunwind
@@ -327,6 +352,8 @@ class RtspSink:
         factory.set_launch(launch)
         factory.set_shared(True)
         factory.connect("media-configure", self._on_media)
+        if credentials is not None:
+            _require_credentials(GstRtspServer, server, factory, credentials)
         server.get_mount_points().add_factory(mount, factory)
         self._listener_id = server.attach(self._context)
         if self._listener_id == 0:
@@ -387,3 +414,25 @@ class RtspSink:
             listener.destroy()
         self._loop.quit()
         self._thread.join(timeout=5.0)
+
+
+def _require_credentials(
+    rtsp_server_module: Any, server: Any, factory: Any, credentials: RtspCredentials
+) -> None:
+    """Make ``server`` demand Basic authentication and let only the authenticated role reach
+    ``factory``'s media: a client without the password gets 401, a wrong one too."""
+    token = rtsp_server_module.RTSPToken()
+    token.set_string(rtsp_server_module.RTSP_TOKEN_MEDIA_FACTORY_ROLE, _RTSP_VIEWER_ROLE)
+    auth = rtsp_server_module.RTSPAuth()
+    basic = rtsp_server_module.RTSPAuth.make_basic(
+        credentials.username, credentials.password.get_secret_value()
+    )
+    auth.add_basic(basic, token)
+    server.set_auth(auth)
+    permissions = rtsp_server_module.RTSPPermissions()
+    for permission in (
+        rtsp_server_module.RTSP_PERM_MEDIA_FACTORY_ACCESS,
+        rtsp_server_module.RTSP_PERM_MEDIA_FACTORY_CONSTRUCT,
+    ):
+        permissions.add_permission_for_role(_RTSP_VIEWER_ROLE, permission, True)
+    factory.set_permissions(permissions)

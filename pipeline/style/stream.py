@@ -18,6 +18,10 @@ A file source keeps its timestamps: each frame carries the presentation time the
 (relative to the start of the video track), and the H.264 file sink writes them as they are and
 carries the source's first audio track over on the same timeline (``pipeline.style.h264_sink``).
 Live sources have no audio here.
+
+A frame the style engine fails on (a FaceStreamError or a runtime's RuntimeError) is counted in
+``facestream_style_engine_errors_total`` and skipped, so one bad frame does not end a live
+stream; ``engine_error_limit_frames`` failures in a row end the run with the last error.
 """
 
 from __future__ import annotations
@@ -35,7 +39,9 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from engines.errors import FaceStreamError
 from pipeline.capture import Camera, CameraConfig, source_kind
+from pipeline.config.secrets import SecretSpec, resolve_secret
 from pipeline.errors import RecordingError
 from pipeline.metrics import PipelineMetrics, StyleMetrics
 from pipeline.style.config import StyleStreamConfig
@@ -49,9 +55,16 @@ from pipeline.style.engine import (
 from pipeline.style.errors import SinkError
 from pipeline.style.frames import Letterbox, TemporalFilter, blend, fit_to_output
 from pipeline.style.h264_sink import H264FileSink, VideoFileSpec
-from pipeline.style.sinks import FileSink, FrameSink, MjpegSink, RtspSink, port_is_free
+from pipeline.style.sinks import (
+    FileSink,
+    FrameSink,
+    MjpegSink,
+    RtspCredentials,
+    RtspSink,
+    port_is_free,
+)
 
-__all__ = ["StreamReport", "StyleStream", "Stylizer", "TimedFrame"]
+__all__ = ["StreamReport", "StyleStream", "Stylizer", "TimedFrame", "rtsp_credentials"]
 
 _log = logging.getLogger(__name__)
 _DEFAULT_LIVE_FPS = 25.0  # sinks of live sources are opened before any rate is known
@@ -81,6 +94,24 @@ class StreamReport:
     def fps(self) -> float:
         """Frames out per second of wall time."""
         return self.frames_out / self.seconds if self.seconds > 0 else 0.0
+
+
+def rtsp_credentials(config: StyleStreamConfig) -> RtspCredentials | None:
+    """The login the RTSP sink asks for: ``rtsp_username`` with the password from
+    ``rtsp_password_file`` (read now) or else ``rtsp_password``; None without a user name.
+    ConfigError (a ValueError) for a password file that cannot be read or is empty."""
+    if config.rtsp_username is None:
+        return None
+    spec = SecretSpec(
+        what="rtsp_password",
+        environment=None,  # the CLI reads the environment; nothing here does
+        file=config.rtsp_password_file,
+        inline=config.rtsp_password,
+    )
+    password = resolve_secret(spec)
+    if password is None:  # the config's validator requires one of the two
+        raise ValueError("rtsp_username is set without a password")
+    return RtspCredentials(username=config.rtsp_username, password=password)
 
 
 class Stylizer:
@@ -242,6 +273,13 @@ class _LiveFrames:
         self._camera.stop()
 
 
+@dataclass(slots=True)
+class _EngineFailures:
+    """Frames the engine failed on in a row, during one ``run``."""
+
+    in_a_row: int = 0
+
+
 class StyleStream:
     """Runs one ``StyleStreamConfig``: opens the model and the MJPEG sink at construction (so a
     bad model or a port in use fails at once), the file and RTSP sinks on the first frame (they
@@ -282,6 +320,8 @@ class StyleStream:
         self.file_sink: H264FileSink | None = None
         self._output_size: tuple[int, int] | None = None  # the first frame's: the sinks' size
         try:
+            # read the password file now, so a missing secret fails before any frame
+            self._rtsp_credentials = rtsp_credentials(config)
             rtsp_port = config.rtsp_port
             if rtsp_port is not None and not port_is_free(config.rtsp_host, rtsp_port):
                 raise SinkError(f"RTSP sink: {config.rtsp_host}:{rtsp_port} is in use")
@@ -292,6 +332,11 @@ class StyleStream:
             self.stylizer.close()
             raise
         self._mark_style(None)
+        if config.target_fps is not None:
+            metrics.target_fps.labels(stream=config.stream_id).set(config.target_fps)
+        # at 0 from the start, so an alert's increase() sees the first error too
+        backend = self.stylizer.network.engine.backend
+        metrics.engine_errors.labels(stream=config.stream_id, backend=backend)
 
     def _mark_style(self, previous_model_id: str | None) -> None:
         gauge = self._metrics.active_style
@@ -352,8 +397,34 @@ class StyleStream:
                 host=self.config.rtsp_host,
                 port=self.config.rtsp_port,
                 mount=self.config.rtsp_mount,
+                credentials=self._rtsp_credentials,
             )
             self._sinks.append(self.rtsp)
+
+    def _stylize(
+        self, image: npt.NDArray[np.uint8], failures: _EngineFailures
+    ) -> tuple[npt.NDArray[np.uint8], float] | None:
+        """``Stylizer.process``, or None when the engine failed on the frame (counted; the
+        error is raised once ``engine_error_limit_frames`` failed in a row)."""
+        stream = self.config.stream_id
+        try:
+            processed = self.stylizer.process(image)
+        except (FaceStreamError, RuntimeError):  # RuntimeError: the runtimes' own errors
+            failures.in_a_row += 1
+            backend = self.stylizer.network.engine.backend
+            self._metrics.engine_errors.labels(stream=stream, backend=backend).inc()
+            if failures.in_a_row >= self.config.engine_error_limit_frames:
+                raise
+            if failures.in_a_row == 1:  # once per run of failures, not per frame
+                _log.exception("%s: the style engine failed; frame skipped", stream)
+            return None
+        if failures.in_a_row:
+            _log.info("%s: the style engine works again", stream)
+            failures.in_a_row = 0
+        return processed
+
+    def _reached_max_frames(self, frames_in: int) -> bool:
+        return self.config.max_frames is not None and frames_in >= self.config.max_frames
 
     def run(self) -> StreamReport:
         """Move frames until the source ends, ``max_frames`` or ``stop()``; returns counts.
@@ -365,6 +436,7 @@ class StyleStream:
         frames_in_metric = self._metrics.frames_in.labels(stream=stream)
         started = time.monotonic()
         frames_in = frames_out = 0
+        failures = _EngineFailures()
         source_ended = False
         source = self._open_source()
         try:
@@ -373,7 +445,12 @@ class StyleStream:
                     self._open_frame_sinks(frame.image, source.fps)
                 frames_in += 1
                 frames_in_metric.inc()
-                stylized, inference_seconds = self.stylizer.process(frame.image)
+                processed = self._stylize(frame.image, failures)
+                if processed is None:  # the engine failed on it: skipped, counted
+                    if self._reached_max_frames(frames_in):
+                        break
+                    continue
+                stylized, inference_seconds = processed
                 if self._output_size is not None:  # a reconnect may bring another resolution
                     stylized = fit_to_output(stylized, *self._output_size)
                 network = self.stylizer.network
@@ -392,7 +469,7 @@ class StyleStream:
                 self._metrics.frame_latency_seconds.labels(stream=stream, backend=backend).observe(
                     time.monotonic() - frame.captured_at
                 )
-                if self.config.max_frames is not None and frames_in >= self.config.max_frames:
+                if self._reached_max_frames(frames_in):
                     break
             else:  # frames() also returns on stop(): then the source has not ended
                 source_ended = not self._stop.is_set()
