@@ -30,6 +30,9 @@ Each error also inherits the builtin a caller would naturally catch::
     │   │                                            gallery's active one
     │   └── IdentityExistsError                      enrolment under an id that is already taken
     ├── IdentityNotFoundError(LookupError)           no identity has the id asked for
+    ├── DecisionNotFoundError(LookupError)           no decision awaits feedback under that event id
+    │                                                (unknown, or its probe expired)
+    ├── FeedbackGivenError(ValueError)               the decision already had its feedback
     ├── ImageDecodeError(ValueError)                 an image is empty, corrupt, too big, or not
     │                                                an image at all
     ├── EnrollmentRejectedError(ValueError)          a photo cannot be enrolled (no face, several,
@@ -66,10 +69,12 @@ __all__ = [
     "CameraTimeoutError",
     "CameraUrlRefusedError",
     "ConfigFileError",
+    "DecisionNotFoundError",
     "EnrollmentRejectedError",
     "EventFormatError",
     "EventStoreError",
     "EventsUnavailableError",
+    "FeedbackGivenError",
     "GalleryNotReplicatedError",
     "GalleryRequestError",
     "GalleryStoreError",
@@ -155,6 +160,14 @@ class IdentityExistsError(GalleryRequestError):
 
 class IdentityNotFoundError(FaceStreamError, LookupError):
     """The gallery holds no identity with the id asked for."""
+
+
+class DecisionNotFoundError(FaceStreamError, LookupError):
+    """No decision awaits feedback under the event id given (unknown, or its probe expired)."""
+
+
+class FeedbackGivenError(FaceStreamError, ValueError):
+    """An operator's feedback names a decision that already had its feedback."""
 
 
 class ImageDecodeError(FaceStreamError, ValueError):

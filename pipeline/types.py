@@ -16,13 +16,14 @@ alignment and encoding see RGB.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final, Literal, TypeAlias, get_args
 
@@ -230,11 +231,13 @@ class Embeddings:
 
 @dataclass(frozen=True, slots=True)
 class Match:
-    """One gallery identity near a probe: ``distance`` is Euclidean, in descriptor units."""
+    """One gallery identity near a probe: ``distance`` is Euclidean, in descriptor units, to
+    the identity's nearest template, ``template_id`` (None where the answer is not a template)."""
 
     identity_id: str
     name: str
     distance: float
+    template_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -423,6 +426,8 @@ class TrackObservation:
     liveness: Mapping[str, float] | None = None
     track_distance: float | None = None
     quality: Quality | None = None  # None: not measured (a caller without chips); it votes
+    template_id: str | None = None  # the template this encoding matched (None: track vote)
+    probe: npt.NDArray[np.float32] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -430,7 +435,11 @@ class Decision:
     """A door decision about one track; ``votes`` is how many of the window agreed;
     ``liveness``: the liveness score and cues when it was decided (None with liveness off);
     ``liveness_required``: False when the door opted out of liveness (``require_liveness =
-    false``), so every event of such a door says a photo could have opened it."""
+    false``), so every event of such a door says a photo could have opened it.
+    ``event_id``: the id of the event that announces it (and of its audit line), which an
+    operator's feedback names; ``template_id``: the identity's template the nearest matching
+    encoding matched; ``probe``: that encoding, float32 (128,), kept only in memory and in
+    Redis for feedback (``pipeline.gallery.feedback``), never in events or the audit log."""
 
     door_id: str
     camera_id: str
@@ -445,6 +454,19 @@ class Decision:
     reason: str | None = None  # card_and_face: why it was refused (face_mismatch, ...)
     card_number: int | None = None  # card_and_face: the credential presented
     liveness_required: bool = True
+    event_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    template_id: str | None = None
+    probe: npt.NDArray[np.float32] | None = field(default=None, repr=False, compare=False)
+
+    def announced(self) -> dict[str, JsonValue]:
+        """Every field but ``probe``: what events and the audit log may hold."""
+        fields: dict[str, JsonValue] = {
+            item.name: getattr(self, item.name) for item in dataclasses.fields(self)
+        }
+        del fields["probe"]
+        if self.liveness is not None:
+            fields["liveness"] = dict(self.liveness)
+        return fields
 
 
 @dataclass(frozen=True, slots=True)
@@ -483,6 +505,8 @@ EventKind = Literal[
     "osdp_link_down",
     "osdp_secure_channel_failed",
     "osdp_card_not_sent",
+    # an operator's correction of a decision (pipeline.gallery.feedback)
+    "decision_feedback",
 ]
 EVENT_KINDS: Final[tuple[str, ...]] = get_args(EventKind)
 JsonValue: TypeAlias = (

@@ -340,6 +340,9 @@ class DoorPolicy:
         leader = Counter(item.identity_id for item in state.window).most_common(1)[0][0]
         matching = [item for item in state.window if item.identity_id == leader]
         distances = [item.distance for item in matching if item.distance is not None]
+        # what feedback needs: the template the nearest matching encoding matched, and it
+        matched = [item for item in matching if item.template_id is not None]
+        nearest = min(matched, key=lambda item: item.distance or 0.0) if matched else None
         return Decision(
             door_id=door.config.id,
             camera_id=observation.camera_id,
@@ -352,6 +355,8 @@ class DoorPolicy:
             at=observation.at,
             liveness=None if observation.liveness is None else dict(observation.liveness),
             liveness_required=door.config.require_liveness,
+            template_id=None if nearest is None else nearest.template_id,
+            probe=None if nearest is None else nearest.probe,
         )
 
 

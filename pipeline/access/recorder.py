@@ -21,9 +21,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from collections import deque
-from dataclasses import asdict
+from collections.abc import Mapping
 
 from pipeline.access.audit import AuditLog, AuditRecord
 from pipeline.errors import EventStoreError, EventsUnavailableError
@@ -47,12 +46,12 @@ def decision_event(
 ) -> Event:
     """The event announcing ``decision`` (kind: decision, unknown_face or spoof_suspected);
     with ``audited`` (its audit line), the payload carries ``audit_seq`` and ``audit_head``."""
-    payload: dict[str, JsonValue] = dict(asdict(decision))
+    payload: dict[str, JsonValue] = decision.announced()
     if audited is not None:
         payload["audit_seq"] = audited.seq
         payload["audit_head"] = audited.digest
     return Event(
-        event_id=event_id or uuid.uuid4().hex,
+        event_id=event_id or decision.event_id,
         kind=_KINDS[decision.outcome],
         camera_id=decision.camera_id,
         created=decision.at,
@@ -63,7 +62,7 @@ def decision_event(
 def audit_entry(event_id: str, decision: Decision) -> dict[str, object]:
     """What the audit log keeps of a decision: everything but the person's name (the id
     stays; a name in a log that cannot be rewritten could never be erased)."""
-    entry: dict[str, object] = {"event_id": event_id, **asdict(decision)}
+    entry: dict[str, object] = {**decision.announced(), "event_id": event_id}
     del entry["name"]
     return entry
 
@@ -182,11 +181,23 @@ class DecisionRecorder:
 
     def record(self, decision: Decision) -> Event:
         """Append ``decision`` to the audit log, then publish it (and any earlier backlog);
-        returns the event that announces it."""
-        event_id = uuid.uuid4().hex
+        returns the event that announces it (under the decision's event id)."""
+        event_id = decision.event_id
         with self._lock:
             audited = self._audit.append(audit_entry(event_id, decision))
             event = decision_event(decision, audited, event_id=event_id)
+            self._enqueue(event)
+        self._publish_soon()
+        return event
+
+    def record_feedback(self, entry: Mapping[str, JsonValue], camera_id: str) -> Event:
+        """Append an operator's feedback on a decision to the audit log, then publish it as a
+        ``decision_feedback`` event; ``entry`` names ids only (no names, no encodings)."""
+        event = Event.create("decision_feedback", camera_id, dict(entry))
+        with self._lock:
+            audited = self._audit.append({"event_id": event.event_id, **entry})
+            payload = {**entry, "audit_seq": audited.seq, "audit_head": audited.digest}
+            event = Event(event.event_id, event.kind, event.camera_id, event.created, payload)
             self._enqueue(event)
         self._publish_soon()
         return event

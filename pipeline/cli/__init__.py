@@ -18,6 +18,8 @@ Modules and their public names:
 - ``run``: ``run`` (the service) and ``sample``. Public: ``run``, ``sample``.
 - ``audit``: ``audit verify``. Public: ``audit_app``.
 - ``events``: ``events tail``. Public: ``events_app``.
+- ``feedback``: ``feedback EVENT_ID --wrong|--right`` (through the running service's API).
+  Public: ``feedback``.
 
 The ``style`` and ``stylize`` commands live with their room (``pipeline.style.cli``); the
 ``calibrate``, ``eval`` and ``train`` groups with calibration.

@@ -21,6 +21,7 @@ from pipeline.cli.audit import audit_app
 from pipeline.cli.config import check_config, config_app, doctor
 from pipeline.cli.engines import engines_app
 from pipeline.cli.events import events_app
+from pipeline.cli.feedback import feedback
 from pipeline.cli.identities import enroll, gallery_app, identify, identities_app, verify
 from pipeline.cli.process import process
 from pipeline.cli.run import run, sample
@@ -60,6 +61,7 @@ app.command("verify")(verify)
 app.command("process")(process)
 app.command("run")(run)
 app.command("sample")(sample)
+app.command("feedback")(feedback)
 app.add_typer(engines_app, name="engines")
 app.add_typer(calibrate_app, name="calibrate")
 app.add_typer(eval_app, name="eval")

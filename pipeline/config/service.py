@@ -45,6 +45,7 @@ __all__ = [
     "EmbeddedRedisConfig",
     "EngineConfig",
     "FaceStreamConfig",
+    "FeedbackConfig",
     "GalleryConfig",
     "StrictModel",
     "load_config",
@@ -197,6 +198,33 @@ class GalleryConfig(StrictModel):
         return self
 
 
+class FeedbackConfig(StrictModel):
+    """Operators' corrections of door decisions (``facestream feedback``, the feedback route)."""
+
+    probe_ttl_seconds: int = Field(
+        default=7 * 86_400,
+        ge=60,
+        le=90 * 86_400,
+        description="how long the encoding behind each decision is kept in Redis (under its "
+        "event id) so that an operator can still correct it; afterwards feedback on that "
+        "decision is refused (404). An encoding, never a face image",
+    )
+    negative_margin: float = Field(
+        default=0.02,
+        ge=0.0,
+        le=1.0,
+        description="an identity an operator corrected gets its own tau: this far (Euclidean, "
+        "descriptor units) below the distance from its templates to its nearest negative (a "
+        "probe that was not this person), when that is below the global tau",
+    )
+    max_negatives_per_identity: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        description="negatives kept per identity; beyond it the oldest is dropped",
+    )
+
+
 class ApiConfig(StrictModel):
     """The HTTP API (``facestream run``)."""
 
@@ -325,6 +353,7 @@ class FaceStreamConfig(StrictModel):
     engine: EngineConfig = EngineConfig()
     capture: CaptureConfig = CaptureConfig()
     gallery: GalleryConfig = GalleryConfig()
+    feedback: FeedbackConfig = FeedbackConfig()
     detect: DetectConfig = BlazeFaceConfig()
     enroll: EnrollConfig = EnrollConfig()
     process: ProcessConfig = ProcessConfig()

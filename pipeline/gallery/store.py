@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import MappingProxyType, TracebackType
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -152,6 +152,8 @@ class Identity:
     created: float
     updated: float
     template_counts: Mapping[str, int]
+    negatives: int = 0  # probes an operator said are not this person (pipeline.gallery.feedback)
+    tau_ceiling: float | None = None  # a margin below the nearest negative; None: global tau
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "metadata", _frozen_metadata(self.metadata))
@@ -166,28 +168,34 @@ class Identity:
             "created": self.created,
             "updated": self.updated,
             "templates": dict(self.template_counts),
+            "negatives": self.negatives,
+            "tau_ceiling": self.tau_ceiling,
         }
 
     def with_counts(self, template_counts: Mapping[str, int]) -> Identity:
         """This identity with other template counts, updated now."""
         return dataclasses.replace(self, updated=time.time(), template_counts=template_counts)
 
-    def _record(self) -> bytes:
-        return json.dumps(
-            {
-                "name": self.name,
-                "metadata": dict(self.metadata),
-                "created": self.created,
-                "updated": self.updated,
-                "templates": dict(self.template_counts),
-            },
-            sort_keys=True,
-        ).encode()
+    def record(self) -> bytes:
+        """The JSON stored in the identities hash (the feedback module writes it too)."""
+        fields: dict[str, object] = {
+            "name": self.name,
+            "metadata": dict(self.metadata),
+            "created": self.created,
+            "updated": self.updated,
+            "templates": dict(self.template_counts),
+        }
+        if self.negatives:  # records of identities never corrected stay as they were
+            fields["negatives"] = self.negatives
+            fields["tau_ceiling"] = self.tau_ceiling
+        return json.dumps(fields, sort_keys=True).encode()
 
     @classmethod
-    def _from_record(cls, identity_id: str, record: bytes) -> Identity:
+    def from_record(cls, identity_id: str, record: bytes) -> Identity:
+        """Parse a stored record; GalleryStoreError when it is malformed."""
         try:
             fields = json.loads(record)
+            ceiling = fields.get("tau_ceiling")
             return cls(
                 identity_id=identity_id,
                 name=str(fields["name"]),
@@ -197,6 +205,8 @@ class Identity:
                 template_counts={
                     str(key): int(value) for key, value in fields["templates"].items()
                 },
+                negatives=int(fields.get("negatives", 0)),
+                tau_ceiling=None if ceiling is None else float(ceiling),
             )
         except (ValueError, KeyError, TypeError, AttributeError, GalleryRequestError) as exc:
             raise GalleryStoreError(
@@ -240,8 +250,15 @@ class Enrollment:
         object.__setattr__(self, "metadata", _frozen_metadata(self.metadata))
 
 
-# (identity id, name, float32 (n, 128) templates of the active model)
-_Entry = tuple[str, str, npt.NDArray[np.float32]]
+class _Entry(NamedTuple):
+    """One identity's searchable part: float32 (n, 128) templates of the active model, their
+    n template ids, and its tau ceiling (None: the query's tau alone)."""
+
+    identity_id: str
+    name: str
+    vectors: npt.NDArray[np.float32]
+    template_ids: tuple[str, ...]
+    tau_ceiling: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,8 +268,10 @@ class _Index:
     columns: float32 (129, T), one column per template: its 128 values, then its squared
     norm, so one matrix product with [-2 p, 1] ranks every template for probe p (T-major
     layout: BLAS streams it faster than (T, 128)); columns of one identity are contiguous.
-    owners: int64 (T,) the identity slot of each column, non-decreasing; starts: int64 (I,)
-    first column of each slot; ends: int64 (I,) one past its last column.
+    owners: int64 (T,) the identity slot of each column, non-decreasing; template_ids: the
+    template id of each column; ceilings: float32 (I,) each slot's tau ceiling (inf: none), so
+    a corrected identity's tighter tau is applied in the same search; starts: int64 (I,) first
+    column of each slot; ends: int64 (I,) one past its last column.
     """
 
     version: int
@@ -260,6 +279,8 @@ class _Index:
     names: tuple[str, ...]
     columns: npt.NDArray[np.float32]
     owners: npt.NDArray[np.int64]
+    template_ids: tuple[str, ...]
+    ceilings: npt.NDArray[np.float32]
     starts: npt.NDArray[np.int64] = field(init=False)
     ends: npt.NDArray[np.int64] = field(init=False)
     slots: Mapping[str, int] = field(init=False)
@@ -274,7 +295,7 @@ class _Index:
         object.__setattr__(
             self, "slots", {identity: slot for slot, identity in enumerate(self.identity_ids)}
         )
-        for array in (self.columns, self.owners, self.starts, self.ends):
+        for array in (self.columns, self.owners, self.starts, self.ends, self.ceilings):
             array.setflags(write=False)
 
     @property
@@ -302,6 +323,8 @@ class _Index:
             names=tuple(entry[1] for entry in entries),
             vectors=vectors,
             counts=np.array([entry[2].shape[0] for entry in entries], np.int64),
+            template_ids=tuple(template for entry in entries for template in entry.template_ids),
+            ceilings=_ceilings(entries),
         )
 
     @classmethod
@@ -313,14 +336,19 @@ class _Index:
         names: tuple[str, ...],
         vectors: npt.NDArray[np.float32],
         counts: npt.NDArray[np.int64],
+        template_ids: tuple[str, ...],
+        ceilings: npt.NDArray[np.float32],
     ) -> _Index:
-        """From templates float32 (T, 128) grouped by identity, counts[i] rows of identity i."""
+        """From templates float32 (T, 128) grouped by identity, counts[i] rows of identity i,
+        with the T template ids and float32 (I,) tau ceilings (inf: none)."""
         return cls(
             version=version,
             identity_ids=identity_ids,
             names=names,
             columns=np.ascontiguousarray(cls._columns_of(vectors)),
             owners=np.repeat(np.arange(len(identity_ids), dtype=np.int64), counts),
+            template_ids=template_ids,
+            ceilings=ceilings,
         )
 
     def replaced(self, version: int, changed: set[str], entries: Sequence[_Entry]) -> _Index:
@@ -337,6 +365,15 @@ class _Index:
             identity for identity, kept in zip(self.identity_ids, keep, strict=True) if kept
         ]
         kept_names = [name for name, kept in zip(self.names, keep, strict=True) if kept]
+        kept_templates = (
+            self.template_ids
+            if keep.all()
+            else tuple(
+                template
+                for template, kept in zip(self.template_ids, keep[self.owners], strict=True)
+                if kept
+            )
+        )
         added = [
             np.full(entry[2].shape[0], len(kept_ids) + offset, np.int64)
             for offset, entry in enumerate(entries)
@@ -354,13 +391,35 @@ class _Index:
                 )
             ),
             owners=np.concatenate([new_slot[self.owners[keep_columns]], *added]).astype(np.int64),
+            template_ids=(
+                *kept_templates,
+                *(template for entry in entries for template in entry.template_ids),
+            ),
+            ceilings=np.concatenate([self.ceilings[keep], _ceilings(entries)]).astype(np.float32),
         )
 
     def distance(self, probe: npt.NDArray[np.float32], slot: int) -> float:
         """Exact Euclidean distance from probe float32 (128,) to slot's nearest template."""
-        templates = self.columns[:DESCRIPTOR_SIZE, self.starts[slot] : self.ends[slot]]
+        return self.match(probe, slot).distance
+
+    def match(self, probe: npt.NDArray[np.float32], slot: int) -> Match:
+        """Slot's identity with the exact distance from probe float32 (128,) to its nearest
+        template, and that template's id (what a correction quarantines)."""
+        start = int(self.starts[slot])
+        templates = self.columns[:DESCRIPTOR_SIZE, start : self.ends[slot]]
         difference = templates - probe[:, np.newaxis]
-        return float(np.sqrt(np.einsum("ij,ij->j", difference, difference).min()))
+        squared = np.einsum("ij,ij->j", difference, difference)
+        nearest = int(np.argmin(squared))
+        return Match(
+            self.identity_ids[slot],
+            self.names[slot],
+            float(np.sqrt(squared[nearest])),
+            template_id=self.template_ids[start + nearest],
+        )
+
+    def threshold(self, slot: int, max_distance: float) -> float:
+        """The tau of slot's identity: the query's, or its own ceiling when that is tighter."""
+        return min(max_distance, float(self.ceilings[slot]))
 
     def search(
         self, probes: npt.NDArray[np.float32], top_k: int, max_distance: float | None
@@ -390,27 +449,26 @@ class _Index:
         nearest: list[float | None] = []
         for probe, slots in zip(probes, candidates, strict=True):
             ranked = sorted(
-                (
-                    Match(self.identity_ids[slot], self.names[slot], self.distance(probe, slot))
-                    for slot in slots.tolist()
-                ),
-                key=lambda match: (match.distance, match.identity_id),
+                ((self.match(probe, slot), slot) for slot in slots.tolist()),
+                key=lambda pair: (pair[0].distance, pair[0].identity_id),
             )
-            nearest.append(ranked[0].distance)
+            nearest.append(ranked[0][0].distance)
             results.append(
-                tuple(m for m in ranked if max_distance is None or m.distance <= max_distance)
+                tuple(
+                    match
+                    for match, slot in ranked
+                    if max_distance is None or match.distance <= self.threshold(slot, max_distance)
+                )
             )
         return tuple(results), tuple(nearest)
 
 
-def _name_of(identity_id: str, record: Any) -> str:
-    """The name in a stored identity record, without building the whole Identity."""
-    try:
-        return str(json.loads(record)["name"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise GalleryStoreError(
-            f"identity {identity_id!r}: stored record is malformed: {exc}"
-        ) from exc
+def _ceilings(entries: Sequence[_Entry]) -> npt.NDArray[np.float32]:
+    """float32 (len(entries),): each entry's tau ceiling, inf where it has none."""
+    return np.array(
+        [np.inf if entry.tau_ceiling is None else entry.tau_ceiling for entry in entries],
+        np.float32,
+    )
 
 
 def _decode(value: bytes | str) -> str:
@@ -477,6 +535,26 @@ class Gallery:
         """The gallery version the in-memory index reflects (the Redis counter)."""
         return self._index.version
 
+    @property
+    def key_prefix(self) -> str:
+        """``fs:{namespace}:``, the start of every key of this gallery (one Cluster slot)."""
+        return self._version_key.removesuffix("version")
+
+    def write(
+        self, write: Callable[[Pipeline], None], identity_ids: Sequence[str], action: str
+    ) -> None:
+        """Run ``write`` as one gallery transaction, for the room's other modules (feedback):
+        reads under WATCH, then ``pipe.multi()`` and queued writes; the version is bumped, the
+        change published and this index updated, as for every write of this class."""
+        self._transaction(write, identity_ids, action)
+
+    def threshold_for(self, identity_id: str, max_distance: float) -> float:
+        """The tau of one identity: ``max_distance``, or its own tighter ceiling when an
+        operator's corrections gave it one (for callers that rank without a threshold)."""
+        index = self._index
+        slot = index.slots.get(identity_id)
+        return max_distance if slot is None else index.threshold(slot, max_distance)
+
     # -- search ---------------------------------------------------------------------------
 
     def identify(
@@ -538,14 +616,14 @@ class Gallery:
             record = self._client.hget(self._identities_key, identity_id)
         if record is None:
             raise IdentityNotFoundError(f"no identity {identity_id!r} in the gallery")
-        return Identity._from_record(identity_id, _as_bytes(record))
+        return Identity.from_record(identity_id, _as_bytes(record))
 
     def list_identities(self) -> list[Identity]:
         """Every identity in Redis, oldest first (ties by id)."""
         with self._talking_to_redis("list identities"):
             records = self._client.hgetall(self._identities_key)
         identities = [
-            Identity._from_record(_decode(key), _as_bytes(value)) for key, value in records.items()
+            Identity.from_record(_decode(key), _as_bytes(value)) for key, value in records.items()
         ]
         identities.sort(key=lambda identity: (identity.created, identity.identity_id))
         return identities
@@ -577,6 +655,10 @@ class Gallery:
         identity_ids = [identity.identity_id for identity in identities]
         if len(set(identity_ids)) != len(identity_ids):
             raise GalleryRequestError("the same identity id is enrolled twice in one call")
+        template_ids = {
+            identity.identity_id: tuple(uuid.uuid4().hex for _ in range(len(enrollment.embeddings)))
+            for identity, enrollment in zip(identities, enrollments, strict=True)
+        }
 
         def write(pipe: Pipeline) -> None:
             existing = pipe.hmget(self._identities_key, identity_ids)
@@ -585,11 +667,21 @@ class Gallery:
                 raise IdentityExistsError(f"identity id(s) already enrolled: {taken[:5]}")
             pipe.multi()
             for identity, enrollment in zip(identities, enrollments, strict=True):
-                pipe.hset(self._identities_key, identity.identity_id, identity._record())
-                self._queue_templates(pipe, identity.identity_id, enrollment.embeddings)
+                pipe.hset(self._identities_key, identity.identity_id, identity.record())
+                self._queue_templates(
+                    pipe,
+                    identity.identity_id,
+                    enrollment.embeddings,
+                    template_ids[identity.identity_id],
+                )
 
         entries = [
-            (identity.identity_id, identity.name, enrollment.embeddings.vectors)
+            _Entry(
+                identity.identity_id,
+                identity.name,
+                enrollment.embeddings.vectors,
+                template_ids[identity.identity_id],
+            )
             for identity, enrollment in zip(identities, enrollments, strict=True)
         ]
         self._transaction(write, identity_ids, "enroll", entries=entries)
@@ -609,8 +701,10 @@ class Gallery:
             counts[self._model_id] = counts.get(self._model_id, 0) + len(embeddings)
             identity = current.with_counts(counts)
             pipe.multi()
-            pipe.hset(self._identities_key, identity_id, identity._record())
-            self._queue_templates(pipe, identity_id, embeddings)
+            pipe.hset(self._identities_key, identity_id, identity.record())
+            self._queue_templates(
+                pipe, identity_id, embeddings, [uuid.uuid4().hex for _ in range(len(embeddings))]
+            )
             updated[:] = [identity]
 
         self._transaction(write, [identity_id], "add templates")
@@ -697,11 +791,11 @@ class Gallery:
             for identity_id, record, existing in current:
                 models = {_decode(key): _decode(value) for key, value in existing.items()}
                 models.update(dict.fromkeys(templates[identity_id], self._model_id))
-                identity = Identity._from_record(identity_id, _as_bytes(record))
+                identity = Identity.from_record(identity_id, _as_bytes(record))
                 counts = dict(identity.template_counts)
                 counts[self._model_id] = sum(model == self._model_id for model in models.values())
                 updated = identity.with_counts(counts)
-                pipe.hset(self._identities_key, identity_id, updated._record())
+                pipe.hset(self._identities_key, identity_id, updated.record())
                 pipe.hset(
                     self._templates_prefix + identity_id,
                     mapping=dict.fromkeys(templates[identity_id], self._model_id),
@@ -758,20 +852,31 @@ class Gallery:
             pipe.hgetall(self._vectors_key)
             version_value, records, vector_fields = pipe.execute()
         grouped: dict[str, list[bytes]] = {}
+        templates: dict[str, list[str]] = {}
         for field_name, value in vector_fields.items():
-            identity_id = _decode(field_name).split("/", 1)[0]
+            identity_id, template_id = _decode(field_name).split("/", 1)
             grouped.setdefault(identity_id, []).append(_as_bytes(value))
+            templates.setdefault(identity_id, []).append(template_id)
         records_by_id = {_decode(key): value for key, value in records.items()}
         # a half-removed identity cannot exist (transactions); the check is cheap insurance
         identity_ids = tuple(identity for identity in grouped if identity in records_by_id)
-        names = tuple(_name_of(identity, records_by_id[identity]) for identity in identity_ids)
+        stored = [
+            Identity.from_record(identity, _as_bytes(records_by_id[identity]))
+            for identity in identity_ids
+        ]
         values = [value for identity in identity_ids for value in grouped[identity]]
         index = _Index.from_arrays(
             int(version_value or 0),
             identity_ids=identity_ids,
-            names=names,
+            names=tuple(identity.name for identity in stored),
             vectors=self._parse_vectors("(all)", values),
             counts=np.array([len(grouped[identity]) for identity in identity_ids], np.int64),
+            template_ids=tuple(
+                template for identity in identity_ids for template in templates[identity]
+            ),
+            ceilings=np.array(
+                [np.inf if i.tau_ceiling is None else i.tau_ceiling for i in stored], np.float32
+            ),
         )
         self._swap(index)
         self._metrics.gallery_reloads.inc()
@@ -833,8 +938,9 @@ class Gallery:
                 f"is {self._model_id!r}: re-encode or re-enrol with the active model"
             )
 
-    def _queue_templates(self, pipe: Pipeline, identity_id: str, embeddings: Embeddings) -> None:
-        template_ids = [uuid.uuid4().hex for _ in range(len(embeddings))]
+    def _queue_templates(
+        self, pipe: Pipeline, identity_id: str, embeddings: Embeddings, template_ids: Sequence[str]
+    ) -> None:
         vectors = embeddings.vectors.astype(_VECTOR_DTYPE, copy=False)
         pipe.hset(
             self._templates_prefix + identity_id,
@@ -852,7 +958,7 @@ class Gallery:
         record = pipe.hget(self._identities_key, identity_id)
         if record is None:
             raise IdentityNotFoundError(f"no identity {identity_id!r} in the gallery")
-        return Identity._from_record(identity_id, _as_bytes(record))
+        return Identity.from_record(identity_id, _as_bytes(record))
 
     def _transaction(
         self,
@@ -960,8 +1066,21 @@ class Gallery:
             position += len(names)
             if record is None or not found:
                 continue  # removed, or no template of the active model
-            name = Identity._from_record(identity_id, _as_bytes(record)).name
-            entries.append((identity_id, name, self._parse_vectors(identity_id, found)))
+            identity = Identity.from_record(identity_id, _as_bytes(record))
+            present = [
+                name.split("/", 1)[1]
+                for name, value in zip(names, values[position - len(names) : position], strict=True)
+                if value
+            ]
+            entries.append(
+                _Entry(
+                    identity_id,
+                    identity.name,
+                    self._parse_vectors(identity_id, found),
+                    tuple(present),
+                    identity.tau_ceiling,
+                )
+            )
         return entries
 
     def _parse_vectors(self, identity_id: str, values: Sequence[bytes]) -> npt.NDArray[np.float32]:

@@ -119,8 +119,11 @@ class CameraRecognizer:
         consensus = {track.track_id: track.consensus for track in self._stream.tracker.live_tracks}
         observations = []
         qualities = pending.qualities or (None,) * len(pending.track_ids)
-        for track_id, frame_match, nearest, quality in zip(
-            pending.track_ids, matches.best(), matches.nearest_distances, qualities, strict=True
+        probes = matches.probes
+        for row, (track_id, frame_match, nearest, quality) in enumerate(
+            zip(
+                pending.track_ids, matches.best(), matches.nearest_distances, qualities, strict=True
+            )
         ):
             if quality is not None:
                 self._observe_quality(quality)
@@ -145,6 +148,8 @@ class CameraRecognizer:
                     liveness=cues,
                     track_distance=None if by_track is None else by_track.distance,
                     quality=quality,
+                    template_id=None if frame_match is None else frame_match.template_id,
+                    probe=None if probes is None or frame_match is None else probes.vectors[row],
                 )
             )
         return observations

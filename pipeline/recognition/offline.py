@@ -163,7 +163,9 @@ def track_consensus(track: Track, gallery: Gallery, match: MatchConfig) -> Match
     )
     nearest = gallery.identify(probes, top_k=1, max_distance=None).best()
     named = nearest[0]
-    if named is None or named.distance > match.max_distance:
+    if named is None or named.distance > gallery.threshold_for(
+        named.identity_id, match.max_distance
+    ):
         return None
     agreeing = sum(
         1 for frame in nearest[1:] if frame is not None and frame.identity_id == named.identity_id

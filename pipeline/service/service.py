@@ -37,11 +37,13 @@ from pipeline.errors import (
     AuditEventError,
     AuditLogCorruptError,
     AuditLogError,
+    GalleryUnavailableError,
     ServiceNotReadyError,
 )
 from pipeline.events.bus import EventBus
 from pipeline.events.mqtt import MqttBridge
 from pipeline.events.webhooks import WebhookDeliverer
+from pipeline.gallery.feedback import FeedbackResult, FeedbackStore, QuarantinedTemplate
 from pipeline.gallery.store import Identity
 from pipeline.recognition.live import UNHEALTHY_AFTER_SECONDS, LiveOutputs, LiveRecognition
 from pipeline.service.app import Services, open_services
@@ -123,6 +125,7 @@ class FaceStreamService:
         self.shard = resolve_shard(self.config.capture, os.environ)
         self.policy = DoorPolicy(self.config.doors)
         self.credentials = CredentialStore(services.redis, namespace=self.config.gallery.namespace)
+        self.feedback_store = FeedbackStore(services.gallery, services.redis, self.config.feedback)
         self.access = DoorAccess(  # OSDP readers, card readers, card + face windows
             self.config.doors,
             AccessWiring(
@@ -185,7 +188,8 @@ class FaceStreamService:
         broker's retained topics hold about it (the audit log keeps its id, never its name).
         IdentityNotFoundError when absent; EventsUnavailableError when Redis goes away between
         the two (the identity is gone; run the removal again to purge)."""
-        self.services.gallery.remove(identity_id)
+        self.services.gallery.remove(identity_id)  # with its quarantined templates, negatives
+        self.feedback_store.forget_identity(identity_id)  # the probes kept for feedback
         purged = self.bus.purge_identity(identity_id)
         if self.mqtt is not None:
             self.mqtt.clear_retained_people()
@@ -221,6 +225,31 @@ class FaceStreamService:
     def add_templates(self, identity_id: str, templates: Embeddings) -> Identity:
         """Add face templates to an identity; IdentityNotFoundError when absent."""
         return self.services.gallery.add_templates(identity_id, templates)
+
+    def feedback(
+        self, event_id: str, *, correct: bool, correct_identity_id: str | None = None
+    ) -> FeedbackResult:
+        """An operator's answer on a decision (``FeedbackStore.give``), then audited and
+        published as a ``decision_feedback`` event. A refused answer writes nothing; an audit
+        failure after the gallery took the answer raises (AuditLogError) and is logged."""
+        result = self.feedback_store.give(
+            event_id, correct=correct, correct_identity_id=correct_identity_id
+        )
+        self.recorder.record_feedback(result.audit_entry(), "operator")
+        return result
+
+    def quarantined(self, identity_id: str) -> list[QuarantinedTemplate]:
+        """An identity's templates taken out of the search by corrections."""
+        return self.feedback_store.quarantined(identity_id)
+
+    def restore_template(self, identity_id: str, template_id: str) -> Identity:
+        """Put a quarantined template back in the search."""
+        return self.feedback_store.restore(identity_id, template_id)
+
+    def identity_tau(self, identity: Identity) -> float:
+        """The tau applied to ``identity``: the global one, or its tighter ceiling."""
+        ceiling = identity.tau_ceiling
+        return self.tau if ceiling is None else min(self.tau, ceiling)
 
     def identify(self, probe: Embeddings, *, top_k: int) -> tuple[Match, ...]:
         """1:N: the identities within tau of the probe's first row, nearest first."""
@@ -320,6 +349,10 @@ class FaceStreamService:
             self.services.metrics.events_store_errors.labels(operation="audit").inc()
             return
         self.access.decided(decision)  # audited: a grant may now reach the door's panel
+        try:
+            self.feedback_store.remember(decision)
+        except GalleryUnavailableError as exc:
+            _log.warning("decision %s cannot be corrected later: %s", decision.event_id, exc)
 
     def _camera_changed(self, status: CameraStatus, previous: CameraState) -> None:
         kind: EventKind

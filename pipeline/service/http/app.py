@@ -29,8 +29,10 @@ from pipeline.access.http import credential_routes
 from pipeline.config.service import ApiConfig
 from pipeline.errors import (
     CameraUrlRefusedError,
+    DecisionNotFoundError,
     EnrollmentRejectedError,
     EventsUnavailableError,
+    FeedbackGivenError,
     GalleryRequestError,
     GalleryUnavailableError,
     IdentityExistsError,
@@ -46,6 +48,7 @@ from pipeline.service.http.guard import RequestGuard, gated_routes, one_image
 from pipeline.service.http.ratelimit import RateLimiter
 from pipeline.service.http.routes import (
     events,
+    feedback,
     health,
     identities,
     pages,
@@ -67,6 +70,8 @@ _STANDARD_METHODS = frozenset(
 # FaceStreamError subclasses -> HTTP status; the first matching class wins
 _STATUS_OF_ERROR: tuple[tuple[type[FaceStreamError], int], ...] = (
     (IdentityNotFoundError, 404),
+    (DecisionNotFoundError, 404),
+    (FeedbackGivenError, 409),
     (UnknownCameraError, 404),
     (IdentityExistsError, 409),
     (TooLargeError, 413),
@@ -85,7 +90,7 @@ def _v1_routers() -> list[APIRouter]:
     """The routers of /v1, their paths relative to it."""
     # door credentials (issue 24): card numbers of identities, cards shown at card + face doors
     credentials = credential_routes(lambda request: api_state(request).service)
-    resources = (identities, recognition, streams, preview, events)
+    resources = (identities, recognition, streams, preview, events, feedback)
     return [credentials, *(resource.router for resource in resources)]
 
 

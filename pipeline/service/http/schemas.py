@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from pipeline.capture import CameraState, CameraStatus
 from pipeline.capture.sharding import ShardStatus
+from pipeline.gallery.feedback import FeedbackResult, QuarantinedTemplate
 from pipeline.gallery.store import Identity, MetadataValue
 from pipeline.liveness import Verdict
 from pipeline.service.service import MatchStatus, Readiness
@@ -23,6 +24,8 @@ __all__ = [
     "EnrolledIdentity",
     "EventList",
     "FaceLiveness",
+    "FeedbackRequest",
+    "FeedbackView",
     "HealthView",
     "IdentifyResult",
     "IdentityList",
@@ -30,6 +33,8 @@ __all__ = [
     "LivenessResult",
     "MatchStatusView",
     "MatchView",
+    "QuarantinedList",
+    "QuarantinedView",
     "ReadinessView",
     "ShardView",
     "StreamDetail",
@@ -126,7 +131,9 @@ class ReadinessView(_Answer):
 
 
 class IdentityView(_Answer):
-    """An enrolled person; ``templates``: model id -> face templates stored for it."""
+    """An enrolled person; ``templates``: model id -> face templates searched for it;
+    ``negatives``: probes an operator said were not this person; ``tau_ceiling``: its own tau
+    when that is below the global one (None: the global tau)."""
 
     id: str
     name: str
@@ -134,6 +141,8 @@ class IdentityView(_Answer):
     created: float
     updated: float
     templates: dict[str, int]
+    negatives: int = 0
+    tau_ceiling: float | None = None
 
     @classmethod
     def from_identity(cls, identity: Identity) -> IdentityView:
@@ -144,6 +153,8 @@ class IdentityView(_Answer):
             created=identity.created,
             updated=identity.updated,
             templates=dict(identity.template_counts),
+            negatives=identity.negatives,
+            tau_ceiling=identity.tau_ceiling,
         )
 
 
@@ -257,3 +268,63 @@ class EventList(_Answer):
     """Events of the stream, newest first, each as the stream stores it."""
 
     events: list[dict[str, JsonValue]]
+
+
+# ---- feedback ----
+
+
+class FeedbackRequest(BaseModel):
+    """An operator's answer on a decision: ``correct``; ``identity_id``: who it really was
+    (with correct = false), recorded in the audit log."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    correct: bool
+    identity_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,128}$")
+
+
+class FeedbackView(_Answer):
+    """What a feedback did: the identity after it (``tau``: the one now applied to it) and the
+    template quarantined (None when the match was right)."""
+
+    event_id: str
+    correct: bool
+    identity: IdentityView
+    tau: float
+    quarantined_template: str | None
+    correct_identity_id: str | None
+
+    @classmethod
+    def from_result(cls, result: FeedbackResult, tau: float) -> FeedbackView:
+        return cls(
+            event_id=result.event_id,
+            correct=result.correct,
+            identity=IdentityView.from_identity(result.identity),
+            tau=tau,
+            quarantined_template=result.quarantined_template,
+            correct_identity_id=result.correct_identity_id,
+        )
+
+
+class QuarantinedView(_Answer):
+    """A template taken out of the search by a correction; restorable."""
+
+    template_id: str
+    model_id: str
+
+
+class QuarantinedList(_Answer):
+    identity_id: str
+    templates: list[QuarantinedView]
+
+    @classmethod
+    def from_templates(
+        cls, identity_id: str, templates: list[QuarantinedTemplate]
+    ) -> QuarantinedList:
+        return cls(
+            identity_id=identity_id,
+            templates=[
+                QuarantinedView(template_id=each.template_id, model_id=each.model_id)
+                for each in templates
+            ],
+        )

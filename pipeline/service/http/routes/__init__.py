@@ -4,6 +4,9 @@ card-number routes of ``pipeline.access.http``).
 Modules and their public names:
 
 - ``events``: /v1/events, the newest events of the stream. Public: ``router``.
+- ``feedback``: /v1/decisions/{event_id}/feedback, an operator's correction of a decision;
+  /v1/identities/{id}/quarantined, the templates corrections took out of the search, and their
+  restore. Public: ``router``.
 - ``health``: /healthz, /readyz, /metrics (open). Public: ``OPEN_PATHS``, ``router``.
 - ``identities``: /v1/identities: enrol, list, show, add photos, delete. Public:
   ``ADMISSIONS``, ``router``.
