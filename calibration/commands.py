@@ -18,7 +18,6 @@ import typer
 from rich.console import Console
 from rich.progress import Progress, TaskID
 
-from calibration.analyzer import open_analyzer
 from calibration.degrade import parse_degradations
 from calibration.errors import CalibrationDataError, ThresholdFileError
 from calibration.identify import evaluate_identification
@@ -43,6 +42,7 @@ from pipeline.cli.errors import reports_errors
 from pipeline.config.service import FaceStreamConfig, load_config
 from pipeline.recognition.align import FaceAligner
 from pipeline.recognition.detect.factory import load_detector
+from pipeline.service.app import open_analyzer
 
 __all__ = [
     "calibrate_app",

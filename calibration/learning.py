@@ -17,7 +17,6 @@ import typer
 from rich.console import Console
 from rich.progress import Progress
 
-from calibration.analyzer import open_analyzer
 from calibration.degrade import parse_degradations
 from calibration.embed import PipelineEmbedder
 from calibration.faceset import LabelledFaces, embed_identity_folders, split_identities
@@ -27,6 +26,7 @@ from engines.models.encoder import build_encoder_onnx
 from engines.store import ModelStore, atomic_write
 from pipeline.cli.errors import reports_errors
 from pipeline.config.service import FaceStreamConfig, load_config
+from pipeline.service.app import open_analyzer
 
 __all__ = ["eval_verifier_command", "train_app"]
 

@@ -16,7 +16,6 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from calibration.analyzer import open_analyzer
 from calibration.commands import eval_pairs_command, write_report_files
 from calibration.errors import (
     CalibrationDataError,
@@ -67,6 +66,7 @@ from pipeline.config.service import FaceStreamConfig
 from pipeline.metrics import PipelineMetrics
 from pipeline.recognition.analyzer import FaceAnalyzer
 from pipeline.recognition.encode import FaceEncoder
+from pipeline.service.app import open_analyzer
 from pipeline.types import FaceChips
 
 # genuine and impostor distances whose ROC is worked out by hand in the tests below

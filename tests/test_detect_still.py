@@ -19,7 +19,6 @@ import numpy.typing as npt
 import pytest
 from pydantic import ValidationError
 
-from calibration.analyzer import open_analyzer
 from calibration.degrade import Degradation, degrade
 from engines.convert.parity import astronaut_rgb, read_rgb
 from engines.models.detector import build_detector_onnx, load_detector_engine
@@ -34,6 +33,7 @@ from pipeline.recognition.detect.blazeface import (
     still_tiles,
 )
 from pipeline.recognition.detect.factory import DlibHogConfig, DlibHogDetector
+from pipeline.service.app import open_analyzer
 
 FRAME_WH = (640, 480)
 PASTE_XY = (300, 100)

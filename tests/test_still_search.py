@@ -23,7 +23,6 @@ import numpy.typing as npt
 import pytest
 from PIL import Image
 
-from calibration.analyzer import open_analyzer
 from calibration.degrade import SMALL_CROP_PX, Degradation, degrade
 from engines.convert.parity import read_rgb
 from engines.store import ModelStore
@@ -35,6 +34,7 @@ from pipeline.recognition.align import FaceAligner
 from pipeline.recognition.analyzer import FaceAnalyzer
 from pipeline.recognition.encode import FaceEncoder
 from pipeline.recognition.enroll import EnrollConfig, enrollment_template
+from pipeline.service.app import open_analyzer
 from pipeline.types import Faces
 
 TAU = 0.6  # the service's default match distance

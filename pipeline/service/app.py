@@ -1,6 +1,6 @@
 """The service's object graph, built in one place from a validated config.
 
-``open_services`` loads the encoder, builds detector/aligner/encoder, starts the embedded Redis
+``open_services`` loads the encoder and the detector (``open_analyzer``), starts the embedded Redis
 when no URL is configured, and connects the gallery; leaving the ``with`` block stops all of it.
 Nothing here is global: every caller (CLI command, API, test) gets its own services.
 """
@@ -35,7 +35,13 @@ from pipeline.recognition.enroll import enrollment_template
 from pipeline.redis.server import EmbeddedRedis, make_private_dir, running_embedded_url
 from pipeline.types import Embeddings, FoundBy
 
-__all__ = ["EnrolmentTemplates", "Services", "gallery_client", "open_services"]
+__all__ = [
+    "EnrolmentTemplates",
+    "Services",
+    "gallery_client",
+    "open_analyzer",
+    "open_services",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -161,6 +167,25 @@ def gallery_client(
 
 
 @contextmanager
+def open_analyzer(
+    config: FaceStreamConfig, metrics: PipelineMetrics | None = None
+) -> Iterator[FaceAnalyzer]:
+    """The configured encoder, detector and aligner as one ``FaceAnalyzer`` (the service's, and
+    calibration's, which measures the pipeline without the gallery); the engines close when the
+    block ends. The encoder splits its input at ``engine.max_batch``, the largest batch a
+    TensorRT plan is built for. ``metrics``: None counts into a registry of its own."""
+    metrics = PipelineMetrics.create() if metrics is None else metrics
+    with ExitStack() as stack:
+        store = ModelStore(config.data_dir)
+        engine = load_encoder(store, config.engine.settings())
+        stack.callback(engine.close)
+        detector = load_detector(config.detect, store)
+        stack.callback(detector.close)
+        encoder = FaceEncoder(engine, metrics, max_batch=config.engine.max_batch)
+        yield FaceAnalyzer(detector, FaceAligner(), encoder, metrics=metrics)
+
+
+@contextmanager
 def open_services(config: FaceStreamConfig, *, redis_dir: Path | None = None) -> Iterator[Services]:
     """Build the services for ``config``; ``redis_dir`` overrides where an embedded Redis keeps
     its data (default: ``data_dir/redis``)."""
@@ -168,11 +193,9 @@ def open_services(config: FaceStreamConfig, *, redis_dir: Path | None = None) ->
     with ExitStack() as stack:
         make_private_dir(config.data_dir)  # templates, the audit log, the token live here
         store = ModelStore(config.data_dir)
-        engine = load_encoder(store, config.engine.settings())
-        stack.callback(engine.close)
+        analyzer = stack.enter_context(open_analyzer(config, metrics))
+        detector, engine = analyzer.detector, analyzer.encoder.engine
         config = _with_calibrated_tau(config, engine.model_id)
-        detector = load_detector(config.detect, store)
-        stack.callback(detector.close)
         client = stack.enter_context(gallery_client(config, redis_dir=redis_dir))
         gallery = Gallery(client, metrics, model_id=engine.model_id, config=config.gallery)
         stack.callback(gallery.close)
@@ -204,7 +227,4 @@ def open_services(config: FaceStreamConfig, *, redis_dir: Path | None = None) ->
                 precision="fp32",
                 model_id=liveness_engine.model_id,
             ).set(1)
-        analyzer = FaceAnalyzer(
-            detector, FaceAligner(), FaceEncoder(engine, metrics), metrics=metrics
-        )
         yield Services(config, metrics, engine, analyzer, gallery, client, liveness_engine)
