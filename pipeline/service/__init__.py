@@ -4,7 +4,7 @@
 Modules and their public names:
 
 - ``app``: The service's object graph, built in one place from a validated config. Public:
-  ``EnrolmentTemplates``, ``Services``, ``gallery_client``, ``open_services``.
+  ``EnrolmentTemplates``, ``Services``, ``gallery_client``, ``open_analyzer``, ``open_services``.
 - ``doctor``: ``facestream doctor``: every part the service and its tests use, checked where it
   runs. Public: ``Part``, ``PartStatus``, ``Report``, ``diagnose``.
 - ``preview``: Live preview: the latest frame of each camera with its tracks drawn, as JPEG or
