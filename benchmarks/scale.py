@@ -1,0 +1,152 @@
+"""The cost curve: N 720p cameras at 15 fps over RTSP into one facestream service.
+
+One RTSP server (tests/rtsp_server.py, a subprocess on 127.0.0.1: GstRtspServer, x264, the
+shared hamilton clip scaled to 720p at 15 fps, looping; its media is shared, so N clients cost
+one encode) serves every camera; one ``run_service`` with N cameras of that URL recognises
+them. For each point: frames captured, processed (detected), dropped (evicted from a full
+queue), p95 capture-to-decision and this process's CPU (decode + recognition; the RTSP
+server's encode is a separate process, not counted) per camera, over a window after a warm-up.
+The knee is the most cameras with under 1 % of frames dropped. Prints one JSON object as the
+last line; ``baseline`` is one camera (the first point), ``ours`` the knee.
+
+    python benchmarks/scale.py [--cameras 1,2,4,8] [--seconds 15] [--detect-every 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from script_servers import RtspServer  # tests/: the RTSP test server's controls
+
+from benchmarks.common import SHARED_DATA, log, machine_name
+from benchmarks.pipeline import ENROL
+from benchmarks.streams import FPS, _p95_seconds, _sample, _write_clip
+from pipeline.config.service import FaceStreamConfig
+from pipeline.images import read_image
+from pipeline.service.service import run_service
+
+WARM_UP_SECONDS = 3.0  # engines allocate, RTSP sessions start
+KNEE_DROPPED_PERCENT = 1.0
+
+
+def _measure_point(
+    url: str, cameras: int, *, seconds: float, detect_every: int, work: Path
+) -> dict[str, Any]:
+    """Run the service with ``cameras`` cameras of ``url`` and measure one window."""
+    ids = [f"camera-{index}" for index in range(cameras)]
+    config = FaceStreamConfig.model_validate(
+        {
+            "data_dir": work / f"data-{cameras}",
+            "capture": {"cameras": [{"id": camera_id, "url": url} for camera_id in ids]},
+            "process": {"detect_every_frames": detect_every},
+        }
+    )
+    with run_service(config, redis_dir=work / f"redis-{cameras}") as service:
+        services = service.services
+        templates, _ = services.templates([("enrol", read_image(ENROL))])
+        services.enroll("lin_manuel_miranda", templates)
+        metrics = services.metrics
+        time.sleep(WARM_UP_SECONDS)
+
+        def totals(name: str) -> dict[str, float]:
+            return {camera_id: _sample(metrics, name, camera_id) for camera_id in ids}
+
+        captured0 = totals("facestream_frames_captured_total")
+        dropped0 = totals("facestream_frames_dropped_total")
+        processed0 = totals("facestream_frames_processed_total")
+        cpu0 = time.process_time()
+        began = time.monotonic()
+        time.sleep(seconds)
+        elapsed = time.monotonic() - began
+        cpu_seconds = time.process_time() - cpu0
+        captured = sum(totals("facestream_frames_captured_total").values()) - sum(
+            captured0.values()
+        )
+        dropped = sum(totals("facestream_frames_dropped_total").values()) - sum(dropped0.values())
+        processed = sum(totals("facestream_frames_processed_total").values()) - sum(
+            processed0.values()
+        )
+        p95_ms = _p95_seconds(metrics, ids) * 1000  # since start, warm-up included
+        backend = services.engine.backend
+    row = {
+        "cameras": cameras,
+        "seconds": round(elapsed, 1),
+        "captured_fps_per_camera": round(captured / elapsed / cameras, 2),
+        "processed_fps_per_camera": round(processed / elapsed / cameras, 2),
+        "dropped_percent": round(100.0 * dropped / max(captured, 1.0), 2),
+        "p95_capture_to_decision_ms": round(p95_ms, 1),
+        "cpu_cores_per_camera": round(cpu_seconds / elapsed / cameras, 3),
+        "cpu_cores_total": round(cpu_seconds / elapsed, 2),
+        "backend": backend,
+    }
+    log(f"{cameras} cameras: {row}")
+    return row
+
+
+def main() -> None:
+    """Measure each point and print the JSON result line."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cameras", default="1,2,4,8", help="comma-separated camera counts")
+    parser.add_argument("--seconds", type=float, default=15.0, help="window per point")
+    parser.add_argument("--detect-every", type=int, default=2, help="detect on every n-th frame")
+    args = parser.parse_args()
+    points = sorted({int(value) for value in args.cameras.split(",")})
+    if not SHARED_DATA.is_dir():
+        raise SystemExit(f"needs the shared data at {SHARED_DATA}")
+    load_before = os.getloadavg()
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        work = Path(folder)
+        clip = work / "clip720p15.mp4"
+        _write_clip(clip)
+        server = RtspServer(clip, work / "rtsp.log")
+        server.start()
+        try:
+            for cameras in points:
+                rows.append(
+                    _measure_point(
+                        server.url,
+                        cameras,
+                        seconds=args.seconds,
+                        detect_every=args.detect_every,
+                        work=work,
+                    )
+                )
+        finally:
+            server.kill()
+    under = [row["cameras"] for row in rows if row["dropped_percent"] < KNEE_DROPPED_PERCENT]
+    knee = max(under, default=0)
+    print(
+        json.dumps(
+            {
+                "name": "scale",
+                "machine": machine_name(),
+                "backend": rows[0]["backend"],
+                "ours": knee,
+                "baseline": 1,
+                "ratio": knee,
+                "unit": "cameras with < 1 % dropped (knee; baseline: one camera)",
+                "knee_cameras": knee,
+                "source": "rtsp (tests/rtsp_server.py, shared media), 1280x720 at 15 fps",
+                "source_fps": FPS,
+                "detect_every_frames": args.detect_every,
+                "load_average_before": [round(value, 2) for value in load_before],
+                "cpu_count": os.cpu_count(),
+                "rows": rows,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
