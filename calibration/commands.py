@@ -1,5 +1,8 @@
 """The calibration commands: ``facestream calibrate threshold``, ``eval pairs``, ``eval identify``.
 
+``calibrate quality`` (the door's face-quality gate) lives in ``calibration.quality_cli`` and is
+registered on ``calibrate_app`` here.
+
 ``calibrate_app`` is a Typer app mounted by ``pipeline.cli.main`` as ``facestream calibrate``;
 ``eval_pairs_command`` and ``eval_identify_command`` are plain command functions it registers
 under ``facestream eval``. Errors of the FaceStreamError family print one line on stderr and
@@ -24,6 +27,7 @@ from calibration.identify import evaluate_identification
 from calibration.int8 import build_int8_encoder, collect_calibration_chips, compare_int8
 from calibration.pairs import load_pairs
 from calibration.plots import write_det_plot, write_roc_plot
+from calibration.quality_cli import calibrate_quality_command
 from calibration.threshold import (
     FACE_RECOGNITION_TOLERANCE,
     CalibratedTau,
@@ -315,6 +319,9 @@ def calibrate_int8_command(
         )
     if as_json:
         typer.echo(json.dumps({"path": str(int8.path), **report.as_dict()}))
+
+
+calibrate_app.command("quality")(reports_errors(calibrate_quality_command))
 
 
 @reports_errors

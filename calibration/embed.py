@@ -4,7 +4,9 @@ Two embedders answer "the main face of this photo, as 128 numbers": ``PipelineEm
 facestream's own detect + align + encode (``FaceAnalyzer``); ``FaceRecognitionEmbedder`` runs
 face_recognition's (HOG detector with one upsample, dlib's 5 landmarks and encoder), the baseline.
 Both take the largest face of a photo. A photo where no face is found has no embedding, and
-every pair using it is scored ``inf`` (rejected) and counted.
+every pair using it is scored ``inf`` (rejected) and counted. ``PipelineEmbedder`` also returns
+the face's ``Quality``, measured by the service's own ``face_quality`` (the door's quality gate
+reads the same numbers; ``calibration.quality`` calibrates that gate).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from calibration.roc import PairScores
 from engines.errors import BackendUnavailableError
 from pipeline.images import decode_image
 from pipeline.recognition.analyzer import FaceAnalyzer
+from pipeline.recognition.quality import face_quality
+from pipeline.types import Quality
 
 __all__ = [
     "FaceEmbedder",
@@ -45,11 +49,13 @@ Progress = Callable[[int, int], None]  # (images done, images in all)
 @dataclass(frozen=True, slots=True)
 class FaceEmbedding:
     """The main face of a photo: its descriptor float32 (128,), its box width in pixels and,
-    where the embedder reports it, the box x1, y1, x2, y2 (degradations that crop need it)."""
+    where the embedder reports it, the box x1, y1, x2, y2 (degradations that crop need it) and
+    the face's quality as the door's gate sees it (facestream's pipeline only)."""
 
     vector: npt.NDArray[np.float32]
     face_width_px: float
     face_box_px: tuple[float, float, float, float] | None = None
+    quality: Quality | None = None
 
 
 class FaceEmbedder(Protocol):
@@ -76,7 +82,7 @@ class PipelineEmbedder:
         return self.analyzer.model_id
 
     def embed(self, image_rgb: npt.NDArray[np.uint8]) -> FaceEmbedding | None:
-        """The largest face's embedding, or None when the detector finds no face."""
+        """The largest face's embedding and quality, or None when the detector finds no face."""
         analyzed = self.analyzer.analyze(image_rgb)
         if not len(analyzed):
             return None
@@ -86,6 +92,7 @@ class PipelineEmbedder:
             np.asarray(analyzed.embeddings.vectors[0], np.float32),
             right - left,
             (left, top, right, bottom),
+            face_quality(analyzed.faces, analyzed.chips)[0],
         )
 
 
