@@ -105,3 +105,18 @@ def test_real_print_and_replay_photos_held_still_are_never_live(
         trace: list[tuple[int, int, npt.NDArray[np.float32], Liveness]] = []
         clip_judge.judge(Clip(frames, FPS, "attack", path), trace=trace)
         assert all(liveness.verdict != "live" for *_, liveness in trace), path
+
+
+def test_live_waits_for_the_cnns_second_score(clip_judge: ClipJudge, shared_data: Path) -> None:
+    """A real person moving in 3-D (the performer at frame 89) is live, but only once the CNN
+    has scored the face twice (frames 1 and 1 + cnn_every_frames): with one score a screen
+    replaying a moving head was decided live by parallax before the CNN saw it again."""
+    video = shared_data / "video" / "faces" / "short_hamilton_clip.mp4"
+    frames = tuple(read_video(video, fps=FPS, width=640)[89:119])
+    config = LivenessConfig(enabled=True)
+    assert config.live_min_cnn_scores == 2
+    result = clip_judge.judge(Clip(frames, FPS, "bona_fide", "hamilton@89"))
+    assert result.accepted, result.liveness
+    assert result.decision_seconds is not None
+    # the second CNN score comes with the track's frame 1 + cnn_every_frames
+    assert result.decision_seconds >= config.cnn_every_frames / FPS

@@ -64,6 +64,16 @@ class LivenessConfig(StrictModel):
         "static screens the CNN (0.02-0.1) was outvoted; real windows stayed >= 0.59 "
         "(docs/liveness.md)",
     )
+    live_min_cnn_scores: int = Field(
+        default=2,
+        ge=1,
+        le=20,
+        description="'live' (on either path) waits for this many CNN scores of the track "
+        "when the CNN is on (one every cnn_every_frames frames), so its veto has evidence: "
+        "with one score, screens replaying a moving head on the second attack generator were "
+        "decided live at frames 9-10 by parallax; 2 halved those (33 % -> 17 %) at no BPCER "
+        "cost, 3 cost a real window (docs/liveness.md)",
+    )
     still_live: bool = Field(
         default=True,
         description="a face that never moves in 3-D may still be 'live' on strong, sustained "

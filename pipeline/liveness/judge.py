@@ -353,7 +353,10 @@ class LivenessJudge:
             )
             # the CNN saying "spoof" vetoes "live" on either path: parallax cannot tell a
             # screen replaying a moving head from that head
-            cnn_agrees = probabilities.get("cnn", 1.0) >= self.config.live_min_cnn
+            # ... and it must have spoken: a replay of a moving head shows parallax within the
+            # CNN's first score, so "live" waits for live_min_cnn_scores of them
+            cnn_heard = self._engine is None or len(evidence.cnn) >= self.config.live_min_cnn_scores
+            cnn_agrees = cnn_heard and probabilities.get("cnn", 1.0) >= self.config.live_min_cnn
             verdict = self._thresholded(score, may_be_live=(moved or held_still) and cnn_agrees)
             figures["still_path"] = float(held_still and not moved)
         cues = MappingProxyType({**probabilities, **figures})
