@@ -39,7 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import log, machine_name, median_seconds
 from pipeline.config.service import GalleryConfig
-from pipeline.gallery.store import Enrollment, Gallery, connect
+from pipeline.gallery.model import Enrollment
+from pipeline.gallery.store import Gallery, connect
 from pipeline.metrics import PipelineMetrics
 from pipeline.redis.server import EmbeddedRedis
 from pipeline.types import Embeddings

@@ -53,7 +53,8 @@ from pipeline.access.credentials import (
 )
 from pipeline.access.doors import AccessWiring, DoorAccess
 from pipeline.access.policy import DoorConfig, DoorPolicy
-from pipeline.gallery.store import Enrollment, Gallery
+from pipeline.gallery.model import Enrollment
+from pipeline.gallery.store import Gallery
 from pipeline.metrics import PipelineMetrics
 from pipeline.redis.server import EmbeddedRedis
 from pipeline.types import Decision, Embeddings

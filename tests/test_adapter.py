@@ -36,7 +36,9 @@ from engines.store import ModelStore, StoredModel
 from pipeline.cli.main import app
 from pipeline.config.service import GalleryConfig
 from pipeline.errors import GalleryRequestError
-from pipeline.gallery.store import Enrollment, Gallery
+from pipeline.gallery.model import Enrollment
+from pipeline.gallery.reencode import reencode_from
+from pipeline.gallery.store import Gallery
 from pipeline.metrics import PipelineMetrics
 from pipeline.types import Embeddings
 
@@ -304,8 +306,8 @@ def test_gallery_reencode_makes_adapted_templates_once(
     )
     adapted = Gallery(clients(), PipelineMetrics.create(), model_id=target, config=config)
     assert adapted.list_identities()[0].template_counts.get(target) is None
-    first = adapted.reencode_from(BASE_MODEL, head.apply)
-    again = adapted.reencode_from(BASE_MODEL, head.apply)
+    first = reencode_from(adapted, BASE_MODEL, head.apply)
+    again = reencode_from(adapted, BASE_MODEL, head.apply)
     assert (first.identities, first.templates) == (again.identities, again.templates) == (2, 3)
     counts = {
         identity.identity_id: dict(identity.template_counts)
@@ -323,7 +325,7 @@ def test_gallery_reencode_makes_adapted_templates_once(
     assert plain_best is not None
     assert plain_best.identity_id == "bo"
     with pytest.raises(GalleryRequestError, match="already is"):
-        adapted.reencode_from(target, head.apply)
+        reencode_from(adapted, target, head.apply)
 
 
 # ---------------------------------------------------------------------------------------------

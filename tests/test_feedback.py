@@ -20,7 +20,8 @@ from pipeline.errors import (
     IdentityNotFoundError,
 )
 from pipeline.gallery.feedback import FeedbackStore
-from pipeline.gallery.store import Enrollment, Gallery
+from pipeline.gallery.model import Enrollment
+from pipeline.gallery.store import Gallery
 from pipeline.metrics import PipelineMetrics
 from pipeline.recognition.encode import FaceEncoder
 from pipeline.types import Decision, Embeddings, FaceChips

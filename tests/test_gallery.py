@@ -23,7 +23,8 @@ from pipeline.errors import (
     IdentityNotFoundError,
     ModelMismatchError,
 )
-from pipeline.gallery.store import Enrollment, Gallery, connect
+from pipeline.gallery.model import Enrollment
+from pipeline.gallery.store import Gallery, connect
 from pipeline.metrics import PipelineMetrics
 from pipeline.redis.server import EmbeddedRedis
 from pipeline.types import Embeddings

@@ -16,7 +16,8 @@ import redis
 
 from pipeline.config.service import GalleryConfig
 from pipeline.errors import GalleryRequestError
-from pipeline.gallery.store import Enrollment, Gallery
+from pipeline.gallery.model import Enrollment
+from pipeline.gallery.store import Gallery
 from pipeline.metrics import PipelineMetrics
 from pipeline.redis.server import EmbeddedRedis
 from pipeline.types import Embeddings

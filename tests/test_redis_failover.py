@@ -23,7 +23,8 @@ from pipeline.errors import (
     GalleryUnavailableError,
     IdentityExistsError,
 )
-from pipeline.gallery.store import Enrollment, Gallery, connect
+from pipeline.gallery.model import Enrollment
+from pipeline.gallery.store import Gallery, connect
 from pipeline.metrics import PipelineMetrics
 from pipeline.redis.ha import parse_sentinel_url
 from pipeline.redis.server import EmbeddedRedis

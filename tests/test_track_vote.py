@@ -12,7 +12,8 @@ import pytest
 import redis
 
 from pipeline.config.service import GalleryConfig
-from pipeline.gallery.store import Enrollment, Gallery
+from pipeline.gallery.model import Enrollment
+from pipeline.gallery.store import Gallery
 from pipeline.metrics import PipelineMetrics
 from pipeline.recognition.offline import MatchConfig, track_consensus, track_result
 from pipeline.recognition.track import Track

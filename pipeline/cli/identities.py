@@ -22,6 +22,7 @@ from pipeline.cli.options import (
 )
 from pipeline.errors import EnrollmentRejectedError
 from pipeline.events.bus import EventBus
+from pipeline.gallery.reencode import reencode_from
 from pipeline.gallery.store import Gallery
 from pipeline.images import read_image
 from pipeline.metrics import PipelineMetrics
@@ -157,7 +158,7 @@ def gallery_reencode(config: ConfigOption = None, as_json: JsonOption = False) -
         gallery = Gallery(
             client, PipelineMetrics.create(), model_id=target, config=settings.gallery
         )
-        result = gallery.reencode_from(head.base_model_id, head.apply)
+        result = reencode_from(gallery, head.base_model_id, head.apply)
     summary = {
         "from_model_id": head.base_model_id,
         "to_model_id": target,

@@ -2,9 +2,19 @@
 
 Modules and their public names:
 
-- ``store``: The face gallery: identities and their face templates in Redis, searched in memory.
-  Public: ``Enrollment``, ``Gallery``, ``Identity``, ``MetadataValue``, ``ReencodeResult``,
-  ``connect``.
+- ``model``: The gallery's own data types: an identity, an enrolment, a re-encoding's result.
+  Public: ``Enrollment``, ``Identity``, ``MetadataValue``, ``ReencodeResult``,
+  ``check_identity_id``, ``check_vectors``.
+- ``index``: The in-memory index: an exact nearest-neighbour search over face templates, used
+  by ``store`` only. Public: ``IndexEntry``, ``TemplateIndex``, ``VECTOR_BYTES``,
+  ``VECTOR_DTYPE``, ``parse_vectors``.
+- ``store``: The face gallery: identities and their face templates in Redis (keys, MULTI/EXEC
+  transactions), searched through the index. Public: ``Gallery``, ``connect``, ``reply_bytes``,
+  ``reply_text``.
+- ``sync``: The follow thread: other processes' changes, from Redis pub/sub, into the index.
+  Public: ``FollowedGallery``, ``GallerySync``.
+- ``reencode``: A gallery's templates for a new model, made from another model's by a
+  transform. Public: ``Transform``, ``reencode_from``.
 - ``feedback``: Operators' corrections of door decisions: probes kept for feedback, quarantined
   templates, negatives and each corrected identity's own tau ceiling. Public:
   ``FeedbackResult``, ``FeedbackStore``, ``QuarantinedTemplate``.

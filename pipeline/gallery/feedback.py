@@ -8,7 +8,7 @@ never a face image) in Redis under its event id for ``feedback.probe_ttl_seconds
   ``quarantined``, put back by ``restore``), and the probe is stored as a negative of that
   identity. The identity gets its own tau ceiling: ``feedback.negative_margin`` below the
   distance from its remaining templates to its nearest negative; the gallery's search applies
-  min(tau, ceiling) to it (``pipeline.gallery.store``, the one place tau is applied), so the
+  min(tau, ceiling) to it (``pipeline.gallery.index``, the one place tau is applied), so the
   same probe no longer matches and every other identity keeps the global tau.
 * right: nothing in the gallery changes; the feedback is recorded.
 
@@ -55,7 +55,8 @@ from pipeline.errors import (
     GalleryUnavailableError,
     IdentityNotFoundError,
 )
-from pipeline.gallery.store import Gallery, Identity
+from pipeline.gallery.model import Identity
+from pipeline.gallery.store import Gallery
 from pipeline.types import DESCRIPTOR_SIZE, Decision, JsonValue
 
 __all__ = ["FeedbackResult", "FeedbackStore", "QuarantinedTemplate"]

@@ -1,8 +1,7 @@
 """The face gallery: identities and their face templates in Redis, searched in memory.
 
-Redis is the source of truth; every process keeps an in-memory float32 index of the templates
-of the gallery's active model id and searches it exactly (one matrix product per batch of
-probes, the best template per identity, top-k by Euclidean distance).
+Redis is the source of truth; every process keeps an in-memory index of the templates of the
+gallery's active model id (``pipeline.gallery.index``) and searches it exactly.
 
 Keys (all share the hash tag ``{namespace}``, so the gallery lives in one Redis Cluster slot
 and multi-key transactions work there unchanged)::
@@ -17,12 +16,13 @@ and multi-key transactions work there unchanged)::
 Every write is one MULTI/EXEC transaction that also increments the version and publishes the
 new version with the identities it touched, under WATCH of the version key, so concurrent
 writers from several processes are serialised. Each gallery object applies its own writes to
-its index at once; ``start()`` runs a thread that applies other processes' changes from the
-channel, and on any gap in versions, lost connection or Redis restart it reloads everything
-(once Redis answers again) if the stored version differs from its own. Deltas and reloads change
-the index one at a time, under one lock, so a slow reload never swaps in a snapshot older than a
-delta applied meanwhile. A write Redis committed is never reported as failed: when the index
-cannot take it at once (Redis gone right after EXEC), that thread reloads at its next resync.
+its index (``pipeline.gallery.index``) at once; ``start()`` runs the thread that applies other
+processes' changes from the channel (``pipeline.gallery.sync``), and on any gap in versions,
+lost connection or Redis restart it reloads everything (once Redis answers again) if the stored
+version differs from its own. Deltas and reloads change the index one at a time, under one
+lock, so a slow reload never swaps in a snapshot older than a delta applied meanwhile. A write
+Redis committed is never reported as failed: when the index cannot take it at once (Redis gone
+right after EXEC), that thread reloads at its next resync.
 With ``gallery.min_replicas_acked`` = N > 0 a write is acknowledged only after N replicas
 confirmed it (WAIT on the EXEC's connection, ``pipeline.redis.ha``); fewer in time raises
 GalleryNotReplicatedError (the API's 503), so an acknowledged enrolment survives a failover.
@@ -30,24 +30,20 @@ GalleryNotReplicatedError (the API's 503), so an acknowledged enrolment survives
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import logging
-import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from types import MappingProxyType, TracebackType
-from typing import Any, Final, NamedTuple
+from types import TracebackType
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 import redis
-from redis.client import Pipeline, PubSub
+from redis.client import Pipeline
 
 from pipeline.config.service import GalleryConfig
 from pipeline.errors import (
@@ -59,6 +55,9 @@ from pipeline.errors import (
     IdentityNotFoundError,
     ModelMismatchError,
 )
+from pipeline.gallery.index import VECTOR_DTYPE, IndexEntry, TemplateIndex, parse_vectors
+from pipeline.gallery.model import Enrollment, Identity, check_identity_id, check_vectors
+from pipeline.gallery.sync import GallerySync
 from pipeline.metrics import PipelineMetrics
 from pipeline.redis.client import redis_password
 from pipeline.redis.errors import translated_redis_errors
@@ -69,23 +68,12 @@ from pipeline.redis.ha import (
     redis_location,
     sentinel_client,
 )
-from pipeline.types import DESCRIPTOR_SIZE, Embeddings, Match, Matches
+from pipeline.types import Embeddings, Matches
 
-__all__ = [
-    "Enrollment",
-    "Gallery",
-    "Identity",
-    "MetadataValue",
-    "ReencodeResult",
-    "connect",
-]
+__all__ = ["Gallery", "connect", "reply_bytes", "reply_text"]
 
 LOGGER = logging.getLogger(__name__)
 
-MetadataValue = str | int | float | bool | None
-_IDENTITY_ID = re.compile(r"[A-Za-z0-9_.-]{1,128}")  # fullmatch: "$" would let "a\n" in
-_VECTOR_DTYPE: Final = np.dtype("<f4")
-_VECTOR_BYTES: Final = DESCRIPTOR_SIZE * _VECTOR_DTYPE.itemsize
 _STAGE: Final = "gallery"
 _BACKEND: Final = "numpy"
 # above this many identities in one change, a full reload is cheaper than a delta
@@ -118,361 +106,16 @@ def connect(url: str, config: GalleryConfig | None = None) -> redis.Redis:
     )
 
 
-def _frozen_metadata(metadata: Mapping[str, MetadataValue]) -> Mapping[str, MetadataValue]:
-    for key, value in metadata.items():
-        if not isinstance(key, str) or not key:
-            raise GalleryRequestError(f"metadata keys must be non-empty strings, got {key!r}")
-        if value is not None and not isinstance(value, str | int | float | bool):
-            raise GalleryRequestError(
-                f"metadata[{key!r}]: expected str, int, float, bool or None, "
-                f"got {type(value).__name__}"
-            )
-    return MappingProxyType(dict(metadata))
-
-
-@dataclass(frozen=True, slots=True)
-class ReencodeResult:
-    """What ``Gallery.reencode_from`` wrote: identities touched and templates made."""
-
-    identities: int
-    templates: int
-
-
-@dataclass(frozen=True, slots=True)
-class Identity:
-    """A person in the gallery.
-
-    created and updated: Unix time in seconds; template_counts: model id -> number of face
-    templates stored for that model.
-    """
-
-    identity_id: str
-    name: str
-    metadata: Mapping[str, MetadataValue]
-    created: float
-    updated: float
-    template_counts: Mapping[str, int]
-    negatives: int = 0  # probes an operator said are not this person (pipeline.gallery.feedback)
-    tau_ceiling: float | None = None  # a margin below the nearest negative; None: global tau
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "metadata", _frozen_metadata(self.metadata))
-        object.__setattr__(self, "template_counts", MappingProxyType(dict(self.template_counts)))
-
-    def as_dict(self) -> dict[str, object]:
-        """JSON-ready form (CLI and API): id, name, metadata, created, updated, templates."""
-        return {
-            "id": self.identity_id,
-            "name": self.name,
-            "metadata": dict(self.metadata),
-            "created": self.created,
-            "updated": self.updated,
-            "templates": dict(self.template_counts),
-            "negatives": self.negatives,
-            "tau_ceiling": self.tau_ceiling,
-        }
-
-    def with_counts(self, template_counts: Mapping[str, int]) -> Identity:
-        """This identity with other template counts, updated now."""
-        return dataclasses.replace(self, updated=time.time(), template_counts=template_counts)
-
-    def record(self) -> bytes:
-        """The JSON stored in the identities hash (the feedback module writes it too)."""
-        fields: dict[str, object] = {
-            "name": self.name,
-            "metadata": dict(self.metadata),
-            "created": self.created,
-            "updated": self.updated,
-            "templates": dict(self.template_counts),
-        }
-        if self.negatives:  # records of identities never corrected stay as they were
-            fields["negatives"] = self.negatives
-            fields["tau_ceiling"] = self.tau_ceiling
-        return json.dumps(fields, sort_keys=True).encode()
-
-    @classmethod
-    def from_record(cls, identity_id: str, record: bytes) -> Identity:
-        """Parse a stored record; GalleryStoreError when it is malformed."""
-        try:
-            fields = json.loads(record)
-            ceiling = fields.get("tau_ceiling")
-            return cls(
-                identity_id=identity_id,
-                name=str(fields["name"]),
-                metadata=fields["metadata"],
-                created=float(fields["created"]),
-                updated=float(fields["updated"]),
-                template_counts={
-                    str(key): int(value) for key, value in fields["templates"].items()
-                },
-                negatives=int(fields.get("negatives", 0)),
-                tau_ceiling=None if ceiling is None else float(ceiling),
-            )
-        except (ValueError, KeyError, TypeError, AttributeError, GalleryRequestError) as exc:
-            raise GalleryStoreError(
-                f"identity {identity_id!r}: stored record is malformed: {exc}"
-            ) from exc
-
-
-def _check_identity_id(identity_id: str) -> None:
-    if not _IDENTITY_ID.fullmatch(identity_id):
-        raise GalleryRequestError(
-            f"identity id {identity_id!r}: expected 1-128 of A-Z a-z 0-9 _ . -"
-        )
-
-
-def _check_vectors(embeddings: Embeddings) -> None:
-    if len(embeddings) == 0:
-        raise GalleryRequestError("no face templates given (embeddings has 0 rows)")
-    if not np.isfinite(embeddings.vectors).all():
-        raise GalleryRequestError("face templates contain NaN or infinity")
-
-
-@dataclass(frozen=True, slots=True)
-class Enrollment:
-    """A new identity: a name, one or more face templates (embeddings rows) and metadata.
-
-    identity_id None lets the gallery pick a random one; otherwise 1-128 characters of
-    A-Z a-z 0-9 _ . -, not yet in the gallery.
-    """
-
-    name: str
-    embeddings: Embeddings
-    metadata: Mapping[str, MetadataValue] = field(default_factory=dict)
-    identity_id: str | None = None
-
-    def __post_init__(self) -> None:
-        if not self.name.strip():
-            raise GalleryRequestError("an identity needs a non-empty name")
-        if self.identity_id is not None:
-            _check_identity_id(self.identity_id)
-        _check_vectors(self.embeddings)
-        object.__setattr__(self, "metadata", _frozen_metadata(self.metadata))
-
-
-class _Entry(NamedTuple):
-    """One identity's searchable part: float32 (n, 128) templates of the active model, their
-    n template ids, and its tau ceiling (None: the query's tau alone)."""
-
-    identity_id: str
-    name: str
-    vectors: npt.NDArray[np.float32]
-    template_ids: tuple[str, ...]
-    tau_ceiling: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class _Index:
-    """Immutable snapshot of the searchable templates of one model.
-
-    columns: float32 (129, T), one column per template: its 128 values, then its squared
-    norm, so one matrix product with [-2 p, 1] ranks every template for probe p (T-major
-    layout: BLAS streams it faster than (T, 128)); columns of one identity are contiguous.
-    owners: int64 (T,) the identity slot of each column, non-decreasing; template_ids: the
-    template id of each column; ceilings: float32 (I,) each slot's tau ceiling (inf: none), so
-    a corrected identity's tighter tau is applied in the same search; starts: int64 (I,) first
-    column of each slot; ends: int64 (I,) one past its last column.
-    """
-
-    version: int
-    identity_ids: tuple[str, ...]
-    names: tuple[str, ...]
-    columns: npt.NDArray[np.float32]
-    owners: npt.NDArray[np.int64]
-    template_ids: tuple[str, ...]
-    ceilings: npt.NDArray[np.float32]
-    starts: npt.NDArray[np.int64] = field(init=False)
-    ends: npt.NDArray[np.int64] = field(init=False)
-    slots: Mapping[str, int] = field(init=False)
-
-    def __post_init__(self) -> None:
-        boundaries = np.flatnonzero(np.diff(self.owners)) + 1
-        first = np.zeros(1 if self.owners.size else 0, np.int64)
-        starts = np.concatenate([first, boundaries]).astype(np.int64)
-        ends = np.append(starts[1:], self.owners.size).astype(np.int64)
-        object.__setattr__(self, "starts", starts)
-        object.__setattr__(self, "ends", ends)
-        object.__setattr__(
-            self, "slots", {identity: slot for slot, identity in enumerate(self.identity_ids)}
-        )
-        for array in (self.columns, self.owners, self.starts, self.ends, self.ceilings):
-            array.setflags(write=False)
-
-    @property
-    def template_count(self) -> int:
-        """Number of templates (columns) in the index."""
-        return int(self.columns.shape[1])
-
-    @staticmethod
-    def _columns_of(vectors: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        """float32 (n, 128) templates -> float32 (129, n) columns with squared norms."""
-        norms = np.einsum("ij,ij->i", vectors, vectors, dtype=np.float32)
-        return np.vstack([vectors.T, norms[np.newaxis, :]]).astype(np.float32, copy=False)
-
-    @classmethod
-    def build(cls, version: int, entries: Sequence[_Entry]) -> _Index:
-        """From (identity id, name, float32 (n, 128) templates) entries, n >= 1 each."""
-        vectors = (
-            np.concatenate([entry[2] for entry in entries])
-            if entries
-            else np.zeros((0, DESCRIPTOR_SIZE), np.float32)
-        )
-        return cls.from_arrays(
-            version,
-            identity_ids=tuple(entry[0] for entry in entries),
-            names=tuple(entry[1] for entry in entries),
-            vectors=vectors,
-            counts=np.array([entry[2].shape[0] for entry in entries], np.int64),
-            template_ids=tuple(template for entry in entries for template in entry.template_ids),
-            ceilings=_ceilings(entries),
-        )
-
-    @classmethod
-    def from_arrays(
-        cls,
-        version: int,
-        *,
-        identity_ids: tuple[str, ...],
-        names: tuple[str, ...],
-        vectors: npt.NDArray[np.float32],
-        counts: npt.NDArray[np.int64],
-        template_ids: tuple[str, ...],
-        ceilings: npt.NDArray[np.float32],
-    ) -> _Index:
-        """From templates float32 (T, 128) grouped by identity, counts[i] rows of identity i,
-        with the T template ids and float32 (I,) tau ceilings (inf: none)."""
-        return cls(
-            version=version,
-            identity_ids=identity_ids,
-            names=names,
-            columns=np.ascontiguousarray(cls._columns_of(vectors)),
-            owners=np.repeat(np.arange(len(identity_ids), dtype=np.int64), counts),
-            template_ids=template_ids,
-            ceilings=ceilings,
-        )
-
-    def replaced(self, version: int, changed: set[str], entries: Sequence[_Entry]) -> _Index:
-        """This index with identities ``changed`` dropped and ``entries`` appended."""
-        keep = np.ones(len(self.identity_ids), bool)
-        for identity_id in changed:
-            slot = self.slots.get(identity_id)
-            if slot is not None:
-                keep[slot] = False
-        new_slot = np.cumsum(keep) - 1
-        # pure additions (enrolments) keep every column: no boolean gather needed
-        keep_columns = slice(None) if keep.all() else keep[self.owners]
-        kept_ids = [
-            identity for identity, kept in zip(self.identity_ids, keep, strict=True) if kept
-        ]
-        kept_names = [name for name, kept in zip(self.names, keep, strict=True) if kept]
-        kept_templates = (
-            self.template_ids
-            if keep.all()
-            else tuple(
-                template
-                for template, kept in zip(self.template_ids, keep[self.owners], strict=True)
-                if kept
-            )
-        )
-        added = [
-            np.full(entry[2].shape[0], len(kept_ids) + offset, np.int64)
-            for offset, entry in enumerate(entries)
-        ]
-        return _Index(
-            version=version,
-            identity_ids=(*kept_ids, *(entry[0] for entry in entries)),
-            names=(*kept_names, *(entry[1] for entry in entries)),
-            columns=np.ascontiguousarray(
-                np.hstack(
-                    [
-                        self.columns[:, keep_columns],
-                        *(self._columns_of(entry[2]) for entry in entries),
-                    ]
-                )
-            ),
-            owners=np.concatenate([new_slot[self.owners[keep_columns]], *added]).astype(np.int64),
-            template_ids=(
-                *kept_templates,
-                *(template for entry in entries for template in entry.template_ids),
-            ),
-            ceilings=np.concatenate([self.ceilings[keep], _ceilings(entries)]).astype(np.float32),
-        )
-
-    def distance(self, probe: npt.NDArray[np.float32], slot: int) -> float:
-        """Exact Euclidean distance from probe float32 (128,) to slot's nearest template."""
-        return self.match(probe, slot).distance
-
-    def match(self, probe: npt.NDArray[np.float32], slot: int) -> Match:
-        """Slot's identity with the exact distance from probe float32 (128,) to its nearest
-        template, and that template's id (what a correction quarantines)."""
-        start = int(self.starts[slot])
-        templates = self.columns[:DESCRIPTOR_SIZE, start : self.ends[slot]]
-        difference = templates - probe[:, np.newaxis]
-        squared = np.einsum("ij,ij->j", difference, difference)
-        nearest = int(np.argmin(squared))
-        return Match(
-            self.identity_ids[slot],
-            self.names[slot],
-            float(np.sqrt(squared[nearest])),
-            template_id=self.template_ids[start + nearest],
-        )
-
-    def threshold(self, slot: int, max_distance: float) -> float:
-        """The tau of slot's identity: the query's, or its own ceiling when that is tighter."""
-        return min(max_distance, float(self.ceilings[slot]))
-
-    def search(
-        self, probes: npt.NDArray[np.float32], top_k: int, max_distance: float | None
-    ) -> tuple[tuple[tuple[Match, ...], ...], tuple[float | None, ...]]:
-        """Exact top-k identities within ``max_distance`` per probe row (probes float32
-        (B, 128)), and each row's distance to its nearest identity whatever ``max_distance``."""
-        identities = len(self.identity_ids)
-        probe_count = probes.shape[0]
-        if identities == 0 or probe_count == 0:
-            return tuple(() for _ in range(probe_count)), (None,) * probe_count
-        # |p - t|^2 = |p|^2 - 2 p.t + |t|^2; |p|^2 is the same for every t, so it is left out
-        # of the ranking, and exact distances are computed for the k winners only.
-        weights = np.empty((probe_count, DESCRIPTOR_SIZE + 1), np.float32)
-        np.multiply(probes, -2.0, out=weights[:, :DESCRIPTOR_SIZE])
-        weights[:, DESCRIPTOR_SIZE] = 1.0
-        ranking = weights @ self.columns
-        if identities != self.template_count:
-            ranking = np.minimum.reduceat(ranking, self.starts, axis=1)
-        count = min(top_k, identities)
-        if count == 1:
-            candidates = np.argmin(ranking, axis=1)[:, np.newaxis]
-        elif count < identities:
-            candidates = np.argpartition(ranking, count - 1, axis=1)[:, :count]
-        else:
-            candidates = np.broadcast_to(np.arange(identities), (probe_count, identities))
-        results = []
-        nearest: list[float | None] = []
-        for probe, slots in zip(probes, candidates, strict=True):
-            ranked = sorted(
-                ((self.match(probe, slot), slot) for slot in slots.tolist()),
-                key=lambda pair: (pair[0].distance, pair[0].identity_id),
-            )
-            nearest.append(ranked[0][0].distance)
-            results.append(
-                tuple(
-                    match
-                    for match, slot in ranked
-                    if max_distance is None or match.distance <= self.threshold(slot, max_distance)
-                )
-            )
-        return tuple(results), tuple(nearest)
-
-
-def _ceilings(entries: Sequence[_Entry]) -> npt.NDArray[np.float32]:
-    """float32 (len(entries),): each entry's tau ceiling, inf where it has none."""
-    return np.array(
-        [np.inf if entry.tau_ceiling is None else entry.tau_ceiling for entry in entries],
-        np.float32,
-    )
-
-
-def _decode(value: bytes | str) -> str:
+def reply_text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def reply_bytes(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    raise GalleryStoreError(f"unexpected Redis reply of type {type(value).__name__}")
 
 
 class Gallery:
@@ -514,10 +157,8 @@ class Gallery:
         self._vectors_key = self._vectors_prefix + model_id
         self._channel = prefix + "changes"
         self._update_lock = threading.Lock()  # one index change at a time: delta or reload
-        self._resync_due = threading.Event()  # a committed write this index could not apply
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._index = _Index.build(0, [])
+        self._sync = GallerySync(self, client, self._channel, self._config, self._where)
+        self._index = TemplateIndex.build(0, [])
         self.reload()
 
     @property
@@ -611,22 +252,34 @@ class Gallery:
 
     def get(self, identity_id: str) -> Identity:
         """One identity from Redis; IdentityNotFoundError when there is none."""
-        _check_identity_id(identity_id)
+        check_identity_id(identity_id)
         with self._talking_to_redis("read an identity"):
             record = self._client.hget(self._identities_key, identity_id)
         if record is None:
             raise IdentityNotFoundError(f"no identity {identity_id!r} in the gallery")
-        return Identity.from_record(identity_id, _as_bytes(record))
+        return Identity.from_record(identity_id, reply_bytes(record))
 
     def list_identities(self) -> list[Identity]:
         """Every identity in Redis, oldest first (ties by id)."""
         with self._talking_to_redis("list identities"):
             records = self._client.hgetall(self._identities_key)
         identities = [
-            Identity.from_record(_decode(key), _as_bytes(value)) for key, value in records.items()
+            Identity.from_record(reply_text(key), reply_bytes(value))
+            for key, value in records.items()
         ]
         identities.sort(key=lambda identity: (identity.created, identity.identity_id))
         return identities
+
+    def templates_of_model(self, model_id: str) -> dict[str, dict[str, bytes]]:
+        """Every stored template of ``model_id`` in Redis: identity id -> template id -> its
+        128 float32 LE (what re-encoding reads, ``pipeline.gallery.reencode``)."""
+        with self._talking_to_redis("read the templates to re-encode"):
+            stored = self._client.hgetall(self._vectors_prefix + model_id)
+        by_identity: dict[str, dict[str, bytes]] = {}
+        for field_name, value in stored.items():
+            identity_id, template_id = reply_text(field_name).split("/", 1)
+            by_identity.setdefault(identity_id, {})[template_id] = reply_bytes(value)
+        return by_identity
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -676,7 +329,7 @@ class Gallery:
                 )
 
         entries = [
-            _Entry(
+            IndexEntry(
                 identity.identity_id,
                 identity.name,
                 enrollment.embeddings.vectors,
@@ -690,9 +343,9 @@ class Gallery:
 
     def add_templates(self, identity_id: str, embeddings: Embeddings) -> Identity:
         """Store more face templates (embeddings rows) for an existing identity."""
-        _check_identity_id(identity_id)
+        check_identity_id(identity_id)
         self._require_model(embeddings)
-        _check_vectors(embeddings)
+        check_vectors(embeddings)
         updated: list[Identity] = []
 
         def write(pipe: Pipeline) -> None:
@@ -710,109 +363,9 @@ class Gallery:
         self._transaction(write, [identity_id], "add templates")
         return updated[0]
 
-    def reencode_from(
-        self,
-        source_model_id: str,
-        transform: Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]],
-        *,
-        batch_identities: int = 500,
-    ) -> ReencodeResult:
-        """Make this gallery's templates from those of ``source_model_id`` by ``transform``.
-
-        For an encoder that extends another one (an adapter head on its descriptors),
-        ``transform`` maps float32 (N, 128) source templates to this model's. Each new template
-        id is derived from its source template's, so running it again rewrites the same
-        templates instead of adding copies; the source templates stay (switching back needs
-        nothing). Identities are written ``batch_identities`` per transaction.
-        """
-        if source_model_id == self._model_id:
-            raise GalleryRequestError(f"the gallery's model already is {source_model_id!r}")
-        with self._talking_to_redis("read the templates to re-encode"):
-            stored = self._client.hgetall(self._vectors_prefix + source_model_id)
-        by_identity: dict[str, dict[str, bytes]] = {}
-        for field_name, value in stored.items():
-            identity_id, template_id = _decode(field_name).split("/", 1)
-            by_identity.setdefault(identity_id, {})[template_id] = _as_bytes(value)
-        suffix = hashlib.sha256(self._model_id.encode()).hexdigest()[:8]
-        written = 0
-        identity_ids = sorted(by_identity)
-        for start in range(0, len(identity_ids), batch_identities):
-            chunk = identity_ids[start : start + batch_identities]
-            templates = {
-                identity_id: self._transformed(
-                    identity_id, by_identity[identity_id], transform, suffix
-                )
-                for identity_id in chunk
-            }
-            self._write_reencoded(templates)
-            written += sum(len(values) for values in templates.values())
-        LOGGER.info(
-            "re-encoded %d templates of %d identities from model %s into %s",
-            written,
-            len(identity_ids),
-            source_model_id,
-            self._model_id,
-        )
-        return ReencodeResult(identities=len(identity_ids), templates=written)
-
-    def _transformed(
-        self,
-        identity_id: str,
-        templates: Mapping[str, bytes],
-        transform: Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]],
-        suffix: str,
-    ) -> dict[str, bytes]:
-        """New template id -> transformed vector bytes of one identity's source templates."""
-        source = self._parse_vectors(identity_id, list(templates.values()))
-        vectors = np.asarray(transform(source), _VECTOR_DTYPE)
-        if vectors.shape != source.shape or not np.isfinite(vectors).all():
-            raise GalleryRequestError(
-                f"re-encoding gave {vectors.shape} values (finite: {np.isfinite(vectors).all()}) "
-                f"for {source.shape} templates: expected finite ({DESCRIPTOR_SIZE},) vectors"
-            )
-        return {
-            f"{template_id}-{suffix}": vector.tobytes()
-            for template_id, vector in zip(templates, vectors, strict=True)
-        }
-
-    def _write_reencoded(self, templates: Mapping[str, Mapping[str, bytes]]) -> None:
-        """Store re-encoded templates (identity -> template id -> bytes) in one transaction;
-        identities removed meanwhile are skipped."""
-        identity_ids = list(templates)
-
-        def write(pipe: Pipeline) -> None:
-            records = pipe.hmget(self._identities_key, identity_ids)
-            current = [
-                (identity_id, record, pipe.hgetall(self._templates_prefix + identity_id))
-                for identity_id, record in zip(identity_ids, records, strict=True)
-                if record is not None
-            ]
-            pipe.multi()
-            for identity_id, record, existing in current:
-                models = {_decode(key): _decode(value) for key, value in existing.items()}
-                models.update(dict.fromkeys(templates[identity_id], self._model_id))
-                identity = Identity.from_record(identity_id, _as_bytes(record))
-                counts = dict(identity.template_counts)
-                counts[self._model_id] = sum(model == self._model_id for model in models.values())
-                updated = identity.with_counts(counts)
-                pipe.hset(self._identities_key, identity_id, updated.record())
-                pipe.hset(
-                    self._templates_prefix + identity_id,
-                    mapping=dict.fromkeys(templates[identity_id], self._model_id),
-                )
-                pipe.hset(
-                    self._vectors_key,
-                    mapping={
-                        f"{identity_id}/{template_id}": value
-                        for template_id, value in templates[identity_id].items()
-                    },
-                )
-
-        self._transaction(write, identity_ids, "store re-encoded templates")
-
     def remove(self, identity_id: str) -> None:
         """Delete an identity and its templates of every model; IdentityNotFoundError if absent."""
-        _check_identity_id(identity_id)
+        check_identity_id(identity_id)
         templates_key = self._templates_prefix + identity_id
 
         def write(pipe: Pipeline) -> None:
@@ -822,8 +375,8 @@ class Gallery:
             pipe.hdel(self._identities_key, identity_id)
             for template_id, model_id in template_models.items():
                 pipe.hdel(
-                    self._vectors_prefix + _decode(model_id),
-                    f"{identity_id}/{_decode(template_id)}",
+                    self._vectors_prefix + reply_text(model_id),
+                    f"{identity_id}/{reply_text(template_id)}",
                 )
             pipe.delete(templates_key)
 
@@ -854,18 +407,18 @@ class Gallery:
         grouped: dict[str, list[bytes]] = {}
         templates: dict[str, list[str]] = {}
         for field_name, value in vector_fields.items():
-            identity_id, template_id = _decode(field_name).split("/", 1)
-            grouped.setdefault(identity_id, []).append(_as_bytes(value))
+            identity_id, template_id = reply_text(field_name).split("/", 1)
+            grouped.setdefault(identity_id, []).append(reply_bytes(value))
             templates.setdefault(identity_id, []).append(template_id)
-        records_by_id = {_decode(key): value for key, value in records.items()}
+        records_by_id = {reply_text(key): value for key, value in records.items()}
         # a half-removed identity cannot exist (transactions); the check is cheap insurance
         identity_ids = tuple(identity for identity in grouped if identity in records_by_id)
         stored = [
-            Identity.from_record(identity, _as_bytes(records_by_id[identity]))
+            Identity.from_record(identity, reply_bytes(records_by_id[identity]))
             for identity in identity_ids
         ]
         values = [value for identity in identity_ids for value in grouped[identity]]
-        index = _Index.from_arrays(
+        index = TemplateIndex.from_arrays(
             int(version_value or 0),
             identity_ids=identity_ids,
             names=tuple(identity.name for identity in stored),
@@ -900,20 +453,11 @@ class Gallery:
 
     def start(self) -> None:
         """Start following changes from other processes (a daemon thread; idempotent)."""
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(
-            target=self._follow, name=f"gallery-sync-{self._config.namespace}", daemon=True
-        )
-        self._thread.start()
+        self._sync.start()
 
     def close(self) -> None:
         """Stop following changes and join the thread. The client stays the caller's."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        self._sync.close()
 
     def __enter__(self) -> Gallery:
         """Start following changes."""
@@ -941,7 +485,7 @@ class Gallery:
     def _queue_templates(
         self, pipe: Pipeline, identity_id: str, embeddings: Embeddings, template_ids: Sequence[str]
     ) -> None:
-        vectors = embeddings.vectors.astype(_VECTOR_DTYPE, copy=False)
+        vectors = embeddings.vectors.astype(VECTOR_DTYPE, copy=False)
         pipe.hset(
             self._templates_prefix + identity_id,
             mapping=dict.fromkeys(template_ids, self._model_id),
@@ -958,7 +502,7 @@ class Gallery:
         record = pipe.hget(self._identities_key, identity_id)
         if record is None:
             raise IdentityNotFoundError(f"no identity {identity_id!r} in the gallery")
-        return Identity.from_record(identity_id, _as_bytes(record))
+        return Identity.from_record(identity_id, reply_bytes(record))
 
     def _transaction(
         self,
@@ -966,7 +510,7 @@ class Gallery:
         identity_ids: Sequence[str],
         action: str,
         *,
-        entries: Sequence[_Entry] | None = None,
+        entries: Sequence[IndexEntry] | None = None,
     ) -> None:
         """Run ``write`` under WATCH of the version, then bump the version and publish.
 
@@ -994,7 +538,7 @@ class Gallery:
                 timeout_seconds=self._config.replica_ack_timeout_seconds,
             )
         try:
-            self._apply_change(versions[0], identity_ids, entries)
+            self.apply_change(versions[0], identity_ids, entries)
         except (GalleryUnavailableError, GalleryStoreError) as exc:
             # the write is committed: raising would report a stored change as failed (and
             # invite a retry that doubles it); the index catches up on the next resync instead
@@ -1008,7 +552,7 @@ class Gallery:
                 versions[0],
                 exc,
             )
-            self._resync_due.set()
+            self._sync.resync_soon()
         if replicas_acked is not None and replicas_acked < self._config.min_replicas_acked:
             # the index above mirrors the master, which has the write; the caller must not
             # be told it is safe: it is lost if the master dies before a replica copies it
@@ -1021,10 +565,11 @@ class Gallery:
                 "enrolment with the same id answers that it exists if the master kept it)"
             )
 
-    def _apply_change(
-        self, version: int, identity_ids: Sequence[str], entries: Sequence[_Entry] | None = None
+    def apply_change(
+        self, version: int, identity_ids: Sequence[str], entries: Sequence[IndexEntry] | None = None
     ) -> None:
-        """Bring the index to ``version``, which changed only ``identity_ids``."""
+        """Bring the index to ``version``, which changed only ``identity_ids`` (entries: their
+        new index entries when known; else read from Redis, or a reload on a version gap)."""
         with self._update_lock:
             current = self._index.version
             if version <= current:
@@ -1039,7 +584,7 @@ class Gallery:
             LOGGER.info("gallery version jumped from %d to %d: reloading", current, version)
             self._reload_locked()
 
-    def _fetch_entries(self, identity_ids: Sequence[str]) -> list[_Entry]:
+    def _fetch_entries(self, identity_ids: Sequence[str]) -> list[IndexEntry]:
         """Current name and active-model templates of each identity (absent ones skipped)."""
         with self._talking_to_redis("read changed identities"):
             pipe = self._client.pipeline(transaction=True)
@@ -1049,9 +594,9 @@ class Gallery:
             records, *template_maps = pipe.execute()
             fields = [
                 [
-                    f"{identity_id}/{_decode(template_id)}"
+                    f"{identity_id}/{reply_text(template_id)}"
                     for template_id, model_id in templates.items()
-                    if _decode(model_id) == self._model_id
+                    if reply_text(model_id) == self._model_id
                 ]
                 for identity_id, templates in zip(identity_ids, template_maps, strict=True)
             ]
@@ -1061,19 +606,19 @@ class Gallery:
         position = 0
         for identity_id, record, names in zip(identity_ids, records, fields, strict=True):
             found = [
-                _as_bytes(value) for value in values[position : position + len(names)] if value
+                reply_bytes(value) for value in values[position : position + len(names)] if value
             ]
             position += len(names)
             if record is None or not found:
                 continue  # removed, or no template of the active model
-            identity = Identity.from_record(identity_id, _as_bytes(record))
+            identity = Identity.from_record(identity_id, reply_bytes(record))
             present = [
                 name.split("/", 1)[1]
                 for name, value in zip(names, values[position - len(names) : position], strict=True)
                 if value
             ]
             entries.append(
-                _Entry(
+                IndexEntry(
                     identity_id,
                     identity.name,
                     self._parse_vectors(identity_id, found),
@@ -1084,70 +629,12 @@ class Gallery:
         return entries
 
     def _parse_vectors(self, identity_id: str, values: Sequence[bytes]) -> npt.NDArray[np.float32]:
-        if any(len(value) != _VECTOR_BYTES for value in values):
-            raise GalleryStoreError(
-                f"identity {identity_id!r}: a stored template of model {self._model_id!r} is not "
-                f"{_VECTOR_BYTES} bytes ({DESCRIPTOR_SIZE} float32)"
-            )
-        joined = np.frombuffer(b"".join(values), dtype=_VECTOR_DTYPE)
-        return joined.reshape(-1, DESCRIPTOR_SIZE).astype(np.float32)
+        return parse_vectors(identity_id, self._model_id, values)
 
-    def _swap(self, index: _Index) -> None:
+    def _swap(self, index: TemplateIndex) -> None:
         self._index = index
         self._metrics.gallery_identities.set(len(index.identity_ids))
         self._metrics.gallery_templates.set(index.template_count)
-
-    def _follow(self) -> None:
-        """Thread body: apply published changes; after any (re)subscription, resync."""
-        outage = False
-        while not self._stop.is_set():
-            # redis-py leaves pubsub() unannotated
-            pubsub: PubSub = self._client.pubsub()  # type: ignore[no-untyped-call]
-            try:
-                pubsub.subscribe(self._channel)
-                while not self._stop.is_set():
-                    if self._resync_due.is_set():
-                        self._resync_due.clear()  # a failing refresh resubscribes, then resyncs
-                        self.refresh()
-                    message = pubsub.get_message(timeout=self._config.resync_interval_seconds)
-                    if message is None:
-                        continue
-                    if message["type"] == "subscribe":
-                        # first subscription, or redis-py reconnected: changes may be missed
-                        self.refresh()
-                        if outage:
-                            LOGGER.info("gallery back in sync with Redis at %s", self._where)
-                            outage = False
-                    elif message["type"] == "message":
-                        self._on_message(_as_bytes(message["data"]))
-            except (redis.RedisError, GalleryUnavailableError, GalleryStoreError) as exc:
-                if not outage:
-                    LOGGER.warning(
-                        "gallery lost Redis at %s (%s); serving the last index, resyncing",
-                        self._where,
-                        exc,
-                    )
-                    outage = True
-            except Exception:
-                # redis-py with hiredis can raise TypeError from a socket torn down mid-read
-                # (seen when redis-server is SIGKILLed); whatever it is, this thread must live
-                # on, or the index would silently stop following Redis
-                LOGGER.exception("gallery sync failed unexpectedly; resubscribing")
-                outage = True
-            finally:
-                pubsub.close()
-            self._stop.wait(self._config.resync_interval_seconds)
-
-    def _on_message(self, data: bytes) -> None:
-        try:
-            change = json.loads(data)
-            version = int(change["version"])
-            identity_ids = [str(identity) for identity in change["identities"]]
-        except (ValueError, KeyError, TypeError) as exc:
-            LOGGER.warning("ignoring a malformed gallery change message: %s", exc)
-            self.refresh()
-            return
-        self._apply_change(version, identity_ids)
 
     @contextmanager
     def _talking_to_redis(self, action: str) -> Iterator[None]:
@@ -1159,11 +646,3 @@ class Gallery:
             refused=GalleryStoreError,
         ):
             yield
-
-
-def _as_bytes(value: Any) -> bytes:
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, str):
-        return value.encode()
-    raise GalleryStoreError(f"unexpected Redis reply of type {type(value).__name__}")

@@ -23,7 +23,8 @@ from engines.store import ModelStore
 from pipeline.config.calibrated import calibrated_match
 from pipeline.config.service import FaceStreamConfig
 from pipeline.errors import EnrollmentRejectedError
-from pipeline.gallery.store import Enrollment, Gallery, Identity, connect
+from pipeline.gallery.model import Enrollment, Identity
+from pipeline.gallery.store import Gallery, connect
 from pipeline.liveness import load_liveness_engine
 from pipeline.metrics import PipelineMetrics
 from pipeline.recognition.align import FaceAligner

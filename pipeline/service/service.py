@@ -44,7 +44,7 @@ from pipeline.events.bus import EventBus
 from pipeline.events.mqtt import MqttBridge
 from pipeline.events.webhooks import WebhookDeliverer
 from pipeline.gallery.feedback import FeedbackResult, FeedbackStore, QuarantinedTemplate
-from pipeline.gallery.store import Identity
+from pipeline.gallery.model import Identity
 from pipeline.recognition.live import UNHEALTHY_AFTER_SECONDS, LiveOutputs, LiveRecognition
 from pipeline.service.app import Services, open_services
 from pipeline.service.preview import PreviewHub

@@ -27,7 +27,8 @@ from pipeline.config.service import GalleryConfig
 from pipeline.errors import GalleryUnavailableError
 from pipeline.events.bus import EventBus
 from pipeline.events.config import EventsConfig
-from pipeline.gallery.store import Enrollment, Gallery
+from pipeline.gallery.model import Enrollment
+from pipeline.gallery.store import Gallery
 from pipeline.metrics import PipelineMetrics
 from pipeline.redis.server import EmbeddedRedis
 from pipeline.types import Decision, Embeddings

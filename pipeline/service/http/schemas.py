@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from pipeline.capture import CameraState, CameraStatus
 from pipeline.capture.sharding import ShardStatus
 from pipeline.gallery.feedback import FeedbackResult, QuarantinedTemplate
-from pipeline.gallery.store import Identity, MetadataValue
+from pipeline.gallery.model import Identity, MetadataValue
 from pipeline.liveness import Verdict
 from pipeline.service.service import MatchStatus, Readiness
 from pipeline.types import FoundBy
