@@ -238,6 +238,7 @@ class Match:
     name: str
     distance: float
     template_id: str | None = None
+    galleries: tuple[str, ...] = ("default",)  # the named galleries the identity belongs to
 
 
 @dataclass(frozen=True, slots=True)
@@ -428,6 +429,8 @@ class TrackObservation:
     quality: Quality | None = None  # None: not measured (a caller without chips); it votes
     template_id: str | None = None  # the template this encoding matched (None: track vote)
     probe: npt.NDArray[np.float32] | None = field(default=None, repr=False, compare=False)
+    galleries: tuple[str, ...] = ("default",)  # identity_id's galleries: a door counts it only
+    # when it searches one of them (doors[].galleries)
 
 
 @dataclass(frozen=True, slots=True)

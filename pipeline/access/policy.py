@@ -36,13 +36,14 @@ import threading
 from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
 from engines.errors import ConfigError
 from pipeline.access.credentials.config import OsdpCardReaderConfig, OsdpReaderConfig
 from pipeline.config.base import StrictModel
+from pipeline.gallery.model import DEFAULT_GALLERY, GALLERY_NAME
 from pipeline.types import Decision, DecisionOutcome, Quality, TrackObservation
 
 __all__ = [
@@ -69,6 +70,14 @@ class DoorConfig(StrictModel):
 
     id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="door name, in events")
     cameras: list[str] = Field(min_length=1, max_length=64, description="camera ids watching it")
+    galleries: list[Annotated[str, Field(pattern=GALLERY_NAME)]] = Field(
+        default_factory=lambda: [DEFAULT_GALLERY],
+        min_length=1,
+        max_length=64,
+        description="the named galleries this door searches: a match counts here only when "
+        "the identity is in one of them (1-64 of A-Z a-z 0-9 _ . - each); a camera watched by "
+        "several doors searches the union of theirs",
+    )
     allowed_identities: list[str] = Field(
         default_factory=list,
         max_length=100_000,
@@ -213,7 +222,7 @@ class DoorPolicy:
                 self._forget_stale(door, observation.at)
                 if not passes_quality(door.config, observation.quality):
                     continue  # a poor face does not vote: the track waits for a better one
-                decision = self._observe_door(door, observation)
+                decision = self._observe_door(door, _as_seen_by(door.config, observation))
                 if decision is not None:
                     decisions.append(decision)
         return decisions
@@ -392,6 +401,24 @@ def _outcome(
     if config.allowed_identities and leader not in config.allowed_identities:
         return "denied"
     return "granted"
+
+
+def _as_seen_by(config: DoorConfig, observation: TrackObservation) -> TrackObservation:
+    """The observation as this door counts it: a match of an identity in none of the door's
+    galleries is no match here (the camera's search may span other doors' galleries)."""
+    if observation.identity_id is None or not set(observation.galleries).isdisjoint(
+        config.galleries
+    ):
+        return observation
+    return dataclasses.replace(
+        observation,
+        identity_id=None,
+        name=None,
+        track_distance=None,
+        template_id=None,
+        probe=None,
+        galleries=(),
+    )
 
 
 def passes_quality(config: DoorConfig, quality: Quality | None) -> bool:

@@ -8,7 +8,7 @@ A change makes a new index (``replaced``), so readers never see a half-applied o
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, NamedTuple
 
@@ -33,6 +33,7 @@ class IndexEntry(NamedTuple):
     vectors: npt.NDArray[np.float32]
     template_ids: tuple[str, ...]
     tau_ceiling: float | None = None
+    galleries: tuple[str, ...] = ("default",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +46,9 @@ class TemplateIndex:
     owners: int64 (T,) the identity slot of each column, non-decreasing; template_ids: the
     template id of each column; ceilings: float32 (I,) each slot's tau ceiling (inf: none), so
     a corrected identity's tighter tau is applied in the same search; starts: int64 (I,) first
-    column of each slot; ends: int64 (I,) one past its last column.
+    column of each slot; ends: int64 (I,) one past its last column. galleries: each slot's
+    named galleries; members: gallery name -> bool (I,) mask of its slots, so a search of some
+    galleries is the same matrix product with the other slots ranked last.
     """
 
     version: int
@@ -55,9 +58,11 @@ class TemplateIndex:
     owners: npt.NDArray[np.int64]
     template_ids: tuple[str, ...]
     ceilings: npt.NDArray[np.float32]
+    galleries: tuple[tuple[str, ...], ...]
     starts: npt.NDArray[np.int64] = field(init=False)
     ends: npt.NDArray[np.int64] = field(init=False)
     slots: Mapping[str, int] = field(init=False)
+    members: Mapping[str, npt.NDArray[np.bool_]] = field(init=False)
 
     def __post_init__(self) -> None:
         boundaries = np.flatnonzero(np.diff(self.owners)) + 1
@@ -69,6 +74,11 @@ class TemplateIndex:
         object.__setattr__(
             self, "slots", {identity: slot for slot, identity in enumerate(self.identity_ids)}
         )
+        members: dict[str, npt.NDArray[np.bool_]] = {}
+        for slot, names in enumerate(self.galleries):
+            for name in names:
+                members.setdefault(name, np.zeros(len(self.identity_ids), bool))[slot] = True
+        object.__setattr__(self, "members", members)
         for array in (self.columns, self.owners, self.starts, self.ends, self.ceilings):
             array.setflags(write=False)
 
@@ -99,6 +109,7 @@ class TemplateIndex:
             counts=np.array([entry[2].shape[0] for entry in entries], np.int64),
             template_ids=tuple(template for entry in entries for template in entry.template_ids),
             ceilings=_ceilings_of(entries),
+            galleries=tuple(entry.galleries for entry in entries),
         )
 
     @classmethod
@@ -112,9 +123,11 @@ class TemplateIndex:
         counts: npt.NDArray[np.int64],
         template_ids: tuple[str, ...],
         ceilings: npt.NDArray[np.float32],
+        galleries: tuple[tuple[str, ...], ...],
     ) -> TemplateIndex:
         """From templates float32 (T, 128) grouped by identity, counts[i] rows of identity i,
-        with the T template ids and float32 (I,) tau ceilings (inf: none)."""
+        with the T template ids, float32 (I,) tau ceilings (inf: none) and each identity's
+        named galleries."""
         return cls(
             version=version,
             identity_ids=identity_ids,
@@ -123,6 +136,7 @@ class TemplateIndex:
             owners=np.repeat(np.arange(len(identity_ids), dtype=np.int64), counts),
             template_ids=template_ids,
             ceilings=ceilings,
+            galleries=galleries,
         )
 
     def replaced(
@@ -141,6 +155,7 @@ class TemplateIndex:
             identity for identity, kept in zip(self.identity_ids, keep, strict=True) if kept
         ]
         kept_names = [name for name, kept in zip(self.names, keep, strict=True) if kept]
+        kept_galleries = [names for names, kept in zip(self.galleries, keep, strict=True) if kept]
         kept_templates = (
             self.template_ids
             if keep.all()
@@ -174,6 +189,7 @@ class TemplateIndex:
             ceilings=np.concatenate([self.ceilings[keep], _ceilings_of(entries)]).astype(
                 np.float32
             ),
+            galleries=(*kept_galleries, *(entry.galleries for entry in entries)),
         )
 
     def distance(self, probe: npt.NDArray[np.float32], slot: int) -> float:
@@ -193,18 +209,37 @@ class TemplateIndex:
             self.names[slot],
             float(np.sqrt(squared[nearest])),
             template_id=self.template_ids[start + nearest],
+            galleries=self.galleries[slot],
         )
 
     def threshold(self, slot: int, max_distance: float) -> float:
         """The tau of slot's identity: the query's, or its own ceiling when that is tighter."""
         return min(max_distance, float(self.ceilings[slot]))
 
+    def searched(self, galleries: Collection[str] | None) -> npt.NDArray[np.bool_] | None:
+        """bool (I,): the identity slots in any of ``galleries``; None: every slot (no
+        galleries named, or every identity is in one of them)."""
+        if galleries is None:
+            return None
+        mask = np.zeros(len(self.identity_ids), bool)
+        for name in galleries:
+            member = self.members.get(name)
+            if member is not None:
+                mask |= member
+        return None if mask.all() else mask
+
     def search(
-        self, probes: npt.NDArray[np.float32], top_k: int, max_distance: float | None
+        self,
+        probes: npt.NDArray[np.float32],
+        top_k: int,
+        max_distance: float | None,
+        galleries: Collection[str] | None = None,
     ) -> tuple[tuple[tuple[Match, ...], ...], tuple[float | None, ...]]:
         """Exact top-k identities within ``max_distance`` per probe row (probes float32
-        (B, 128)), and each row's distance to its nearest identity whatever ``max_distance``."""
-        identities = len(self.identity_ids)
+        (B, 128)), and each row's distance to its nearest identity whatever ``max_distance``,
+        among the identities of ``galleries`` (None: all of them)."""
+        searched = self.searched(galleries)
+        identities = len(self.identity_ids) if searched is None else int(searched.sum())
         probe_count = probes.shape[0]
         if identities == 0 or probe_count == 0:
             return tuple(() for _ in range(probe_count)), (None,) * probe_count
@@ -216,10 +251,12 @@ class TemplateIndex:
         ranking = weights @ self.columns
         if identities != self.template_count:
             ranking = np.minimum.reduceat(ranking, self.starts, axis=1)
+        if searched is not None:  # the other galleries' identities rank last, never chosen
+            ranking[:, ~searched] = np.inf
         count = min(top_k, identities)
         if count == 1:
             candidates = np.argmin(ranking, axis=1)[:, np.newaxis]
-        elif count < identities:
+        elif count < len(self.identity_ids):
             candidates = np.argpartition(ranking, count - 1, axis=1)[:, :count]
         else:
             candidates = np.broadcast_to(np.arange(identities), (probe_count, identities))

@@ -11,7 +11,7 @@ import dataclasses
 import json
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -21,16 +21,35 @@ from pipeline.errors import GalleryRequestError, GalleryStoreError
 from pipeline.types import Embeddings
 
 __all__ = [
+    "DEFAULT_GALLERY",
+    "GALLERY_NAME",
     "Enrollment",
     "Identity",
     "MetadataValue",
     "ReencodeResult",
+    "check_gallery_names",
     "check_identity_id",
     "check_vectors",
 ]
 
 MetadataValue = str | int | float | bool | None
 _IDENTITY_ID = re.compile(r"[A-Za-z0-9_.-]{1,128}")  # fullmatch: "$" would let "a\n" in
+# a named gallery (a door searches some of them); same rule as doors[].galleries in config
+GALLERY_NAME = r"^[A-Za-z0-9_.-]{1,64}$"
+_GALLERY_NAME = re.compile(GALLERY_NAME.strip("^$"))
+DEFAULT_GALLERY = "default"
+
+
+def check_gallery_names(galleries: Iterable[str]) -> tuple[str, ...]:
+    """Sorted, distinct gallery names; GalleryRequestError names a bad one (1-64 of A-Z a-z
+    0-9 _ . -) or an empty list."""
+    names = tuple(sorted(set(galleries)))
+    if not names:
+        raise GalleryRequestError("an identity belongs to at least one gallery")
+    for name in names:
+        if not isinstance(name, str) or not _GALLERY_NAME.fullmatch(name):
+            raise GalleryRequestError(f"gallery {name!r}: expected 1-64 of A-Z a-z 0-9 _ . -")
+    return names
 
 
 def _frozen_metadata(metadata: Mapping[str, MetadataValue]) -> Mapping[str, MetadataValue]:
@@ -69,9 +88,11 @@ class Identity:
     template_counts: Mapping[str, int]
     negatives: int = 0  # probes an operator said are not this person (pipeline.gallery.feedback)
     tau_ceiling: float | None = None  # a margin below the nearest negative; None: global tau
+    galleries: tuple[str, ...] = (DEFAULT_GALLERY,)  # the named galleries it belongs to
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "metadata", _frozen_metadata(self.metadata))
+        object.__setattr__(self, "galleries", check_gallery_names(self.galleries))
         object.__setattr__(self, "template_counts", MappingProxyType(dict(self.template_counts)))
 
     def as_dict(self) -> dict[str, object]:
@@ -85,6 +106,7 @@ class Identity:
             "templates": dict(self.template_counts),
             "negatives": self.negatives,
             "tau_ceiling": self.tau_ceiling,
+            "galleries": list(self.galleries),
         }
 
     def with_counts(self, template_counts: Mapping[str, int]) -> Identity:
@@ -103,6 +125,8 @@ class Identity:
         if self.negatives:  # records of identities never corrected stay as they were
             fields["negatives"] = self.negatives
             fields["tau_ceiling"] = self.tau_ceiling
+        if self.galleries != (DEFAULT_GALLERY,):  # records from before galleries stay as they were
+            fields["galleries"] = list(self.galleries)
         return json.dumps(fields, sort_keys=True).encode()
 
     @classmethod
@@ -122,6 +146,7 @@ class Identity:
                 },
                 negatives=int(fields.get("negatives", 0)),
                 tau_ceiling=None if ceiling is None else float(ceiling),
+                galleries=tuple(fields.get("galleries", (DEFAULT_GALLERY,))),
             )
         except (ValueError, KeyError, TypeError, AttributeError, GalleryRequestError) as exc:
             raise GalleryStoreError(
@@ -148,13 +173,15 @@ class Enrollment:
     """A new identity: a name, one or more face templates (embeddings rows) and metadata.
 
     identity_id None lets the gallery pick a random one; otherwise 1-128 characters of
-    A-Z a-z 0-9 _ . -, not yet in the gallery.
+    A-Z a-z 0-9 _ . -, not yet in the gallery. galleries: the named galleries it joins (a
+    door searches only its own ``doors[].galleries``).
     """
 
     name: str
     embeddings: Embeddings
     metadata: Mapping[str, MetadataValue] = field(default_factory=dict)
     identity_id: str | None = None
+    galleries: tuple[str, ...] = (DEFAULT_GALLERY,)
 
     def __post_init__(self) -> None:
         if not self.name.strip():
@@ -163,3 +190,4 @@ class Enrollment:
             check_identity_id(self.identity_id)
         check_vectors(self.embeddings)
         object.__setattr__(self, "metadata", _frozen_metadata(self.metadata))
+        object.__setattr__(self, "galleries", check_gallery_names(self.galleries))

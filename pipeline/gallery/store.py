@@ -35,7 +35,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from types import TracebackType
 from typing import Any, Final
@@ -199,9 +199,15 @@ class Gallery:
     # -- search ---------------------------------------------------------------------------
 
     def identify(
-        self, embeddings: Embeddings, *, top_k: int = 1, max_distance: float | None
+        self,
+        embeddings: Embeddings,
+        *,
+        top_k: int = 1,
+        max_distance: float | None,
+        galleries: Collection[str] | None = None,
     ) -> Matches:
-        """The top_k nearest identities of each embeddings row, nearest first.
+        """The top_k nearest identities of each embeddings row, nearest first, among the
+        identities of the named ``galleries`` (None: every identity).
 
         embeddings: float32 (N, 128) of the gallery's model id (else ModelMismatchError);
         max_distance: Euclidean distance, from calibration or config, beyond which an identity
@@ -215,7 +221,7 @@ class Gallery:
             raise GalleryRequestError(f"max_distance must be >= 0, got {max_distance}")
         index = self._index
         start = time.perf_counter()
-        per_probe, nearest = index.search(embeddings.vectors, top_k, max_distance)
+        per_probe, nearest = index.search(embeddings.vectors, top_k, max_distance, galleries)
         self._metrics.stage_seconds.labels(stage=_STAGE, backend=_BACKEND).observe(
             time.perf_counter() - start
         )
@@ -302,6 +308,7 @@ class Gallery:
                 created=now,
                 updated=now,
                 template_counts={self._model_id: len(enrollment.embeddings)},
+                galleries=enrollment.galleries,
             )
             for enrollment in enrollments
         ]
@@ -334,6 +341,7 @@ class Gallery:
                 identity.name,
                 enrollment.embeddings.vectors,
                 template_ids[identity.identity_id],
+                galleries=identity.galleries,
             )
             for identity, enrollment in zip(identities, enrollments, strict=True)
         ]
@@ -430,6 +438,7 @@ class Gallery:
             ceilings=np.array(
                 [np.inf if i.tau_ceiling is None else i.tau_ceiling for i in stored], np.float32
             ),
+            galleries=tuple(identity.galleries for identity in stored),
         )
         self._swap(index)
         self._metrics.gallery_reloads.inc()
@@ -624,6 +633,7 @@ class Gallery:
                     self._parse_vectors(identity_id, found),
                     tuple(present),
                     identity.tau_ceiling,
+                    identity.galleries,
                 )
             )
         return entries

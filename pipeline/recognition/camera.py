@@ -150,6 +150,7 @@ class CameraRecognizer:
                     quality=quality,
                     template_id=None if frame_match is None else frame_match.template_id,
                     probe=None if probes is None or frame_match is None else probes.vectors[row],
+                    galleries=() if within is None else within.galleries,
                 )
             )
         return observations

@@ -1,0 +1,138 @@
+"""Named galleries: a door searching gallery A never grants a person only in gallery B, the
+search of some galleries sees only their identities, and a bad gallery name is refused with
+the key named. Real faces (../shared/data/faces through the real encoder) in a real Redis,
+through the real door policy."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import numpy.typing as npt
+import pydantic
+import pytest
+import redis
+
+from engines.runtime.onnxrt import OrtEngine
+from pipeline.access.policy import DoorConfig, DoorPolicy
+from pipeline.config.service import GalleryConfig
+from pipeline.errors import GalleryRequestError
+from pipeline.gallery.model import Enrollment
+from pipeline.gallery.store import Gallery
+from pipeline.metrics import PipelineMetrics
+from pipeline.recognition.encode import FaceEncoder
+from pipeline.types import Embeddings, FaceChips, TrackObservation
+
+CONFIG = GalleryConfig(namespace="galleries-test", socket_timeout_seconds=2.0)
+TAU = 10.0  # wide on purpose: only the gallery a door searches may keep a person out
+
+
+@pytest.fixture
+def encodings(face_chips: list[npt.NDArray[np.uint8]], ort_engine: OrtEngine) -> Embeddings:
+    """float32 (4, 128) encodings of four real faces."""
+    chips = FaceChips(np.stack(face_chips[:4]))
+    return FaceEncoder(ort_engine, PipelineMetrics.create()).encode(chips)
+
+
+def _rows(encodings: Embeddings, *rows: int) -> Embeddings:
+    return Embeddings(np.ascontiguousarray(encodings.vectors[list(rows)]), encodings.model_id)
+
+
+def _gallery(clients: Callable[[], redis.Redis], encodings: Embeddings) -> Gallery:
+    """ann only in gallery a, bob only in b, cy in both."""
+    gallery = Gallery(
+        clients(), PipelineMetrics.create(), model_id=encodings.model_id, config=CONFIG
+    )
+    gallery.enroll_many(
+        [
+            Enrollment("Ann", _rows(encodings, 0), identity_id="ann", galleries=("a",)),
+            Enrollment("Bob", _rows(encodings, 1), identity_id="bob", galleries=("b",)),
+            Enrollment("Cy", _rows(encodings, 2), identity_id="cy", galleries=("a", "b")),
+        ]
+    )
+    return gallery
+
+
+def _observations(
+    gallery: Gallery, probe: Embeddings, galleries: set[str]
+) -> list[TrackObservation]:
+    """Three encodings of one live track on camera cam-1, searched in ``galleries``."""
+    best = gallery.identify(probe, max_distance=TAU, galleries=galleries).best()[0]
+    assert best is not None
+    return [
+        TrackObservation(
+            camera_id="cam-1",
+            track_id=7,
+            identity_id=best.identity_id,
+            name=best.name,
+            distance=best.distance,
+            live=True,
+            at=1000.0 + step,
+            galleries=best.galleries,
+        )
+        for step in range(3)
+    ]
+
+
+def test_galleries_a_door_of_gallery_a_never_grants_a_person_only_in_gallery_b(
+    clients: Callable[[], redis.Redis], encodings: Embeddings
+) -> None:
+    """One camera watched by door-a (gallery a) and door-b (gallery b) searches the union:
+    Bob (only in b) is granted at door-b and never at door-a, where his track is unknown;
+    Cy (in both) is granted at both."""
+    gallery = _gallery(clients, encodings)
+    doors = [
+        DoorConfig(id="door-a", cameras=["cam-1"], galleries=["a"], required_matches=3),
+        DoorConfig(id="door-b", cameras=["cam-1"], galleries=["b"], required_matches=3),
+    ]
+    policy = DoorPolicy(doors)
+    decisions = []
+    for observation in _observations(gallery, _rows(encodings, 1), {"a", "b"}):
+        decisions.extend(policy.observe(observation))
+    outcomes = {
+        decision.door_id: (decision.outcome, decision.identity_id) for decision in decisions
+    }
+    assert outcomes == {"door-a": ("unknown", None), "door-b": ("granted", "bob")}
+
+    policy = DoorPolicy(doors)
+    decisions = []
+    for observation in _observations(gallery, _rows(encodings, 2), {"a", "b"}):
+        decisions.extend(policy.observe(observation))
+    assert sorted((d.door_id, d.outcome, d.identity_id) for d in decisions) == [
+        ("door-a", "granted", "cy"),
+        ("door-b", "granted", "cy"),
+    ]
+
+
+def test_galleries_a_search_sees_only_the_named_galleries_identities(
+    clients: Callable[[], redis.Redis], encodings: Embeddings
+) -> None:
+    """Bob's own face, searched in gallery a, finds nobody named Bob (the nearest is someone
+    of gallery a); searched in b or in every gallery, it is Bob. Membership survives a reload
+    from Redis, and a gallery nobody is in finds nobody."""
+    gallery = _gallery(clients, encodings)
+    probe = _rows(encodings, 1)
+    in_a = gallery.identify(probe, top_k=3, max_distance=TAU, galleries={"a"}).per_probe[0]
+    assert {match.identity_id for match in in_a} == {"ann", "cy"}
+    for galleries in ({"b"}, None):
+        best = gallery.identify(probe, max_distance=TAU, galleries=galleries).best()[0]
+        assert best is not None
+        assert best.identity_id == "bob"
+    fresh = Gallery(clients(), PipelineMetrics.create(), model_id=probe.model_id, config=CONFIG)
+    in_b = fresh.identify(probe, top_k=3, max_distance=TAU, galleries={"b"}).per_probe[0]
+    assert [match.identity_id for match in in_b] == ["bob", "cy"]
+    assert fresh.get("cy").galleries == ("a", "b")
+    empty = fresh.identify(probe, max_distance=TAU, galleries={"nobody"})
+    assert empty.per_probe == ((),)
+    assert empty.nearest_distances == (None,)
+
+
+def test_galleries_a_bad_gallery_name_is_refused_naming_it(encodings: Embeddings) -> None:
+    """A bad name in a door's galleries is a config error naming the key; at enrolment, a
+    GalleryRequestError (the API's 422) naming the name."""
+    with pytest.raises(pydantic.ValidationError, match=r"galleries\.0"):
+        DoorConfig(id="door", cameras=["cam"], galleries=["no spaces"])
+    with pytest.raises(pydantic.ValidationError, match="galleries"):
+        DoorConfig(id="door", cameras=["cam"], galleries=[])
+    with pytest.raises(GalleryRequestError, match="'a/b'"):
+        Enrollment("Ann", _rows(encodings, 0), galleries=("a/b",))
