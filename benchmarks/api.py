@@ -71,7 +71,7 @@ def main() -> None:
             thread.start()
             while not server.started:
                 time.sleep(0.01)
-            tau = service.config.process.match.max_distance
+            tau = service.config.recognition.match.max_distance
 
             def direct() -> str:
                 analyzed = service.services.analyzer.analyze(decode_image(frame))

@@ -4,7 +4,7 @@ Each shared video is streamed by the project's RTSP test server (tests/rtsp_serv
 zerolatency, on 127.0.0.1) and read back by facestream's own capture (``Camera``, OpenCV/FFmpeg)
 for one pass of the clip; the frames received are then replayed through the live door chain
 (``calibration.doors.replay_frames``) twice on the same frames, with the track vote off
-(``process.match.track_vote_min_encodings = 0``: frame votes only, as before) and on (the
+(``recognition.match.track_vote_min_encodings = 0``: frame votes only, as before) and on (the
 default), at two doors: the shipped defaults (liveness required) and the same door without
 liveness (recognition alone). Gallery and expected names: deploy/examples/eval_doors.toml.
 
@@ -88,10 +88,12 @@ def replay(
 ) -> VideoOutcome:
     """The door's decisions on ``frames`` with the track vote at ``min_encodings`` (0: off)."""
     config = services.config
-    match = config.process.match.model_copy(update={"track_vote_min_encodings": min_encodings})
-    process = config.process.model_copy(update={"match": match})
+    match = config.recognition.match.model_copy(update={"track_vote_min_encodings": min_encodings})
+    process = config.recognition.model_copy(update={"match": match})
     door = door_of(config).model_copy(update={"cameras": ["replay"], "require_liveness": liveness})
-    variant = dataclasses.replace(services, config=config.model_copy(update={"process": process}))
+    variant = dataclasses.replace(
+        services, config=config.model_copy(update={"recognition": process})
+    )
     outcome = VideoOutcome(str(video.path), video.expected)
     return replay_frames(variant, door, frames, fps=fps, outcome=outcome)
 
@@ -121,7 +123,7 @@ def main() -> None:
                 )
                 outcomes[name].append(outcome)
                 log(f"{video.path.name} {name}: {json.dumps(outcome.as_dict())}")
-        tau = services.config.process.match.max_distance
+        tau = services.config.recognition.match.max_distance
 
     def expected_grants(name: str) -> int:
         return sum(len(outcome.granted) - outcome.false_grants for outcome in outcomes[name])

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import SHARED_DATA, log, machine_name
 from engines.convert.parity import read_rgb
 from pipeline.config.service import FaceStreamConfig
-from pipeline.recognition.offline import ProcessConfig, RecordingProcessor
+from pipeline.recognition.offline import RecognitionConfig, RecordingProcessor
 from pipeline.service.app import open_services
 
 VIDEO = SHARED_DATA / "video" / "faces" / "short_hamilton_clip.mp4"
@@ -81,7 +81,9 @@ def main() -> None:
             results = {}
             for every in (1, 3):
                 processor = RecordingProcessor(
-                    services.analyzer, services.gallery, ProcessConfig(detect_every_frames=every)
+                    services.analyzer,
+                    services.gallery,
+                    RecognitionConfig(detect_every_frames=every),
                 )
                 summary = processor.run(video)
                 p95 = float(np.percentile(summary.frame_seconds, 95)) * 1000

@@ -48,7 +48,7 @@ def _measure_point(
         {
             "data_dir": work / f"data-{cameras}",
             "capture": {"cameras": [{"id": camera_id, "url": url} for camera_id in ids]},
-            "process": {"detect_every_frames": detect_every},
+            "recognition": {"detect_every_frames": detect_every},
         }
     )
     with run_service(config, redis_dir=work / f"redis-{cameras}") as service:

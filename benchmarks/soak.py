@@ -28,7 +28,7 @@ from pipeline.access.policy import DoorConfig
 from pipeline.capture import CameraConfig
 from pipeline.config.service import FaceStreamConfig
 from pipeline.images import decode_image
-from pipeline.recognition.offline import ProcessConfig
+from pipeline.recognition.offline import RecognitionConfig
 from pipeline.service.sample import make_sample
 from pipeline.service.service import run_service
 
@@ -66,7 +66,7 @@ def main() -> None:
         ids = [f"cam{index}" for index in range(args.cameras)]
         config = FaceStreamConfig(
             data_dir=root / "data",
-            process=ProcessConfig(detect_every_frames=args.detect_every),
+            recognition=RecognitionConfig(detect_every_frames=args.detect_every),
             doors=[DoorConfig(id="door", cameras=ids, cooldown_seconds=5.0)],
         )
         with run_service(config) as service:

@@ -29,7 +29,7 @@ from pipeline.config.service import FaceStreamConfig
 from pipeline.images import read_image
 from pipeline.metrics import PipelineMetrics
 from pipeline.recognition.live import LiveRecognition
-from pipeline.recognition.offline import ProcessConfig
+from pipeline.recognition.offline import RecognitionConfig
 from pipeline.service.app import open_services
 
 FPS = 15.0
@@ -103,7 +103,7 @@ def main() -> None:
                 services.analyzer,
                 services.gallery,
                 cameras,
-                config=ProcessConfig(detect_every_frames=args.detect_every),
+                config=RecognitionConfig(detect_every_frames=args.detect_every),
                 metrics=metrics,
             )
             with cameras:

@@ -129,7 +129,7 @@ def _settings(
     return ThresholdSettings(
         target_far=target_far if open_set is None else open_set.target_far,
         open_set=open_set,
-        service_tau=config.process.match.max_distance,
+        service_tau=config.recognition.match.max_distance,
         baseline=baseline,
         degradations=parse_degradations(degrade or ""),
         bootstrap_resamples=bootstrap,
@@ -181,7 +181,7 @@ def calibrate_threshold_command(
     target_far: Annotated[
         float | None,
         typer.Option(
-            help="false accept rate the tau must not exceed (default: process.match.target_far)"
+            help="false accept rate the tau must not exceed (default: recognition.match.target_far)"
         ),
     ] = None,
     target_fpir: Annotated[
@@ -230,7 +230,9 @@ def calibrate_threshold_command(
         pair_set = pair_set.subsample(max_pairs, seed=seed)
     settings = _settings(
         settings_file,
-        target_far=target_far if target_far is not None else settings_file.process.match.target_far,
+        target_far=target_far
+        if target_far is not None
+        else settings_file.recognition.match.target_far,
         degrade=degrade,
         baseline=baseline,
         bootstrap=bootstrap,
@@ -303,7 +305,7 @@ def calibrate_int8_command(
             pairs=pair_set,
             detector=detector,
             settings=ThresholdSettings(
-                service_tau=settings_file.process.match.max_distance, bootstrap_resamples=10
+                service_tau=settings_file.recognition.match.max_distance, bootstrap_resamples=10
             ),
         )
     typer.echo(
@@ -331,7 +333,7 @@ def eval_pairs_command(
     config: ConfigOption = None,
     tau: Annotated[
         float | None,
-        typer.Option(help="match distance (default: the config's process.match.max_distance)"),
+        typer.Option(help="match distance (default: the config's recognition.match.max_distance)"),
     ] = None,
     calibrated: Annotated[
         bool, typer.Option(help="use the tau saved by `calibrate threshold` for this encoder")
@@ -347,7 +349,7 @@ def eval_pairs_command(
     if max_pairs is not None:
         pair_set = pair_set.subsample(max_pairs, seed=seed)
     with open_analyzer(settings_file) as analyzer:
-        service_tau = tau if tau is not None else settings_file.process.match.max_distance
+        service_tau = tau if tau is not None else settings_file.recognition.match.max_distance
         tau_source = "option" if tau is not None else "config"
         if calibrated:
             saved = load_calibrated_tau(settings_file.data_dir, analyzer.model_id)
@@ -438,7 +440,7 @@ def eval_identify_command(
             gallery,
             probes,
             target_fpir=target_fpir,
-            service_tau=settings_file.process.match.max_distance,
+            service_tau=settings_file.recognition.match.max_distance,
         )
     typer.echo(
         f"rank-1 {report.rank1_accuracy:.2%} over {report.mated_probes} enrolled probes; "

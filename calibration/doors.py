@@ -248,7 +248,7 @@ def replay_frames(
     parts = RecognitionParts(
         analyzer=services.analyzer,
         gallery=services.gallery,
-        config=config.process,
+        config=config.recognition,
         metrics=services.metrics,
         liveness=config.liveness if config.liveness.enabled else None,
         liveness_engine=services.liveness_engine,
@@ -273,7 +273,7 @@ def replay_frames(
         if not pending.track_ids:
             continue
         (matches,) = identify_batch(
-            services.analyzer, services.gallery, [pending], config.process.match
+            services.analyzer, services.gallery, [pending], config.recognition.match
         )
         recognizer.record(pending, matches)
         for observation in recognizer.observations(pending, matches, at):
@@ -317,8 +317,8 @@ class DoorEvalResult:
                 "window_encodings": self.door.window_encodings,
                 "require_liveness": self.door.require_liveness,
                 "liveness_enabled": self.config.liveness.enabled,
-                "tau": self.config.process.match.max_distance,
-                "track_vote_min_encodings": self.config.process.match.track_vote_min_encodings,
+                "tau": self.config.recognition.match.max_distance,
+                "track_vote_min_encodings": self.config.recognition.match.track_vote_min_encodings,
             },
             "videos": [outcome.as_dict() for outcome in outcomes],
         }

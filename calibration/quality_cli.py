@@ -77,7 +77,7 @@ def _resolution_line(results: Sequence[GateResult], target_far: float) -> str:
 def _service_tau(config: FaceStreamConfig, model_id: str, tau: float | None) -> tuple[float, str]:
     """The tau the service would match at: an explicit option, the config's own setting, the
     tau calibrated for this encoder, or the config's default, in that order."""
-    match = config.process.match
+    match = config.recognition.match
     if tau is not None:
         return tau, "option"
     if "max_distance" in match.model_fields_set:

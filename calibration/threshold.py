@@ -110,7 +110,7 @@ class ThresholdSettings:
     """How to calibrate.
 
     target_far: false accept rate (0..1) the tau must not exceed; service_tau: the distance the
-    service matches at now (config ``process.match.max_distance``), reported for comparison;
+    service matches at now (config ``recognition.match.max_distance``), reported for comparison;
     baseline: also run face_recognition; degradations: conditions measured besides clean;
     bootstrap_resamples: resamples of the tau interval; seed: fixes resampling and degradation;
     open_set: the 1:N target ``target_far`` was derived from (``OpenSetTarget.target_far``),

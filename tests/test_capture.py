@@ -44,7 +44,7 @@ from pipeline.errors import (
 )
 from pipeline.metrics import PipelineMetrics
 from pipeline.recognition.live import CameraTrack, LiveOutputs, LiveRecognition
-from pipeline.recognition.offline import ProcessConfig
+from pipeline.recognition.offline import RecognitionConfig
 from pipeline.service.app import open_services
 from pipeline.types import Frame
 
@@ -645,7 +645,7 @@ def test_recognition_continues_after_the_rtsp_server_restarts(
             services.analyzer,
             services.gallery,
             cameras,
-            config=ProcessConfig(),
+            config=RecognitionConfig(),
             metrics=metrics,
             outputs=LiveOutputs(on_track=finished.append),
         )

@@ -227,7 +227,7 @@ def test_real_faces_grant_the_card_holder_and_refuse_another_enrolled_person(
             templates, problems = services.templates([(enrolment, _rgb(examples / enrolment))])
             assert not problems, problems
             ids[name] = services.enroll(name, templates).identity_id
-        tau = services.config.process.match.max_distance
+        tau = services.config.recognition.match.max_distance
 
         def observed(name: str, at: float) -> TrackObservation:
             probe = services.analyzer.analyze(_rgb(examples / _PEOPLE[name][1]))

@@ -244,3 +244,19 @@ def test_a_door_requiring_liveness_with_liveness_off_names_both_keys(tmp_path: P
     assert result.exit_code != 0
     assert "doors.0.require_liveness (front)" in result.output
     assert "liveness.enabled is false" in result.output
+
+
+def test_the_old_process_section_is_read_as_recognition_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    old = tmp_path / "old.toml"
+    old.write_text("[process]\ndetect_every_frames = 3\n[process.match]\nmax_distance = 0.55\n")
+    with caplog.at_level(logging.WARNING):
+        config = load_config(old)
+    assert config.recognition.detect_every_frames == 3
+    assert config.recognition.match.max_distance == 0.55
+    assert any("[process] is now called [recognition]" in r.message for r in caplog.records)
+    both = tmp_path / "both.toml"
+    both.write_text("[process]\ndetect_every_frames = 3\n[recognition]\ndetect_every_frames = 2\n")
+    with pytest.raises(ConfigError, match=r"\[recognition\] or its old name \[process\]"):
+        load_config(both)

@@ -13,7 +13,7 @@ from live_support import enrolled_services, frames_processed
 from pipeline.access.policy import DoorConfig, DoorPolicy
 from pipeline.capture import CameraConfig, CameraSet
 from pipeline.recognition.live import CameraTrack, LiveOutputs, LiveRecognition
-from pipeline.recognition.offline import ProcessConfig
+from pipeline.recognition.offline import RecognitionConfig
 from pipeline.service.app import Services
 from pipeline.service.sample import SampleFiles, make_sample
 from pipeline.types import Decision
@@ -50,7 +50,7 @@ def _live_cameras(
         services.analyzer,
         services.gallery,
         cameras,
-        config=ProcessConfig(),
+        config=RecognitionConfig(),
         metrics=services.metrics,
         outputs=outputs or LiveOutputs(on_track=finished.append),
     )

@@ -25,7 +25,7 @@ from pipeline.capture import CameraConfig, CameraSet, FrameSource
 from pipeline.capture.opencv_source import OpenCvSource
 from pipeline.errors import AuditLogCorruptError, StreamEndedError
 from pipeline.recognition.live import CameraTrack, LiveOutputs, LiveRecognition
-from pipeline.recognition.offline import ProcessConfig
+from pipeline.recognition.offline import RecognitionConfig
 from pipeline.service.app import Services
 from pipeline.service.sample import SampleFiles, make_sample
 from pipeline.types import Decision, RecognizedFrame
@@ -101,7 +101,7 @@ def _live(services: Services, cameras: CameraSet, outputs: LiveOutputs) -> LiveR
         services.analyzer,
         services.gallery,
         cameras,
-        config=ProcessConfig(),
+        config=RecognitionConfig(),
         metrics=services.metrics,
         outputs=outputs,
     )

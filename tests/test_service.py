@@ -194,21 +194,21 @@ def test_a_camera_that_never_answers_is_reported_not_fatal(
 def test_the_calibrated_tau_is_used_only_for_its_own_encoder(tmp_path: Path) -> None:
     from engines.errors import ConfigError  # noqa: PLC0415
     from pipeline.config.calibrated import CALIBRATED_TAU_FILE  # noqa: PLC0415
-    from pipeline.recognition.offline import MatchConfig, ProcessConfig  # noqa: PLC0415
+    from pipeline.recognition.offline import MatchConfig, RecognitionConfig  # noqa: PLC0415
     from pipeline.service.app import open_services  # noqa: PLC0415
 
     data_dir = tmp_path / "data"
     with open_services(FaceStreamConfig(data_dir=data_dir)) as services:
         model_id = services.engine.model_id
-        assert services.config.process.match.max_distance == 0.6  # nothing calibrated yet
+        assert services.config.recognition.match.max_distance == 0.6  # nothing calibrated yet
     tau_file = data_dir / CALIBRATED_TAU_FILE
     tau_file.parent.mkdir(parents=True)
     tau_file.write_text(json.dumps({"model_id": model_id, "tau": 0.5607}))
     with open_services(FaceStreamConfig(data_dir=data_dir)) as services:
-        assert services.config.process.match.max_distance == 0.5607
-    explicit = ProcessConfig(match=MatchConfig(max_distance=0.55))
-    with open_services(FaceStreamConfig(data_dir=data_dir, process=explicit)) as services:
-        assert services.config.process.match.max_distance == 0.55  # the config wins
+        assert services.config.recognition.match.max_distance == 0.5607
+    explicit = RecognitionConfig(match=MatchConfig(max_distance=0.55))
+    with open_services(FaceStreamConfig(data_dir=data_dir, recognition=explicit)) as services:
+        assert services.config.recognition.match.max_distance == 0.55  # the config wins
     tau_file.write_text(json.dumps({"model_id": "another-encoder", "tau": 0.4}))
     with (
         pytest.raises(ConfigError, match="calibrated for encoder 'another-encoder'"),
@@ -235,7 +235,7 @@ def test_a_gallery_past_the_size_its_tau_was_chosen_for_is_reported_once(
     tau_file.write_text(json.dumps({"model_id": model_id, "tau": 0.55, "gallery_size": 1}))
     vector = np.zeros((1, 128), np.float32)
     with run_service(FaceStreamConfig(data_dir=data_dir)) as service:
-        assert service.config.process.match.gallery_size == 1
+        assert service.config.recognition.match.gallery_size == 1
         registry = service.services.metrics.registry
         assert registry.get_sample_value("facestream_match_gallery_size") == 1
         enroll = service.services.enroll

@@ -69,7 +69,7 @@ def identify(
     with open_services(settings) as services:
         analyzed = services.analyzer.analyze(read_image(image))
         matches = services.gallery.identify(
-            analyzed.embeddings, top_k=top_k, max_distance=settings.process.match.max_distance
+            analyzed.embeddings, top_k=top_k, max_distance=settings.recognition.match.max_distance
         )
     faces = [
         {
@@ -81,7 +81,7 @@ def identify(
         }
         for index in range(len(analyzed))
     ]
-    tau = settings.process.match.max_distance
+    tau = settings.recognition.match.max_distance
     # every face of one photo was found by the same search ("blazeface" when one pass did it)
     typer.echo(json.dumps({"faces": faces, "tau": tau, "found_by": analyzed.faces.found_by}))
 
@@ -94,7 +94,7 @@ def verify(
 ) -> None:
     """1:1: is the largest face in the photo the claimed identity? Prints match, distance, tau."""
     settings = load_settings(config)
-    tau = settings.process.match.max_distance
+    tau = settings.recognition.match.max_distance
     with open_services(settings) as services:
         services.gallery.get(identity_id)  # IdentityNotFoundError before any face work
         analyzed = services.analyzer.analyze(read_image(image))

@@ -66,8 +66,10 @@ def process(
     """Process a recording: one line per finished track, then a JSON summary."""
     settings = load_settings(config)
     if detect_every is not None:
-        process_config = settings.process.model_copy(update={"detect_every_frames": detect_every})
-        settings = settings.model_copy(update={"process": process_config})
+        process_config = settings.recognition.model_copy(
+            update={"detect_every_frames": detect_every}
+        )
+        settings = settings.model_copy(update={"recognition": process_config})
     with ExitStack() as stack:
         redis_dir = None
         if gallery_dir is not None:  # a throw-away gallery: its own embedded Redis
@@ -78,7 +80,7 @@ def process(
         services = stack.enter_context(open_services(settings, redis_dir=redis_dir))
         if gallery_dir is not None:
             _enroll_folder(services, gallery_dir)
-        processor = RecordingProcessor(services.analyzer, services.gallery, settings.process)
+        processor = RecordingProcessor(services.analyzer, services.gallery, settings.recognition)
         with Progress(console=Console(stderr=True), transient=True) as progress:
             task = progress.add_task(f"processing {video.name}", total=None)
 

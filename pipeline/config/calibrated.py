@@ -2,7 +2,7 @@
 
 The calibration writes ``data_dir/calibration/tau.json`` with the encoder's model id (and, for
 an open-set tau, the gallery size it was chosen for); the service uses that tau unless the
-config sets ``process.match.max_distance`` itself, and
+config sets ``recognition.match.max_distance`` itself, and
 refuses to start when the file was measured with another encoder (distances of different
 models are not comparable).
 """
@@ -45,7 +45,7 @@ def calibrated_match(data_dir: Path, model_id: str) -> CalibratedMatch | None:
         raise ConfigError(
             f"{path}: tau {tau:.4f} was calibrated for encoder {saved_model!r}, but the encoder "
             f"in use is {model_id!r}; run `facestream calibrate threshold` again, or set "
-            "process.match.max_distance in the config"
+            "recognition.match.max_distance in the config"
         )
     if not 0.0 < tau <= 2.0:
         raise ConfigError(f"{path}: tau {tau} is outside (0, 2]")

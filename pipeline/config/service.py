@@ -12,7 +12,7 @@ import difflib
 import logging
 import tomllib
 from pathlib import Path
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 from pydantic import (
     Field,
@@ -35,7 +35,7 @@ from pipeline.liveness.config import LivenessConfig
 from pipeline.recognition.detect.blazeface import BlazeFaceConfig
 from pipeline.recognition.detect.factory import DetectConfig
 from pipeline.recognition.enroll import EnrollConfig
-from pipeline.recognition.offline import ProcessConfig
+from pipeline.recognition.offline import RecognitionConfig
 from pipeline.redact import redact_credentials
 
 __all__ = [
@@ -356,7 +356,7 @@ class FaceStreamConfig(StrictModel):
     feedback: FeedbackConfig = FeedbackConfig()
     detect: DetectConfig = BlazeFaceConfig()
     enroll: EnrollConfig = EnrollConfig()
-    process: ProcessConfig = ProcessConfig()
+    recognition: RecognitionConfig = RecognitionConfig()
     liveness: LivenessConfig = LivenessConfig()
     events: EventsConfig = EventsConfig()
     api: ApiConfig = ApiConfig()
@@ -365,6 +365,20 @@ class FaceStreamConfig(StrictModel):
     doors: list[DoorConfig] = Field(
         default_factory=list, max_length=1024, description="doors (or zones) and their policy"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _process_section_renamed(cls, data: Any) -> Any:
+        """``[process]`` is the old name of ``[recognition]`` (it held the live settings too):
+        still read, with a warning, so existing config files keep working."""
+        if isinstance(data, dict) and "process" in data:
+            if "recognition" in data:
+                raise ValueError("give [recognition] or its old name [process], not both")
+            _log.warning("config: [process] is now called [recognition]; rename the section")
+            data = {
+                ("recognition" if key == "process" else key): value for key, value in data.items()
+            }
+        return data
 
     @property
     def audit_path(self) -> Path:

@@ -17,7 +17,7 @@ Modules and their public names:
 - ``live``: Live recognition: frames from every camera's queue through one recognition worker.
   Public: ``UNHEALTHY_AFTER_SECONDS``, ``CameraTrack``, ``LiveOutputs``, ``LiveRecognition``.
 - ``offline``: Offline processing of a recording with the live pipeline's stages. Public:
-  ``MatchConfig``, ``ObservedFrame``, ``ProcessConfig``, ``ProcessSummary``,
+  ``MatchConfig``, ``ObservedFrame``, ``RecognitionConfig``, ``ProcessSummary``,
   ``RecordingProcessor``, ``StreamRecognizer``, ``identify_batch``, ``track_consensus``,
   ``track_result``.
 - ``quality``: Face quality (eye distance, sharpness, pose, exposure, detector score), measured

@@ -27,7 +27,7 @@ from engines.base import Engine
 from pipeline.liveness import LivenessConfig, LivenessJudge
 from pipeline.metrics import PipelineMetrics
 from pipeline.recognition.analyzer import FaceAnalyzer
-from pipeline.recognition.offline import ProcessConfig, StreamRecognizer
+from pipeline.recognition.offline import RecognitionConfig, StreamRecognizer
 from pipeline.types import (
     Frame,
     Matches,
@@ -56,7 +56,7 @@ class RecognitionParts:
 
     analyzer: FaceAnalyzer
     gallery: Gallery
-    config: ProcessConfig
+    config: RecognitionConfig
     metrics: PipelineMetrics
     liveness: LivenessConfig | None = None
     liveness_engine: Engine | None = None

@@ -32,7 +32,7 @@ from pipeline.liveness import LivenessConfig
 from pipeline.metrics import PipelineMetrics
 from pipeline.recognition.analyzer import FaceAnalyzer
 from pipeline.recognition.camera import CameraRecognizer, RecognitionParts
-from pipeline.recognition.offline import ProcessConfig, identify_batch
+from pipeline.recognition.offline import RecognitionConfig, identify_batch
 from pipeline.types import (
     Decision,
     Frame,
@@ -124,7 +124,7 @@ class LiveRecognition:
         gallery: Gallery,
         cameras: CameraSet,
         *,
-        config: ProcessConfig,
+        config: RecognitionConfig,
         metrics: PipelineMetrics,
         outputs: LiveOutputs | None = None,
         liveness: LivenessConfig | None = None,

@@ -55,8 +55,8 @@ if TYPE_CHECKING:
 __all__ = [
     "MatchConfig",
     "ObservedFrame",
-    "ProcessConfig",
     "ProcessSummary",
+    "RecognitionConfig",
     "RecordingProcessor",
     "StreamRecognizer",
     "identify_batch",
@@ -107,8 +107,9 @@ class MatchConfig(StrictModel):
     )
 
 
-class ProcessConfig(StrictModel):
-    """Offline processing of one recording."""
+class RecognitionConfig(StrictModel):
+    """Recognition of every camera and recording (``[recognition]``; ``[process]`` before):
+    how often to detect, how tracks are followed and when a face matches."""
 
     detect_every_frames: int = Field(
         default=1, ge=1, le=1000, description="run the detector on every n-th decoded frame"
@@ -235,7 +236,7 @@ class StreamRecognizer:
     ``record`` takes the identified matches back; ``identify_batch`` encodes once for many.
     """
 
-    def __init__(self, analyzer: FaceAnalyzer, gallery: Gallery, config: ProcessConfig) -> None:
+    def __init__(self, analyzer: FaceAnalyzer, gallery: Gallery, config: RecognitionConfig) -> None:
         self.analyzer = analyzer
         self.gallery = gallery
         self.config = config
@@ -324,7 +325,7 @@ def identify_batch(
 class RecordingProcessor:
     """Runs a video file through detect -> track -> align -> encode -> identify."""
 
-    def __init__(self, analyzer: FaceAnalyzer, gallery: Gallery, config: ProcessConfig) -> None:
+    def __init__(self, analyzer: FaceAnalyzer, gallery: Gallery, config: RecognitionConfig) -> None:
         self.analyzer = analyzer
         self.gallery = gallery
         self.config = config

@@ -130,7 +130,7 @@ class Services:
 
 def _with_calibrated_tau(config: FaceStreamConfig, model_id: str) -> FaceStreamConfig:
     """``config`` with the calibrated tau for ``model_id``, unless the config sets its own."""
-    match = config.process.match
+    match = config.recognition.match
     if "max_distance" in match.model_fields_set:
         return config  # an explicit setting wins over a measurement
     calibrated = calibrated_match(config.data_dir, model_id)
@@ -140,8 +140,8 @@ def _with_calibrated_tau(config: FaceStreamConfig, model_id: str) -> FaceStreamC
     update: dict[str, object] = {"max_distance": calibrated.tau}
     if "gallery_size" not in match.model_fields_set:
         update["gallery_size"] = calibrated.gallery_size
-    process = config.process.model_copy(update={"match": match.model_copy(update=update)})
-    return config.model_copy(update={"process": process})
+    process = config.recognition.model_copy(update={"match": match.model_copy(update=update)})
+    return config.model_copy(update={"recognition": process})
 
 
 @contextmanager

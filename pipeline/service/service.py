@@ -143,7 +143,7 @@ class FaceStreamService:
             services.analyzer,
             services.gallery,
             self.cameras,
-            config=self.config.process,
+            config=self.config.recognition,
             metrics=services.metrics,
             outputs=LiveOutputs(
                 policy=self.policy, on_decision=self._decided, on_frame=preview.publish
@@ -153,7 +153,7 @@ class FaceStreamService:
         )
         self._cameras_lock = threading.Lock()  # add/remove: one at a time, preview in step
         self._outgrown_logged = False
-        services.metrics.match_gallery_size.set(self.config.process.match.gallery_size or 0)
+        services.metrics.match_gallery_size.set(self.config.recognition.match.gallery_size or 0)
 
     def start(self) -> None:
         """Start the doors' OSDP links, recognition and every configured camera."""
@@ -204,7 +204,7 @@ class FaceStreamService:
     @property
     def tau(self) -> float:
         """The match threshold: Euclidean distance beyond which a face is nobody enrolled."""
-        return self.config.process.match.max_distance
+        return self.config.recognition.match.max_distance
 
     def identities(self) -> list[Identity]:
         """Every enrolled identity."""
@@ -266,7 +266,7 @@ class FaceStreamService:
     def match_status(self) -> MatchStatus:
         """tau, the gallery size it was chosen for and the identities enrolled now; the first
         time the gallery is seen past that size, a warning is logged (once per process)."""
-        match = self.config.process.match
+        match = self.config.recognition.match
         status = MatchStatus(
             tau=match.max_distance,
             gallery_size=match.gallery_size,
