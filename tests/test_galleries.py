@@ -5,7 +5,7 @@ through the real door policy."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import numpy.typing as npt
@@ -14,17 +14,22 @@ import pytest
 import redis
 
 from engines.runtime.onnxrt import OrtEngine
+from engines.store import ModelStore
 from pipeline.access.policy import DoorConfig, DoorPolicy
-from pipeline.config.service import GalleryConfig
+from pipeline.config.service import FaceStreamConfig, GalleryConfig
 from pipeline.errors import GalleryRequestError
 from pipeline.gallery.model import Enrollment
 from pipeline.gallery.store import Gallery
 from pipeline.metrics import PipelineMetrics
+from pipeline.recognition.analyzer import FaceAnalyzer
 from pipeline.recognition.encode import FaceEncoder
-from pipeline.types import Embeddings, FaceChips, TrackObservation
+from pipeline.recognition.offline import MatchConfig, identify_batch
+from pipeline.service.app import open_analyzer
+from pipeline.types import Embeddings, FaceChips, PendingFaces, TrackObservation
 
 CONFIG = GalleryConfig(namespace="galleries-test", socket_timeout_seconds=2.0)
 TAU = 10.0  # wide on purpose: only the gallery a door searches may keep a person out
+LIVE_TAU = 0.6  # the encoder's operating point: the live path's test uses a real tau
 
 
 @pytest.fixture
@@ -136,3 +141,88 @@ def test_galleries_a_bad_gallery_name_is_refused_naming_it(encodings: Embeddings
         DoorConfig(id="door", cameras=["cam"], galleries=[])
     with pytest.raises(GalleryRequestError, match="'a/b'"):
         Enrollment("Ann", _rows(encodings, 0), galleries=("a/b",))
+
+
+@pytest.fixture(scope="module")
+def analyzer(session_store: ModelStore) -> Iterator[FaceAnalyzer]:
+    """The service's detect + align + encode."""
+    with open_analyzer(FaceStreamConfig(data_dir=session_store.data_dir)) as built:
+        yield built
+
+
+def test_galleries_a_camera_searches_only_its_doors_galleries(
+    clients: Callable[[], redis.Redis],
+    analyzer: FaceAnalyzer,
+    face_chips: list[npt.NDArray[np.uint8]],
+) -> None:
+    """Ann (gallery a) is enrolled from her mirrored face; a look-alike only in gallery b sits
+    nearer her live face than her own template. Searched everywhere (as before), the
+    look-alike hides Ann at door-a, which then sees nobody; cam-a, watched only by door-a,
+    searches gallery a alone, so door-a grants Ann, while cam-b (door-b, gallery b) still
+    finds the look-alike in the same batch. A camera no door watches searches everything."""
+    live_chip = face_chips[0]
+    own = analyzer.encoder.encode(FaceChips(np.stack([live_chip[:, ::-1].copy()])))
+    probe = analyzer.encoder.encode(FaceChips(np.stack([live_chip])))
+    between = (own.vectors + probe.vectors) / 2  # nearer the live face than her template
+    gallery = Gallery(clients(), PipelineMetrics.create(), model_id=own.model_id, config=CONFIG)
+    gallery.enroll_many(
+        [
+            Enrollment("Ann", own, identity_id="ann", galleries=("a",)),
+            Enrollment(
+                "Lookalike",
+                Embeddings(between.astype(np.float32), own.model_id),
+                identity_id="lookalike",
+                galleries=("b",),
+            ),
+        ]
+    )
+    policy = DoorPolicy(
+        [
+            DoorConfig(id="door-a", cameras=["cam-a"], galleries=["a"], required_matches=3),
+            DoorConfig(id="door-b", cameras=["cam-b"], galleries=["b"], required_matches=3),
+        ]
+    )
+    assert policy.galleries_for("cam-a") == frozenset({"a"})
+    assert policy.galleries_for("cam-unwatched") is None
+    match = MatchConfig(max_distance=LIVE_TAU)
+    pending = PendingFaces(FaceChips(np.stack([live_chip])), track_ids=(7,))
+
+    (everywhere,) = identify_batch(analyzer, gallery, [pending], match)
+    hidden = everywhere.best()[0]
+    assert hidden is not None
+    assert hidden.identity_id == "lookalike"
+
+    at_a, at_b, unwatched = identify_batch(
+        analyzer,
+        gallery,
+        [pending, pending, pending],
+        match,
+        galleries=[policy.galleries_for(camera) for camera in ("cam-a", "cam-b", "cam-c")],
+    )
+    found = at_a.best()[0]
+    assert found is not None
+    assert found.identity_id == "ann"
+    assert found.distance <= LIVE_TAU
+    assert at_a.probes is not None  # the track's mean descriptor still gets its encodings
+    assert [m.identity_id for m in at_b.best() if m] == ["lookalike"]
+    assert [m.identity_id for m in unwatched.best() if m] == ["lookalike"]
+
+    decisions = []
+    for step in range(3):
+        decisions.extend(
+            policy.observe(
+                TrackObservation(
+                    camera_id="cam-a",
+                    track_id=7,
+                    identity_id=found.identity_id,
+                    name=found.name,
+                    distance=found.distance,
+                    live=True,
+                    at=1000.0 + step,
+                    galleries=found.galleries,
+                )
+            )
+        )
+    assert [(d.door_id, d.outcome, d.identity_id) for d in decisions] == [
+        ("door-a", "granted", "ann")
+    ]

@@ -212,6 +212,15 @@ class DoorPolicy:
         # the recognition worker observes; API and card-reader threads present credentials
         self._lock = threading.Lock()
 
+    def galleries_for(self, camera_id: str) -> frozenset[str] | None:
+        """The galleries camera ``camera_id`` searches: the union of those of the doors
+        watching it; None (every gallery) when no door watches it, as its tracks decide
+        nothing and are only reported."""
+        watching = [door.config for door in self._doors if camera_id in door.config.cameras]
+        if not watching:
+            return None
+        return frozenset(name for config in watching for name in config.galleries)
+
     def observe(self, observation: TrackObservation) -> list[Decision]:
         """Add one encoding; return the decisions it completes (at most one per door)."""
         decisions = self.expire(observation.at)

@@ -9,7 +9,8 @@ state comes from. ``LiveRecognition`` keeps one per camera id, schedules the cam
 their encodes; no other per-camera state exists.
 
 The camera's path, in order: ``observe`` (detect, track, align, liveness) -> the encode and
-gallery query batched across cameras (``identify_batch``, tau applied there) -> ``record``
+gallery query batched across cameras (``identify_batch``, tau applied there; each camera
+searches its own ``galleries``, those of the doors watching it) -> ``record``
 (each track's vote) -> ``observations`` (what the door policy is told). ``restart`` ends the
 open tracks after a reconnect; ``finish`` ends them for good.
 """
@@ -68,11 +69,20 @@ class CameraRecognizer:
     Not thread-safe: the recognition worker is its only user.
     """
 
-    def __init__(self, camera_id: str, origin: tuple[Camera, int], parts: RecognitionParts):
+    def __init__(
+        self,
+        camera_id: str,
+        origin: tuple[Camera, int],
+        parts: RecognitionParts,
+        galleries: frozenset[str] | None = None,
+    ):
         self.camera_id = camera_id
         self.origin = origin  # the camera object and capture session this state comes from
         self._parts = parts
-        self._stream = StreamRecognizer(parts.analyzer, parts.gallery, parts.config)
+        # the union of the galleries of the doors watching it (None: every gallery), so a
+        # look-alike only another site knows never hides this door's own person
+        self.galleries = galleries
+        self._stream = StreamRecognizer(parts.analyzer, parts.gallery, parts.config, galleries)
         self._judge = self._new_judge()
         self._taken = 0
         self._last_detected: int | None = None

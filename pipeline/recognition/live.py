@@ -237,7 +237,9 @@ class LiveRecognition:
         origin = (camera, frame.session)
         recognizer = self._recognizers.get(camera.camera_id)
         if recognizer is None:
-            recognizer = CameraRecognizer(camera.camera_id, origin, self._parts)
+            policy = self._outputs.policy
+            galleries = None if policy is None else policy.galleries_for(camera.camera_id)
+            recognizer = CameraRecognizer(camera.camera_id, origin, self._parts, galleries)
             self._recognizers[camera.camera_id] = recognizer
         elif recognizer.origin != origin:
             _log.info(
@@ -248,13 +250,15 @@ class LiveRecognition:
 
     def _identify(self, observed: list[tuple[CameraRecognizer, float, PendingFaces]]) -> None:
         """Encode the due faces of every camera in one engine call and query the gallery once
-        (tau applied there), then give each camera its answers."""
+        per distinct set of galleries searched (tau applied there), then give each camera its
+        answers."""
         try:
             results = identify_batch(
                 self._parts.analyzer,
                 self._parts.gallery,
                 [pending for _, _, pending in observed],
                 self._parts.config.match,
+                galleries=[recognizer.galleries for recognizer, _, _ in observed],
             )
         except Exception:
             self._failures.caught("encoding or identification failed for %d frames", len(observed))

@@ -24,7 +24,7 @@ import itertools
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -141,8 +141,14 @@ class ProcessSummary:
         }
 
 
-def track_consensus(track: Track, gallery: Gallery, match: MatchConfig) -> Match | None:
-    """What the whole track says: the identity its mean descriptor names, or None.
+def track_consensus(
+    track: Track,
+    gallery: Gallery,
+    match: MatchConfig,
+    galleries: Collection[str] | None = None,
+) -> Match | None:
+    """What the whole track says: the identity its mean descriptor names, or None, among the
+    identities of the named ``galleries`` (None: every identity; the frames' own search).
 
     The mean of the track's last encodings (scaled to their mean length, as the encoder's
     descriptors are not unit vectors) names identity X when X is its nearest identity within
@@ -162,7 +168,7 @@ def track_consensus(track: Track, gallery: Gallery, match: MatchConfig) -> Match
     probes = Embeddings(
         np.concatenate([mean[np.newaxis], vectors]).astype(np.float32), gallery.model_id
     )
-    nearest = gallery.identify(probes, top_k=1, max_distance=None).best()
+    nearest = gallery.identify(probes, top_k=1, max_distance=None, galleries=galleries).best()
     named = nearest[0]
     if named is None or named.distance > gallery.threshold_for(
         named.identity_id, match.max_distance
@@ -234,12 +240,20 @@ class StreamRecognizer:
     the tracks that ended (those with at least ``min_hits`` detections) as results. For
     batching across streams, ``observe`` does the per-stream half (detect, track, align) and
     ``record`` takes the identified matches back; ``identify_batch`` encodes once for many.
+    galleries: the named galleries this stream searches (None: every identity).
     """
 
-    def __init__(self, analyzer: FaceAnalyzer, gallery: Gallery, config: RecognitionConfig) -> None:
+    def __init__(
+        self,
+        analyzer: FaceAnalyzer,
+        gallery: Gallery,
+        config: RecognitionConfig,
+        galleries: frozenset[str] | None = None,
+    ) -> None:
         self.analyzer = analyzer
         self.gallery = gallery
         self.config = config
+        self.galleries = galleries
         self.tracker = FaceTracker(config.track)
 
     def step(self, frame_index: int, image_rgb: npt.NDArray[np.uint8]) -> list[TrackResult]:
@@ -247,7 +261,11 @@ class StreamRecognizer:
         observed = self.observe(frame_index, image_rgb)
         if observed.pending.track_ids:
             (matches,) = identify_batch(
-                self.analyzer, self.gallery, [observed.pending], self.config.match
+                self.analyzer,
+                self.gallery,
+                [observed.pending],
+                self.config.match,
+                galleries=[self.galleries],
             )
             self.record(observed.pending, matches)
         return observed.ended
@@ -289,7 +307,9 @@ class StreamRecognizer:
             if probes is not None:
                 track.embeddings.append(probes.vectors[row])
                 del track.embeddings[:-_TRACK_MEAN_ENCODINGS]
-                track.consensus = track_consensus(track, self.gallery, self.config.match)
+                track.consensus = track_consensus(
+                    track, self.gallery, self.config.match, self.galleries
+                )
 
     def finish(self) -> list[TrackResult]:
         """End every live track (end of stream) and return their results."""
@@ -305,21 +325,45 @@ def identify_batch(
     gallery: Gallery,
     batches: Sequence[PendingFaces],
     match: MatchConfig,
+    galleries: Sequence[frozenset[str] | None] | None = None,
 ) -> list[Matches]:
     """Encode the chips of several frames (streams) in one engine call and query the gallery
-    once for all of them, with tau (``match.max_distance``): this is where tau is applied,
-    once. Returns, per batch, the ``Matches`` of its faces."""
+    once per distinct gallery set (``galleries[i]``: the named galleries batch i searches;
+    None, or galleries None: every identity), with tau (``match.max_distance``): this is where
+    tau is applied, once. Returns, per batch, the ``Matches`` of its faces.
+
+    Why one query per set rather than one masked query: the rows of each set are a slice of
+    the same embeddings, so the matrix products add up to the one of today, and the index
+    already ranks the other galleries' identities out (``TemplateIndex.search``)."""
     sizes = [len(batch.chips) for batch in batches]
     if not sum(sizes):
         return [Matches((), (), gallery.model_id, gallery.version) for _ in batches]
     chips = FaceChips(np.concatenate([batch.chips.chips for batch in batches]))
     embeddings = analyzer.encoder.encode(chips)
-    matches = dataclasses.replace(
-        gallery.identify(embeddings, top_k=1, max_distance=match.max_distance),
-        probes=embeddings,  # kept for each track's mean descriptor
-    )
     bounds = np.cumsum([0, *sizes])
-    return [matches.rows(start, stop) for start, stop in itertools.pairwise(bounds)]
+    searched = list(galleries) if galleries is not None else [None] * len(batches)
+    if len(searched) != len(batches):
+        raise ValueError(f"{len(searched)} gallery sets for {len(batches)} batches")
+    results = [Matches((), (), gallery.model_id, gallery.version) for _ in batches]
+    for wanted in dict.fromkeys(searched):  # each distinct set once, in first-seen order
+        members = [
+            index for index, names in enumerate(searched) if names == wanted and sizes[index]
+        ]
+        if not members:
+            continue
+        if len(members) == len(batches):  # one set for every camera: the query of old
+            probes = embeddings
+        else:
+            rows = np.concatenate([np.arange(bounds[i], bounds[i + 1]) for i in members])
+            probes = Embeddings(np.ascontiguousarray(embeddings.vectors[rows]), embeddings.model_id)
+        matches = dataclasses.replace(
+            gallery.identify(probes, top_k=1, max_distance=match.max_distance, galleries=wanted),
+            probes=probes,  # kept for each track's mean descriptor
+        )
+        starts = np.cumsum([0, *(sizes[i] for i in members)])
+        for index, (start, stop) in zip(members, itertools.pairwise(starts), strict=True):
+            results[index] = matches.rows(int(start), int(stop))
+    return results
 
 
 class RecordingProcessor:
