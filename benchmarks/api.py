@@ -57,9 +57,9 @@ def main() -> None:
         frame = _sample_frame(sample.video)
         with run_service(FaceStreamConfig(data_dir=root / "data")) as service:
             photo = next((sample.gallery / "eileen_collins").iterdir())
-            templates, _ = service.services.templates(
+            templates = service.services.enrolment_templates(
                 [(photo.name, decode_image(photo.read_bytes()))]
-            )
+            ).templates
             service.services.enroll("eileen_collins", templates)
             listener = socket.socket()
             listener.bind(("127.0.0.1", 0))

@@ -76,7 +76,7 @@ def main() -> None:
         frames = _write_720p(VIDEO, video, args.frames)
         config = FaceStreamConfig(data_dir=Path("data"))
         with open_services(config, redis_dir=Path(work) / "redis") as services:
-            templates, _ = services.templates([("enrol", read_rgb(ENROL))])
+            templates = services.enrolment_templates([("enrol", read_rgb(ENROL))]).templates
             services.enroll("lin_manuel_miranda", templates)
             results = {}
             for every in (1, 3):

@@ -53,7 +53,7 @@ def _measure_point(
     )
     with run_service(config, redis_dir=work / f"redis-{cameras}") as service:
         services = service.services
-        templates, _ = services.templates([("enrol", read_image(ENROL))])
+        templates = services.enrolment_templates([("enrol", read_image(ENROL))]).templates
         services.enroll("lin_manuel_miranda", templates)
         metrics = services.metrics
         time.sleep(WARM_UP_SECONDS)

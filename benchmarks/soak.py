@@ -71,9 +71,9 @@ def main() -> None:
         )
         with run_service(config) as service:
             photo = next((sample.gallery / "eileen_collins").iterdir())
-            templates, _ = service.services.templates(
+            templates = service.services.enrolment_templates(
                 [(photo.name, decode_image(photo.read_bytes()))]
-            )
+            ).templates
             service.services.enroll("eileen_collins", templates)
             for camera_id in ids:
                 service.add_camera(

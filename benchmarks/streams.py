@@ -92,7 +92,7 @@ def main() -> None:
         _write_clip(clip)
         config = FaceStreamConfig(data_dir=Path("data"))
         with open_services(config, redis_dir=Path(work) / "redis") as services:
-            templates, _ = services.templates([("enrol", read_image(ENROL))])
+            templates = services.enrolment_templates([("enrol", read_image(ENROL))]).templates
             services.enroll("lin_manuel_miranda", templates)
             metrics = services.metrics
             ids = [f"camera-{index}" for index in range(args.cameras)]

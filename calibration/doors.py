@@ -374,7 +374,7 @@ def _enroll(services: Services, gallery: Mapping[str, tuple[Path, ...]]) -> None
     """Enrol each name from its photos; DoorEvalError when no photo of a name gives a face."""
     for name, photos in gallery.items():
         images = [(photo.name, decode_image(photo.read_bytes())) for photo in photos]
-        templates, problems = services.templates(images)
-        if not len(templates):
-            raise DoorEvalError(f"gallery {name!r}: no usable face ({'; '.join(problems)})")
-        services.enroll(name, templates)
+        found = services.enrolment_templates(images)
+        if not len(found.templates):
+            raise DoorEvalError(f"gallery {name!r}: no usable face ({'; '.join(found.rejected)})")
+        services.enroll(name, found.templates)

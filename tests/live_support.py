@@ -26,9 +26,9 @@ def enrolled_services(data_dir: Path, sample: SampleFiles) -> Iterator[Services]
         pytest.skip("redis-server is not installed (apt-get install redis-server)")
     with open_services(FaceStreamConfig(data_dir=data_dir)) as built:
         photo = next((sample.gallery / SAMPLE_NAME).iterdir())
-        templates, problems = built.templates([(photo.name, decode_image(photo.read_bytes()))])
-        assert not problems
-        built.enroll(SAMPLE_NAME, templates)
+        found = built.enrolment_templates([(photo.name, decode_image(photo.read_bytes()))])
+        assert not found.rejected
+        built.enroll(SAMPLE_NAME, found.templates)
         yield built
 
 

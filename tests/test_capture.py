@@ -631,9 +631,9 @@ def test_recognition_continues_after_the_rtsp_server_restarts(
     photo = shared_data / "faces" / "face_recognition" / "examples" / "lin-manuel-miranda.png"
     finished: list[CameraTrack] = []
     with open_services(FaceStreamConfig(data_dir=tmp_path / "data")) as services:
-        templates, problems = services.templates([(photo.name, read_rgb(photo))])
-        assert not problems
-        services.enroll("lin_manuel_miranda", templates)
+        found = services.enrolment_templates([(photo.name, read_rgb(photo))])
+        assert not found.rejected
+        services.enroll("lin_manuel_miranda", found.templates)
         metrics = services.metrics
 
         def processed() -> float:

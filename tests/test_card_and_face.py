@@ -224,9 +224,9 @@ def test_real_faces_grant_the_card_holder_and_refuse_another_enrolled_person(
     with open_services(FaceStreamConfig(data_dir=tmp_path / "data")) as services:
         ids = {}
         for name, (enrolment, _) in _PEOPLE.items():
-            templates, problems = services.templates([(enrolment, _rgb(examples / enrolment))])
-            assert not problems, problems
-            ids[name] = services.enroll(name, templates).identity_id
+            found = services.enrolment_templates([(enrolment, _rgb(examples / enrolment))])
+            assert not found.rejected, found.rejected
+            ids[name] = services.enroll(name, found.templates).identity_id
         tau = services.config.recognition.match.max_distance
 
         def observed(name: str, at: float) -> TrackObservation:
@@ -288,7 +288,9 @@ def test_a_moving_photo_of_the_card_holder_never_opens_the_door(
     )
     with run_service(config) as service:
         photo = next((sample.gallery / "eileen_collins").iterdir())
-        templates, _ = service.services.templates([(photo.name, decode_image(photo.read_bytes()))])
+        templates = service.services.enrolment_templates(
+            [(photo.name, decode_image(photo.read_bytes()))]
+        ).templates
         identity = service.services.enroll("eileen_collins", templates)
         service.credentials.set(identity.identity_id, 4242)
         service.add_camera(

@@ -72,7 +72,9 @@ def test_a_moving_photo_never_opens_a_door_that_requires_liveness(
     with run_service(config) as service:
         assert service.services.liveness_engine is not None
         photo = next((sample.gallery / "eileen_collins").iterdir())
-        templates, _ = service.services.templates([(photo.name, decode_image(photo.read_bytes()))])
+        templates = service.services.enrolment_templates(
+            [(photo.name, decode_image(photo.read_bytes()))]
+        ).templates
         service.services.enroll("eileen_collins", templates)
         service.add_camera(
             CameraConfig(id="front", url=str(sample.video), loop=True, realtime=True)

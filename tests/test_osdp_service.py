@@ -78,9 +78,9 @@ def test_a_recognised_face_reaches_the_panel_as_its_card_number(
             reader = service.access.readers["lab"]
             wait_until(lambda: reader.link_up, 20.0, "the door's OSDP link up")
             photo = next((sample.gallery / "eileen_collins").iterdir())
-            templates, _ = service.services.templates(
+            templates = service.services.enrolment_templates(
                 [(photo.name, decode_image(photo.read_bytes()))]
-            )
+            ).templates
             identity = service.services.enroll("eileen_collins", templates)
             with (
                 serve_api(service, TOKEN) as url,

@@ -37,7 +37,9 @@ def preview_url(tmp_path: Path, serve_api: ServeApi) -> Iterator[str]:
     config = FaceStreamConfig(data_dir=tmp_path / "data")
     with run_service(config) as service:
         photo = next((sample.gallery / "eileen_collins").iterdir())
-        templates, _ = service.services.templates([(photo.name, decode_image(photo.read_bytes()))])
+        templates = service.services.enrolment_templates(
+            [(photo.name, decode_image(photo.read_bytes()))]
+        ).templates
         service.services.enroll("eileen_collins", templates)
         service.add_camera(camera)
         with serve_api(service, TOKEN) as base_url:

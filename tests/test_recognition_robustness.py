@@ -69,7 +69,9 @@ def test_a_decision_the_audit_log_refuses_is_not_announced(tmp_path: Path) -> No
     torn_bytes = torn_path.read_bytes()
     with run_service(config) as service:
         photo = next((sample.gallery / NAME).iterdir())
-        templates, _ = service.services.templates([(photo.name, decode_image(photo.read_bytes()))])
+        templates = service.services.enrolment_templates(
+            [(photo.name, decode_image(photo.read_bytes()))]
+        ).templates
         service.services.enroll(NAME, templates)
         service.recorder = DecisionRecorder(damaged, service.bus)  # read at each decision
         registry = service.services.metrics.registry

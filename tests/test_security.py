@@ -211,7 +211,9 @@ def test_a_deletion_in_another_process_empties_redis_and_this_index(
     service: FaceStreamService, data_dir: Path, sample: SampleFiles, tmp_path: Path
 ) -> None:
     photo = next((sample.gallery / "eileen_collins").iterdir())
-    templates, _ = service.services.templates([(photo.name, decode_image(photo.read_bytes()))])
+    templates = service.services.enrolment_templates(
+        [(photo.name, decode_image(photo.read_bytes()))]
+    ).templates
     identity = service.services.enroll("to-forget", templates)
     assert service.services.gallery.distance_to(templates, identity.identity_id) < 0.1
     config = tmp_path / "facestream.toml"

@@ -138,7 +138,9 @@ def redis_service(
     )
     with run_service(config) as service:
         photo = next((sample.gallery / "eileen_collins").iterdir())
-        templates, _ = service.services.templates([(photo.name, decode_image(photo.read_bytes()))])
+        templates = service.services.enrolment_templates(
+            [(photo.name, decode_image(photo.read_bytes()))]
+        ).templates
         service.services.enroll("eileen_collins", templates)
         yield service
 

@@ -37,11 +37,11 @@ def _enroll_folder(services: Services, gallery_dir: Path) -> None:
         folders, description="enrolling", console=Console(stderr=True), transient=True
     ):
         photos = image_files([folder])
-        templates, problems = services.templates([(str(p), read_image(p)) for p in photos])
-        for problem in problems:
+        found = services.enrolment_templates([(str(p), read_image(p)) for p in photos])
+        for problem in found.rejected:
             typer.echo(f"skipped {problem}", err=True)
-        if len(templates):
-            services.enroll(folder.name, templates)
+        if len(found.templates):
+            services.enroll(folder.name, found.templates)
         else:
             typer.echo(f"skipped {folder.name}: no usable photo", err=True)
 

@@ -82,7 +82,9 @@ def _enroll_sample(service: FaceStreamService, gallery_dir: Path) -> None:
     """Enrol the sample's person unless the gallery already knows the face."""
     for folder in sorted(path for path in gallery_dir.iterdir() if path.is_dir()):
         photos = [(str(p), read_image(p)) for p in image_files([folder])]
-        templates, _ = service.services.templates(photos)  # a known face is a duplicate
+        templates = service.services.enrolment_templates(
+            photos
+        ).templates  # a known face is a duplicate
         if len(templates):
             identity = service.services.enroll(folder.name, templates)
             typer.echo(f"enrolled the sample's {identity.name} ({identity.identity_id})", err=True)

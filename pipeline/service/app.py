@@ -69,21 +69,16 @@ class Services:
     redis: redis.Redis  # the gallery's connection (bytes responses), shared with the events
     liveness_engine: Engine | None = None  # MiniFASNet, when liveness and its CNN cue are on
 
-    def templates(
-        self, images: Sequence[tuple[str, npt.NDArray[np.uint8]]], *, face_index: int | None = None
-    ) -> tuple[Embeddings, list[str]]:
-        """Enrolment templates from named RGB images: (templates (N, 128), rejection lines);
-        ``enrolment_templates`` also says which search found each face."""
-        found = self.enrolment_templates(images, face_index=face_index)
-        return found.templates, found.rejected
-
     def enrolment_templates(
         self, images: Sequence[tuple[str, npt.NDArray[np.uint8]]], *, face_index: int | None = None
     ) -> EnrolmentTemplates:
-        """Enrolment templates from named RGB images, with how each face was found.
+        """Enrolment templates from named RGB images, with how each face was found: the one
+        enrolment path of the API, the CLI and calibration.
 
-        A photo that fails the enrolment checks is skipped and its reason reported; so is one
-        that duplicates an earlier photo of the same call or a template already in the gallery.
+        A photo that fails the enrolment checks (``recognition.enroll``) is skipped and its reason
+        reported; so is one that duplicates an earlier photo of the same call or a template
+        already in the gallery (which is why this is a method of the services, not a function of
+        ``recognition.enroll``).
         """
         accepted: list[npt.NDArray[np.float32]] = []
         found_by: list[FoundBy] = []
