@@ -17,7 +17,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +44,7 @@ from pipeline.events.bus import EventBus
 from pipeline.events.mqtt import MqttBridge
 from pipeline.events.webhooks import WebhookDeliverer
 from pipeline.gallery.feedback import FeedbackResult, FeedbackStore, QuarantinedTemplate
-from pipeline.gallery.model import Identity
+from pipeline.gallery.model import DEFAULT_GALLERY, Enrollment, Identity
 from pipeline.recognition.live import UNHEALTHY_AFTER_SECONDS, LiveOutputs, LiveRecognition
 from pipeline.service.app import Services, open_services
 from pipeline.service.preview import PreviewHub
@@ -215,10 +215,18 @@ class FaceStreamService:
         return self.services.gallery.get(identity_id)
 
     def enroll(
-        self, name: str, templates: Embeddings, *, identity_id: str | None = None
+        self,
+        name: str,
+        templates: Embeddings,
+        *,
+        identity_id: str | None = None,
+        galleries: Collection[str] = (DEFAULT_GALLERY,),
     ) -> Identity:
-        """Store a new identity with ``templates``; warns once when the gallery outgrows tau."""
-        identity = self.services.enroll(name, templates, identity_id=identity_id)
+        """Store a new identity with ``templates`` in the named ``galleries``; warns once when
+        the gallery outgrows tau."""
+        identity = self.services.gallery.enroll(
+            Enrollment(name, templates, identity_id=identity_id, galleries=tuple(galleries))
+        )
         self.match_status()
         return identity
 
@@ -251,9 +259,14 @@ class FaceStreamService:
         ceiling = identity.tau_ceiling
         return self.tau if ceiling is None else min(self.tau, ceiling)
 
-    def identify(self, probe: Embeddings, *, top_k: int) -> tuple[Match, ...]:
-        """1:N: the identities within tau of the probe's first row, nearest first."""
-        return self.services.gallery.identify(probe, top_k=top_k, max_distance=self.tau)[0]
+    def identify(
+        self, probe: Embeddings, *, top_k: int, galleries: Collection[str] | None = None
+    ) -> tuple[Match, ...]:
+        """1:N: the identities within tau of the probe's first row, nearest first, among those
+        of the named ``galleries`` (None: every identity)."""
+        return self.services.gallery.identify(
+            probe, top_k=top_k, max_distance=self.tau, galleries=galleries
+        )[0]
 
     def distance_to(self, probe: Embeddings, identity_id: str) -> float:
         """1:1: the distance from the probe's first row to the identity's nearest template."""

@@ -6,14 +6,14 @@ service's own types by a ``from_<source>`` classmethod, so a route only picks th
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints
 
 from pipeline.capture import CameraState, CameraStatus
 from pipeline.capture.sharding import ShardStatus
 from pipeline.gallery.feedback import FeedbackResult, QuarantinedTemplate
-from pipeline.gallery.model import Identity, MetadataValue
+from pipeline.gallery.model import DEFAULT_GALLERY, GALLERY_NAME, Identity, MetadataValue
 from pipeline.liveness import Verdict
 from pipeline.service.service import MatchStatus, Readiness
 from pipeline.types import FoundBy
@@ -26,6 +26,7 @@ __all__ = [
     "FaceLiveness",
     "FeedbackRequest",
     "FeedbackView",
+    "GalleryName",
     "HealthView",
     "IdentifyResult",
     "IdentityList",
@@ -42,6 +43,9 @@ __all__ = [
     "TrackView",
     "VerifyResult",
 ]
+
+# a named gallery, as a form field takes it: a bad name is the request's 422, naming the field
+GalleryName = Annotated[str, StringConstraints(pattern=GALLERY_NAME)]
 
 
 class _Answer(BaseModel):
@@ -133,7 +137,8 @@ class ReadinessView(_Answer):
 class IdentityView(_Answer):
     """An enrolled person; ``templates``: model id -> face templates searched for it;
     ``negatives``: probes an operator said were not this person; ``tau_ceiling``: its own tau
-    when that is below the global one (None: the global tau)."""
+    when that is below the global one (None: the global tau); ``galleries``: the named
+    galleries it belongs to (a door searches only its own)."""
 
     id: str
     name: str
@@ -143,6 +148,7 @@ class IdentityView(_Answer):
     templates: dict[str, int]
     negatives: int = 0
     tau_ceiling: float | None = None
+    galleries: list[str] = Field(default_factory=lambda: [DEFAULT_GALLERY])
 
     @classmethod
     def from_identity(cls, identity: Identity) -> IdentityView:
@@ -155,6 +161,7 @@ class IdentityView(_Answer):
             templates=dict(identity.template_counts),
             negatives=identity.negatives,
             tau_ceiling=identity.tau_ceiling,
+            galleries=list(identity.galleries),
         )
 
 

@@ -7,9 +7,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Response, UploadFile
 
+from pipeline.gallery.model import DEFAULT_GALLERY
 from pipeline.service.http.guard import AdmissionKind
 from pipeline.service.http.routes.uploads import templates
-from pipeline.service.http.schemas import EnrolledIdentity, IdentityList, IdentityView
+from pipeline.service.http.schemas import (
+    EnrolledIdentity,
+    GalleryName,
+    IdentityList,
+    IdentityView,
+)
 from pipeline.service.http.state import State
 
 __all__ = ["ADMISSIONS", "router"]
@@ -30,12 +36,19 @@ def create_identity(
     name: Annotated[str, Form(min_length=1, max_length=200)],
     images: Annotated[list[UploadFile], File(description="photos, one face each")],
     identity_id: Annotated[str | None, Form(description="id to use; default: a new one")] = None,
+    galleries: Annotated[
+        list[GalleryName] | None,
+        Form(description="a named gallery it joins, repeatable; default: default"),
+    ] = None,
 ) -> EnrolledIdentity:
     """Enrol a person from one or more photos; photos that cannot be used are listed in
     ``rejected`` (the identity is made from the others); ``found_by`` names the still search
-    that found each accepted photo's face."""
+    that found each accepted photo's face. ``galleries``: the named galleries it joins (a
+    door searches only its own)."""
     found = templates(state, images)
-    identity = state.service.enroll(name, found.templates, identity_id=identity_id)
+    identity = state.service.enroll(
+        name, found.templates, identity_id=identity_id, galleries=galleries or (DEFAULT_GALLERY,)
+    )
     return EnrolledIdentity.from_enrolment(
         identity, rejected=found.rejected, found_by=found.found_by
     )

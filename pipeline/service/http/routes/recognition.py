@@ -13,6 +13,7 @@ from pipeline.service.http.guard import AdmissionKind
 from pipeline.service.http.routes.uploads import largest_face, read_upload
 from pipeline.service.http.schemas import (
     FaceLiveness,
+    GalleryName,
     IdentifyResult,
     LivenessResult,
     MatchView,
@@ -30,11 +31,16 @@ def identify(
     state: State,
     image: Annotated[UploadFile, File()],
     top_k: Annotated[int, Form(ge=1, le=100)] = 5,
+    galleries: Annotated[
+        list[GalleryName] | None,
+        Form(description="search only this named gallery, repeatable; default: every one"),
+    ] = None,
 ) -> IdentifyResult:
-    """1:N: the identities within tau of the largest face, best first (empty: nobody);
-    ``found_by`` names the still search that found the face."""
+    """1:N: the identities within tau of the largest face, best first (empty: nobody), among
+    those of ``galleries`` (none given: everyone); ``found_by`` names the still search that
+    found the face."""
     probe = largest_face(state, image)
-    found = state.service.identify(probe.embedding, top_k=top_k)
+    found = state.service.identify(probe.embedding, top_k=top_k, galleries=galleries or None)
     matches = [
         MatchView(identity_id=m.identity_id, name=m.name, distance=round(m.distance, 4))
         for m in found
