@@ -41,10 +41,10 @@ from calibration.errors import DoorEvalError
 from pipeline.access.policy import DoorConfig, DoorPolicy
 from pipeline.capture import Camera, CameraConfig
 from pipeline.config.service import FaceStreamConfig
-from pipeline.images import decode_image
 from pipeline.recognition.camera import CameraRecognizer, RecognitionParts
 from pipeline.recognition.offline import identify_batch
 from pipeline.service.app import Services, open_services
+from pipeline.service.enrolment import enroll_people
 from pipeline.types import Decision, Frame
 
 __all__ = [
@@ -372,9 +372,7 @@ def eval_door(plan: DoorEvalPlan, config: FaceStreamConfig) -> DoorEvalResult:
 
 def _enroll(services: Services, gallery: Mapping[str, tuple[Path, ...]]) -> None:
     """Enrol each name from its photos; DoorEvalError when no photo of a name gives a face."""
-    for name, photos in gallery.items():
-        images = [(photo.name, decode_image(photo.read_bytes())) for photo in photos]
-        found = services.enrolment_templates(images)
-        if not len(found.templates):
-            raise DoorEvalError(f"gallery {name!r}: no usable face ({'; '.join(found.rejected)})")
-        services.enroll(name, found.templates)
+    for person in enroll_people(services, gallery):
+        if person.identity is None:
+            refused = "; ".join(person.found.rejected)
+            raise DoorEvalError(f"gallery {person.name!r}: no usable face ({refused})")

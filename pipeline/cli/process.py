@@ -12,9 +12,6 @@ import typer
 from rich.console import Console
 from rich.progress import Progress, track
 
-from engines.convert.parity import (
-    image_files,
-)
 from engines.errors import ConfigError
 from pipeline.cli.errors import reports_errors
 from pipeline.cli.options import (
@@ -22,28 +19,29 @@ from pipeline.cli.options import (
     JsonOption,
     load_settings,
 )
-from pipeline.images import read_image
 from pipeline.recognition.offline import RecordingProcessor
 from pipeline.service.app import Services, open_services
+from pipeline.service.enrolment import enroll_people, person_folders
 
 __all__ = ["process"]
 
 
 def _enroll_folder(services: Services, gallery_dir: Path) -> None:
-    folders = sorted(path for path in gallery_dir.iterdir() if path.is_dir())
-    if not folders:
+    people = person_folders(gallery_dir)
+    if not people:
         raise ConfigError(f"{gallery_dir}: expected one sub-folder of photos per person")
-    for folder in track(
-        folders, description="enrolling", console=Console(stderr=True), transient=True
+    enrolments = enroll_people(services, people)
+    for person in track(
+        enrolments,
+        total=len(people),
+        description="enrolling",
+        console=Console(stderr=True),
+        transient=True,
     ):
-        photos = image_files([folder])
-        found = services.enrolment_templates([(str(p), read_image(p)) for p in photos])
-        for problem in found.rejected:
+        for problem in person.found.rejected:
             typer.echo(f"skipped {problem}", err=True)
-        if len(found.templates):
-            services.enroll(folder.name, found.templates)
-        else:
-            typer.echo(f"skipped {folder.name}: no usable photo", err=True)
+        if person.identity is None:
+            typer.echo(f"skipped {person.name}: no usable photo", err=True)
 
 
 @reports_errors

@@ -13,9 +13,6 @@ from typing import Annotated
 import typer
 import uvicorn
 
-from engines.convert.parity import (
-    image_files,
-)
 from engines.errors import ConfigError
 from pipeline.access.policy import DoorConfig
 from pipeline.capture import CameraConfig
@@ -26,8 +23,8 @@ from pipeline.cli.options import (
 )
 from pipeline.config.secrets import SecretSpec, resolve_secret
 from pipeline.config.service import ApiConfig, FaceStreamConfig, load_config
-from pipeline.images import read_image
 from pipeline.redis.server import make_private_dir
+from pipeline.service.enrolment import enroll_people, person_folders
 from pipeline.service.http.app import create_app, uvicorn_config
 from pipeline.service.sample import make_sample
 from pipeline.service.service import FaceStreamService, run_service
@@ -79,14 +76,11 @@ def _with_demo(settings: FaceStreamConfig, *, sample: bool, camera: str | None) 
 
 
 def _enroll_sample(service: FaceStreamService, gallery_dir: Path) -> None:
-    """Enrol the sample's person unless the gallery already knows the face."""
-    for folder in sorted(path for path in gallery_dir.iterdir() if path.is_dir()):
-        photos = [(str(p), read_image(p)) for p in image_files([folder])]
-        templates = service.services.enrolment_templates(
-            photos
-        ).templates  # a known face is a duplicate
-        if len(templates):
-            identity = service.services.enroll(folder.name, templates)
+    """Enrol the sample's person unless the gallery already knows the face (then its photo is
+    refused as a duplicate and nothing is said)."""
+    for person in enroll_people(service.services, person_folders(gallery_dir)):
+        if person.identity is not None:
+            identity = person.identity
             typer.echo(f"enrolled the sample's {identity.name} ({identity.identity_id})", err=True)
 
 

@@ -7,6 +7,8 @@ Modules and their public names:
   ``EnrolmentTemplates``, ``Services``, ``gallery_client``, ``open_analyzer``, ``open_services``.
 - ``doctor``: ``facestream doctor``: every part the service and its tests use, checked where it
   runs. Public: ``Part``, ``PartStatus``, ``Report``, ``diagnose``.
+- ``enrolment``: Enrolment of a gallery of photos, one identity per person (a folder
+  ``DIR/<name>/*.jpg``). Public: ``PersonEnrolment``, ``enroll_people``, ``person_folders``.
 - ``preview``: Live preview: the latest frame of each camera with its tracks drawn, as JPEG or
   MJPEG. Public: ``MJPEG_BOUNDARY``, ``PreviewHub``, ``draw_tracks``.
 - ``sample``: A sample recording and gallery made from a public-domain photo, for demos and
