@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import SHARED_DATA, log, machine_name
-from calibration.liveness import read_video
+from calibration.liveness_dataset import read_video
 from engines.models.antispoof import LivenessEngineSettings, load_liveness_engine
 from engines.store import ModelStore
 from pipeline.liveness import LivenessConfig, LivenessJudge

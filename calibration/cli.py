@@ -14,12 +14,12 @@ from typing import Annotated
 
 import typer
 
-from calibration.liveness import (
+from calibration.liveness import run_liveness_eval
+from calibration.liveness_dataset import (
     EvalSettings,
     Split,
     StillPolicy,
     default_shared_data,
-    run_liveness_eval,
 )
 from engines.errors import FaceStreamError
 from pipeline.liveness import LivenessConfig

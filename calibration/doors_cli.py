@@ -24,7 +24,7 @@ from calibration.doors import (
     plan_from_manifest,
 )
 from calibration.errors import DoorEvalError
-from calibration.liveness import default_shared_data
+from calibration.liveness_dataset import default_shared_data
 from engines.errors import FaceStreamError
 from pipeline.config.service import load_config
 

@@ -42,16 +42,16 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from calibration.liveness import (
+from calibration.liveness_attacks import bona_fide_clip
+from calibration.liveness_clips import ClipJudge
+from calibration.liveness_dataset import (
     BONA_FIDE,
-    ClipJudge,
     EvalSettings,
     bona_fide_windows,
     read_photo,
     split_photos,
     synthetic_clips,
 )
-from calibration.liveness_attacks import bona_fide_clip
 from engines.models.antispoof import load_liveness_engine
 from engines.store import ModelStore
 from pipeline.liveness import Liveness, LivenessConfig

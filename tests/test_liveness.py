@@ -18,15 +18,10 @@ import pydantic
 import pytest
 from typer.testing import CliRunner, Result
 
-from calibration.liveness import (
-    ClipJudge,
-    ClipResult,
-    EvalSettings,
-    iso_metrics,
-    read_video,
-    scene_photos,
-)
+from calibration.liveness import iso_metrics
 from calibration.liveness_attacks import Clip, PrintParameters, print_attack
+from calibration.liveness_clips import ClipJudge, ClipResult
+from calibration.liveness_dataset import EvalSettings, read_video, scene_photos
 from engines.base import Engine
 from engines.convert.minifasnet import (
     MINIFASNET_FILES,

@@ -12,14 +12,14 @@ import cv2
 import numpy as np
 import pytest
 
-from calibration.liveness import (
-    ClipJudge,
+from calibration.liveness_attacks import replay_attack
+from calibration.liveness_clips import ClipJudge
+from calibration.liveness_dataset import (
     EvalSettings,
     bona_fide_windows,
     split_of_photo,
     split_of_window,
 )
-from calibration.liveness_attacks import replay_attack
 from calibration.tune_liveness import ClipTrace, Fusion, fit_texture_model, replay_verdicts
 from engines.store import ModelStore
 from pipeline.images import read_image_bgr

@@ -15,8 +15,9 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from calibration.liveness import ClipJudge, read_video
 from calibration.liveness_attacks import Clip
+from calibration.liveness_clips import ClipJudge
+from calibration.liveness_dataset import read_video
 from calibration.liveness_static_attacks import static_print_attack, static_replay_attack
 from engines.base import Engine
 from engines.convert.minifasnet import MINIFASNET_FILES

@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from calibration.liveness import SCENE_PHOTOS
+from calibration.liveness_dataset import SCENE_PHOTOS
 from pipeline.images import read_image_bgr
 from pipeline.liveness.surround import (
     SurroundMeasurement,
