@@ -398,6 +398,19 @@ def test_a_rewritten_log_passes_the_plain_chain_but_not_the_keyed_one(tmp_path: 
     assert not wrong_key.ok
 
 
+def test_a_non_ascii_mac_is_a_bad_line_not_a_crash(tmp_path: Path) -> None:
+    """A MAC edited to non-ASCII text made hmac.compare_digest raise TypeError out of verify."""
+    path = tmp_path / "audit.jsonl"
+    with AuditLog(path, key=AUDIT_KEY) as log:
+        log.append(_event(0))
+    document = json.loads(path.read_bytes())
+    document["mac"] = "\u00e9" * 64
+    path.write_bytes(_canonical(document) + b"\n")
+    report = verify_audit_log(path, key=AUDIT_KEY)
+    assert (report.ok, report.first_bad_line) == (False, 1)
+    assert "MAC does not match" in str(report.reason)
+
+
 def test_a_published_head_catches_a_log_cut_short(tmp_path: Path) -> None:
     """Dropping the last lines leaves a valid keyed chain; the head published earlier (a
     decision event's audit_seq/audit_head, or a checkpoint) shows the cut, and a head that

@@ -66,6 +66,7 @@ def test_sentinel_url_names_its_sentinels_master_and_credentials() -> None:
     assert parsed.master_name == "gallery"
     assert (parsed.username, parsed.password) == ("facestream", "s@cret")
     assert "s@cret" not in parsed.describe()
+    assert "s@cret" not in repr(parsed)
 
 
 @pytest.mark.parametrize(

@@ -5,11 +5,11 @@ runs on which of them.
 Modules and their public names:
 
 - ``onnxrt``: ONNX Runtime (CPU, or CUDA with onnxruntime-gpu). Public: ``OrtEngine``,
-  ``OrtSettings``.
+  ``OrtSettings``, ``onnxruntime_version``.
 - ``dlibrt``: dlib, imported on use by the HOG detector, the landmarks, the chip cutter and the
   parity oracle. Public: ``import_dlib``.
 - ``torchrt``: PyTorch, for the dlib encoder's weights. Public: ``TorchEngine``,
-  ``TorchSettings``, ``import_torch``.
+  ``TorchSettings``, ``build_torch_encoder``, ``import_torch``.
 - ``tensorrt``: TensorRT plans built from stored ONNX models, run through cuda-bindings (a
   package; see its ``__init__``).
 """

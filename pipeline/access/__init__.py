@@ -1,5 +1,8 @@
-"""Door access beyond the camera: credentials (card formats, card numbers of identities) and
-OSDP (facestream as a reader to a panel; card readers it polls for card + face doors).
+"""Door access: the decisions and what carries them out. ``policy`` turns tracks into one
+decision per door (K-of-N, liveness, cooldown), ``recorder`` writes each to the audit log
+(``audit``, the HMAC chain) before publishing it, ``doors`` and ``credentials`` wire doors to
+OSDP (facestream as a reader to a panel; card readers it polls for card + face doors), and
+``http`` holds the credential routes. Only the credential and OSDP names are re-exported here.
 
 ``DoorAccess`` and ``AccessWiring`` (``pipeline.access.doors``) are loaded on first use: that
 module needs ``pipeline.access.policy``, which itself imports the OSDP settings from here.

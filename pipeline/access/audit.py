@@ -28,9 +28,8 @@ SHA-256 of its line), and :meth:`AuditLog.checkpoint` is published periodically 
 still holds that line.
 
 What a line keeps: ids, never names (``pipeline.access.recorder``): deleting an identity removes
-its name
-from Redis, and the audit log, which cannot be rewritten, holds none to remove. Lines written
-before this rule may hold names; they stay, since removing them would break the chain.
+its name from Redis, and the audit log, which cannot be rewritten, holds none to remove. Lines
+written before this rule may hold names; they stay, since removing them would break the chain.
 
 Durability: each append is one ``write`` on an ``O_APPEND`` descriptor followed by ``fsync``, so a
 decision that ``append`` returned survives a crash or power loss; it costs one disk sync per
@@ -220,7 +219,10 @@ def _parse_line(raw: bytes, key: bytes | None = None) -> _Line:
                 "no MAC: written without an audit key, or the MAC was stripped (a log started "
                 "before audit.key was set verifies only without --key)"
             )
-        if not isinstance(mac, str) or not hmac.compare_digest(mac, _mac(key, content)):
+        # bytes: compare_digest raises TypeError on a str with non-ASCII characters
+        if not isinstance(mac, str) or not hmac.compare_digest(
+            mac.encode(), _mac(key, content).encode()
+        ):
             raise _BadLineError(
                 "MAC does not match under this key: the line was rewritten (or the key is wrong)"
             )

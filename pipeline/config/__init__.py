@@ -12,7 +12,7 @@ Modules and their public names:
 - ``secrets``: Secrets from an environment variable, a file (a mounted Kubernetes Secret) or the
   config file. Public: ``SecretSpec``, ``read_secret_file``, ``resolve_secret``.
 - ``service``: Service configuration: strict pydantic models, validated before anything starts.
-  Public: ``BACKEND_ALIASES``, ``ApiConfig``, ``AuditConfig``,
-  ``EmbeddedRedisConfig``, ``EngineConfig``, ``FaceStreamConfig``, ``GalleryConfig``,
+  Public: ``BACKEND_ALIASES``, ``ApiConfig``, ``AuditConfig``, ``EmbeddedRedisConfig``,
+  ``EngineConfig``, ``FaceStreamConfig``, ``FeedbackConfig``, ``GalleryConfig``,
   ``StrictModel``, ``load_config``, ``with_engine_overrides``.
 """

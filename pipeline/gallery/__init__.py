@@ -3,8 +3,9 @@
 Modules and their public names:
 
 - ``model``: The gallery's own data types: an identity, an enrolment, a re-encoding's result.
-  Public: ``Enrollment``, ``Identity``, ``MetadataValue``, ``ReencodeResult``,
-  ``check_identity_id``, ``check_vectors``.
+  Public: ``DEFAULT_GALLERY``, ``GALLERY_NAME``, ``Enrollment``, ``Identity``,
+  ``MetadataValue``, ``ReencodeResult``, ``check_gallery_names``, ``check_identity_id``,
+  ``check_vectors``.
 - ``index``: The in-memory index: an exact nearest-neighbour search over face templates, used
   by ``store`` only. Public: ``IndexEntry``, ``TemplateIndex``, ``VECTOR_BYTES``,
   ``VECTOR_DTYPE``, ``parse_vectors``.

@@ -1,7 +1,8 @@
 """Liveness: is a tracked face a live person, or a printed photo or a screen replay?
 
 One ``LivenessJudge`` per camera gathers evidence for each track over a window of frames
-(parallax, texture, flicker, the MiniFASNet CNN, optionally blinks) and answers with a
+(parallax, surround motion, texture, flicker, the MiniFASNet CNN, optionally blinks; a face
+that stays still can pass on the stronger evidence of ``still``) and answers with a
 ``Liveness`` (verdict, fused score, cues). See docs/liveness.md.
 """
 

@@ -22,7 +22,7 @@ would answer at once).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import unquote
 
@@ -57,7 +57,7 @@ class SentinelUrl:
     sentinels: tuple[tuple[str, int], ...]
     master_name: str
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)  # never in a log or traceback
 
     @property
     def hosts(self) -> tuple[str, ...]:

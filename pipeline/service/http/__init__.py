@@ -14,10 +14,11 @@ Modules and their public names:
 - ``ratelimit``: Token-bucket rate limits per client. Public: ``RateLimiter``,
   ``retry_after_header``.
 - ``schemas``: the JSON answers as pydantic models. Public: ``CameraView``, ``EncoderView``,
-  ``EnrolledIdentity``, ``EventList``, ``FaceLiveness``, ``HealthView``, ``IdentifyResult``,
-  ``IdentityList``, ``IdentityView``, ``LivenessResult``, ``MatchStatusView``, ``MatchView``,
-  ``ReadinessView``, ``ShardView``, ``StreamDetail``, ``StreamList``, ``TrackView``,
-  ``VerifyResult``.
+  ``EnrolledIdentity``, ``EventList``, ``FaceLiveness``, ``FeedbackRequest``, ``FeedbackView``,
+  ``GalleryName``, ``HealthView``, ``IdentifyResult``, ``IdentityList``, ``IdentityView``,
+  ``LivenessResult``, ``MatchStatusView``, ``MatchView``, ``QuarantinedList``,
+  ``QuarantinedView``, ``ReadinessView``, ``ShardView``, ``StreamDetail``, ``StreamList``,
+  ``TrackView``, ``VerifyResult``.
 - ``state``: what routes and the guard share. Public: ``ApiState``, ``State``, ``api_state``.
 - ``routes``: one module per resource (see its docstring).
 """
