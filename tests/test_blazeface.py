@@ -41,10 +41,9 @@ from engines.models.detector import (
 from engines.runtime.onnxrt import OrtSettings
 from engines.store import ModelStore, sha256_file
 from pipeline.config.service import FaceStreamConfig
-from pipeline.recognition.detect.blazeface import (
+from pipeline.recognition.detect.blazeface import BlazeFaceConfig, BlazeFaceDetector
+from pipeline.recognition.detect.blazeface_decode import (
     ANCHOR_SPECS,
-    BlazeFaceConfig,
-    BlazeFaceDetector,
     Detections,
     Letterbox,
     letterbox,

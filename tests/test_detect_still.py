@@ -29,10 +29,9 @@ from pipeline.recognition.detect.blazeface import (
     BlazeFaceConfig,
     BlazeFaceDetector,
     StillFallbackConfig,
-    normalise_contrast,
-    still_tiles,
 )
 from pipeline.recognition.detect.factory import DlibHogConfig, DlibHogDetector
+from pipeline.recognition.detect.still import normalise_contrast, still_tiles
 from pipeline.service.app import open_analyzer
 
 FRAME_WH = (640, 480)

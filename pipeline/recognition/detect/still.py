@@ -14,6 +14,9 @@ These views give it what it lacks:
   face sits at a known place (``face_box``), so landmarks can be found there directly.
 
 Every view knows how to map its pixels back to the image's (``View.to_image``).
+
+The later searches, inside the image, use ``normalise_contrast`` (the image with its luminance
+normalised) and ``still_tiles`` (the overlapping square tiles it is searched in).
 """
 
 from __future__ import annotations
@@ -25,7 +28,18 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["CHIP_FORMATS", "ChipFormat", "View", "chip_format", "padded_view", "shrunk_view"]
+from pipeline.types import require_array
+
+__all__ = [
+    "CHIP_FORMATS",
+    "ChipFormat",
+    "View",
+    "chip_format",
+    "normalise_contrast",
+    "padded_view",
+    "shrunk_view",
+    "still_tiles",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,3 +122,64 @@ def chip_format(image_rgb: npt.NDArray[np.uint8]) -> ChipFormat | None:
         if height == width == candidate.size_px:
             return candidate
     return None
+
+
+_DARK_MEAN = 0.35  # mean luminance (0..1) below which a frame is lifted by a gamma
+_LIFT_TARGET = 0.45  # ... so that its mean lands here
+_MIN_GAMMA = 1 / 3
+_CLAHE_CLIP = 2.0
+_CLAHE_GRID = (8, 8)
+_MAX_TILES_ALONG = 4  # tiles along the longer side, per tile across the shorter one
+
+
+def normalise_contrast(image_rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+    """A copy of ``image_rgb`` (RGB uint8 HxWx3) with its luminance normalised, colours kept.
+
+    On luminance (Y of YCrCb) only: a 3x3 median (removes sensor noise and JPEG speckle,
+    keeps edges), then, when the mean is below 35 %, a gamma that brings it to 45 % (at most
+    a cube root), then CLAHE (contrast-limited adaptive histogram equalisation, clip 2, 8x8).
+    """
+    require_array("image", image_rgb, dtype=np.uint8, shape=(None, None, 3))
+    ycrcb = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2YCrCb)
+    luma = cv2.medianBlur(np.ascontiguousarray(ycrcb[:, :, 0]), 3)
+    mean = float(luma.mean()) / 255.0
+    if mean < _DARK_MEAN:
+        gamma = max(_MIN_GAMMA, math.log(_LIFT_TARGET) / math.log(max(mean, 1e-3)))
+        levels = (np.arange(256, dtype=np.float64) / 255.0) ** gamma * 255.0
+        luma = np.clip(np.round(levels), 0, 255).astype(np.uint8)[luma]
+    clahe = cv2.createCLAHE(clipLimit=_CLAHE_CLIP, tileGridSize=_CLAHE_GRID)
+    ycrcb[:, :, 0] = clahe.apply(luma)
+    return np.asarray(cv2.cvtColor(ycrcb, cv2.COLOR_YCrCb2RGB), dtype=np.uint8)
+
+
+def _tile_starts(length: int, tile: int, stride: float) -> list[int]:
+    if length <= tile:
+        return [0]
+    # a stride up to 2 % longer than asked (overlap a little smaller) rather than one more tile
+    # for a pixel of rounding
+    count = math.ceil((length - tile) / (stride * 1.02)) + 1
+    return [round(index * (length - tile) / (count - 1)) for index in range(count)]
+
+
+def still_tiles(
+    height: int, width: int, *, across: int, overlap: float
+) -> list[tuple[int, int, int, int]]:
+    """Overlapping square tiles (x1, y1, x2, y2, frame pixels) covering a height x width frame.
+
+    ``across`` tiles span the shorter side, neighbours sharing ``overlap`` of a tile; the
+    longer side gets as many as it needs at the same stride (at most 4 per tile across, the
+    tiles growing beyond that), spread evenly so the last one ends at the edge.
+    """
+    if across < 1 or not 0.0 <= overlap < 1.0:
+        raise ValueError(f"tiles need across >= 1 and 0 <= overlap < 1, got {across}, {overlap}")
+    stride_share = 1.0 - overlap
+    short, long = min(height, width), max(height, width)
+    side = short / (1.0 + (across - 1) * stride_share)
+    side = max(side, long / (1.0 + (_MAX_TILES_ALONG * across - 1) * stride_share))
+    tile = max(1, min(round(side), long))
+    stride = tile * stride_share
+    return [
+        (left, top, min(width, left + tile), min(height, top + tile))
+        for top in _tile_starts(height, tile, stride)
+        for left in _tile_starts(width, tile, stride)
+    ]
