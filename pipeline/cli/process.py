@@ -64,10 +64,8 @@ def process(
     """Process a recording: one line per finished track, then a JSON summary."""
     settings = load_settings(config)
     if detect_every is not None:
-        process_config = settings.recognition.model_copy(
-            update={"detect_every_frames": detect_every}
-        )
-        settings = settings.model_copy(update={"recognition": process_config})
+        recognition = settings.recognition.model_copy(update={"detect_every_frames": detect_every})
+        settings = settings.model_copy(update={"recognition": recognition})
     with ExitStack() as stack:
         redis_dir = None
         if gallery_dir is not None:  # a throw-away gallery: its own embedded Redis
@@ -85,7 +83,8 @@ def process(
             def advance(done: int, total: int) -> None:
                 progress.update(task, completed=done, total=total or None)
 
-            # with --json the tracks are printed after the summary, else each as it ends
+            # with --json every track is printed once the recording ends, then the summary
+            # (always the last line); else each track as it ends
             summary = processor.run(
                 video,
                 on_track=None

@@ -1,7 +1,7 @@
 """Secrets from an environment variable, a file (a mounted Kubernetes Secret) or the config file.
 
 Every secret of the service (webhook secrets, the audit key, the MQTT password and signing
-secret) can be given three ways, so that none has to sit in a ConfigMap or a file that many
+secret) can be given four ways, so that none has to sit in a ConfigMap or a file that many
 people read. The first one present wins:
 
 1. the environment variable ``NAME`` (e.g. ``FACESTREAM_AUDIT_KEY``), as ``FACESTREAM_API_TOKEN``
