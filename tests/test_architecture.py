@@ -75,7 +75,16 @@ def import_graph() -> dict[str, set[str]]:
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
         targets: set[str] = set()
         for node in _module_level_imports(tree):
-            targets |= _imported(node, known)
+            for target in _imported(node, known):
+                targets.add(target)
+                # importing a.b.c from outside package a.b runs a/b/__init__ first (from
+                # inside it, that __init__ is already running: a sibling import is fine)
+                parts = target.split(".")
+                targets.update(
+                    parent
+                    for parent in (".".join(parts[:n]) for n in range(1, len(parts)))
+                    if parent in known and not (name == parent or name.startswith(parent + "."))
+                )
         graph[name] = {target for target in targets if target != name}
     return graph
 

@@ -24,7 +24,3 @@ Modules and their public names:
 The ``style`` and ``stylize`` commands live with their room (``pipeline.style.cli``); the
 ``calibrate``, ``eval`` and ``train`` groups with calibration.
 """
-
-from pipeline.cli.main import app, main
-
-__all__ = ["app", "main"]
