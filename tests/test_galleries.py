@@ -17,7 +17,7 @@ from engines.runtime.onnxrt import OrtEngine
 from engines.store import ModelStore
 from pipeline.access.policy import DoorConfig, DoorPolicy
 from pipeline.config.service import FaceStreamConfig, GalleryConfig
-from pipeline.errors import GalleryRequestError
+from pipeline.errors import GalleryRequestError, IdentityNotFoundError
 from pipeline.gallery.model import Enrollment
 from pipeline.gallery.store import Gallery
 from pipeline.metrics import PipelineMetrics
@@ -226,3 +226,42 @@ def test_galleries_a_camera_searches_only_its_doors_galleries(
     assert [(d.door_id, d.outcome, d.identity_id) for d in decisions] == [
         ("door-a", "granted", "ann")
     ]
+
+
+def test_galleries_a_door_of_gallery_a_grants_a_person_only_after_they_join_it(
+    clients: Callable[[], redis.Redis], encodings: Embeddings
+) -> None:
+    """Bob (gallery b) is unknown at door-a; ``set_galleries`` puts him in a and b in one
+    transaction, after which door-a grants him, from this index and from a fresh one loaded
+    from Redis. A bad name or an unknown id is refused and writes nothing (same version)."""
+    gallery = _gallery(clients, encodings)
+    door_a = [DoorConfig(id="door-a", cameras=["cam-1"], galleries=["a"], required_matches=3)]
+    probe = _rows(encodings, 1)
+
+    def outcomes_at_door_a(searched: Gallery) -> list[tuple[str, str | None]]:
+        policy = DoorPolicy(door_a)
+        decisions = []
+        # the camera searches both galleries (door-b watches it too): only the door's own count
+        for observation in _observations(searched, probe, {"a", "b"}):
+            decisions.extend(policy.observe(observation))
+        return [(decision.outcome, decision.identity_id) for decision in decisions]
+
+    assert outcomes_at_door_a(gallery) == [("unknown", None)]
+    version = gallery.version
+    with pytest.raises(GalleryRequestError, match="'a b'"):
+        gallery.set_galleries("bob", ["a", "a b"])
+    with pytest.raises(GalleryRequestError, match="at least one"):
+        gallery.set_galleries("bob", [])
+    with pytest.raises(IdentityNotFoundError):
+        gallery.set_galleries("nobody", ["a"])
+    assert gallery.version == version
+    assert gallery.get("bob").galleries == ("b",)
+    assert outcomes_at_door_a(gallery) == [("unknown", None)]
+
+    moved = gallery.set_galleries("bob", ["b", "a"])
+    assert moved.galleries == ("a", "b")
+    assert gallery.version == version + 1
+    assert outcomes_at_door_a(gallery) == [("granted", "bob")]
+    fresh = Gallery(clients(), PipelineMetrics.create(), model_id=probe.model_id, config=CONFIG)
+    assert fresh.get("bob").galleries == ("a", "b")
+    assert outcomes_at_door_a(fresh) == [("granted", "bob")]

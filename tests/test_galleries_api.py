@@ -107,3 +107,44 @@ def test_galleries_a_bad_gallery_name_is_422_naming_the_field(
         assert searched.status_code == 422
         assert "galleries" in searched.text
     assert http.get("/v1/identities", headers=AUTH).json()["identities"] == before
+
+
+def test_galleries_patch_moves_an_identity_into_a_gallery_and_refuses_bad_input(
+    http: httpx.Client, sample: SampleFiles
+) -> None:
+    """Enrolled into b only, Eileen is not found searching gallery a; after PATCH with
+    galleries [a, b] she is, and her JSON lists both. A bad name, an empty list or an unknown
+    field is a 422 and an unknown id a 404, each changing nothing."""
+    photo = _photo(sample)
+    enrolled = http.post(
+        "/v1/identities",
+        data={"name": "Eileen", "galleries": ["b"]},
+        files=[("images", ("photo.png", photo, "image/png"))],
+        headers=AUTH,
+    )
+    assert enrolled.status_code == 201, enrolled.text
+    identity_id = enrolled.json()["id"]
+    assert _identify(http, photo, ["a"]).json()["matches"] == []
+
+    moved = http.patch(
+        f"/v1/identities/{identity_id}", json={"galleries": ["b", "a"]}, headers=AUTH
+    )
+    assert moved.status_code == 200, moved.text
+    assert moved.json()["galleries"] == ["a", "b"]
+    found = _identify(http, photo, ["a"])
+    assert [m["identity_id"] for m in found.json()["matches"]] == [identity_id]
+
+    before = http.get(f"/v1/identities/{identity_id}", headers=AUTH).json()
+    bad_bodies: list[dict[str, object]] = [
+        {"galleries": ["a", "no/slash"]},
+        {"galleries": []},
+        {"galleries": ["a"], "unknown": 1},
+    ]
+    for body in bad_bodies:
+        refused = http.patch(f"/v1/identities/{identity_id}", json=body, headers=AUTH)
+        assert refused.status_code == 422, (body, refused.text)
+    absent = http.patch("/v1/identities/nobody", json={"galleries": ["a"]}, headers=AUTH)
+    assert absent.status_code == 404
+    assert "nobody" in absent.json()["detail"]
+    assert http.get(f"/v1/identities/{identity_id}", headers=AUTH).json() == before
+    assert http.delete(f"/v1/identities/{identity_id}", headers=AUTH).status_code == 204

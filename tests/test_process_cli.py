@@ -178,3 +178,46 @@ def test_enrolling_the_same_photo_twice_is_a_duplicate(
     assert again.exit_code == 2
     assert "already in the gallery (duplicate)" in again.output
     assert "biden" in again.output
+
+
+def test_galleries_enroll_into_a_gallery_and_change_it_by_cli(
+    shared_data: Path, config_file: Path
+) -> None:
+    """``enroll --gallery staff``: searching visitors finds nobody; ``identities galleries``
+    adds visitors, after which it does. A bad gallery name exits 2 naming it, changing nothing."""
+    examples = shared_data / EXAMPLES
+    configured = ["--config", str(config_file)]
+    enrolled = runner.invoke(
+        app,
+        [
+            *("enroll", "Barack Obama", str(examples / "obama.jpg")),
+            *("--id", "obama", "--gallery", "staff", *configured),
+        ],
+    )
+    assert enrolled.exit_code == 0, enrolled.output
+    assert _last_json(enrolled.output)["galleries"] == ["staff"]  # type: ignore[index]
+
+    def found_in_visitors() -> list[str]:
+        found = runner.invoke(
+            app, ["identify", str(examples / "obama2.jpg"), "--gallery", "visitors", *configured]
+        )
+        assert found.exit_code == 0, found.output
+        faces = _last_json(found.output)["faces"]  # type: ignore[index]
+        return [match["identity_id"] for match in faces[0]["matches"]]
+
+    assert found_in_visitors() == []
+    refused = runner.invoke(
+        app, ["identities", "galleries", "obama", "--gallery", "bad name", *configured]
+    )
+    assert refused.exit_code == 2
+    assert "'bad name'" in refused.output
+    moved = runner.invoke(
+        app,
+        [
+            *("identities", "galleries", "obama"),
+            *("--gallery", "visitors", "--gallery", "staff", *configured),
+        ],
+    )
+    assert moved.exit_code == 0, moved.output
+    assert _last_json(moved.output)["galleries"] == ["staff", "visitors"]  # type: ignore[index]
+    assert found_in_visitors() == ["obama"]

@@ -22,6 +22,7 @@ from pipeline.cli.options import (
 )
 from pipeline.errors import EnrollmentRejectedError
 from pipeline.events.bus import EventBus
+from pipeline.gallery.model import DEFAULT_GALLERY, check_gallery_names
 from pipeline.gallery.reencode import reencode_from
 from pipeline.gallery.store import Gallery
 from pipeline.images import read_image
@@ -29,6 +30,15 @@ from pipeline.metrics import PipelineMetrics
 from pipeline.service.app import gallery_client, open_services
 
 __all__ = ["enroll", "gallery_app", "identify", "identities_app", "verify"]
+
+GalleriesOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--gallery",
+        help="a named gallery it joins, repeatable (default: default)",
+        show_default=False,
+    ),
+]
 
 identities_app = typer.Typer(help="list and remove gallery identities", no_args_is_help=True)
 identities_app.add_typer(credential_app, name="credential")
@@ -38,14 +48,18 @@ identities_app.add_typer(credential_app, name="credential")
 def enroll(
     name: Annotated[str, typer.Argument(help="the person's name")],
     images: Annotated[list[Path], typer.Argument(help="one or more photos of the person")],
+    *,
     identity_id: Annotated[str | None, typer.Option("--id", help="identity id to use")] = None,
     face_index: Annotated[
         int | None, typer.Option(help="which face (0 = largest) when a photo shows several")
     ] = None,
+    galleries: GalleriesOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Enrol a person from photos (one usable face each) and print the identity as JSON, with
-    the still search that found each enrolled photo's face (``found_by``)."""
+    the still search that found each enrolled photo's face (``found_by``). ``--gallery``: the
+    named galleries it joins (default: default), as the API's ``galleries``."""
+    names = check_gallery_names(galleries or [DEFAULT_GALLERY])  # a bad name before face work
     with open_services(load_settings(config)) as services:
         found = services.enrolment_templates(
             [(str(path), read_image(path)) for path in images], face_index=face_index
@@ -54,7 +68,7 @@ def enroll(
             typer.echo(f"skipped {problem}", err=True)
         if not len(found.templates):
             raise EnrollmentRejectedError("no_usable_photo", "none of the photos can be enrolled")
-        identity = services.enroll(name, found.templates, identity_id=identity_id)
+        identity = services.enroll(name, found.templates, identity_id=identity_id, galleries=names)
     typer.echo(json.dumps({**identity.as_dict(), "found_by": found.found_by}))
 
 
@@ -62,14 +76,27 @@ def enroll(
 def identify(
     image: Annotated[Path, typer.Argument(help="photo to identify")],
     top_k: Annotated[int, typer.Option(min=1, max=100)] = 5,
+    galleries: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--gallery",
+            help="search only this named gallery's identities, repeatable (default: everyone)",
+            show_default=False,
+        ),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
-    """1:N: print, for each face in the photo (largest first), the gallery matches within tau."""
+    """1:N: print, for each face in the photo (largest first), the gallery matches within tau
+    (among the ``--gallery`` galleries' identities when given, as the API's ``galleries``)."""
+    searched = check_gallery_names(galleries) if galleries else None
     settings = load_settings(config)
     with open_services(settings) as services:
         analyzed = services.analyzer.analyze(read_image(image))
         matches = services.gallery.identify(
-            analyzed.embeddings, top_k=top_k, max_distance=settings.recognition.match.max_distance
+            analyzed.embeddings,
+            top_k=top_k,
+            max_distance=settings.recognition.match.max_distance,
+            galleries=searched,
         )
     faces = [
         {
@@ -132,6 +159,28 @@ def identities_remove(
         f"removed {identity_id} (and from the events: {purged.stream_entries} stream entries, "
         f"{purged.deliveries} pending deliveries, {purged.dead_letters} dead letters)"
     )
+
+
+@identities_app.command("galleries")
+@reports_errors
+def identities_galleries(
+    identity_id: Annotated[str, typer.Argument(help="identity id")],
+    galleries: Annotated[
+        list[str],
+        typer.Option(
+            "--gallery",
+            help="a named gallery it belongs to from now on, repeatable",
+            show_default=False,
+        ),
+    ],
+    config: ConfigOption = None,
+) -> None:
+    """Replace the named galleries an identity belongs to (a door searches only its own) and
+    print the identity as JSON; a bad name or an unknown id changes nothing."""
+    check_gallery_names(galleries)  # before any Redis work
+    with open_services(load_settings(config)) as services:
+        identity = services.gallery.set_galleries(identity_id, galleries)
+    typer.echo(json.dumps(identity.as_dict()))
 
 
 gallery_app = typer.Typer(help="maintain the gallery's face templates", no_args_is_help=True)

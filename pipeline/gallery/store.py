@@ -30,6 +30,7 @@ GalleryNotReplicatedError (the API's 503), so an acknowledged enrolment survives
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -56,7 +57,13 @@ from pipeline.errors import (
     ModelMismatchError,
 )
 from pipeline.gallery.index import VECTOR_DTYPE, IndexEntry, TemplateIndex, parse_vectors
-from pipeline.gallery.model import Enrollment, Identity, check_identity_id, check_vectors
+from pipeline.gallery.model import (
+    Enrollment,
+    Identity,
+    check_gallery_names,
+    check_identity_id,
+    check_vectors,
+)
 from pipeline.gallery.sync import GallerySync
 from pipeline.metrics import PipelineMetrics
 from pipeline.redis.client import redis_password
@@ -369,6 +376,26 @@ class Gallery:
             updated[:] = [identity]
 
         self._transaction(write, [identity_id], "add templates")
+        return updated[0]
+
+    def set_galleries(self, identity_id: str, galleries: Collection[str]) -> Identity:
+        """Make ``galleries`` the named galleries the identity belongs to (replacing its
+        current ones), in one transaction; the index reads the new membership back, so a door
+        of a gallery it joins finds it from the next search. GalleryRequestError for a bad
+        name or an empty list, IdentityNotFoundError when absent; neither writes anything."""
+        check_identity_id(identity_id)
+        names = check_gallery_names(galleries)
+        updated: list[Identity] = []
+
+        def write(pipe: Pipeline) -> None:
+            current = self._current(pipe, identity_id)
+            identity = dataclasses.replace(current, updated=time.time(), galleries=names)
+            pipe.multi()
+            pipe.hset(self._identities_key, identity_id, identity.record())
+            updated[:] = [identity]
+
+        self._transaction(write, [identity_id], "change an identity's galleries")
+        LOGGER.info("identity %s now in galleries %s", identity_id, ", ".join(names))
         return updated[0]
 
     def remove(self, identity_id: str) -> None:

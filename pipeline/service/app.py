@@ -8,7 +8,7 @@ Nothing here is global: every caller (CLI command, API, test) gets its own servi
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +23,7 @@ from engines.store import ModelStore
 from pipeline.config.calibrated import calibrated_match
 from pipeline.config.service import FaceStreamConfig
 from pipeline.errors import EnrollmentRejectedError
-from pipeline.gallery.model import Enrollment, Identity
+from pipeline.gallery.model import DEFAULT_GALLERY, Enrollment, Identity
 from pipeline.gallery.store import Gallery, connect
 from pipeline.liveness import load_liveness_engine
 from pipeline.metrics import PipelineMetrics
@@ -115,11 +115,19 @@ class Services:
         return EnrolmentTemplates(templates, found_by, problems)
 
     def enroll(
-        self, name: str, templates: Embeddings, *, identity_id: str | None = None
+        self,
+        name: str,
+        templates: Embeddings,
+        *,
+        identity_id: str | None = None,
+        galleries: Collection[str] = (DEFAULT_GALLERY,),
     ) -> Identity:
-        """Store a new identity with ``templates`` in the gallery."""
+        """Store a new identity with ``templates`` in the gallery, a member of the named
+        ``galleries`` (a door searches only its own)."""
         return self.gallery.enroll(
-            Enrollment(name=name, embeddings=templates, identity_id=identity_id)
+            Enrollment(
+                name=name, embeddings=templates, identity_id=identity_id, galleries=tuple(galleries)
+            )
         )
 
 

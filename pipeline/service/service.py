@@ -230,6 +230,10 @@ class FaceStreamService:
         self.match_status()
         return identity
 
+    def set_galleries(self, identity_id: str, galleries: Collection[str]) -> Identity:
+        """Make ``galleries`` the identity's named galleries (``Gallery.set_galleries``)."""
+        return self.services.gallery.set_galleries(identity_id, galleries)
+
     def add_templates(self, identity_id: str, templates: Embeddings) -> Identity:
         """Add face templates to an identity; IdentityNotFoundError when absent."""
         return self.services.gallery.add_templates(identity_id, templates)

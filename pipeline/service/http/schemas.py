@@ -30,6 +30,7 @@ __all__ = [
     "HealthView",
     "IdentifyResult",
     "IdentityList",
+    "IdentityPatch",
     "IdentityView",
     "LivenessResult",
     "MatchStatusView",
@@ -167,6 +168,15 @@ class IdentityView(_Answer):
 
 class IdentityList(_Answer):
     identities: list[IdentityView]
+
+
+class IdentityPatch(BaseModel):
+    """A change to an identity: ``galleries``, the named galleries it belongs to from now on
+    (replacing its current ones; at least one)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    galleries: list[GalleryName] = Field(min_length=1, max_length=64)
 
 
 class EnrolledIdentity(IdentityView):

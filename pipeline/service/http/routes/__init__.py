@@ -8,7 +8,7 @@ Modules and their public names:
   /v1/identities/{id}/quarantined, the templates corrections took out of the search, and their
   restore. Public: ``router``.
 - ``health``: /healthz, /readyz, /metrics (open). Public: ``OPEN_PATHS``, ``router``.
-- ``identities``: /v1/identities: enrol, list, show, add photos, delete. Public:
+- ``identities``: /v1/identities: enrol, list, show, change galleries, add photos, delete. Public:
   ``ADMISSIONS``, ``router``.
 - ``pages``: the browser pages: /login (sets the preview cookie), /preview. Public: ``router``.
 - ``preview``: a camera's latest frame as JPEG or MJPEG. Public: ``router``.

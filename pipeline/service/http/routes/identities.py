@@ -1,4 +1,5 @@
-"""/v1/identities: enrol, list, show, add photos to and delete people."""
+"""/v1/identities: enrol, list, show, change the galleries of, add photos to and delete
+people."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pipeline.service.http.schemas import (
     EnrolledIdentity,
     GalleryName,
     IdentityList,
+    IdentityPatch,
     IdentityView,
 )
 from pipeline.service.http.state import State
@@ -58,6 +60,15 @@ def create_identity(
 def get_identity(state: State, identity_id: str) -> IdentityView:
     """One identity."""
     return IdentityView.from_identity(state.service.identity(identity_id))
+
+
+@router.patch("/identities/{identity_id}")
+def update_identity(state: State, identity_id: str, change: IdentityPatch) -> IdentityView:
+    """Replace the named galleries an identity belongs to, in one transaction: a door of a
+    gallery it joins grants it from the next search, one of a gallery it left no longer does.
+    404: no such identity; 422: a bad gallery name or none (nothing is written)."""
+    identity = state.service.set_galleries(identity_id, change.galleries)
+    return IdentityView.from_identity(identity)
 
 
 @router.post("/identities/{identity_id}/images")
