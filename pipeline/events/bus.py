@@ -18,9 +18,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final, cast
 
-import redis
-from redis.client import Pipeline
-
 from pipeline.errors import EventFormatError, EventStoreError, EventsUnavailableError
 from pipeline.events.config import EventsConfig
 from pipeline.events.purge import PurgeReport, purge_identity
@@ -35,6 +32,7 @@ from pipeline.events.store import (
     talking_to_redis,
 )
 from pipeline.metrics import PipelineMetrics
+from pipeline.redis.cluster import RedisClient, RedisPipeline
 from pipeline.types import EVENT_STREAM_FIELD, Event
 
 __all__ = ["DeadLetter", "EventBus"]
@@ -65,7 +63,7 @@ class EventBus:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: RedisClient,
         config: EventsConfig,
         metrics: PipelineMetrics,
         *,
@@ -111,7 +109,7 @@ class EventBus:
         now = time.time()
         expires_at = self._delivery_expiry(event)
 
-        def transaction(pipe: Pipeline) -> None:
+        def transaction(pipe: RedisPipeline) -> None:
             # under WATCH: a read is immediate; writes are queued after multi()
             if pipe.exists(published_key):
                 return  # queue nothing: EXEC returns no replies

@@ -45,6 +45,7 @@ from pipeline.events.mqtt_messages import (
 from pipeline.events.signing import stream_entry_mac
 from pipeline.events.store import StreamEntries
 from pipeline.metrics import PipelineMetrics
+from pipeline.redis.cluster import RedisClient
 from pipeline.types import EVENT_STREAM_FIELD, Event
 
 __all__ = ["MqttBridge"]
@@ -64,7 +65,7 @@ class MqttBridge:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: RedisClient,
         bus: EventBus,
         config: MqttConfig,
         metrics: PipelineMetrics,

@@ -11,9 +11,8 @@ import json
 from dataclasses import dataclass
 from typing import cast
 
-import redis
-
 from pipeline.events.store import EventKeys, StreamEntries, event_or_none
+from pipeline.redis.cluster import RedisClient
 from pipeline.types import EVENT_STREAM_FIELD
 
 __all__ = ["PurgeReport", "purge_identity"]
@@ -29,7 +28,7 @@ class PurgeReport:
     dead_letters: int
 
 
-def purge_identity(client: redis.Redis, keys: EventKeys, identity_id: str) -> PurgeReport:
+def purge_identity(client: RedisClient, keys: EventKeys, identity_id: str) -> PurgeReport:
     """Delete the stream entries, deliveries and dead letters under ``keys`` that name
     ``identity_id``; redis-py errors pass through (the caller names what failed)."""
     return PurgeReport(
@@ -39,7 +38,7 @@ def purge_identity(client: redis.Redis, keys: EventKeys, identity_id: str) -> Pu
     )
 
 
-def _purge_stream(client: redis.Redis, keys: EventKeys, identity_id: str) -> int:
+def _purge_stream(client: RedisClient, keys: EventKeys, identity_id: str) -> int:
     removed = 0
     start: bytes | str = "-"
     while True:
@@ -58,7 +57,7 @@ def _purge_stream(client: redis.Redis, keys: EventKeys, identity_id: str) -> int
         start = f"{milliseconds}-{int(sequence) + 1}"  # exclusive of the last one read
 
 
-def _purge_deliveries(client: redis.Redis, keys: EventKeys, identity_id: str) -> int:
+def _purge_deliveries(client: RedisClient, keys: EventKeys, identity_id: str) -> int:
     doomed = []
     for delivery_id, record in client.hscan_iter(keys.deliveries, count=500):
         try:
@@ -77,7 +76,7 @@ def _purge_deliveries(client: redis.Redis, keys: EventKeys, identity_id: str) ->
     return len(doomed)
 
 
-def _purge_dead_letters(client: redis.Redis, keys: EventKeys, identity_id: str) -> int:
+def _purge_dead_letters(client: RedisClient, keys: EventKeys, identity_id: str) -> int:
     removed = 0
     for record in client.lrange(keys.dead, 0, -1):
         try:

@@ -32,11 +32,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeAlias
 
-import redis
-
 from pipeline.errors import EventFormatError, EventStoreError, EventsUnavailableError
 from pipeline.events.config import Webhook
+from pipeline.redis.cluster import RedisClient
 from pipeline.redis.errors import translated_redis_errors
+from pipeline.redis.ha import redis_location
 from pipeline.types import Event
 
 __all__ = [
@@ -81,12 +81,10 @@ class EventKeys:
         )
 
 
-def redis_address(client: redis.Redis) -> str:
-    """Where ``client`` connects (socket path or host:port), for error messages."""
-    connection = client.get_connection_kwargs()
-    return str(
-        connection.get("path") or f"{connection.get('host', '?')}:{connection.get('port', '?')}"
-    )
+def redis_address(client: RedisClient) -> str:
+    """Where ``client`` connects (socket path, host:port, Sentinel master or Cluster seed
+    nodes), for error messages."""
+    return redis_location(client)
 
 
 @contextmanager

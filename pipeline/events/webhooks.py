@@ -52,7 +52,6 @@ from types import TracebackType
 from typing import Final, Literal
 
 import httpx
-import redis
 
 from pipeline.errors import EventFormatError, EventStoreError, EventsUnavailableError
 from pipeline.events.config import EventsConfig, Webhook
@@ -68,6 +67,7 @@ from pipeline.events.signing import (
 from pipeline.events.store import EventKeys, record_mac, redis_address, talking_to_redis
 from pipeline.metrics import PipelineMetrics
 from pipeline.redact import url_for_logs
+from pipeline.redis.cluster import RedisClient
 from pipeline.types import Event, event_door
 
 __all__ = ["WebhookDeliverer"]
@@ -160,7 +160,7 @@ class WebhookDeliverer:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: RedisClient,
         config: EventsConfig,
         metrics: PipelineMetrics,
         *,

@@ -44,7 +44,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 import redis
-from redis.client import Pipeline
+from redis.exceptions import RedisClusterException
 
 from pipeline.config.service import FeedbackConfig
 from pipeline.errors import (
@@ -57,6 +57,7 @@ from pipeline.errors import (
 )
 from pipeline.gallery.model import Identity
 from pipeline.gallery.store import Gallery
+from pipeline.redis.cluster import RedisClient, RedisPipeline
 from pipeline.types import DESCRIPTOR_SIZE, Decision, JsonValue
 
 __all__ = ["FeedbackResult", "FeedbackStore", "QuarantinedTemplate"]
@@ -135,7 +136,7 @@ class FeedbackStore:
     client: the gallery's Redis client (bytes responses); config: ``[feedback]``.
     """
 
-    def __init__(self, gallery: Gallery, client: redis.Redis, config: FeedbackConfig) -> None:
+    def __init__(self, gallery: Gallery, client: RedisClient, config: FeedbackConfig) -> None:
         """Keys under the gallery's prefix; nothing is read until a call."""
         self._gallery = gallery
         self._client = client
@@ -174,7 +175,7 @@ class FeedbackStore:
             pipe.sadd(probes_of, decision.event_id)
             pipe.expire(probes_of, ttl)
             pipe.execute()
-        except redis.RedisError as exc:
+        except (redis.RedisError, RedisClusterException) as exc:
             raise GalleryUnavailableError(
                 f"cannot keep the probe of decision {decision.event_id} for feedback: {exc}"
             ) from exc
@@ -190,7 +191,7 @@ class FeedbackStore:
                 pipe.delete(self._probe_prefix + event_id)
             pipe.delete(probes_of)
             pipe.execute()
-        except redis.RedisError as exc:
+        except (redis.RedisError, RedisClusterException) as exc:
             raise GalleryUnavailableError(
                 f"cannot delete the probes kept of identity {identity_id!r}: {exc}"
             ) from exc
@@ -215,7 +216,7 @@ class FeedbackStore:
         feedback_key = self._feedback_prefix + event_id
         try:
             stored = self._client.hgetall(probe_key)
-        except redis.RedisError as exc:
+        except (redis.RedisError, RedisClusterException) as exc:
             raise GalleryUnavailableError(f"cannot read decision {event_id}: {exc}") from exc
         if not stored:
             self._refuse_unknown(event_id, feedback_key)
@@ -231,7 +232,7 @@ class FeedbackStore:
         model_id = _text(fields["model"])
         results: list[FeedbackResult] = []
 
-        def write(pipe: Pipeline) -> None:
+        def write(pipe: RedisPipeline) -> None:
             # the gallery version is WATCHed and every feedback bumps it: two answers on one
             # decision are serialised, and the second finds the probe gone
             if not pipe.exists(probe_key):
@@ -268,7 +269,7 @@ class FeedbackStore:
         return results[0]
 
     def _refuse_unknown(
-        self, event_id: str, feedback_key: str, pipe: Pipeline | None = None
+        self, event_id: str, feedback_key: str, pipe: RedisPipeline | None = None
     ) -> None:
         """Raise FeedbackGivenError when ``event_id`` was answered, else DecisionNotFoundError."""
         answered = (pipe if pipe is not None else self._client).exists(feedback_key)
@@ -281,7 +282,7 @@ class FeedbackStore:
 
     def _correction(
         self,
-        pipe: Pipeline,
+        pipe: RedisPipeline,
         identity: Identity,
         template_id: str,
         probe: npt.NDArray[np.float32],
@@ -322,7 +323,7 @@ class FeedbackStore:
             dropped=tuple(dropped),
         )
 
-    def _queue_correction(self, pipe: Pipeline, correction: _Correction) -> None:
+    def _queue_correction(self, pipe: RedisPipeline, correction: _Correction) -> None:
         """Queue (after ``pipe.multi()``) the writes of a wrong match."""
         identity_id = correction.identity.identity_id
         templates_key = self._templates_prefix + identity_id
@@ -353,7 +354,7 @@ class FeedbackStore:
         self._gallery.get(identity_id)
         try:
             roles = self._client.hgetall(self._templates_prefix + identity_id)
-        except redis.RedisError as exc:
+        except (redis.RedisError, RedisClusterException) as exc:
             raise GalleryUnavailableError(f"cannot list quarantined templates: {exc}") from exc
         return sorted(
             (
@@ -370,7 +371,7 @@ class FeedbackStore:
         templates_key = self._templates_prefix + identity_id
         restored: list[Identity] = []
 
-        def write(pipe: Pipeline) -> None:
+        def write(pipe: RedisPipeline) -> None:
             record = pipe.hget(self._identities_key, identity_id)
             if record is None:
                 raise IdentityNotFoundError(f"no identity {identity_id!r} in the gallery")
@@ -408,14 +409,14 @@ class FeedbackStore:
         LOGGER.info("restored template %s of identity %s", template_id, identity_id)
         return restored[0]
 
-    def _roles(self, pipe: Pipeline, identity_id: str) -> dict[str, str]:
+    def _roles(self, pipe: RedisPipeline, identity_id: str) -> dict[str, str]:
         return {
             _text(key): _text(value)
             for key, value in pipe.hgetall(self._templates_prefix + identity_id).items()
         }
 
     def _vectors(
-        self, pipe: Pipeline, role_model: str, identity_id: str, keys: list[str]
+        self, pipe: RedisPipeline, role_model: str, identity_id: str, keys: list[str]
     ) -> list[npt.NDArray[np.float32]]:
         if not keys:
             return []

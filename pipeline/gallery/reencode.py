@@ -14,12 +14,12 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 import numpy.typing as npt
-from redis.client import Pipeline
 
 from pipeline.errors import GalleryRequestError
 from pipeline.gallery.index import VECTOR_DTYPE, parse_vectors
 from pipeline.gallery.model import Identity, ReencodeResult
 from pipeline.gallery.store import Gallery, reply_bytes, reply_text
+from pipeline.redis.cluster import RedisPipeline
 from pipeline.types import DESCRIPTOR_SIZE
 
 __all__ = ["Transform", "reencode_from"]
@@ -101,7 +101,7 @@ def _write_reencoded(gallery: Gallery, templates: Mapping[str, Mapping[str, byte
     templates_prefix = prefix + "templates:"
     vectors_key = prefix + "vectors:" + model_id
 
-    def write(pipe: Pipeline) -> None:
+    def write(pipe: RedisPipeline) -> None:
         records = pipe.hmget(identities_key, identity_ids)
         current = [
             (identity_id, record, pipe.hgetall(templates_prefix + identity_id))

@@ -11,7 +11,8 @@ and multi-key transactions work there unchanged)::
                                       updated, templates: {model id: count}}
     fs:{gallery}:templates:<id>       hash  template id -> model id (one identity's templates)
     fs:{gallery}:vectors:<model id>   hash  "<identity id>/<template id>" -> 128 float32 LE
-    fs:{gallery}:changes              pub/sub channel: JSON {version, identities}
+    fs:{gallery}:changes              pub/sub channel: JSON {version, identities} (sharded
+                                      pub/sub, SPUBLISH, on a Redis Cluster)
 
 Every write is one MULTI/EXEC transaction that also increments the version and publishes the
 new version with the identities it touched, under WATCH of the version key, so concurrent
@@ -44,7 +45,6 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 import redis
-from redis.client import Pipeline
 
 from pipeline.config.service import GalleryConfig
 from pipeline.errors import (
@@ -67,6 +67,14 @@ from pipeline.gallery.model import (
 from pipeline.gallery.sync import GallerySync
 from pipeline.metrics import PipelineMetrics
 from pipeline.redis.client import redis_password
+from pipeline.redis.cluster import (
+    RedisClient,
+    RedisPipeline,
+    cluster_client,
+    is_cluster_url,
+    parse_cluster_url,
+    publish_command,
+)
 from pipeline.redis.errors import translated_redis_errors
 from pipeline.redis.ha import (
     acknowledged_transaction,
@@ -87,17 +95,25 @@ _BACKEND: Final = "numpy"
 _MAX_DELTA_IDENTITIES: Final = 1000
 
 
-def connect(url: str, config: GalleryConfig | None = None) -> redis.Redis:
-    """A Redis client for the gallery from a redis://, rediss://, unix:// or redis+sentinel://
-    URL (``pipeline.redis.ha``: the master found through Sentinel, again after a failover).
+def connect(url: str, config: GalleryConfig | None = None) -> RedisClient:
+    """A Redis client for the gallery from a redis://, rediss://, unix://, redis+sentinel://
+    URL (``pipeline.redis.ha``: the master found through Sentinel, again after a failover) or
+    redis+cluster:// URL (``pipeline.redis.cluster``: a ``RedisCluster``).
 
     Connect and command timeouts come from ``config.socket_timeout_seconds`` (seconds);
     responses stay bytes, as the gallery needs. A network Redis without a password is
     refused (ConfigError) unless ``config.allow_insecure_redis`` (``pipeline.redis.client``).
-    A Sentinel URL naming a master no sentinel monitors is a ConfigError.
+    A Sentinel URL naming a master no sentinel monitors is a ConfigError, and so is a Cluster
+    URL whose nodes are not a Cluster.
     """
     config = config if config is not None else GalleryConfig()
     password = redis_password(url, config)  # refuses a network Redis without one
+    if is_cluster_url(url):
+        return cluster_client(
+            parse_cluster_url(url),
+            password=None if password is None else password.get_secret_value(),
+            timeout_seconds=config.socket_timeout_seconds,
+        )
     if is_sentinel_url(url):
         return sentinel_client(
             parse_sentinel_url(url),
@@ -128,16 +144,16 @@ def reply_bytes(value: Any) -> bytes:
 class Gallery:
     """Identities and face templates in Redis, with an in-memory index for one model id.
 
-    client: a ``redis.Redis`` whose responses are bytes (see ``connect``); model_id: the
-    encoder's model id, the only one whose templates are searched and accepted. Building a
-    gallery loads the index from Redis (GalleryUnavailableError when Redis is down).
+    client: a Redis or Redis Cluster client whose responses are bytes (see ``connect``);
+    model_id: the encoder's model id, the only one whose templates are searched and accepted.
+    Building a gallery loads the index from Redis (GalleryUnavailableError when Redis is down).
     ``start()``/``close()`` (or ``with``) run the thread that follows other processes' changes.
     ``identify`` never touches Redis, so it keeps answering while Redis restarts.
     """
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: RedisClient,
         metrics: PipelineMetrics,
         *,
         model_id: str,
@@ -163,6 +179,7 @@ class Gallery:
         self._vectors_prefix = prefix + "vectors:"
         self._vectors_key = self._vectors_prefix + model_id
         self._channel = prefix + "changes"
+        self._publish = publish_command(client)
         self._update_lock = threading.Lock()  # one index change at a time: delta or reload
         self._sync = GallerySync(self, client, self._channel, self._config, self._where)
         self._index = TemplateIndex.build(0, [])
@@ -189,7 +206,7 @@ class Gallery:
         return self._version_key.removesuffix("version")
 
     def write(
-        self, write: Callable[[Pipeline], None], identity_ids: Sequence[str], action: str
+        self, write: Callable[[RedisPipeline], None], identity_ids: Sequence[str], action: str
     ) -> None:
         """Run ``write`` as one gallery transaction, for the room's other modules (feedback):
         reads under WATCH, then ``pipe.multi()`` and queued writes; the version is bumped, the
@@ -327,7 +344,7 @@ class Gallery:
             for identity, enrollment in zip(identities, enrollments, strict=True)
         }
 
-        def write(pipe: Pipeline) -> None:
+        def write(pipe: RedisPipeline) -> None:
             existing = pipe.hmget(self._identities_key, identity_ids)
             taken = [key for key, record in zip(identity_ids, existing, strict=True) if record]
             if taken:
@@ -363,7 +380,7 @@ class Gallery:
         check_vectors(embeddings)
         updated: list[Identity] = []
 
-        def write(pipe: Pipeline) -> None:
+        def write(pipe: RedisPipeline) -> None:
             current = self._current(pipe, identity_id)
             counts = dict(current.template_counts)
             counts[self._model_id] = counts.get(self._model_id, 0) + len(embeddings)
@@ -387,7 +404,7 @@ class Gallery:
         names = check_gallery_names(galleries)
         updated: list[Identity] = []
 
-        def write(pipe: Pipeline) -> None:
+        def write(pipe: RedisPipeline) -> None:
             current = self._current(pipe, identity_id)
             identity = dataclasses.replace(current, updated=time.time(), galleries=names)
             pipe.multi()
@@ -403,7 +420,7 @@ class Gallery:
         check_identity_id(identity_id)
         templates_key = self._templates_prefix + identity_id
 
-        def write(pipe: Pipeline) -> None:
+        def write(pipe: RedisPipeline) -> None:
             self._current(pipe, identity_id)
             template_models = pipe.hgetall(templates_key)
             pipe.multi()
@@ -519,7 +536,11 @@ class Gallery:
             )
 
     def _queue_templates(
-        self, pipe: Pipeline, identity_id: str, embeddings: Embeddings, template_ids: Sequence[str]
+        self,
+        pipe: RedisPipeline,
+        identity_id: str,
+        embeddings: Embeddings,
+        template_ids: Sequence[str],
     ) -> None:
         vectors = embeddings.vectors.astype(VECTOR_DTYPE, copy=False)
         pipe.hset(
@@ -534,7 +555,7 @@ class Gallery:
             },
         )
 
-    def _current(self, pipe: Pipeline, identity_id: str) -> Identity:
+    def _current(self, pipe: RedisPipeline, identity_id: str) -> Identity:
         record = pipe.hget(self._identities_key, identity_id)
         if record is None:
             raise IdentityNotFoundError(f"no identity {identity_id!r} in the gallery")
@@ -542,7 +563,7 @@ class Gallery:
 
     def _transaction(
         self,
-        write: Callable[[Pipeline], None],
+        write: Callable[[RedisPipeline], None],
         identity_ids: Sequence[str],
         action: str,
         *,
@@ -555,11 +576,13 @@ class Gallery:
         """
         versions: list[int] = []
 
-        def transaction(pipe: Pipeline) -> None:
+        def transaction(pipe: RedisPipeline) -> None:
             version = int(pipe.get(self._version_key) or 0) + 1
             write(pipe)  # reads (immediate under WATCH), then pipe.multi() and queued writes
             pipe.set(self._version_key, version)
-            pipe.publish(
+            # PUBLISH, or SPUBLISH on a Cluster (same slot); redis-py leaves it unannotated
+            pipe.execute_command(  # type: ignore[no-untyped-call]
+                self._publish,
                 self._channel,
                 json.dumps({"version": version, "identities": list(identity_ids)}),
             )

@@ -5,7 +5,8 @@ Every gallery write publishes ``{version, identities}`` on the gallery's channel
 delta; after any (re)subscription, a malformed message or a write this index could not take at
 once (``resync_soon``), it asks the gallery to reload if the version in Redis differs. While
 Redis is away the gallery keeps serving its last index, and the thread resubscribes every
-``gallery.resync_interval_seconds``.
+``gallery.resync_interval_seconds``. On a Redis Cluster the channel is a sharded one
+(SSUBSCRIBE, on the master owning the gallery's slot; ``pipeline.redis.cluster``).
 """
 
 from __future__ import annotations
@@ -14,13 +15,16 @@ import json
 import logging
 import threading
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol, cast
 
 import redis
 from redis.client import PubSub
+from redis.cluster import ClusterPubSub, RedisCluster
+from redis.exceptions import RedisClusterException
 
 from pipeline.config.service import GalleryConfig
 from pipeline.errors import GalleryStoreError, GalleryUnavailableError
+from pipeline.redis.cluster import RedisClient
 
 __all__ = ["FollowedGallery", "GallerySync"]
 
@@ -49,7 +53,7 @@ class GallerySync:
     def __init__(
         self,
         gallery: FollowedGallery,
-        client: redis.Redis,
+        client: RedisClient,
         channel: str,
         config: GalleryConfig,
         where: str,
@@ -89,26 +93,30 @@ class GallerySync:
         """Thread body: apply published changes; after any (re)subscription, resync."""
         outage = False
         while not self._stop.is_set():
-            # redis-py leaves pubsub() unannotated
-            pubsub: PubSub = self._client.pubsub()  # type: ignore[no-untyped-call]
+            pubsub: PubSub | None = None
             try:
-                pubsub.subscribe(self._channel)
+                pubsub = self._subscribe()
                 while not self._stop.is_set():
                     if self._resync_due.is_set():
                         self._resync_due.clear()  # a failing refresh resubscribes, then resyncs
                         self._gallery.refresh()
-                    message = pubsub.get_message(timeout=self._config.resync_interval_seconds)
+                    message = self._next_message(pubsub)
                     if message is None:
                         continue
-                    if message["type"] == "subscribe":
+                    if message["type"] in ("subscribe", "ssubscribe"):
                         # first subscription, or redis-py reconnected: changes may be missed
                         self._gallery.refresh()
                         if outage:
                             LOGGER.info("gallery back in sync with Redis at %s", self._where)
                             outage = False
-                    elif message["type"] == "message":
+                    elif message["type"] in ("message", "smessage"):
                         self._on_message(message["data"])
-            except (redis.RedisError, GalleryUnavailableError, GalleryStoreError) as exc:
+            except (
+                redis.RedisError,
+                RedisClusterException,  # not a RedisError: no node, or no master for the slot
+                GalleryUnavailableError,
+                GalleryStoreError,
+            ) as exc:
                 if not outage:
                     LOGGER.warning(
                         "gallery lost Redis at %s (%s); serving the last index, resyncing",
@@ -123,8 +131,38 @@ class GallerySync:
                 LOGGER.exception("gallery sync failed unexpectedly; resubscribing")
                 outage = True
             finally:
-                pubsub.close()
+                if pubsub is not None:
+                    pubsub.close()
             self._stop.wait(self._config.resync_interval_seconds)
+
+    def _subscribe(self) -> PubSub:
+        """A pub/sub connection subscribed to the channel: SSUBSCRIBE on a Cluster (the gallery
+        publishes with SPUBLISH there), SUBSCRIBE on one Redis."""
+        if isinstance(self._client, RedisCluster):
+            sharded = ClusterPubSub(self._client)
+            try:
+                sharded.ssubscribe(self._channel)
+            except BaseException:
+                sharded.close()
+                raise
+            return sharded
+        # redis-py leaves pubsub() unannotated
+        pubsub: PubSub = self._client.pubsub()  # type: ignore[no-untyped-call]
+        try:
+            pubsub.subscribe(self._channel)
+        except BaseException:
+            pubsub.close()
+            raise
+        return pubsub
+
+    def _next_message(self, pubsub: PubSub) -> dict[str, Any] | None:
+        """The next message or subscription notice, waiting at most the resync interval."""
+        timeout = self._config.resync_interval_seconds
+        if isinstance(pubsub, ClusterPubSub):
+            message = pubsub.get_sharded_message(timeout=timeout)
+        else:
+            message = pubsub.get_message(timeout=timeout)
+        return cast("dict[str, Any] | None", message)
 
     def _on_message(self, data: bytes | str) -> None:
         try:

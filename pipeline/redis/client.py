@@ -3,9 +3,9 @@
 Whoever can write to the gallery's Redis can enrol a face, and whoever can write to the
 events' keys can queue what the door controllers act on: a Redis reachable over the network
 without a password is an open door. ``connect`` therefore refuses a ``redis://`` or
-``rediss://`` URL whose host is not this machine (loopback), or a ``redis+sentinel://`` URL
-with such a sentinel, unless a password is given, in the
-URL, by ``FACESTREAM_REDIS_PASSWORD`` / ``FACESTREAM_REDIS_PASSWORD_FILE`` or by
+``rediss://`` URL whose host is not this machine (loopback), a ``redis+sentinel://`` URL
+with such a sentinel or a ``redis+cluster://`` URL with such a node, unless a password is
+given, in the URL, by ``FACESTREAM_REDIS_PASSWORD`` / ``FACESTREAM_REDIS_PASSWORD_FILE`` or by
 ``gallery.redis_password_file``; ``gallery.allow_insecure_redis = true`` overrides the refusal
 and is logged as a warning each time a client connects. unix:// sockets are guarded by their
 file mode instead (the embedded server's folder is 0700).
@@ -22,6 +22,7 @@ from pydantic import SecretStr
 from engines.errors import ConfigError
 from pipeline.config.secrets import SecretSpec, resolve_secret
 from pipeline.config.service import GalleryConfig
+from pipeline.redis.cluster import is_cluster_url, parse_cluster_url
 from pipeline.redis.ha import is_sentinel_url, parse_sentinel_url
 
 __all__ = ["PASSWORD_ENVIRONMENT_VARIABLE", "redis_password"]
@@ -52,6 +53,9 @@ def redis_password(url: str, gallery: GalleryConfig) -> SecretStr | None:
     if is_sentinel_url(url):  # the master's hosts come from the sentinels: judge those
         sentinel = parse_sentinel_url(url)
         hosts, url_password, network = sentinel.hosts, sentinel.password, True
+    elif is_cluster_url(url):  # every seed node, and the nodes they name, are network hosts
+        cluster = parse_cluster_url(url)
+        hosts, url_password, network = cluster.hosts, cluster.password, True
     else:
         parts = urlsplit(url)
         hosts, url_password = (parts.hostname or "",), parts.password

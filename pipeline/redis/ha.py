@@ -28,12 +28,14 @@ from urllib.parse import unquote
 
 import redis
 from redis.client import Pipeline
+from redis.cluster import RedisCluster
 from redis.connection import Connection
 from redis.exceptions import WatchError
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from engines.errors import ConfigError
 from pipeline.errors import GalleryUnavailableError
+from pipeline.redis.cluster import RedisClient, RedisPipeline, acknowledged_cluster_transaction
 
 __all__ = [
     "SENTINEL_SCHEME",
@@ -169,9 +171,12 @@ def sentinel_client(
     return client
 
 
-def redis_location(client: redis.Redis) -> str:
-    """Where ``client`` talks to, for messages: a socket path, host:port, or the Sentinel
-    master's name."""
+def redis_location(client: RedisClient) -> str:
+    """Where ``client`` talks to, for messages: a socket path, host:port, the Sentinel
+    master's name, or a Cluster's seed nodes."""
+    if isinstance(client, RedisCluster):
+        seeds = client.nodes_manager.startup_nodes.values()
+        return "cluster via " + ",".join(f"{node.host}:{node.port}" for node in seeds)
     pool = client.connection_pool
     if isinstance(pool, SentinelConnectionPool):
         return f"sentinel master {pool.service_name!r}"
@@ -215,15 +220,16 @@ class _AcknowledgedPipeline(Pipeline):
 
 
 def acknowledged_transaction(
-    client: redis.Redis,
-    write: Callable[[Pipeline], None],
+    client: RedisClient,
+    write: Callable[[RedisPipeline], None],
     watch: str,
     *,
     replicas: int,
     timeout_seconds: float,
 ) -> int | None:
     """``client.transaction(write, watch)``, then (when ``replicas`` > 0) WAIT for that many
-    replicas on the same connection, at most ``timeout_seconds``.
+    replicas on the same connection, at most ``timeout_seconds``. On a Cluster that connection
+    is to the master owning ``watch``'s slot (``pipeline.redis.cluster``).
 
     Returns how many replicas confirmed the write (None when none were asked for). Fewer than
     ``replicas`` means the write is on the master only: the caller must not acknowledge it.
@@ -232,7 +238,12 @@ def acknowledged_transaction(
     if replicas == 0:
         client.transaction(write, watch)
         return None
-    pipe = _AcknowledgedPipeline(client, replicas, max(1, round(timeout_seconds * 1000)))
+    timeout_ms = max(1, round(timeout_seconds * 1000))
+    if isinstance(client, RedisCluster):
+        return acknowledged_cluster_transaction(
+            client, write, watch, replicas=replicas, timeout_ms=timeout_ms
+        )
+    pipe = _AcknowledgedPipeline(client, replicas, timeout_ms)
     try:
         while True:
             try:

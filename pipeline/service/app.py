@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-import redis
 
 from engines.base import Engine
 from engines.models.encoder import load_encoder
@@ -33,6 +32,7 @@ from pipeline.recognition.detect.blazeface import BlazeFaceDetector
 from pipeline.recognition.detect.factory import load_detector
 from pipeline.recognition.encode import FaceEncoder
 from pipeline.recognition.enroll import enrollment_template
+from pipeline.redis.cluster import RedisClient
 from pipeline.redis.server import EmbeddedRedis, make_private_dir, running_embedded_url
 from pipeline.types import Embeddings, FoundBy
 
@@ -66,7 +66,7 @@ class Services:
     engine: Engine
     analyzer: FaceAnalyzer
     gallery: Gallery
-    redis: redis.Redis  # the gallery's connection (bytes responses), shared with the events
+    redis: RedisClient  # the gallery's connection (bytes responses), shared with the events
     liveness_engine: Engine | None = None  # MiniFASNet, when liveness and its CNN cue are on
 
     def enrolment_templates(
@@ -150,7 +150,7 @@ def _with_calibrated_tau(config: FaceStreamConfig, model_id: str) -> FaceStreamC
 @contextmanager
 def gallery_client(
     config: FaceStreamConfig, *, redis_dir: Path | None = None
-) -> Iterator[redis.Redis]:
+) -> Iterator[RedisClient]:
     """A client of the configured gallery Redis; with no URL, the embedded redis-server under
     ``redis_dir`` (default ``data_dir/redis``): the one already running there, or a new one
     that stops when the block ends."""

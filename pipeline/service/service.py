@@ -22,8 +22,6 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import redis
-
 from pipeline.access.audit import AuditLog
 from pipeline.access.credentials import CredentialStore, OsdpMetrics
 from pipeline.access.doors import AccessWiring, DoorAccess
@@ -46,6 +44,7 @@ from pipeline.events.webhooks import WebhookDeliverer
 from pipeline.gallery.feedback import FeedbackResult, FeedbackStore, QuarantinedTemplate
 from pipeline.gallery.model import DEFAULT_GALLERY, Enrollment, Identity
 from pipeline.recognition.live import UNHEALTHY_AFTER_SECONDS, LiveOutputs, LiveRecognition
+from pipeline.redis.cluster import redis_problem
 from pipeline.service.app import Services, open_services
 from pipeline.service.preview import PreviewHub
 from pipeline.types import Decision, Embeddings, Event, EventKind, JsonValue, Match
@@ -312,12 +311,13 @@ class FaceStreamService:
         return [camera.status() for camera in sorted(self.cameras, key=lambda c: c.camera_id)]
 
     def readiness(self) -> Readiness:
-        """Check Redis (PING), the engines and the recognition worker."""
+        """Check Redis (PING; on a Cluster, every master), the engines and the recognition
+        worker."""
         detail = None
-        try:
-            redis_ok = bool(self.services.redis.ping())
-        except (redis.RedisError, OSError) as exc:
-            redis_ok, detail = False, f"redis: {exc}"
+        redis_problem_now = redis_problem(self.services.redis)  # a Cluster: every master
+        redis_ok = redis_problem_now is None
+        if redis_problem_now is not None:
+            detail = redis_problem_now
         engines = {"encoder": self.services.engine.backend}
         recognition = self.recognition.running
         failing_seconds = self.recognition.failing_seconds

@@ -13,10 +13,11 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import redis
-from redis.client import Pipeline
+from redis.exceptions import ClusterDownError, RedisClusterException
 
 from pipeline.access.credentials.errors import CredentialInUseError
 from pipeline.errors import GalleryUnavailableError, IdentityNotFoundError
+from pipeline.redis.cluster import RedisClient, RedisPipeline
 
 __all__ = ["CredentialStore"]
 
@@ -27,7 +28,7 @@ _T = TypeVar("_T")
 class CredentialStore:
     """Card numbers of identities; ``identities_key`` is the gallery's identities hash."""
 
-    def __init__(self, client: redis.Redis, *, namespace: str = "gallery") -> None:
+    def __init__(self, client: RedisClient, *, namespace: str = "gallery") -> None:
         prefix = f"fs:{{{namespace}}}:"
         self._client = client
         self._identities_key = prefix + "identities"
@@ -57,7 +58,7 @@ class CredentialStore:
             raise ValueError(f"card_number: {card_number} is out of range")
         number = str(card_number)
 
-        def write(pipe: Pipeline) -> None:
+        def write(pipe: RedisPipeline) -> None:
             if not pipe.hexists(self._identities_key, identity_id):
                 raise IdentityNotFoundError(f"identity {identity_id!r} is not in the gallery")
             stored = pipe.hget(self._owners_key, number)
@@ -86,7 +87,7 @@ class CredentialStore:
     def clear(self, identity_id: str) -> bool:
         """Take the identity's card away; False when it held none."""
 
-        def write(pipe: Pipeline) -> None:
+        def write(pipe: RedisPipeline) -> None:
             old = pipe.hget(self._numbers_key, identity_id)
             pipe.multi()
             pipe.hdel(self._numbers_key, identity_id)
@@ -102,7 +103,12 @@ class CredentialStore:
     def _call(action: Callable[[], _T]) -> _T:
         try:
             return action()
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except (
+            redis.ConnectionError,
+            redis.TimeoutError,
+            ClusterDownError,  # a Cluster master down: passes, like an unreachable Redis
+            RedisClusterException,  # not a RedisError: no node, or no master for the slot
+        ) as exc:
             raise GalleryUnavailableError(f"redis: {exc}") from exc
 
 
