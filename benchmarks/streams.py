@@ -54,21 +54,26 @@ def _sample(metrics: PipelineMetrics, name: str, camera: str) -> float:
     return metrics.registry.get_sample_value(name, {"camera": camera}) or 0.0
 
 
-def _p95_seconds(metrics: PipelineMetrics, cameras: list[str]) -> float:
-    """p95 of capture-to-decision over all cameras, interpolated within histogram buckets."""
-    bounds: list[float] = []
-    counts: list[float] = []
+def capture_to_decision_buckets(metrics: PipelineMetrics, cameras: list[str]) -> dict[float, float]:
+    """Cumulative capture-to-decision counts per bucket bound, summed over ``cameras``."""
+    counts: dict[float, float] = {}
     for metric in metrics.capture_to_decision_seconds.collect():
         for sample in metric.samples:
             if sample.name.endswith("_bucket") and sample.labels["camera"] in cameras:
                 bound = float(sample.labels["le"])
-                if bound not in bounds:
-                    bounds.append(bound)
-                    counts.append(0.0)
-                counts[bounds.index(bound)] += sample.value
-    order = np.argsort(bounds)
-    edges = np.array(bounds)[order]
-    cumulative = np.array(counts)[order]
+                counts[bound] = counts.get(bound, 0.0) + sample.value
+    return counts
+
+
+def _p95_seconds(
+    metrics: PipelineMetrics, cameras: list[str], since: dict[float, float] | None = None
+) -> float:
+    """p95 of capture-to-decision over all cameras, interpolated within histogram buckets;
+    with ``since`` (an earlier ``capture_to_decision_buckets``), of what came after it only."""
+    now = capture_to_decision_buckets(metrics, cameras)
+    earlier = since or {}
+    edges = np.array(sorted(now))
+    cumulative = np.array([now[bound] - earlier.get(bound, 0.0) for bound in edges])
     target = 0.95 * cumulative[-1]
     index = int(np.searchsorted(cumulative, target))
     low_edge = 0.0 if index == 0 else edges[index - 1]

@@ -192,7 +192,7 @@ class LiveRecognition:
                 self._stop.wait(_IDLE_WAIT_SECONDS)
 
     def _round(self) -> bool:
-        """Take one frame of every camera and process them; False when none had faces due."""
+        """Take one frame of every camera and process them; False when no queue had a frame."""
         observed: list[tuple[CameraRecognizer, float, PendingFaces]] = []
         taken: list[Frame] = []
         for camera in list(self._cameras):
@@ -229,7 +229,9 @@ class LiveRecognition:
         for camera_id in set(self._recognizers) - set(self._cameras.ids()):
             self._removed(camera_id)
         self._failures.round_ended(took_frames=bool(taken))
-        return bool(observed)
+        # Waiting after a round that took frames (a skipped detection, a frame with no face)
+        # would let queued frames age and be evicted while the worker sleeps.
+        return bool(taken)
 
     def _recognizer(self, camera: Camera, frame: Frame) -> CameraRecognizer:
         """The camera's recognizer; after a reconnect (a new session) or when a new camera
