@@ -20,6 +20,7 @@ from pydantic import (
     PrivateAttr,
     SecretStr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -37,6 +38,8 @@ from pipeline.recognition.detect.factory import DetectConfig
 from pipeline.recognition.enroll import EnrollConfig
 from pipeline.recognition.offline import RecognitionConfig
 from pipeline.redact import redact_credentials
+from pipeline.redis.cluster import is_cluster_url, parse_cluster_url
+from pipeline.redis.ha import is_sentinel_url, parse_sentinel_url
 
 __all__ = [
     "BACKEND_ALIASES",
@@ -134,10 +137,11 @@ class GalleryConfig(StrictModel):
 
     redis_url: str | None = Field(
         default=None,
-        description="redis://, rediss:// or unix:// URL of the gallery's Redis, or "
+        description="redis://, rediss:// or unix:// URL of the gallery's Redis, "
         "redis+sentinel://[user[:password]@]host:port[,host:port...]/master_name for a Redis "
         "watched by Sentinel (the master is asked of the sentinels and found again after a "
-        "failover); none starts an embedded redis-server under data_dir",
+        "failover), or redis+cluster://[user[:password]@]host:port[,host:port...] for a Redis "
+        "Cluster (the hosts are seed nodes); none starts an embedded redis-server under data_dir",
     )
     namespace: str = Field(
         default="gallery",
@@ -184,6 +188,17 @@ class GalleryConfig(StrictModel):
         "must be below socket_timeout_seconds",
     )
     embedded: EmbeddedRedisConfig = EmbeddedRedisConfig()
+
+    @field_validator("redis_url")
+    @classmethod
+    def _ha_url_is_well_formed(cls, url: str | None) -> str | None:
+        # a malformed Sentinel or Cluster URL is a config error before anything starts, not a
+        # failure at the first connection (ConfigError is a ValueError: pydantic reports it)
+        if url is not None and is_sentinel_url(url):
+            parse_sentinel_url(url)
+        elif url is not None and is_cluster_url(url):
+            parse_cluster_url(url)
+        return url
 
     @model_validator(mode="after")
     def _replica_wait_fits_socket_timeout(self) -> GalleryConfig:
