@@ -11,14 +11,16 @@ Modules and their public names:
 - ``guard``: the one ASGI admission gate: token, body caps, face-analysis rate limit, drain
   timeout. Public: ``Admission``, ``AdmissionKind``, ``GatedRoute``, ``RequestGuard``,
   ``gated_routes``, ``one_image``.
+- ``operator_page``: the operator's part of the preview page (recent decisions with "wrong
+  person", unknown faces with "enrol as..." and "forget"). Public: ``OPERATOR_SECTION``.
 - ``ratelimit``: Token-bucket rate limits per client. Public: ``RateLimiter``,
   ``retry_after_header``.
 - ``schemas``: the JSON answers as pydantic models. Public: ``CameraView``, ``EncoderView``,
   ``EnrolledIdentity``, ``EventList``, ``FaceLiveness``, ``FeedbackRequest``, ``FeedbackView``,
-  ``GalleryName``, ``HealthView``, ``IdentifyResult``, ``IdentityList``, ``IdentityView``,
-  ``LivenessResult``, ``MatchStatusView``, ``MatchView``, ``QuarantinedList``,
-  ``QuarantinedView``, ``ReadinessView``, ``ShardView``, ``StreamDetail``, ``StreamList``,
-  ``TrackView``, ``VerifyResult``.
+  ``GalleryName``, ``HealthView``, ``IdentifyResult``, ``IdentityList``, ``IdentityPatch``,
+  ``IdentityView``, ``LivenessResult``, ``MatchStatusView``, ``MatchView``,
+  ``QuarantinedList``, ``QuarantinedView``, ``ReadinessView``, ``ShardView``,
+  ``StreamDetail``, ``StreamList``, ``TrackView``, ``VerifyResult``.
 - ``state``: what routes and the guard share. Public: ``ApiState``, ``State``, ``api_state``.
 - ``routes``: one module per resource (see its docstring).
 """

@@ -1,4 +1,5 @@
-"""The browser pages: sign-in (sets the preview cookie) and every camera's live preview."""
+"""The browser pages: sign-in (sets the preview cookie) and every camera's live preview, with
+the operator's corrections and unknown faces below it."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pipeline.service.http.auth import (
     is_api_token,
     preview_cookie_value,
 )
+from pipeline.service.http.operator_page import OPERATOR_SECTION
 from pipeline.service.http.state import State
 
 __all__ = ["router"]
@@ -80,8 +82,10 @@ _LOGIN_PAGE = """<!doctype html>
 """
 
 # The page lists cameras from /v1/streams and polls each one's tracks, so the names seen are
-# also in the DOM (readable by assistive technology and by the browser test), not only drawn.
-_PREVIEW_PAGE = """<!doctype html>
+# also in the DOM (readable by assistive technology and by the browser test), not only drawn;
+# below them, the operator's section (recent decisions, unknown faces: ``operator_page``).
+_PREVIEW_PAGE = (
+    """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>facestream: live preview</title>
 <style>
 body { font-family: sans-serif; margin: 1em; background: #111; color: #eee }
@@ -138,5 +142,8 @@ async function refresh() {
 refresh();
 setInterval(() => refresh().catch(error => console.error(error)), 500);
 </script>
-</body></html>
 """
+    + OPERATOR_SECTION
+    + """</body></html>
+"""
+)
