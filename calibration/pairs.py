@@ -1,10 +1,14 @@
-"""Labelled verification pairs: from a pairs CSV or made from a folder-per-identity layout.
+"""Labelled verification pairs: from a pairs CSV, a labels CSV or a folder-per-identity layout.
 
 A pairs CSV has the header ``path_a,path_b,same`` (other columns are ignored); paths are relative
-to the CSV's folder and ``same`` is 1 for the same person, 0 otherwise. A folder-per-identity
-layout (``ROOT/<identity>/<image>``) gives every same-identity pair as genuine and a seeded random
-sample of different-identity pairs as impostors, so the same folder and seed give the same pairs.
-Every image a pair names must exist: the error lists the missing ones.
+to the CSV's folder and ``same`` is 1 for the same person, 0 otherwise. A labels CSV has the
+header ``path,identity`` (optionally ``n_faces`` and ``duplicate_of``, as in the shared
+``faces/labels.csv``) and gives *every* pair of its single-face images: a false accept rate of
+0.1 % needs thousands of impostor pairs to be told from 0, which a hand-made pairs list rarely
+has. A folder-per-identity layout (``ROOT/<identity>/<image>``) gives every same-identity pair
+as genuine and a seeded random sample of different-identity pairs as impostors, so the same
+folder and seed give the same pairs. Every image a pair names must exist: the error lists the
+missing ones.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ __all__ = [
     "identity_folders",
     "load_pairs",
     "pairs_from_folders",
+    "pairs_from_labels",
     "read_pairs_csv",
 ]
 
@@ -183,8 +188,50 @@ def pairs_from_folders(
     return PairSet(tuple(genuine + impostor), root)
 
 
+def _labels_header(path: Path) -> list[str]:
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            return next(csv.reader(handle), [])
+    except FileNotFoundError as exc:
+        raise PairsFileError(f"{path}: pairs file not found") from exc
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise PairsFileError(f"{path}: cannot read the pairs file: {exc}") from exc
+
+
+def pairs_from_labels(path: Path) -> PairSet:
+    """Every pair of the single-face images of a labels CSV (``path,identity``; rows with
+    ``n_faces`` other than 1, a ``duplicate_of`` or an identity starting with ``__`` -- several
+    faces, none -- are left out)."""
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    owned: list[tuple[str, Path]] = []
+    for line, row in enumerate(rows, start=2):
+        image, identity = (row.get("path") or "").strip(), (row.get("identity") or "").strip()
+        if not image or not identity:
+            raise PairsFileError(f"{path}:{line}: path and identity must both be given")
+        single = (row.get("n_faces") or "1").strip() == "1"
+        if single and not (row.get("duplicate_of") or "").strip() and not identity.startswith("__"):
+            owned.append((identity, path.parent / image))
+    if len({identity for identity, _ in owned}) < 2:
+        raise CalibrationDataError(
+            f"{path}: impostor pairs need single-face images of at least 2 identities"
+        )
+    pairs = [
+        LabelledPair(first_path, second_path, same=first == second)
+        for (first, first_path), (second, second_path) in itertools.combinations(owned, 2)
+    ]
+    if not any(pair.same for pair in pairs):
+        raise CalibrationDataError(f"{path}: no identity has two images, so no genuine pairs")
+    _require_images(pairs, path)
+    return PairSet(tuple(pairs), path)
+
+
 def load_pairs(path: Path, *, seed: int = 0) -> PairSet:
-    """Pairs from a CSV file or a folder-per-identity layout (see the module docstring)."""
+    """Pairs from a pairs CSV, a labels CSV or a folder-per-identity layout (see the module
+    docstring)."""
     if path.is_dir():
         return pairs_from_folders(path, seed=seed)
+    header = _labels_header(path)
+    if "identity" in header and "same" not in header:
+        return pairs_from_labels(path)
     return read_pairs_csv(path)

@@ -94,8 +94,8 @@ def calibrate_quality_command(
         Path,
         typer.Option(
             "--pairs",
-            help="pairs CSV (path_a,path_b,same; paths relative to it) or a folder of identity "
-            "folders",
+            help="pairs CSV (path_a,path_b,same; paths relative to it), labels CSV (path,identity:"
+            " every pair) or a folder of identity folders",
         ),
     ],
     config: Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file")] = None,

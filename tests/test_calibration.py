@@ -25,7 +25,13 @@ from calibration.errors import (
 )
 from calibration.identify import evaluate_identification, fnir_at_fpir
 from calibration.int8 import compare_int8
-from calibration.pairs import LabelledPair, PairSet, pairs_from_folders, read_pairs_csv
+from calibration.pairs import (
+    LabelledPair,
+    PairSet,
+    load_pairs,
+    pairs_from_folders,
+    read_pairs_csv,
+)
 from calibration.roc import (
     PairScores,
     area_under_curve,
@@ -257,6 +263,41 @@ def test_one_identity_gives_no_impostor_pairs(shared_data: Path, tmp_path: Path)
     root = _link_people(tmp_path / "one", shared_data / "faces", {"obama": PEOPLE["obama"]})
     with pytest.raises(CalibrationDataError, match="at least 2 identities"):
         pairs_from_folders(root)
+
+
+def test_labels_csv_gives_every_pair_of_single_face_images(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    """A labels CSV (path,identity) gives every pair of its single-face images, labelled by
+    identity; group photos, no-face rows and byte duplicates are left out."""
+    faces = shared_data / "faces" / "face_recognition"
+    rows = [
+        (PEOPLE["obama"][0], "barack_obama", "1", ""),
+        (PEOPLE["obama"][1], "barack_obama", "1", ""),
+        (PEOPLE["obama"][1], "barack_obama", "1", PEOPLE["obama"][1]),  # a duplicate
+        (PEOPLE["kit_harington"][0], "kit_harington", "1", ""),
+        (PEOPLE["rose_leslie"][0], "__multi__", "multi", ""),
+    ]
+    labels = tmp_path / "labels.csv"
+    labels.write_text(
+        "path,identity,n_faces,duplicate_of\n"
+        + "".join(
+            f"{os.path.relpath(faces / name, tmp_path)},{who},{count},{twin}\n"
+            for name, who, count, twin in rows
+        )
+    )
+    pair_set = load_pairs(labels)
+    assert len(pair_set) == 3  # obama-obama, obama-kit twice
+    assert pair_set.genuine_count == 1
+    (genuine,) = (pair for pair in pair_set.pairs if pair.same)
+    assert {genuine.path_a, genuine.path_b} == {
+        labels.parent / os.path.relpath(faces / name, tmp_path) for name in PEOPLE["obama"][:2]
+    }
+    labels.write_text(
+        f"path,identity\n{os.path.relpath(faces / PEOPLE['kit_harington'][0], tmp_path)},k\n"
+    )
+    with pytest.raises(CalibrationDataError, match="at least 2 identities"):
+        load_pairs(labels)
 
 
 # ---------------------------------------------------------------------------------------------
