@@ -33,6 +33,11 @@ Each error also inherits the builtin a caller would naturally catch::
     ├── DecisionNotFoundError(LookupError)           no decision awaits feedback under that event id
     │                                                (unknown, or its probe expired)
     ├── FeedbackGivenError(ValueError)               the decision already had its feedback
+    ├── UnknownsDisabledError(LookupError)           unknown faces are not kept ([unknowns]
+    │                                                enabled = false)
+    ├── UnknownClusterNotFoundError(LookupError)     no unknown-face cluster has the id asked for
+    ├── ClusterEnrolledError(ValueError)             an unknown-face cluster was enrolled already,
+    │                                                or holds no encoding to enrol
     ├── ImageDecodeError(ValueError)                 an image is empty, corrupt, too big, or not
     │                                                an image at all
     ├── EnrollmentRejectedError(ValueError)          a photo cannot be enrolled (no face, several,
@@ -68,6 +73,7 @@ __all__ = [
     "CameraFrameError",
     "CameraTimeoutError",
     "CameraUrlRefusedError",
+    "ClusterEnrolledError",
     "ConfigFileError",
     "DecisionNotFoundError",
     "EnrollmentRejectedError",
@@ -90,6 +96,8 @@ __all__ = [
     "ServiceNotReadyError",
     "StreamEndedError",
     "UnknownCameraError",
+    "UnknownClusterNotFoundError",
+    "UnknownsDisabledError",
     "WebhookSignatureError",
 ]
 
@@ -168,6 +176,18 @@ class DecisionNotFoundError(FaceStreamError, LookupError):
 
 class FeedbackGivenError(FaceStreamError, ValueError):
     """An operator's feedback names a decision that already had its feedback."""
+
+
+class UnknownsDisabledError(FaceStreamError, LookupError):
+    """Unknown faces are not kept (``[unknowns] enabled = false``): there is nothing to list."""
+
+
+class UnknownClusterNotFoundError(FaceStreamError, LookupError):
+    """No unknown-face cluster has the id asked for (never made, deleted, merged or purged)."""
+
+
+class ClusterEnrolledError(FaceStreamError, ValueError):
+    """An unknown-face cluster was enrolled already, or holds no encoding to enrol."""
 
 
 class ImageDecodeError(FaceStreamError, ValueError):

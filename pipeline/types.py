@@ -53,6 +53,7 @@ __all__ = [
     "PendingFaces",
     "Quality",
     "RecognizedFrame",
+    "TrackFaces",
     "TrackLabel",
     "TrackObservation",
     "TrackResult",
@@ -371,6 +372,29 @@ class PendingFaces:
 
 
 @dataclass(frozen=True, slots=True)
+class TrackFaces:
+    """A finished unknown track's best encodings, best quality first (``pipeline.gallery.unknowns``
+    keeps them): ``embeddings`` (K, 128), ``qualities`` row i's ``Quality``; ``chip``: the best
+    face's aligned chip, RGB uint8 150x150 (held in memory only: written nowhere unless
+    ``unknowns.keep_thumbnails``)."""
+
+    embeddings: Embeddings
+    qualities: tuple[Quality, ...]
+    chip: npt.NDArray[np.uint8]
+
+    def __post_init__(self) -> None:
+        if not len(self.embeddings) or len(self.qualities) != len(self.embeddings):
+            raise InputSpecError(
+                f"TrackFaces: {len(self.embeddings)} encodings (at least 1) but "
+                f"{len(self.qualities)} qualities"
+            )
+        require_array(
+            "TrackFaces.chip", self.chip, dtype=np.uint8, shape=(CHIP_SIZE_PX, CHIP_SIZE_PX, 3)
+        )
+        _frozen(self.chip)
+
+
+@dataclass(frozen=True, slots=True)
 class TrackResult:
     """A finished track: who it was (the gallery name and identity id that won the track's
     vote, or None for an unknown face).
@@ -387,6 +411,8 @@ class TrackResult:
     encodings: int
     live: bool | None = None  # liveness is not judged offline yet
     identity_id: str | None = None
+    # an unknown track's best encodings (None for a known one, or one never encoded)
+    faces: TrackFaces | None = None
 
     def as_dict(self) -> dict[str, object]:
         """JSON-ready form."""
@@ -510,6 +536,9 @@ EventKind = Literal[
     "osdp_card_not_sent",
     # an operator's correction of a decision (pipeline.gallery.feedback)
     "decision_feedback",
+    # an unknown person's cluster seen again after unknowns.recurring_after_seconds
+    # (pipeline.gallery.unknowns)
+    "unknown_recurring",
 ]
 EVENT_KINDS: Final[tuple[str, ...]] = get_args(EventKind)
 JsonValue: TypeAlias = (

@@ -15,4 +15,6 @@ Modules and their public names:
   Public: ``BACKEND_ALIASES``, ``ApiConfig``, ``AuditConfig``, ``EmbeddedRedisConfig``,
   ``EngineConfig``, ``FaceStreamConfig``, ``FeedbackConfig``, ``GalleryConfig``,
   ``StrictModel``, ``load_config``, ``with_engine_overrides``.
+- ``unknowns``: ``[unknowns]``: unknown faces kept and grouped by person. Public:
+  ``MAX_ENCODINGS_PER_TRACK``, ``UnknownsConfig``.
 """

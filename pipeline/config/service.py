@@ -30,6 +30,7 @@ from pipeline.access.policy import DoorConfig
 from pipeline.capture.config import CaptureConfig
 from pipeline.config.base import StrictModel
 from pipeline.config.secrets import SecretSpec, resolve_secret
+from pipeline.config.unknowns import UnknownsConfig
 from pipeline.errors import ConfigFileError
 from pipeline.events.config import EventsConfig, MqttConfig
 from pipeline.liveness.config import LivenessConfig
@@ -369,6 +370,7 @@ class FaceStreamConfig(StrictModel):
     capture: CaptureConfig = CaptureConfig()
     gallery: GalleryConfig = GalleryConfig()
     feedback: FeedbackConfig = FeedbackConfig()
+    unknowns: UnknownsConfig = UnknownsConfig()
     detect: DetectConfig = BlazeFaceConfig()
     enroll: EnrollConfig = EnrollConfig()
     recognition: RecognitionConfig = RecognitionConfig()

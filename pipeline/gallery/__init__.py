@@ -19,4 +19,8 @@ Modules and their public names:
 - ``feedback``: Operators' corrections of door decisions: probes kept for feedback, quarantined
   templates, negatives and each corrected identity's own tau ceiling. Public:
   ``FeedbackResult``, ``FeedbackStore``, ``QuarantinedTemplate``.
+- ``unknowns``: Unknown faces, grouped by person across cameras and days: each unknown track's
+  best encodings, clustered incrementally (average linkage), enrolled, deleted or purged after
+  retention. Public: ``UnknownCluster``, ``UnknownTrackAdded``, ``UnknownsPurger``,
+  ``UnknownsStore``, ``check_cluster_id``, ``nearest_clusters``.
 """

@@ -37,8 +37,14 @@ from pydantic import Field
 from pipeline.config.base import StrictModel
 from pipeline.errors import RecordingError
 from pipeline.recognition.analyzer import FaceAnalyzer
-from pipeline.recognition.quality import face_quality
-from pipeline.recognition.track import FaceTracker, Track, TrackConfig, face_qualities
+from pipeline.recognition.quality import encoding_rank, face_quality
+from pipeline.recognition.track import (
+    FaceTracker,
+    KeptEncoding,
+    Track,
+    TrackConfig,
+    face_qualities,
+)
 from pipeline.types import (
     Embeddings,
     FaceChips,
@@ -46,6 +52,7 @@ from pipeline.types import (
     Match,
     Matches,
     PendingFaces,
+    TrackFaces,
     TrackResult,
 )
 
@@ -203,6 +210,7 @@ def track_result(track: Track) -> TrackResult:
             first_frame=track.first_frame,
             last_frame=track.last_frame,
             encodings=len(track.distances),
+            faces=_kept_faces(track),
         )
     votes = Counter(match.identity_id for _, match in voted)
     top = max(votes.values())
@@ -218,6 +226,19 @@ def track_result(track: Track) -> TrackResult:
         last_frame=track.last_frame,
         encodings=len(track.distances),
         identity_id=winner.identity_id,
+    )
+
+
+def _kept_faces(track: Track) -> TrackFaces | None:
+    """An unknown track's best encodings (None when it was never encoded)."""
+    if not track.kept or track.best_chip is None or track.model_id is None:
+        return None
+    return TrackFaces(
+        embeddings=Embeddings(
+            np.stack([kept.vector for kept in track.kept]).astype(np.float32), track.model_id
+        ),
+        qualities=tuple(kept.quality for kept in track.kept),
+        chip=track.best_chip,
     )
 
 
@@ -300,7 +321,16 @@ class StreamRecognizer:
             zip(pending.track_ids, matches.best(), matches.nearest_distances, strict=True)
         ):
             track = live.get(track_id)
-            if track is None or nearest is None:  # an empty gallery has nothing to say
+            if track is None:
+                continue
+            if probes is not None and pending.qualities:  # kept even when the gallery is empty
+                quality = pending.qualities[row]
+                track.keep(
+                    KeptEncoding(encoding_rank(quality), probes.vectors[row], quality),
+                    pending.chips.chips[row],
+                    probes.model_id,
+                )
+            if nearest is None:  # an empty gallery has nothing to say
                 continue
             track.distances.append(nearest)
             track.matches.append(within)

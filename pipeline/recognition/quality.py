@@ -16,10 +16,17 @@ import numpy as np
 from engines.errors import InputSpecError
 from pipeline.types import FaceChips, Faces, Quality
 
-__all__ = ["face_quality"]
+__all__ = ["encoding_rank", "face_quality"]
 
 _DARK_LEVEL = 5  # grey levels at or below this count as clipped to black
 _BRIGHT_LEVEL = 250  # ... at or above this, clipped to white
+
+
+def encoding_rank(quality: Quality) -> float:
+    """How good one encoded face is to keep (an unknown track's best encodings, largest first):
+    the inter-ocular distance (px) times frontalness (1 - 2 yaw, clipped to 0..1: 0 in profile),
+    the measure the tracker ranks faces by (``track.face_qualities``: size times frontalness)."""
+    return quality.interocular_px * min(1.0, max(0.0, 1.0 - 2.0 * quality.yaw))
 
 
 def face_quality(faces: Faces, chips: FaceChips) -> tuple[Quality, ...]:

@@ -16,12 +16,21 @@ import numpy.typing as npt
 from pydantic import Field
 
 from pipeline.config.base import StrictModel
+from pipeline.config.unknowns import MAX_ENCODINGS_PER_TRACK
 from pipeline.types import Faces
 
 if TYPE_CHECKING:
-    from pipeline.types import Match
+    from pipeline.types import Match, Quality
 
-__all__ = ["FaceTracker", "Track", "TrackConfig", "TrackUpdate", "box_iou", "face_qualities"]
+__all__ = [
+    "FaceTracker",
+    "KeptEncoding",
+    "Track",
+    "TrackConfig",
+    "TrackUpdate",
+    "box_iou",
+    "face_qualities",
+]
 
 
 class TrackConfig(StrictModel):
@@ -81,6 +90,16 @@ def face_qualities(faces: Faces) -> npt.NDArray[np.float32]:
     return quality
 
 
+@dataclass(frozen=True, slots=True)
+class KeptEncoding:
+    """One of a track's best encodings: its descriptor float32 (128,), its quality and rank
+    (``pipeline.recognition.quality.encoding_rank``)."""
+
+    rank: float
+    vector: npt.NDArray[np.float32]
+    quality: Quality
+
+
 @dataclass(slots=True)
 class Track:
     """One followed face. Mutable: the tracker owns it and updates it each frame."""
@@ -100,6 +119,26 @@ class Track:
     # what the whole track says (``offline.track_consensus``): the identity its mean descriptor
     # names, with the mean's distance; None until it names one
     consensus: Match | None = None
+    # its best encodings, best first (at most MAX_ENCODINGS_PER_TRACK), the best one's aligned
+    # chip (RGB 150x150) and the encoder's model id: what an unknown track leaves behind
+    kept: list[KeptEncoding] = field(default_factory=list)
+    best_chip: npt.NDArray[np.uint8] | None = None
+    model_id: str | None = None
+
+    def keep(self, encoding: KeptEncoding, chip: npt.NDArray[np.uint8], model_id: str) -> None:
+        """Keep ``encoding`` if it is among the track's best (ties: the earlier stays ahead);
+        ``chip`` is copied only when it becomes the best."""
+        position = next(
+            (index for index, kept in enumerate(self.kept) if encoding.rank > kept.rank),
+            len(self.kept),
+        )
+        if position >= MAX_ENCODINGS_PER_TRACK:
+            return
+        self.kept.insert(position, encoding)
+        del self.kept[MAX_ENCODINGS_PER_TRACK:]
+        self.model_id = model_id
+        if position == 0:
+            self.best_chip = np.array(chip, dtype=np.uint8, copy=True)
 
 
 @dataclass(frozen=True, slots=True)
