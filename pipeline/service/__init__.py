@@ -15,4 +15,7 @@ Modules and their public names:
   smoke runs. Public: ``SampleFiles``, ``make_sample``.
 - ``service``: The running door-access service: cameras, recognition, door decisions, events,
   preview. Public: ``FaceStreamService``, ``MatchStatus``, ``Readiness``, ``run_service``.
+- ``unknowns``: The running service's unknown faces: finished unknown tracks kept and
+  clustered, ``unknown_recurring`` published, retention purged. Public: ``UNKNOWNS_DIR``,
+  ``UnknownFaces``.
 """

@@ -37,6 +37,7 @@ from pipeline.errors import (
     AuditLogError,
     GalleryUnavailableError,
     ServiceNotReadyError,
+    UnknownsDisabledError,
 )
 from pipeline.events.bus import EventBus
 from pipeline.events.mqtt import MqttBridge
@@ -47,6 +48,7 @@ from pipeline.recognition.live import UNHEALTHY_AFTER_SECONDS, LiveOutputs, Live
 from pipeline.redis.cluster import redis_problem
 from pipeline.service.app import Services, open_services
 from pipeline.service.preview import PreviewHub
+from pipeline.service.unknowns import UnknownFaces
 from pipeline.types import Decision, Embeddings, Event, EventKind, JsonValue, Match
 
 __all__ = ["FaceStreamService", "MatchStatus", "Readiness", "run_service"]
@@ -125,6 +127,10 @@ class FaceStreamService:
         self.policy = DoorPolicy(self.config.doors)
         self.credentials = CredentialStore(services.redis, namespace=self.config.gallery.namespace)
         self.feedback_store = FeedbackStore(services.gallery, services.redis, self.config.feedback)
+        # unknown faces grouped by person: only when an operator turned it on (privacy)
+        self.unknown_faces = (
+            UnknownFaces(services, recorder.publish) if self.config.unknowns.enabled else None
+        )
         self.access = DoorAccess(  # OSDP readers, card readers, card + face windows
             self.config.doors,
             AccessWiring(
@@ -145,7 +151,10 @@ class FaceStreamService:
             config=self.config.recognition,
             metrics=services.metrics,
             outputs=LiveOutputs(
-                policy=self.policy, on_decision=self._decided, on_frame=preview.publish
+                on_track=None if self.unknown_faces is None else self.unknown_faces.track_ended,
+                policy=self.policy,
+                on_decision=self._decided,
+                on_frame=preview.publish,
             ),
             liveness=self.config.liveness,
             liveness_engine=services.liveness_engine,
@@ -155,8 +164,11 @@ class FaceStreamService:
         services.metrics.match_gallery_size.set(self.config.recognition.match.gallery_size or 0)
 
     def start(self) -> None:
-        """Start the doors' OSDP links, recognition and every configured camera."""
+        """Start the doors' OSDP links, recognition, every configured camera and the purge of
+        unknown faces past retention."""
         self.access.start()
+        if self.unknown_faces is not None:
+            self.unknown_faces.start()
         self.recognition.start()
         for camera in self.config.capture.cameras:
             if self.shard.owns(camera.id):
@@ -168,6 +180,8 @@ class FaceStreamService:
         """Stop cameras, then recognition (which decides the tracks still open)."""
         self.cameras.stop_all()
         self.recognition.stop()
+        if self.unknown_faces is not None:
+            self.unknown_faces.stop()
         self.access.stop()
 
     def add_camera(self, camera: CameraConfig) -> CameraStatus:
@@ -248,6 +262,25 @@ class FaceStreamService:
         )
         self.recorder.record_feedback(result.audit_entry(), "operator")
         return result
+
+    def unknowns(self) -> UnknownFaces:
+        """The unknown faces kept; UnknownsDisabledError when ``[unknowns] enabled = false``."""
+        if self.unknown_faces is None:
+            raise UnknownsDisabledError(
+                "unknown faces are not enabled ([unknowns] enabled = false): no unknown face "
+                "is kept, so there is nothing to list, enrol or delete"
+            )
+        return self.unknown_faces
+
+    def enroll_unknown(
+        self, cluster_id: str, name: str, *, galleries: Collection[str] = (DEFAULT_GALLERY,)
+    ) -> Identity:
+        """Make an identity of an unknown cluster's encodings (its templates) in the named
+        ``galleries``; the cluster is marked enrolled. Warns once when the gallery outgrows
+        tau."""
+        identity = self.unknowns().enroll(cluster_id, name, tuple(galleries))
+        self.match_status()
+        return identity
 
     def quarantined(self, identity_id: str) -> list[QuarantinedTemplate]:
         """An identity's templates taken out of the search by corrections."""

@@ -29,6 +29,7 @@ from pipeline.access.http import credential_routes
 from pipeline.config.service import ApiConfig
 from pipeline.errors import (
     CameraUrlRefusedError,
+    ClusterEnrolledError,
     DecisionNotFoundError,
     EnrollmentRejectedError,
     EventsUnavailableError,
@@ -41,6 +42,8 @@ from pipeline.errors import (
     PreviewBusyError,
     ServiceNotReadyError,
     UnknownCameraError,
+    UnknownClusterNotFoundError,
+    UnknownsDisabledError,
 )
 from pipeline.liveness import LivenessJudge
 from pipeline.service.http.auth import require_token
@@ -55,6 +58,7 @@ from pipeline.service.http.routes import (
     preview,
     recognition,
     streams,
+    unknowns,
 )
 from pipeline.service.http.routes.uploads import TooLargeError
 from pipeline.service.http.state import ApiState, api_state
@@ -72,6 +76,9 @@ _STATUS_OF_ERROR: tuple[tuple[type[FaceStreamError], int], ...] = (
     (IdentityNotFoundError, 404),
     (DecisionNotFoundError, 404),
     (FeedbackGivenError, 409),
+    (UnknownsDisabledError, 404),
+    (UnknownClusterNotFoundError, 404),
+    (ClusterEnrolledError, 409),
     (UnknownCameraError, 404),
     (IdentityExistsError, 409),
     (TooLargeError, 413),
@@ -90,7 +97,7 @@ def _v1_routers() -> list[APIRouter]:
     """The routers of /v1, their paths relative to it."""
     # door credentials (issue 24): card numbers of identities, cards shown at card + face doors
     credentials = credential_routes(lambda request: api_state(request).service)
-    resources = (identities, recognition, streams, preview, events, feedback)
+    resources = (identities, recognition, streams, preview, events, feedback, unknowns)
     return [credentials, *(resource.router for resource in resources)]
 
 

@@ -14,6 +14,7 @@ from pipeline.capture import CameraState, CameraStatus
 from pipeline.capture.sharding import ShardStatus
 from pipeline.gallery.feedback import FeedbackResult, QuarantinedTemplate
 from pipeline.gallery.model import DEFAULT_GALLERY, GALLERY_NAME, Identity, MetadataValue
+from pipeline.gallery.unknowns import UnknownCluster
 from pipeline.liveness import Verdict
 from pipeline.service.service import MatchStatus, Readiness
 from pipeline.types import FoundBy
@@ -42,6 +43,9 @@ __all__ = [
     "StreamDetail",
     "StreamList",
     "TrackView",
+    "UnknownClusterList",
+    "UnknownClusterView",
+    "UnknownEnrollRequest",
     "VerifyResult",
 ]
 
@@ -285,6 +289,50 @@ class EventList(_Answer):
     """Events of the stream, newest first, each as the stream stores it."""
 
     events: list[dict[str, JsonValue]]
+
+
+# ---- unknown faces ----
+
+
+class UnknownClusterView(_Answer):
+    """One person the cameras saw and nobody enrolled: ``count`` unknown tracks, first and last
+    seen (unix seconds), the cameras that saw it; ``thumbnail_url``: its face crop, when
+    ``unknowns.keep_thumbnails`` kept one (else null)."""
+
+    cluster_id: str
+    count: int
+    first_seen: float
+    last_seen: float
+    cameras: list[str]
+    thumbnail_url: str | None
+
+    @classmethod
+    def from_cluster(cls, cluster: UnknownCluster) -> UnknownClusterView:
+        kept = cluster.thumbnail_rank is not None
+        return cls(
+            cluster_id=cluster.cluster_id,
+            count=cluster.count,
+            first_seen=cluster.first_seen,
+            last_seen=cluster.last_seen,
+            cameras=list(cluster.cameras),
+            thumbnail_url=f"/v1/unknowns/{cluster.cluster_id}/thumbnail" if kept else None,
+        )
+
+
+class UnknownClusterList(_Answer):
+    """The unknown clusters, the most recently seen first."""
+
+    clusters: list[UnknownClusterView]
+
+
+class UnknownEnrollRequest(BaseModel):
+    """Enrol an unknown cluster: the person's ``name``; ``galleries``: the named galleries
+    the identity joins (default: default)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+    galleries: list[GalleryName] = Field(default_factory=lambda: [DEFAULT_GALLERY], min_length=1)
 
 
 # ---- feedback ----

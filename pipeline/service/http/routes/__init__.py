@@ -15,6 +15,8 @@ Modules and their public names:
 - ``recognition``: /v1/identify, /v1/verify, /v1/liveness. Public: ``ADMISSIONS``, ``router``.
 - ``streams``: /v1/streams: cameras, their states and tracks. Public: ``ADMISSIONS``,
   ``router``.
+- ``unknowns``: /v1/unknowns: the unknown faces seen, grouped by person; enrol or forget one,
+  and its thumbnail. Public: ``router``.
 - ``uploads``: photos read within the upload caps and analysed. Public: ``Probe``,
   ``TooLargeError``, ``largest_face``, ``read_upload``, ``templates``.
 """
