@@ -109,8 +109,10 @@ def clients(server: EmbeddedRedis) -> Iterator[Callable[[], redis.Redis]]:
     made: list[redis.Redis] = []
 
     def make() -> redis.Redis:
-        made.append(connect(server.url, GalleryConfig(socket_timeout_seconds=2.0)))
-        return made[-1]
+        client = connect(server.url, GalleryConfig(socket_timeout_seconds=2.0))
+        assert isinstance(client, redis.Redis)  # a unix:// URL: one Redis, never a Cluster
+        made.append(client)
+        return client
 
     yield make
     for client in made:
