@@ -144,3 +144,45 @@ def test_unknowns_disabled_every_route_is_404_and_nothing_is_kept(
             assert "[unknowns] enabled = false" in answer.json()["detail"]
         assert service.unknown_faces is None
         assert not service.services.redis.keys("*unknowns*")
+
+
+def _play(service: FaceStreamService, camera_id: str, video: Path) -> None:
+    """Play ``video`` once as camera ``camera_id``, then remove it (its tracks end)."""
+    service.add_camera(CameraConfig(id=camera_id, url=str(video), realtime=True))
+    wait_until(
+        lambda: service.camera_status(camera_id).state == "finished", 60.0, f"{camera_id} played"
+    )
+    service.remove_camera(camera_id)
+
+
+def test_an_unknown_seen_again_publishes_unknown_recurring(
+    tmp_path: Path, video: Path, serve_api: ServeApi
+) -> None:
+    """recurring_after_seconds = 0: the same person on a second camera joins the first
+    camera's cluster and an unknown_recurring event reaches the stream (ids, times, cameras:
+    no face); the first sighting published none."""
+    unknowns = UnknownsConfig(enabled=True, recurring_after_seconds=0)
+    with (
+        _service(tmp_path / "data", unknowns) as service,
+        serve_api(service, TOKEN) as url,
+        httpx.Client(base_url=url, timeout=30.0, headers=AUTH) as client,
+    ):
+        _play(service, "lobby", video)
+        wait_until(lambda: bool(client.get("/v1/unknowns").json()["clusters"]), 30.0, "a cluster")
+        assert not service.bus.recent(100, kind="unknown_recurring")
+        _play(service, "hall", video)
+        wait_until(
+            lambda: bool(service.bus.recent(100, kind="unknown_recurring")),
+            30.0,
+            "the unknown_recurring event in the stream",
+        )
+        (event,) = service.bus.recent(100, kind="unknown_recurring")
+        (cluster,) = client.get("/v1/unknowns").json()["clusters"]
+        assert event.camera_id == "hall"
+        assert event.payload["cluster_id"] == cluster["cluster_id"]
+        assert list(event.payload["cameras"]) == ["hall", "lobby"]
+        assert event.payload["count"] == cluster["count"] == 2
+        assert set(event.payload) == {
+            "cluster_id", "camera_id", "count", "first_seen", "last_seen",
+            "previous_last_seen", "cameras",
+        }  # fmt: skip
