@@ -180,7 +180,7 @@ def test_an_unknown_seen_again_publishes_unknown_recurring(
         (cluster,) = client.get("/v1/unknowns").json()["clusters"]
         assert event.camera_id == "hall"
         assert event.payload["cluster_id"] == cluster["cluster_id"]
-        assert list(event.payload["cameras"]) == ["hall", "lobby"]
+        assert event.payload["cameras"] == ("hall", "lobby")  # lists are stored as tuples
         assert event.payload["count"] == cluster["count"] == 2
         assert set(event.payload) == {
             "cluster_id", "camera_id", "count", "first_seen", "last_seen",
