@@ -14,12 +14,14 @@ What a Cluster asks of the code, and how facestream meets it:
 - A MULTI/EXEC transaction, a WATCH and a Lua script may only touch keys of one slot. Every
   key of one room shares a hash tag (``fs:{gallery}:...``, ``fs:{events}:...``): keys used
   together hash to one slot; different rooms (and namespaces) land on different masters.
-- PUBLISH cannot run inside a Cluster transaction (it names no key), so the gallery announces
-  its changes with SPUBLISH on ``fs:{gallery}:changes`` (same slot, inside the same EXEC) and
-  follows them with SSUBSCRIBE on the master owning that slot (``publish_command``).
+- PUBLISH names no key, so a Cluster transaction (one slot, one node) cannot carry it: the
+  gallery announces its changes with SPUBLISH on ``fs:{gallery}:changes`` (same slot, inside
+  the same EXEC) and follows them with SSUBSCRIBE on the master owning that slot
+  (``publish_command``).
 - WAIT answers for *this connection's* last write: it runs on the connection that ran the
-  EXEC, which is a connection to the master owning the slot (``acknowledged_cluster_
-  transaction``), so ``gallery.min_replicas_acked`` counts that master's replicas.
+  EXEC, which is a connection to the master owning the slot
+  (``acknowledged_cluster_transaction``), so ``gallery.min_replicas_acked`` counts that
+  master's replicas.
 - A master that is down fails every command of its slots; PING sent to "the cluster" answers
   from any live node. Readiness therefore asks every master and the cluster state
   (``cluster_problem``).
@@ -161,7 +163,7 @@ def publish_command(client: RedisClient) -> str:
     """The command that announces a change inside a transaction: PUBLISH on one Redis; on a
     Cluster, SPUBLISH (sharded pub/sub: its channel hashes to a slot, so it may share the
     transaction's slot, where PUBLISH may not run at all)."""
-    return "SPUBLISH" if isinstance(client, RedisCluster | ClusterPipeline) else "PUBLISH"
+    return "SPUBLISH" if isinstance(client, RedisCluster) else "PUBLISH"
 
 
 def cluster_problem(client: RedisCluster) -> str | None:
@@ -175,13 +177,10 @@ def cluster_problem(client: RedisCluster) -> str | None:
             info = client.cluster_info(target_nodes=node)
         except (redis.RedisError, RedisClusterException) as exc:
             return f"redis cluster: master {where} does not answer ({exc})"
-        state = info.get("cluster_state") if isinstance(info, dict) else None
-        if state not in ("ok", b"ok"):
-            return (
-                f"redis cluster: master {where} reports cluster_state {state!r} "
-                f"({info.get('cluster_slots_fail', '?') if isinstance(info, dict) else '?'} "
-                "slot(s) failing)"
-            )
+        state = info.get("cluster_state")  # redis-py decodes CLUSTER INFO to str values
+        if state != "ok":
+            failing = info.get("cluster_slots_fail", "?")
+            return f"redis cluster: {where} reports cluster_state {state} ({failing} slots failing)"
     return None
 
 
