@@ -75,17 +75,25 @@ def _resolution_line(results: Sequence[GateResult], target_far: float) -> str:
 
 
 def _service_tau(config: FaceStreamConfig, model_id: str, tau: float | None) -> tuple[float, str]:
-    """The tau the service would match at: an explicit option, the config's own setting, the
-    tau calibrated for this encoder, or the config's default, in that order."""
+    """The distance the door would accept a match at: an explicit option; else the service's
+    tau (the config's own setting, the tau calibrated for this encoder, or the config's
+    default, in that order), or the first door's ``max_match_distance`` when it is stricter."""
     match = config.recognition.match
     if tau is not None:
         return tau, "option"
     if "max_distance" in match.model_fields_set:
-        return match.max_distance, "config"
-    calibrated = load_calibrated_tau(config.data_dir, model_id)
-    if calibrated is not None:
-        return calibrated, "calibrated"
-    return match.max_distance, "default"
+        service_tau, source = match.max_distance, "config"
+    else:
+        calibrated = load_calibrated_tau(config.data_dir, model_id)
+        service_tau, source = (
+            (calibrated, "calibrated")
+            if calibrated is not None
+            else (match.max_distance, "default")
+        )
+    door_limit = config.doors[0].max_match_distance if config.doors else None
+    if door_limit is not None and door_limit < service_tau:
+        return door_limit, "door max_match_distance"
+    return service_tau, source
 
 
 def calibrate_quality_command(

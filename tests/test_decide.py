@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from pydantic import ValidationError
 
@@ -159,3 +161,22 @@ def test_a_door_requires_liveness_unless_it_opts_out() -> None:
     (unchecked,) = opted_out.observe(_seen("ann", live=None))
     assert unchecked.outcome == "granted"
     assert unchecked.liveness_required is False
+
+
+def test_a_match_beyond_the_doors_distance_does_not_vote() -> None:
+    """A door stricter than the gallery's tau: matches past its max_match_distance neither
+    grant nor count as unknown (the track waits); nearer ones grant; a track's own distance
+    counts when the track named the identity."""
+    policy = DoorPolicy([_door(required_matches=2, window_encodings=3, max_match_distance=0.45)])
+    far = dataclasses.replace(_seen("ann"), distance=0.52)
+    assert [policy.observe(dataclasses.replace(far, at=i)) for i in range(4)] == [[]] * 4
+    near = dataclasses.replace(_seen("ann", track=2), distance=0.41)
+    assert policy.observe(near) == []
+    (decision,) = policy.observe(dataclasses.replace(near, at=1.0))
+    assert (decision.outcome, decision.identity_id) == ("granted", "ann")
+    by_track = dataclasses.replace(_seen("bob", track=3), distance=0.58, track_distance=0.44)
+    assert policy.observe(by_track) == []
+    (decision,) = policy.observe(dataclasses.replace(by_track, at=1.0))
+    assert decision.identity_id == "bob"
+    with pytest.raises(ValidationError):
+        _door(max_match_distance=0.0)
