@@ -144,8 +144,8 @@ class DoorConfig(StrictModel):
         le=2.0,
         description="a match votes here only within this distance (the track's mean distance "
         "when the track named the identity); none: the service's tau. A door can be stricter "
-        "than the gallery: at 0.55 the shared pairs' false accepts fall from 0.19 % to 0.06 % "
-        "with 1.5 % more false rejects (docs/calibration.md); a farther match leaves the "
+        "than the gallery: at 0.55 the shared pairs' false accepts fall from 0.19 % to 0.06 % and "
+        "false rejects rise from 0.5 % to 1.5 % (docs/calibration.md); a farther match leaves the "
         "track undecided, never unknown",
     )
     cooldown_seconds: float = Field(
