@@ -1,5 +1,5 @@
-"""The real browser of the browser tests: Debian's headless chromium through selenium (as
-tests/test_preview_browser.py drives it), signed in to the preview page with the API token."""
+"""The real browser of the browser tests: Debian's headless chromium through selenium, signed
+in to the preview page with the API token."""
 
 from __future__ import annotations
 

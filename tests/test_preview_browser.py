@@ -5,7 +5,6 @@ and named, and lists the name on the page."""
 from __future__ import annotations
 
 import shutil
-import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from browser_support import chromium, sign_in, wait_for
 
 from pipeline.capture import CameraConfig
 from pipeline.config.service import FaceStreamConfig
@@ -22,9 +22,6 @@ from pipeline.service.service import FaceStreamService, run_service
 
 ServeApi = Callable[[FaceStreamService, str], AbstractContextManager[str]]
 TOKEN = "browser-test-token-0123456789"
-DEADLINE_SECONDS = 60.0
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 
 
 @pytest.fixture
@@ -46,43 +43,20 @@ def preview_url(tmp_path: Path, serve_api: ServeApi) -> Iterator[str]:
             yield base_url
 
 
-def _wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_SECONDS
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"the browser did not show {what} within {DEADLINE_SECONDS} s")
-        time.sleep(0.2)
-
-
 def test_preview_page_shows_the_stream_with_boxes_and_names(preview_url: str) -> None:
-    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
-        pytest.skip("Debian's chromium and chromium-driver are not installed")
-    from selenium import webdriver  # noqa: PLC0415  (test-only dependency)
-    from selenium.webdriver.chrome.service import Service  # noqa: PLC0415
-    from selenium.webdriver.common.by import By  # noqa: PLC0415
+    from selenium.webdriver.common.by import By  # noqa: PLC0415  (test-only dependency)
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
-        options.add_argument(argument)
-    options.add_argument("--window-size=1000,800")
-    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
-    try:
-        driver.set_page_load_timeout(30)
-        driver.get(f"{preview_url}/login")
-        token_field = driver.find_element(By.NAME, "token")
-        token_field.send_keys(TOKEN)
-        token_field.submit()  # a POST: the token is never in an address or the history
-        _wait_for(lambda: driver.current_url == f"{preview_url}/preview", "the preview page")
+    with chromium() as driver:
+        sign_in(driver, preview_url, TOKEN)  # a POST: the token is never in an address
         assert TOKEN not in driver.current_url
 
         def names_listed() -> bool:
             items = driver.find_elements(By.CSS_SELECTOR, "#camera-entrance .tracks li")
             return any("eileen_collins" in item.text for item in items)
 
-        _wait_for(names_listed, "the enrolled name in the track list")
+        wait_for(names_listed, "the enrolled name in the track list")
         image = driver.find_element(By.CSS_SELECTOR, "#camera-entrance img")
-        _wait_for(
+        wait_for(
             lambda: bool(driver.execute_script("return arguments[0].naturalWidth;", image)),
             "a frame of the MJPEG stream",
         )
@@ -98,6 +72,4 @@ def test_preview_page_shows_the_stream_with_boxes_and_names(preview_url: str) ->
             near = np.abs(shown.astype(np.int16) - np.array([60, 200, 60])).max(axis=2) < 40
             return int(near.sum()) > 200
 
-        _wait_for(green_box_drawn, "a green box around the known face")
-    finally:
-        driver.quit()
+        wait_for(green_box_drawn, "a green box around the known face")
