@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,18 +27,25 @@ from pathlib import Path
 import cv2
 import numpy as np
 import numpy.typing as npt
+import redis
+from redis.cluster import RedisCluster
 
+from calibration.errors import CalibrationDataError
+from pipeline.config.service import FaceStreamConfig
 from pipeline.gallery.store import Gallery
 from pipeline.gallery.unknowns import UnknownsStore
 from pipeline.images import decode_image
 from pipeline.recognition.analyzer import FaceAnalyzer
 from pipeline.recognition.offline import RecognitionConfig, RecordingProcessor
+from pipeline.service.app import open_services
 from pipeline.types import TrackFaces
 
 __all__ = [
     "ClusteringFigures",
     "LabelledTrack",
+    "UnknownsEvaluation",
     "cluster_figures",
+    "evaluate_unknowns",
     "labelled_photos",
     "photo_tracks",
     "photo_video",
@@ -70,8 +78,12 @@ class ClusteringFigures:
     clusters_per_person: float
     split_persons: int
     merged_clusters: int
+    unlabelled_tracks: int = 0
+    unlabelled_clusters: int = 0
+    unlabelled_with_labelled: int = 0  # unlabelled tracks whose cluster holds a labelled one
+    merged_persons: tuple[tuple[str, ...], ...] = ()  # the persons of each impure cluster
 
-    def as_dict(self) -> dict[str, float | int]:
+    def as_dict(self) -> dict[str, object]:
         """JSON-ready form, rounded."""
         return {
             "tracks": self.tracks,
@@ -81,6 +93,10 @@ class ClusteringFigures:
             "clusters_per_person": round(self.clusters_per_person, 3),
             "split_persons": self.split_persons,
             "merged_clusters": self.merged_clusters,
+            "unlabelled_tracks": self.unlabelled_tracks,
+            "unlabelled_clusters": self.unlabelled_clusters,
+            "unlabelled_with_labelled": self.unlabelled_with_labelled,
+            "merged_persons": [list(persons) for persons in self.merged_persons],
         }
 
 
@@ -130,8 +146,8 @@ def video_unknown_tracks(
 
 
 def labelled_photos(faces_dir: Path) -> list[tuple[str, Path]]:
-    """(person, photo) of every one-face, non-duplicate row of ``faces_dir/labels.csv`` whose
-    person has at least two photos (a person seen once cannot be split or grouped)."""
+    """(person, photo) of every one-face, non-duplicate row of ``faces_dir/labels.csv``, by
+    person (a person with one photo cannot be split, but can be wrongly merged)."""
     labels = faces_dir / "labels.csv"
     with labels.open(encoding="utf-8", newline="") as handle:
         rows = [
@@ -139,8 +155,7 @@ def labelled_photos(faces_dir: Path) -> list[tuple[str, Path]]:
             for row in csv.DictReader(handle)
             if row["n_faces"] == "1" and not row["duplicate_of"]
         ]
-    counts = Counter(person for person, _ in rows)
-    return sorted((person, path) for person, path in rows if counts[person] >= 2)
+    return sorted(rows)
 
 
 def photo_tracks(
@@ -185,6 +200,11 @@ def cluster_figures(store: UnknownsStore, tracks: Sequence[LabelledTrack]) -> Cl
         clusters_of_person[track.person].add(cluster_id)
     majority = sum(counts.most_common(1)[0][1] for counts in members.values())
     persons = len(clusters_of_person)
+    unlabelled = [
+        cluster_id
+        for track, cluster_id in zip(tracks, cluster_of, strict=True)
+        if track.person is None
+    ]
     return ClusteringFigures(
         tracks=labelled,
         persons=persons,
@@ -195,4 +215,98 @@ def cluster_figures(store: UnknownsStore, tracks: Sequence[LabelledTrack]) -> Cl
         ),
         split_persons=sum(1 for ids in clusters_of_person.values() if len(ids) > 1),
         merged_clusters=sum(1 for counts in members.values() if len(counts) > 1),
+        unlabelled_tracks=len(unlabelled),
+        unlabelled_clusters=len(set(unlabelled)),
+        unlabelled_with_labelled=sum(1 for cluster_id in unlabelled if cluster_id in members),
+        merged_persons=tuple(
+            sorted(tuple(sorted(counts)) for counts in members.values() if len(counts) > 1)
+        ),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownsEvaluation:
+    """``evaluate_unknowns``'s answer: per cluster distance, the figures over the labelled
+    photo tracks alone and with the shared videos' unknown tracks added first."""
+
+    tau: float
+    encodings_per_track: int
+    photos: int
+    video_tracks: int
+    runs: tuple[tuple[float, ClusteringFigures, ClusteringFigures], ...]
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready form."""
+        return {
+            "name": "unknowns_clustering",
+            "tau": round(self.tau, 4),
+            "encodings_per_track": self.encodings_per_track,
+            "photos": self.photos,
+            "video_tracks": self.video_tracks,
+            "runs": [
+                {
+                    "cluster_distance": round(distance, 4),
+                    "photos_only": alone.as_dict(),
+                    "with_videos": together.as_dict(),
+                }
+                for distance, alone, together in self.runs
+            ],
+        }
+
+
+def evaluate_unknowns(
+    config: FaceStreamConfig,
+    faces_dir: Path,
+    videos: Sequence[Path],
+    distances: Sequence[float],
+) -> UnknownsEvaluation:
+    """Cluster the labelled photos' tracks (alone, then after the ``videos``' unknown tracks)
+    at each cluster distance (none given: the service's tau), with the service's analyzer and
+    clustering in an embedded Redis of its own (a temporary folder, deleted after)."""
+    photos = labelled_photos(faces_dir)
+    if not photos:
+        raise CalibrationDataError(f"{faces_dir / 'labels.csv'}: no one-face photo listed")
+    with tempfile.TemporaryDirectory(prefix="facestream-unknowns-") as work:
+        work_dir = Path(work)
+        with open_services(config, redis_dir=work_dir / "redis") as services:
+            tau = services.config.recognition.match.max_distance
+            recognition = services.config.recognition
+            video_tracks = [
+                LabelledTrack(faces, video.stem[:64], None)
+                for video in videos
+                for faces in video_unknown_tracks(
+                    services.analyzer, services.gallery, video, recognition
+                )
+            ]
+            labelled = photo_tracks(
+                services.analyzer, services.gallery, photos, work_dir, recognition
+            )
+            unknowns = config.unknowns.model_copy(update={"enabled": True})
+            runs = []
+            for distance in distances or [tau]:
+                store = UnknownsStore(
+                    services.gallery,
+                    services.redis,
+                    unknowns,
+                    cluster_distance=distance,
+                    thumbnails_dir=work_dir / "thumbnails",
+                )
+                _forget_unknowns(services.redis, services.gallery.key_prefix)
+                alone = cluster_figures(store, labelled)
+                _forget_unknowns(services.redis, services.gallery.key_prefix)
+                together = cluster_figures(store, [*video_tracks, *labelled])
+                runs.append((distance, alone, together))
+                _log.info("cluster distance %.3f: purity %.3f", distance, alone.purity)
+    return UnknownsEvaluation(
+        tau=tau,
+        encodings_per_track=unknowns.encodings_per_track,
+        photos=len(labelled),
+        video_tracks=len(video_tracks),
+        runs=tuple(runs),
+    )
+
+
+def _forget_unknowns(client: redis.Redis | RedisCluster, key_prefix: str) -> None:
+    """Delete every unknowns key (a fresh clustering run)."""
+    for key in list(client.scan_iter(match=f"{key_prefix}unknowns:*")):
+        client.delete(key)

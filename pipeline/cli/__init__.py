@@ -20,6 +20,8 @@ Modules and their public names:
 - ``events``: ``events tail``. Public: ``events_app``.
 - ``feedback``: ``feedback EVENT_ID --wrong|--right`` (through the running service's API).
   Public: ``feedback``.
+- ``unknowns``: ``unknowns list|enroll|delete``, the unknown faces grouped by person. Public:
+  ``unknowns_app``.
 
 The ``style`` and ``stylize`` commands live with their room (``pipeline.style.cli``); the
 ``calibrate``, ``eval`` and ``train`` groups with calibration.

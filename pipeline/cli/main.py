@@ -17,6 +17,7 @@ from calibration.cli import eval_liveness_command
 from calibration.commands import calibrate_app, eval_identify_command, eval_pairs_command
 from calibration.doors_cli import eval_doors_command
 from calibration.learning import eval_verifier_command, train_app
+from calibration.unknowns_cli import eval_unknowns_command
 from pipeline.cli.audit import audit_app
 from pipeline.cli.config import check_config, config_app, doctor
 from pipeline.cli.engines import engines_app
@@ -25,6 +26,7 @@ from pipeline.cli.feedback import feedback
 from pipeline.cli.identities import enroll, gallery_app, identify, identities_app, verify
 from pipeline.cli.process import process
 from pipeline.cli.run import run, sample
+from pipeline.cli.unknowns import unknowns_app
 from pipeline.style.cli import style_app, stylize
 
 __all__ = ["app", "main"]
@@ -51,6 +53,7 @@ eval_app.command("identify")(eval_identify_command)
 eval_app.command("liveness")(eval_liveness_command)
 eval_app.command("verifier")(eval_verifier_command)
 eval_app.command("doors")(eval_doors_command)
+eval_app.command("unknowns")(eval_unknowns_command)
 
 app.command("stylize")(stylize)
 app.command("check-config")(check_config)
@@ -72,6 +75,7 @@ app.add_typer(gallery_app, name="gallery")
 app.add_typer(audit_app, name="audit")
 app.add_typer(config_app, name="config")
 app.add_typer(events_app, name="events")
+app.add_typer(unknowns_app, name="unknowns")
 
 
 def main() -> None:

@@ -12,18 +12,39 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
-from pipeline.errors import GalleryStoreError, GalleryUnavailableError
+from pipeline.errors import GalleryStoreError, GalleryUnavailableError, UnknownsDisabledError
 from pipeline.gallery.model import Identity
 from pipeline.gallery.unknowns import UnknownsPurger, UnknownsStore, UnknownTrackAdded
 from pipeline.recognition.live import CameraTrack
 from pipeline.service.app import Services
 from pipeline.types import Event
 
-__all__ = ["UNKNOWNS_DIR", "UnknownFaces"]
+__all__ = ["UNKNOWNS_DIR", "UnknownFaces", "unknowns_store"]
 
 _log = logging.getLogger(__name__)
 UNKNOWNS_DIR = "unknowns"
 """Under ``data_dir``: the clusters' face crops, when ``unknowns.keep_thumbnails``."""
+
+
+def unknowns_store(services: Services, *, clock: Callable[[], float] = time.time) -> UnknownsStore:
+    """The unknowns store of ``services`` as ``[unknowns]`` configures it (cluster distance:
+    the calibrated tau unless set); UnknownsDisabledError when ``enabled = false``."""
+    config = services.config
+    unknowns = config.unknowns
+    if not unknowns.enabled:
+        raise UnknownsDisabledError(
+            "unknown faces are not enabled ([unknowns] enabled = false): no unknown face "
+            "is kept, so there is nothing to list, enrol or delete"
+        )
+    return UnknownsStore(
+        services.gallery,
+        services.redis,
+        unknowns,
+        # the calibrated tau when there is one (services.config carries it)
+        cluster_distance=unknowns.cluster_distance or config.recognition.match.max_distance,
+        thumbnails_dir=config.data_dir / UNKNOWNS_DIR,
+        clock=clock,
+    )
 
 
 class UnknownFaces:
@@ -40,17 +61,7 @@ class UnknownFaces:
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        config = services.config
-        unknowns = config.unknowns
-        self.store = UnknownsStore(
-            services.gallery,
-            services.redis,
-            unknowns,
-            # the calibrated tau when there is one (services.config carries it)
-            cluster_distance=unknowns.cluster_distance or config.recognition.match.max_distance,
-            thumbnails_dir=config.data_dir / UNKNOWNS_DIR,
-            clock=clock,
-        )
+        self.store = unknowns_store(services, clock=clock)
         self._publish = publish
         self._purger = UnknownsPurger(self.store)
 
