@@ -21,7 +21,7 @@ import logging
 import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -33,7 +33,7 @@ from redis.cluster import RedisCluster
 from calibration.errors import CalibrationDataError
 from pipeline.config.service import FaceStreamConfig
 from pipeline.gallery.store import Gallery
-from pipeline.gallery.unknowns import UnknownsStore
+from pipeline.gallery.unknowns import UnknownsStore, usable_faces
 from pipeline.images import decode_image
 from pipeline.recognition.analyzer import FaceAnalyzer
 from pipeline.recognition.offline import RecognitionConfig, RecordingProcessor
@@ -182,8 +182,15 @@ def photo_tracks(
 
 
 def cluster_figures(store: UnknownsStore, tracks: Sequence[LabelledTrack]) -> ClusteringFigures:
-    """Add every track to ``store`` in order, then measure the labelled ones' clusters."""
+    """Add every track to ``store`` in order, as the service does (only the encodings that pass
+    the quality minimums; a track with none is left out), then measure the labelled ones'
+    clusters."""
     cluster_of: list[str] = []
+    tracks = [
+        replace(track, faces=faces)
+        for track in tracks
+        if (faces := usable_faces(track.faces, store.config)) is not None
+    ]
     for track in tracks:
         added = store.add(track.camera_id, track.faces)
         for gone in added.merged:  # a merge renames earlier tracks' cluster

@@ -33,7 +33,7 @@ from pipeline.errors import (
     UnknownsDisabledError,
 )
 from pipeline.gallery.store import Gallery
-from pipeline.gallery.unknowns import UnknownsStore, nearest_clusters
+from pipeline.gallery.unknowns import UnknownsStore, nearest_clusters, usable_faces
 from pipeline.images import decode_image
 from pipeline.metrics import PipelineMetrics
 from pipeline.recognition.analyzer import FaceAnalyzer
@@ -168,8 +168,10 @@ def test_unknown_tracks_of_one_person_in_two_videos_share_a_cluster_and_enrol(
     store = _store(client, analyzer.model_id, tmp_path, clock)
     for camera_id in ("hamilton", *sorted(PHOTOS)):
         for faces in tracks[camera_id]:
-            clock.now += 1.0
-            store.add(camera_id, faces)
+            usable = usable_faces(faces, store.config)  # as the service keeps them
+            if usable is not None:
+                clock.now += 1.0
+                store.add(camera_id, usable)
     clusters = store.clusters()
     by_camera = {
         person: [cluster for cluster in clusters if person in cluster.cameras] for person in PHOTOS
@@ -365,3 +367,20 @@ def test_bad_unknowns_settings_are_config_errors_naming_the_key(tmp_path: Path) 
         with pytest.raises(ConfigFileError, match=key.replace(".", r"\.")):
             load_config(path)
     assert not load_config(None).unknowns.enabled  # opt-in
+
+
+def test_only_encodings_passing_the_quality_minimums_are_kept(
+    tracks: dict[str, list[TrackFaces]],
+) -> None:
+    """The Hamilton clip's stage-lit tracks hold blurred faces (sharpness below the doors'
+    default 10): none of their encodings is kept, so blurred strangers cannot merge clusters;
+    a sharp photo track keeps its encodings, best first; a minimum nothing passes keeps none."""
+    defaults = UnknownsConfig(enabled=True)
+    hamilton = tracks["hamilton"]
+    blurred = [faces for faces in hamilton if faces.qualities[0].sharpness < defaults.min_sharpness]
+    assert blurred, "expected blurred stage-lit tracks in the Hamilton clip"
+    assert all(usable_faces(faces, defaults) is None for faces in blurred)
+    sharp = tracks["barack_obama"][0]
+    assert usable_faces(sharp, defaults) is sharp
+    strict = UnknownsConfig(enabled=True, min_sharpness=100_000.0)
+    assert usable_faces(sharp, strict) is None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from pipeline.access.policy import MIN_INTEROCULAR_PX, MIN_SHARPNESS
 from pipeline.config.base import StrictModel
 
 __all__ = ["MAX_ENCODINGS_PER_TRACK", "UnknownsConfig"]
@@ -60,6 +61,21 @@ class UnknownsConfig(StrictModel):
         description="average Euclidean distance between a new track's encodings and a "
         "cluster's at or below which the track joins that cluster; none: the recognition tau "
         "(recognition.match.max_distance, or the calibrated one)",
+    )
+    min_interocular_px: float = Field(
+        default=MIN_INTEROCULAR_PX,
+        ge=0.0,
+        le=1000.0,
+        description="an encoding is kept only when the eyes are at least this many pixels apart "
+        "(the doors' default quality gate); a track with none is not kept",
+    )
+    min_sharpness: float = Field(
+        default=MIN_SHARPNESS,
+        ge=0.0,
+        le=100_000.0,
+        description="an encoding is kept only when its aligned chip is at least this sharp "
+        "(variance of the Laplacian, the doors' default quality gate): blurred faces of "
+        "different people sit close together and would merge their clusters",
     )
     purge_interval_seconds: float = Field(
         default=3600.0,

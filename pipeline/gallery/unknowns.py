@@ -72,6 +72,7 @@ __all__ = [
     "UnknownsStore",
     "check_cluster_id",
     "nearest_clusters",
+    "usable_faces",
 ]
 
 LOGGER = logging.getLogger(__name__)
@@ -218,6 +219,29 @@ def _hash_fields(fields: Mapping[str, bytes]) -> dict[EncodableT, EncodableT]:
     for key, value in fields.items():
         mapping[key] = value
     return mapping
+
+
+def usable_faces(faces: TrackFaces, config: UnknownsConfig) -> TrackFaces | None:
+    """The track's encodings that pass ``config``'s quality minimums (inter-ocular distance,
+    sharpness), best first; None when none does (the track is not kept: a blurred or tiny face
+    says little of who it is, and such faces of different people sit close together)."""
+    rows = [
+        row
+        for row, quality in enumerate(faces.qualities)
+        if quality.interocular_px >= config.min_interocular_px
+        and quality.sharpness >= config.min_sharpness
+    ]
+    if not rows:
+        return None
+    if len(rows) == len(faces.qualities):
+        return faces
+    return TrackFaces(
+        embeddings=Embeddings(
+            np.ascontiguousarray(faces.embeddings.vectors[rows]), faces.embeddings.model_id
+        ),
+        qualities=tuple(faces.qualities[row] for row in rows),
+        chip=faces.chip,
+    )
 
 
 def check_cluster_id(cluster_id: str) -> None:

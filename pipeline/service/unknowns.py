@@ -3,7 +3,8 @@ goes to the clusters (``pipeline.gallery.unknowns``), a cluster seen again after
 ``recurring_after_seconds`` is published as an ``unknown_recurring`` event, and the clusters
 past retention are purged by a thread of their own.
 
-Tracks judged spoof (a photo, a screen) are not kept: an operator must not enrol a print.
+Tracks judged spoof (a photo, a screen) are not kept: an operator must not enrol a print; nor
+are encodings below ``[unknowns]``'s quality minimums (``usable_faces``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,12 @@ from collections.abc import Callable, Sequence
 
 from pipeline.errors import GalleryStoreError, GalleryUnavailableError, UnknownsDisabledError
 from pipeline.gallery.model import Identity
-from pipeline.gallery.unknowns import UnknownsPurger, UnknownsStore, UnknownTrackAdded
+from pipeline.gallery.unknowns import (
+    UnknownsPurger,
+    UnknownsStore,
+    UnknownTrackAdded,
+    usable_faces,
+)
 from pipeline.recognition.live import CameraTrack
 from pipeline.service.app import Services
 from pipeline.types import Event
@@ -84,8 +90,11 @@ class UnknownFaces:
         track = ended.track
         if track.identity is not None or track.faces is None or track.live is False:
             return None
+        faces = usable_faces(track.faces, self.store.config)
+        if faces is None:
+            return None
         try:
-            added = self.store.add(ended.camera_id, track.faces)
+            added = self.store.add(ended.camera_id, faces)
         except (GalleryUnavailableError, GalleryStoreError) as exc:
             _log.warning(
                 "unknown track %d of camera %s not kept: %s", track.track_id, ended.camera_id, exc
