@@ -124,8 +124,15 @@ class RedisClusterGroup:
         self.replicas.append(replica)
 
         def in_sync() -> bool:
-            with replica.client() as client:
-                return bool(client.info("replication").get("master_link_status") == "up")
+            # the master's view: a replica counts for WAIT once the master has it "online"
+            # (after its first ACK), a moment after the replica sees its link up
+            with master.client() as client:
+                replication = client.info("replication")
+            return any(
+                isinstance(value, dict) and value.get("state") == "online"
+                for name, value in replication.items()
+                if name.startswith("slave")
+            )
 
         wait_until(in_sync, STATE_TIMEOUT_SECONDS, "the new replica in sync with its master")
         wait_until(self.state_ok, STATE_TIMEOUT_SECONDS, "cluster_state:ok with the replica")

@@ -139,8 +139,10 @@ def _template(seed: int, model_id: str = "test-model") -> Embeddings:
 def test_cluster_wait_counts_the_replicas_of_the_gallery_slot_master(tmp_path: Path) -> None:
     """With min_replicas_acked = 1, an enrolment is refused while the master owning the
     gallery's slot has no replica, and acknowledged once it has one, which then holds it."""
+    # the first write after a replica joins may wait for its once-a-second ACK (measured up to
+    # 0.94 s here; later writes 1-2 ms): 2 s, so the test does not race that cycle
     config = GalleryConfig(
-        socket_timeout_seconds=2.0, min_replicas_acked=1, replica_ack_timeout_seconds=0.3
+        socket_timeout_seconds=3.0, min_replicas_acked=1, replica_ack_timeout_seconds=2.0
     )
     with RedisClusterGroup(tmp_path / "cluster") as cluster:
         client = connect(cluster.url, config)
