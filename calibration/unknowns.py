@@ -81,6 +81,9 @@ class ClusteringFigures:
     unlabelled_tracks: int = 0
     unlabelled_clusters: int = 0
     unlabelled_with_labelled: int = 0  # unlabelled tracks whose cluster holds a labelled one
+    # clusters holding unlabelled tracks of more than one camera (video): impure whenever the
+    # videos share no person, as the shared ones do not
+    unlabelled_across_videos: int = 0
     merged_persons: tuple[tuple[str, ...], ...] = ()  # the persons of each impure cluster
 
     def as_dict(self) -> dict[str, object]:
@@ -96,6 +99,7 @@ class ClusteringFigures:
             "unlabelled_tracks": self.unlabelled_tracks,
             "unlabelled_clusters": self.unlabelled_clusters,
             "unlabelled_with_labelled": self.unlabelled_with_labelled,
+            "unlabelled_across_videos": self.unlabelled_across_videos,
             "merged_persons": [list(persons) for persons in self.merged_persons],
         }
 
@@ -212,6 +216,10 @@ def cluster_figures(store: UnknownsStore, tracks: Sequence[LabelledTrack]) -> Cl
         for track, cluster_id in zip(tracks, cluster_of, strict=True)
         if track.person is None
     ]
+    videos_of: dict[str, set[str]] = defaultdict(set)
+    for track, cluster_id in zip(tracks, cluster_of, strict=True):
+        if track.person is None:
+            videos_of[cluster_id].add(track.camera_id)
     return ClusteringFigures(
         tracks=labelled,
         persons=persons,
@@ -225,6 +233,7 @@ def cluster_figures(store: UnknownsStore, tracks: Sequence[LabelledTrack]) -> Cl
         unlabelled_tracks=len(unlabelled),
         unlabelled_clusters=len(set(unlabelled)),
         unlabelled_with_labelled=sum(1 for cluster_id in unlabelled if cluster_id in members),
+        unlabelled_across_videos=sum(1 for videos in videos_of.values() if len(videos) > 1),
         merged_persons=tuple(
             sorted(tuple(sorted(counts)) for counts in members.values() if len(counts) > 1)
         ),

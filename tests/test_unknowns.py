@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import redis
 
-from calibration.unknowns import photo_video, video_unknown_tracks
+from calibration.unknowns import LabelledTrack, cluster_figures, photo_video, video_unknown_tracks
 from engines.store import ModelStore
 from pipeline.config.service import FaceStreamConfig, GalleryConfig, load_config
 from pipeline.config.unknowns import UnknownsConfig
@@ -384,3 +384,26 @@ def test_only_encodings_passing_the_quality_minimums_are_kept(
     assert usable_faces(sharp, defaults) is sharp
     strict = UnknownsConfig(enabled=True, min_sharpness=100_000.0)
     assert usable_faces(sharp, strict) is None
+
+
+def test_cluster_figures_count_purity_splits_and_merges(
+    client: redis.Redis, analyzer: FaceAnalyzer, tracks: dict[str, list[TrackFaces]], tmp_path: Path
+) -> None:
+    """The figures of ``facestream eval unknowns``: two tracks of Obama and one of Biden in
+    their own clusters is purity 1 and one cluster per person; a cluster distance that joins
+    everything is one cluster holding both (purity 2/3, one merge)."""
+    obama, biden = tracks["barack_obama"][0], tracks["joe_biden"][0]
+    labelled = [
+        LabelledTrack(obama, "photo-0", "barack_obama"),
+        LabelledTrack(biden, "photo-1", "joe_biden"),
+        LabelledTrack(obama, "photo-2", "barack_obama"),
+    ]
+    figures = cluster_figures(_store(client, analyzer.model_id, tmp_path, Clock(1.0)), labelled)
+    assert (figures.purity, figures.clusters_per_person, figures.clusters) == (1.0, 1.0, 2)
+    assert figures.merged_clusters == 0
+    client.flushall()
+    joined = _store(client, analyzer.model_id, tmp_path, Clock(1.0), cluster_distance=2.0)
+    figures = cluster_figures(joined, labelled)
+    assert figures.clusters == 1
+    assert figures.purity == pytest.approx(2 / 3)
+    assert figures.merged_persons == (("barack_obama", "joe_biden"),)
