@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import redis
+from cluster_support import RedisClusterGroup
+from redis.crc import key_slot
 
 from calibration.unknowns import LabelledTrack, cluster_figures, photo_video, video_unknown_tracks
 from engines.store import ModelStore
@@ -32,7 +34,7 @@ from pipeline.errors import (
     UnknownClusterNotFoundError,
     UnknownsDisabledError,
 )
-from pipeline.gallery.store import Gallery
+from pipeline.gallery.store import Gallery, connect
 from pipeline.gallery.unknowns import UnknownsStore, nearest_clusters, usable_faces
 from pipeline.images import decode_image
 from pipeline.metrics import PipelineMetrics
@@ -407,3 +409,55 @@ def test_cluster_figures_count_purity_splits_and_merges(
     assert figures.clusters == 1
     assert figures.purity == pytest.approx(2 / 3)
     assert figures.merged_persons == (("barack_obama", "joe_biden"),)
+
+
+def test_unknowns_work_on_a_redis_cluster_in_the_gallerys_slot(
+    analyzer: FaceAnalyzer, tracks: dict[str, list[TrackFaces]], tmp_path: Path
+) -> None:
+    """On a real 3-master Redis Cluster every unknowns transaction (a new cluster, a join, a
+    merge, an enrolment writing the gallery too, a delete, a purge) runs, and every key lives in
+    the gallery's one slot (the hash tag), so none of them is ever cross-slot."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    with RedisClusterGroup(tmp_path / "cluster") as cluster:
+        client = connect(cluster.url, GalleryConfig(socket_timeout_seconds=5.0))
+        try:
+            gallery = Gallery(client, PipelineMetrics.create(), model_id=analyzer.model_id)
+            config = UnknownsConfig(enabled=True, cluster_distance=0.5, retention_days=1)
+            clock = Clock(10 * DAY)
+            store = UnknownsStore(
+                gallery,
+                client,
+                config,
+                cluster_distance=0.5,
+                thumbnails_dir=tmp_path / "unknowns",
+                clock=clock,
+            )
+            obama, biden = tracks["barack_obama"][0], tracks["joe_biden"][0]
+            first = store.add("cam-a", obama).cluster
+            clock.now += 10.0
+            store.add("cam-a", obama)  # joins
+            clock.now += 10.0
+            second = store.add("cam-b", biden).cluster
+            clock.now += 10.0
+            bridge = replace(
+                obama,
+                embeddings=Embeddings(
+                    np.stack([obama.embeddings.vectors[0], biden.embeddings.vectors[0]]),
+                    obama.embeddings.model_id,
+                ),
+                qualities=(obama.qualities[0], biden.qualities[0]),
+            )
+            assert store.add("cam-c", bridge).merged == (second.cluster_id,)
+            identity = store.enroll(first.cluster_id, "Merged", galleries=["default"])
+            assert gallery.get(identity.identity_id).name == "Merged"
+            third = store.add("cam-d", biden).cluster
+            store.delete(third.cluster_id)
+            clock.now += 2 * DAY
+            assert store.purge() == [first.cluster_id]
+            slot = key_slot(b"fs:{gallery}:version")
+            keys = list(client.scan_iter(match="fs:{gallery}:unknowns:*"))
+            assert keys  # the version counter at least
+            assert {key_slot(key) for key in keys} == {slot}
+        finally:
+            client.close()
