@@ -38,6 +38,7 @@ class PipelineMetrics:
     frames_processed: Counter
     capture_to_decision_seconds: Histogram
     tracks_finished: Counter
+    unknown_tracks: Counter
     decisions: Counter
     engine_info: Gauge
     gallery_identities: Gauge
@@ -131,6 +132,13 @@ class PipelineMetrics:
                 "facestream_tracks_finished_total",
                 "Face tracks that ended, by outcome (known identity or unknown)",
                 ["camera", "outcome"],
+                registry=registry,
+            ),
+            unknown_tracks=Counter(
+                "facestream_unknown_tracks_total",
+                "Unknown tracks offered to the unknown faces ([unknowns] enabled), by what became "
+                "of them: kept, low_quality, spoof, dropped (queue full), failed (Redis)",
+                ["result"],
                 registry=registry,
             ),
             engine_info=Gauge(

@@ -16,13 +16,15 @@ import httpx
 import pytest
 from waiting import wait_until
 
-from calibration.unknowns import photo_video
+from calibration.unknowns import photo_video, video_unknown_tracks
 from pipeline.capture import CameraConfig
 from pipeline.config.service import ApiConfig, FaceStreamConfig
 from pipeline.config.unknowns import UnknownsConfig
 from pipeline.images import decode_image
 from pipeline.liveness.config import LivenessConfig
+from pipeline.recognition.live import CameraTrack
 from pipeline.service.service import FaceStreamService, run_service
+from pipeline.types import TrackResult
 
 ServeApi = Callable[[FaceStreamService, str], AbstractContextManager[str]]
 TOKEN = "unknowns-test-token-0123456789"
@@ -60,6 +62,13 @@ def http(tmp_path: Path, serve_api: ServeApi) -> Iterator[tuple[FaceStreamServic
         yield service, client
 
 
+def _counted(service: FaceStreamService, result: str) -> float:
+    value = service.services.metrics.registry.get_sample_value(
+        "facestream_unknown_tracks_total", {"result": result}
+    )
+    return value or 0.0
+
+
 def _everything(service: FaceStreamService) -> dict[bytes | str, object]:
     client = service.services.redis
     return {key: client.dump(key) for key in sorted(client.keys("*"))}
@@ -76,6 +85,16 @@ def test_unknowns_over_http_list_thumbnail_enrol_delete_and_refuse_bad_input(
     wait_until(lambda: bool(client.get("/v1/unknowns").json()["clusters"]), 30.0, "a cluster")
     (cluster,) = client.get("/v1/unknowns").json()["clusters"]
     assert cluster["count"] == 1
+    services = service.services
+    assert _counted(service, "kept") == 1
+    # the same face, judged spoof (a photo held up): not kept, and counted as such
+    (faces, *_) = video_unknown_tracks(
+        services.analyzer, services.gallery, video, services.config.recognition
+    )
+    spoof = TrackResult(7, None, None, 0, 10, len(faces.embeddings), live=False, faces=faces)
+    assert service.unknowns().keep(CameraTrack("lobby", spoof)) is None
+    assert _counted(service, "spoof") == 1
+    assert client.get("/v1/unknowns").json()["clusters"][0]["count"] == 1
     assert cluster["cameras"] == ["lobby"]
     assert cluster["first_seen"] <= cluster["last_seen"]
     cluster_id = cluster["cluster_id"]
