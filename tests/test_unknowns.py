@@ -461,3 +461,30 @@ def test_unknowns_work_on_a_redis_cluster_in_the_gallerys_slot(
             assert {key_slot(key) for key in keys} == {slot}
         finally:
             client.close()
+
+
+def test_two_processes_cluster_into_the_same_state(
+    redis_url: str, analyzer: FaceAnalyzer, tracks: dict[str, list[TrackFaces]], tmp_path: Path
+) -> None:
+    """Two stores on their own connections (two service processes) add tracks in turn: each
+    sees the other's clusters (its state is read again whenever the other wrote), so one
+    person stays one cluster, and a third store reading Redis afresh finds the same."""
+    clients = [redis.Redis.from_url(redis_url, socket_timeout=5.0) for _ in range(3)]
+    try:
+        clients[0].flushall()
+        clock = Clock(1_000.0)
+        first, second, fresh = (
+            _store(client, analyzer.model_id, tmp_path, clock) for client in clients
+        )
+        obama, biden = tracks["barack_obama"][0], tracks["joe_biden"][0]
+        for store, faces in ((first, obama), (second, obama), (first, obama), (second, biden)):
+            clock.now += 1.0
+            store.add("cam", faces)
+        counts = sorted(cluster.count for cluster in fresh.clusters())
+        assert counts == [1, 3]
+        assert sorted(c.count for c in first.clusters()) == counts
+        clock.now += 1.0
+        assert first.add("cam", biden).cluster.count == 2  # joins the cluster second made
+    finally:
+        for client in clients:
+            client.close()

