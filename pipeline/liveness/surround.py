@@ -179,15 +179,22 @@ def scene_is_still(border: BorderMotion, device: FloatArray | None = None) -> bo
     if device is not None and device.shape[0]:
         low, high = device.min(axis=0), device.max(axis=0)
         room = np.any((border.then < low) | (border.then > high), axis=1)
+    still, cells = _still_points(border, room)
+    return (
+        still >= _MIN_BORDER_POINTS
+        and still >= _BORDER_STILL_SHARE * int(room.sum())
+        and cells >= _MIN_STILL_CELLS
+    )
+
+
+def _still_points(border: BorderMotion, among: npt.NDArray[np.bool_]) -> tuple[int, int]:
+    """How many of the border points ``among`` (bool (K,)) stood still, and how many cells of
+    the ``_STILL_GRID``-a-side grid over the frame they fill."""
     moves = np.linalg.norm(border.now - border.then, axis=1) * border.view_scale
-    still = room & (moves <= _BORDER_STILL_PX)
+    still = among & (moves <= _BORDER_STILL_PX)
     cell = _STILL_GRID / border.frame_size  # grid cells per frame pixel, x and y
     cells = {(int(x * cell[0]), int(y * cell[1])) for x, y in border.then[still].tolist()}
-    return (
-        int(still.sum()) >= _MIN_BORDER_POINTS
-        and int(still.sum()) >= _BORDER_STILL_SHARE * int(room.sum())
-        and len(cells) >= _MIN_STILL_CELLS
-    )
+    return int(still.sum()), len(cells)
 
 
 def camera_is_still(then_grey: npt.NDArray[np.uint8], now_grey: npt.NDArray[np.uint8]) -> bool:
@@ -212,7 +219,10 @@ def measure_surround(
     few points could be tracked (a blank wall, a face at the frame's edge), when nothing
     moved, or when the room is not still.
     """
-    near = _track_near(then_bgr, now_bgr, box)
+    # with too few still border points in all, no room can be still: skip the tracking
+    still, cells = _still_points(border, np.ones(border.then.shape[0], bool))
+    room_possible = still >= _MIN_BORDER_POINTS and cells >= _MIN_STILL_CELLS
+    near = _track_near(then_bgr, now_bgr, box) if room_possible else None
     if near is None:
         return None
     min_move = _MIN_MOVE * _ANALYSIS_FACE_PX
