@@ -24,7 +24,7 @@ from pipeline.images import decode_image
 from pipeline.liveness.config import LivenessConfig
 from pipeline.recognition.live import CameraTrack
 from pipeline.service.service import FaceStreamService, run_service
-from pipeline.types import TrackResult
+from pipeline.types import Embeddings, TrackResult
 
 ServeApi = Callable[[FaceStreamService, str], AbstractContextManager[str]]
 TOKEN = "unknowns-test-token-0123456789"
@@ -131,6 +131,10 @@ def test_unknowns_over_http_list_thumbnail_enrol_delete_and_refuse_bad_input(
     assert sum(identity["templates"].values()) >= 1
     assert {"rejected", "found_by", "id", "metadata"} <= set(identity)
     assert client.get(f"/v1/identities/{identity['id']}").status_code == 200
+    # the running service's own index knows the person now: the same face is recognised
+    probe = Embeddings(faces.embeddings.vectors[:1], faces.embeddings.model_id)
+    matches = service.identify(probe, top_k=1)
+    assert [match.identity_id for match in matches] == [identity["id"]]
     assert client.get("/v1/unknowns").json() == {"clusters": []}
     assert client.get(f"/v1/unknowns/{cluster_id}/thumbnail").status_code == 404
     assert not (service.config.data_dir / "unknowns" / f"{cluster_id}.jpg").exists()
