@@ -23,8 +23,9 @@ Each clustering compares the new track with every cluster's encodings: the store
 state its last write left (by version) and reads everything again only when another process
 wrote since (``benchmarks/unknowns.py --clusters 1000``: 11.5 ms per track, 44.4 ms when
 everything is read again, embedded Redis with AOF fsync always, one run on a shared 2-core
-machine; it runs on the service's own thread, never the recognition worker's). Every change is one MULTI/EXEC under WATCH of the version, so nothing is
-half-written; an
+machine; it runs on the service's own thread, never the recognition worker's).
+
+Every change is one MULTI/EXEC under WATCH of the version, so nothing is half-written; an
 enrolment writes the identity (``Gallery.write``) and marks the cluster enrolled in the same
 transaction. An enrolled cluster keeps its record (a second enrolment is refused) without
 encodings or thumbnail. The thumbnail, when kept, is the best face of the cluster: a JPEG of
