@@ -1,9 +1,7 @@
 """The surround-motion cue (pipeline/liveness/surround.py) on frames built from real photos: a
-hand-held sheet carrying a face region in front of a still scene (small, or filling most of
-the frame), a head-like region moving alone, a panning camera (with an overlay that stays put),
-a camera turning round a person who holds it, a featureless room. The motions are known, so
-the expected outcome of each case is clear-cut; the judge's use of the cue is covered in
-test_liveness.py."""
+hand-held sheet carrying a face region in front of a still scene, a head-like region moving
+alone, a panning camera, a featureless room. The motions are known, so the expected outcome of
+each case is clear-cut; the judge's use of the cue is covered in test_liveness.py."""
 
 from __future__ import annotations
 
@@ -17,15 +15,11 @@ import pytest
 from calibration.liveness_dataset import SCENE_PHOTOS
 from pipeline.images import read_image_bgr
 from pipeline.liveness.surround import (
-    BorderMotion,
-    FaceMotion,
     SurroundMeasurement,
     border_view,
     camera_is_still,
     measure_surround,
-    scene_is_still,
     surround_live_probability,
-    track_border,
 )
 
 FRAME = (640, 480)
@@ -85,24 +79,6 @@ def _frames(
     return _composite(backgrounds[0], plane, then, 1), _composite(backgrounds[1], plane, now, 2)
 
 
-def _border(before: Image, after: Image) -> BorderMotion:
-    """The frame border's motion between two frames, as the judge tracks it."""
-    return track_border(border_view(before), border_view(after), before.shape[1])
-
-
-def _face_motion(
-    then: npt.NDArray[np.float64], now: npt.NDArray[np.float64], *, face_moves: bool = True
-) -> FaceMotion:
-    """Points of the inner face box where the plane placed by ``then`` shows them, and where
-    the plane placed by ``now`` puts them (or where they were, for a face that stays put)."""
-    xs, ys = np.meshgrid(np.linspace(285, 355, 6), np.linspace(185, 275, 6))
-    start = np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float32)
-    if not face_moves:
-        return FaceMotion(then=start, now=start.copy())
-    moved = cv2.perspectiveTransform(start[None].astype(np.float64), now @ np.linalg.inv(then))
-    return FaceMotion(then=start, now=np.asarray(moved[0], np.float32))
-
-
 def test_a_hand_held_sheet_carries_its_surround(scene: Image, sheet: Image) -> None:
     """The sheet turns and slides in front of a still street: the near surround (on the
     sheet) moves as one rigid object, so nearly all of it is "carried"."""
@@ -110,9 +86,7 @@ def test_a_hand_held_sheet_carries_its_surround(scene: Image, sheet: Image) -> N
     then, now = _placed(0.0, (0, 0), size), _placed(4.0, (9, -5), size)
     before, after = _frames((scene, scene), sheet, then, now)
     assert camera_is_still(border_view(before), border_view(after))
-    measurement = measure_surround(
-        before, after, FACE_BOX, border=_border(before, after), face=_face_motion(then, now)
-    )
+    measurement = measure_surround(before, after, FACE_BOX)
     assert measurement is not None
     assert measurement.carried_fraction > 0.9, measurement
     probability = surround_live_probability([measurement])
@@ -131,108 +105,9 @@ def test_a_screen_replaying_a_moving_head_still_carries_its_surround(
     replayed[140:320, 125:275] = np.roll(sheet[140:320, 125:275], (6, 8), axis=(0, 1))
     before = _composite(scene, sheet, then, 1)
     after = _composite(scene, replayed, now, 2)
-    measurement = measure_surround(before, after, FACE_BOX, border=_border(before, after))
+    measurement = measure_surround(before, after, FACE_BOX)
     assert measurement is not None
     assert measurement.carried_fraction > 0.85, measurement
-
-
-def test_a_sheet_filling_most_of_the_frame_carries_its_surround(
-    scene: Image, shared_data: Path
-) -> None:
-    """A hand-held print or screen so close that it covers most of the frame's border: the
-    whole border no longer shows a still camera, but the room still visible beside the device
-    stays put while the rest of the border moves with the device, so the surround is carried."""
-    photo = read_image_bgr(shared_data / "faces" / "face_recognition" / "examples" / "obama.jpg")
-    sheet = np.asarray(cv2.resize(photo, (560, 400), interpolation=cv2.INTER_AREA), np.uint8)
-    size = (sheet.shape[1], sheet.shape[0])
-    then, now = _placed(0.0, (0, 0), size), _placed(2.5, (7, -4), size)
-    before, after = _frames((scene, scene), sheet, then, now)
-    border = _border(before, after)
-    # the device moves most of the border: the border as a whole does not show a still camera
-    assert not camera_is_still(border_view(before), border_view(after))
-    measurement = measure_surround(
-        before, after, FACE_BOX, border=border, face=_face_motion(then, now)
-    )
-    assert measurement is not None
-    assert measurement.carried_fraction > 0.85, measurement
-    probability = surround_live_probability([measurement])
-    assert probability is not None
-    assert probability < 0.1
-
-
-def test_a_panning_camera_with_an_overlay_that_stays_put_is_not_a_still_scene(
-    scene: Image, sheet: Image
-) -> None:
-    """A camera panning past a person (the face and the room move by one homography) with a
-    logo burnt into a corner of the picture: the logo's few still points are not a still room,
-    so the moving surround is no evidence of a hand-held device."""
-    size = (sheet.shape[1], sheet.shape[0])
-    pan = np.array([[1.0, 0.0, 9.0], [0.0, 1.0, -5.0], [0.0, 0.0, 1.0]])
-    then = _placed(0.0, (0, 0), size)
-    panned_scene = np.asarray(
-        cv2.warpPerspective(scene, pan, FRAME, borderMode=cv2.BORDER_REFLECT), np.uint8
-    )
-    before, after = _frames((scene, panned_scene), sheet, then, pan @ then)
-    logo = np.asarray(cv2.resize(sheet[:80, :80], (64, 40)), np.uint8)  # a textured overlay
-    before[12:52, 560:624] = logo
-    after[12:52, 560:624] = logo
-    measurement = measure_surround(
-        before, after, FACE_BOX, border=_border(before, after), face=_face_motion(then, pan @ then)
-    )
-    assert measurement is None, measurement
-
-
-def test_a_room_turning_round_a_face_that_stays_is_not_carried(scene: Image, sheet: Image) -> None:
-    """A person turning on the spot with the camera in their hand (a selfie): the room moves
-    round them as one object, their own face and body stay put in the picture. The face does
-    not ride on what moves, so nothing is carried, whatever the border shows."""
-    pan = np.array([[1.0, 0.0, 9.0], [0.0, 1.0, -5.0], [0.0, 0.0, 1.0]])
-    panned_scene = np.asarray(
-        cv2.warpPerspective(scene, pan, FRAME, borderMode=cv2.BORDER_REFLECT), np.uint8
-    )
-    person = sheet[140:440, 100:300]  # the head with hair and the shoulders below it
-    size = (person.shape[1], person.shape[0])
-    placed = _placed(0.0, (0, 90), size)  # the head on the face box, the body down to the edge
-    before, after = _frames((scene, panned_scene), person, placed, placed)
-    # the part of the border the body and the arm holding the camera cover stays put
-    body = np.asarray(cv2.resize(sheet[300:, :], (640, 120)), np.uint8)
-    before[360:], after[360:] = body, body
-    measurement = measure_surround(
-        before,
-        after,
-        FACE_BOX,
-        border=_border(before, after),
-        face=_face_motion(placed, placed, face_moves=False),
-    )
-    assert measurement is None or measurement.carried == 0, measurement
-
-
-def _moved_border(still: npt.NDArray[np.float32]) -> BorderMotion:
-    """A 640x480 frame's border in which the points ``still`` (frame pixels) stood still and
-    a ring of other points moved 8 px right (a device, or the rest of a panning picture)."""
-    ring = np.array(
-        [(x, y) for x in range(20, 620, 24) for y in (40.0, 440.0)]
-        + [(x, y) for x in (40.0, 600.0) for y in range(60, 420, 24)],
-        np.float32,
-    )
-    then = np.concatenate([ring, still]).astype(np.float32)
-    now = then.copy()
-    now[: ring.shape[0], 0] += 8
-    return BorderMotion(then=then, now=now, view_scale=0.5, frame_size=np.array([640.0, 480.0]))
-
-
-def test_the_room_must_show_beyond_the_device_and_along_the_edge() -> None:
-    """The room beside a device counts as still only where it lies beyond the device's points
-    on some side and spreads along the frame's edge: ten still points along the top edge are a
-    room, the same ten bunched in one corner (a logo burnt into a panning picture) are not,
-    nor are still points inside the moving device's extent."""
-    device = np.array([[40, 40], [600, 440]], np.float32)
-    strip = np.stack([np.linspace(30, 610, 10), np.full(10, 12.0)], axis=1).astype(np.float32)
-    assert scene_is_still(_moved_border(strip), device)
-    logo = np.stack([np.linspace(612, 630, 10), np.linspace(6, 24, 10)], axis=1)
-    assert not scene_is_still(_moved_border(logo.astype(np.float32)), device)
-    inside = strip + np.array([0, 100], np.float32)  # within the device's extent
-    assert not scene_is_still(_moved_border(inside), device)
 
 
 def test_a_passer_by_on_one_side_is_not_carried(scene: Image, sheet: Image) -> None:
@@ -243,23 +118,23 @@ def test_a_passer_by_on_one_side_is_not_carried(scene: Image, sheet: Image) -> N
     then = _placed(0.0, (-130, 0), size)
     now = _placed(0.0, (-118, 2), size)
     before, after = _frames((scene, scene), passer, then, now)
-    measurement = measure_surround(before, after, FACE_BOX, border=_border(before, after))
+    measurement = measure_surround(before, after, FACE_BOX)
     assert measurement is not None
     assert measurement.carried == 0, measurement
 
 
 def test_a_head_moving_alone_leaves_its_surround_still(scene: Image, sheet: Image) -> None:
-    """Only the face region (with a hair margin) moves; the street around it stays: nothing
-    moved around the face, which is no evidence either way (no measurement is kept)."""
+    """Only the face region (with a hair margin) moves; the street around it stays: the
+    surround is "still", which is no evidence either way (P(live) 0.5, not more)."""
     head = sheet[140:320, 125:275]  # the middle of the picture: about the face box, 1.5x
     size = (head.shape[1], head.shape[0])
     then, now = _placed(0.0, (0, 0), size), _placed(4.0, (9, -5), size)
     before, after = _frames((scene, scene), head, then, now)
     assert camera_is_still(border_view(before), border_view(after))
-    measurement = measure_surround(
-        before, after, FACE_BOX, border=_border(before, after), face=_face_motion(then, now)
-    )
-    assert measurement is None, measurement
+    measurement = measure_surround(before, after, FACE_BOX)
+    assert measurement is not None
+    assert measurement.carried_fraction < 0.1, measurement
+    assert surround_live_probability([measurement]) == 0.5
 
 
 def test_a_moving_camera_or_a_featureless_room_is_not_still(scene: Image, sheet: Image) -> None:

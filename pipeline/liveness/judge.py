@@ -48,13 +48,11 @@ from pipeline.liveness.parallax import (
 )
 from pipeline.liveness.still import still_evidence
 from pipeline.liveness.surround import (
-    BorderMotion,
-    FaceMotion,
     SurroundMeasurement,
     border_view,
+    camera_is_still,
     measure_surround,
     surround_live_probability,
-    track_border,
 )
 from pipeline.liveness.texture import (
     TextureModel,
@@ -153,7 +151,7 @@ class LivenessJudge:
         # the images of the last ``parallax_span_frames`` calls, oldest first: the surround
         # cue compares the frame a parallax measurement starts from with the current one
         self._recent: deque[_RecentFrame] = deque(maxlen=config.parallax_span_frames)
-        self._border_motion: BorderMotion | None = None  # this frame's, once a track needed it
+        self._camera_still: bool | None = None  # this frame's, once a track needed it
         self._border: npt.NDArray[np.uint8] | None = None  # this frame's border_view, once needed
 
     def observe(
@@ -167,7 +165,7 @@ class LivenessJudge:
         require_array("image_bgr", image_bgr, dtype=np.uint8, shape=(None, None, 3))
         require_array("track_ids", track_ids, dtype=np.int64, shape=(len(faces),))
         self._frame_index += 1
-        self._border_motion = None
+        self._camera_still = None
         self._border = None
         previous = self._previous_image
         if previous is not None and previous.shape != image_bgr.shape:
@@ -261,8 +259,7 @@ class LivenessJudge:
             ):
                 # a measurement means the track was seen in each of the last span + 1
                 # frames, so the oldest recent image is the one it starts from
-                face = FaceMotion(*evidence.parallax.span_points())
-                surround = self._surround(self._recent[0], image_bgr, box, face)
+                surround = self._surround(self._recent[0], image_bgr, box)
                 if surround is not None:
                     evidence.surround.append(surround)
         x1, y1, x2, y2 = region.inner_box
@@ -278,20 +275,16 @@ class LivenessJudge:
             evidence.eye_ratios.append(self._blink.ratio(rgb, box))
 
     def _surround(
-        self,
-        then: _RecentFrame,
-        now_bgr: npt.NDArray[np.uint8],
-        box: npt.NDArray[np.float32],
-        face: FaceMotion,
+        self, then: _RecentFrame, now_bgr: npt.NDArray[np.uint8], box: npt.NDArray[np.float32]
     ) -> SurroundMeasurement | None:
-        """The surround measurement of the face in ``box`` (the frame's border is tracked once
-        per frame, for all faces); None when it says nothing."""
-        if self._border_motion is None:
+        """The surround measurement of the face in ``box``; None while the camera is not
+        known to be still (checked once per frame, for all faces)."""
+        if self._camera_still is None:
             if then.border is None:
                 then.border = border_view(then.image)
             self._border = border_view(now_bgr)
-            self._border_motion = track_border(then.border, self._border, now_bgr.shape[1])
-        return measure_surround(then.image, now_bgr, box, border=self._border_motion, face=face)
+            self._camera_still = camera_is_still(then.border, self._border)
+        return measure_surround(then.image, now_bgr, box) if self._camera_still else None
 
     def verdict(self, track_id: int) -> Liveness:
         """The current liveness of ``track_id``; "undecided" for a track never observed."""

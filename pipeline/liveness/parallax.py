@@ -161,16 +161,6 @@ class ParallaxTracker:
             return None
         return self._fit(face_width_px)
 
-    def span_points(self) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-        """The points tracked over the whole span: where they were ``span_frames`` frames ago
-        and where they are now, float32 (K, 2) each, frame pixels (K may be 0)."""
-        if len(self._positions) <= self.span_frames:
-            empty = np.zeros((0, 2), np.float32)
-            return empty, empty
-        then, now = self._positions[0], self._positions[-1]
-        both = ~np.isnan(then[:, 0]) & ~np.isnan(now[:, 0])
-        return then[both].astype(np.float32), now[both].astype(np.float32)
-
     def _compact(self) -> None:
         """Drop points lost in the newest frame, keep at most ``_MAX_POINTS``."""
         keep = np.flatnonzero(~np.isnan(self._positions[-1][:, 0]))[:_MAX_POINTS]
