@@ -92,7 +92,12 @@ def _measure_point(
         streaming = FPS * STREAMING_BEFORE_WINDOW_SECONDS
         while min(totals("facestream_frames_captured_total").values()) < streaming:
             if time.monotonic() > warm_up_until:
-                raise SystemExit(f"{cameras} cameras: not all streaming after the warm-up")
+                streaming_now = sum(
+                    value >= streaming
+                    for value in totals("facestream_frames_captured_total").values()
+                )
+                log(f"{cameras} cameras: {streaming_now} streaming after the warm-up")
+                return {"cameras": cameras, "streaming_cameras": streaming_now, "failed": True}
             time.sleep(0.2)
         time.sleep(SETTLE_SECONDS)
         buckets0 = capture_to_decision_buckets(metrics, ids)
@@ -164,7 +169,11 @@ def main() -> None:
                 )
         finally:
             server.kill()
-    under = [row["cameras"] for row in rows if row["dropped_percent"] < KNEE_DROPPED_PERCENT]
+    under = [
+        row["cameras"]
+        for row in rows
+        if not row.get("failed") and row["dropped_percent"] < KNEE_DROPPED_PERCENT
+    ]
     knee = max(under, default=0)
     print(
         json.dumps(
