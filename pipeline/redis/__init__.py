@@ -17,4 +17,6 @@ Modules and their public names:
 - ``server``: The embedded Redis: a real ``redis-server`` child process on a unix socket under a
   data dir. Public: ``BINARY_ENVIRONMENT_VARIABLE``, ``EmbeddedRedis``, ``locate_redis_server``,
   ``make_private_dir``, ``running_embedded_url``.
+- ``urls``: What Sentinel and Cluster URLs share: ``host:port`` node lists and credentials.
+  Public: ``parse_credentials``, ``parse_nodes``.
 """

@@ -32,7 +32,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeAlias
-from urllib.parse import unquote
 
 import redis
 from redis.client import Pipeline
@@ -41,6 +40,7 @@ from redis.exceptions import RedisClusterException, WatchError
 
 from engines.errors import ConfigError
 from pipeline.errors import GalleryUnavailableError
+from pipeline.redis.urls import parse_credentials, parse_nodes
 
 __all__ = [
     "CLUSTER_SCHEME",
@@ -89,17 +89,6 @@ def is_cluster_url(url: str) -> bool:
     return url.lower().startswith(CLUSTER_SCHEME + "://")
 
 
-def _node_address(item: str, url_for_errors: str) -> tuple[str, int]:
-    host, colon, port = item.rpartition(":")
-    host = host.strip("[]")  # an IPv6 address in brackets
-    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(
-            f"gallery.redis_url {url_for_errors!r}: node {item!r} is not host:port "
-            f"(expected {_FORM})"
-        )
-    return host, int(port)
-
-
 def parse_cluster_url(url: str) -> ClusterUrl:
     """Parse a redis+cluster:// URL (see the module docstring); ConfigError when malformed."""
     if not is_cluster_url(url):
@@ -116,13 +105,8 @@ def parse_cluster_url(url: str) -> ClusterUrl:
         )
     if not hosts:
         raise ConfigError(f"gallery.redis_url {shown!r}: no node given (expected {_FORM})")
-    nodes = tuple(_node_address(item, shown) for item in hosts.split(","))
-    username: str | None = None
-    password: str | None = None
-    if at:
-        user, colon, secret = credentials.partition(":")
-        username = unquote(user) or None
-        password = unquote(secret) if colon else None
+    nodes = parse_nodes(hosts, role="node", shown=shown, form=_FORM)
+    username, password = parse_credentials(credentials) if at else (None, None)
     return ClusterUrl(nodes, username, password)
 
 

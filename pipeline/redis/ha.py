@@ -36,6 +36,7 @@ from redis.sentinel import Sentinel, SentinelConnectionPool
 from engines.errors import ConfigError
 from pipeline.errors import GalleryUnavailableError
 from pipeline.redis.cluster import RedisClient, RedisPipeline, acknowledged_cluster_transaction
+from pipeline.redis.urls import parse_credentials, parse_nodes
 
 __all__ = [
     "SENTINEL_SCHEME",
@@ -77,17 +78,6 @@ def is_sentinel_url(url: str) -> bool:
     return url.lower().startswith(SENTINEL_SCHEME + "://")
 
 
-def _sentinel_address(item: str, url_for_errors: str) -> tuple[str, int]:
-    host, colon, port = item.rpartition(":")
-    host = host.strip("[]")  # an IPv6 address in brackets
-    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(
-            f"gallery.redis_url {url_for_errors!r}: sentinel {item!r} is not host:port "
-            f"(expected {_FORM})"
-        )
-    return host, int(port)
-
-
 def parse_sentinel_url(url: str) -> SentinelUrl:
     """Parse a redis+sentinel:// URL (see the module docstring); ConfigError when malformed."""
     if not is_sentinel_url(url):
@@ -104,13 +94,8 @@ def parse_sentinel_url(url: str) -> SentinelUrl:
         )
     if not hosts:
         raise ConfigError(f"gallery.redis_url {shown!r}: no sentinel given (expected {_FORM})")
-    sentinels = tuple(_sentinel_address(item, shown) for item in hosts.split(","))
-    username: str | None = None
-    password: str | None = None
-    if at:
-        user, colon, secret = credentials.partition(":")
-        username = unquote(user) or None
-        password = unquote(secret) if colon else None
+    sentinels = parse_nodes(hosts, role="sentinel", shown=shown, form=_FORM)
+    username, password = parse_credentials(credentials) if at else (None, None)
     return SentinelUrl(sentinels, master_name, username, password)
 
 
