@@ -242,9 +242,10 @@ class DoorPolicy:
                 self._forget_stale(door, observation.at)
                 if not passes_quality(door.config, observation.quality):
                     continue  # a poor face does not vote: the track waits for a better one
-                if not within_door_distance(door.config, observation):
+                seen = _as_seen_by(door.config, observation)
+                if not within_door_distance(door.config, seen):
                     continue  # too far for this door, yet matched: neither a vote nor unknown
-                decision = self._observe_door(door, _as_seen_by(door.config, observation))
+                decision = self._observe_door(door, seen)
                 if decision is not None:
                     decisions.append(decision)
         return decisions
