@@ -180,7 +180,7 @@ def main() -> None:
             {
                 "name": "scale",
                 "machine": machine_name(),
-                "backend": rows[0]["backend"],
+                "backend": next((row["backend"] for row in rows if "backend" in row), None),
                 "ours": knee,
                 "baseline": 1,
                 "ratio": knee,

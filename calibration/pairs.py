@@ -38,6 +38,7 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 _REQUIRED_COLUMNS = ("path_a", "path_b", "same")
 _SAME_VALUES = {"1": True, "0": False, "true": True, "false": False, "yes": True, "no": False}
 _MISSING_SHOWN = 10
+_MAX_LABELS_PAIRS = 2_000_000  # every pair of ~2000 images; each pair is a Python object
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +216,12 @@ def pairs_from_labels(path: Path) -> PairSet:
     if len({identity for identity, _ in owned}) < 2:
         raise CalibrationDataError(
             f"{path}: impostor pairs need single-face images of at least 2 identities"
+        )
+    count = len(owned) * (len(owned) - 1) // 2
+    if count > _MAX_LABELS_PAIRS:
+        raise CalibrationDataError(
+            f"{path}: {len(owned)} images make {count} pairs, more than {_MAX_LABELS_PAIRS}: "
+            "give a folder of identity folders (a sample of impostor pairs) instead"
         )
     pairs = [
         LabelledPair(first_path, second_path, same=first == second)
