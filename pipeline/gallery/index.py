@@ -74,10 +74,17 @@ class TemplateIndex:
         object.__setattr__(
             self, "slots", {identity: slot for slot, identity in enumerate(self.identity_ids)}
         )
-        members: dict[str, npt.NDArray[np.bool_]] = {}
+        # slots per gallery first, one mask each after: a mask per identity (setdefault's
+        # eager default) cost a 1M-byte allocation per identity at a million
+        slots_of: dict[str, list[int]] = {}
         for slot, names in enumerate(self.galleries):
             for name in names:
-                members.setdefault(name, np.zeros(len(self.identity_ids), bool))[slot] = True
+                slots_of.setdefault(name, []).append(slot)
+        members: dict[str, npt.NDArray[np.bool_]] = {}
+        for name, gallery_slots in slots_of.items():
+            mask = np.zeros(len(self.identity_ids), bool)
+            mask[np.asarray(gallery_slots, np.int64)] = True
+            members[name] = mask
         object.__setattr__(self, "members", members)
         for array in (self.columns, self.owners, self.starts, self.ends, self.ceilings):
             array.setflags(write=False)

@@ -38,12 +38,16 @@ _IDENTITY_ID = re.compile(r"[A-Za-z0-9_.-]{1,128}")  # fullmatch: "$" would let 
 GALLERY_NAME = r"^[A-Za-z0-9_.-]{1,64}$"
 _GALLERY_NAME = re.compile(GALLERY_NAME.strip("^$"))
 DEFAULT_GALLERY = "default"
+_DEFAULT_GALLERIES = (DEFAULT_GALLERY,)
 
 
 def check_gallery_names(galleries: Iterable[str]) -> tuple[str, ...]:
     """Sorted, distinct gallery names; GalleryRequestError names a bad one (1-64 of A-Z a-z
     0-9 _ . -) or an empty list."""
-    names = tuple(sorted(set(galleries)))
+    names = tuple(galleries)
+    if names == _DEFAULT_GALLERIES:  # nearly every identity: a reload checks a million
+        return names
+    names = tuple(sorted(set(names)))
     if not names:
         raise GalleryRequestError("an identity belongs to at least one gallery")
     for name in names:
