@@ -1,5 +1,5 @@
-"""Helpers the live-recognition tests share: services with the sample face enrolled, and the
-frames recognised so far on a camera."""
+"""Helpers the live-recognition tests share: the sample face enrolled (in services of their
+own or a running service's), and the frames recognised so far on a camera."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config.service import FaceStreamConfig
+from pipeline.gallery.model import Identity
 from pipeline.images import decode_image
 from pipeline.service.app import Services, open_services
 from pipeline.service.sample import SampleFiles
@@ -25,11 +26,16 @@ def enrolled_services(data_dir: Path, sample: SampleFiles) -> Iterator[Services]
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed (apt-get install redis-server)")
     with open_services(FaceStreamConfig(data_dir=data_dir)) as built:
-        photo = next((sample.gallery / SAMPLE_NAME).iterdir())
-        found = built.enrolment_templates([(photo.name, decode_image(photo.read_bytes()))])
-        assert not found.rejected
-        built.enroll(SAMPLE_NAME, found.templates)
+        enrol_sample(built, sample)
         yield built
+
+
+def enrol_sample(services: Services, sample: SampleFiles, name: str = SAMPLE_NAME) -> Identity:
+    """Enrol the sample gallery's photo of the sample face under ``name``."""
+    photo = next((sample.gallery / SAMPLE_NAME).iterdir())
+    found = services.enrolment_templates([(photo.name, decode_image(photo.read_bytes()))])
+    assert not found.rejected
+    return services.enroll(name, found.templates)
 
 
 def frames_processed(services: Services, camera_id: str) -> float:

@@ -14,6 +14,7 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 import pytest
+from live_support import enrol_sample
 from pydantic import ValidationError
 from waiting import wait_until
 
@@ -287,11 +288,7 @@ def test_a_moving_photo_of_the_card_holder_never_opens_the_door(
         data_dir=tmp_path / "data", liveness=LivenessConfig(enabled=True), doors=[door]
     )
     with run_service(config) as service:
-        photo = next((sample.gallery / "eileen_collins").iterdir())
-        templates = service.services.enrolment_templates(
-            [(photo.name, decode_image(photo.read_bytes()))]
-        ).templates
-        identity = service.services.enroll("eileen_collins", templates)
+        identity = enrol_sample(service.services, sample)
         service.credentials.set(identity.identity_id, 4242)
         service.add_camera(
             CameraConfig(id="front", url=str(sample.video), loop=True, realtime=True)

@@ -17,12 +17,12 @@ from pathlib import Path
 import httpx
 import pytest
 from browser_support import chromium, sign_in, wait_for
+from live_support import enrol_sample
 from waiting import wait_until
 
 from pipeline.access.policy import DoorConfig
 from pipeline.capture import CameraConfig
 from pipeline.config.service import FaceStreamConfig
-from pipeline.images import decode_image
 from pipeline.liveness.config import LivenessConfig
 from pipeline.service.sample import make_sample
 from pipeline.service.service import FaceStreamService, run_service
@@ -64,11 +64,7 @@ def granted(tmp_path: Path, serve_api: ServeApi) -> Iterator[GrantedDoor]:
         ],
     )
     with run_service(config) as service:
-        photo = next((sample.gallery / "eileen_collins").iterdir())
-        templates = service.services.enrolment_templates(
-            [(photo.name, decode_image(photo.read_bytes()))]
-        ).templates
-        identity = service.services.enroll("eileen_collins", templates)
+        identity = enrol_sample(service.services, sample)
         service.add_camera(CameraConfig(id="front", url=str(sample.video), realtime=True))
 
         def grants() -> list[dict[str, object]]:

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from live_support import enrol_sample
 
 from pipeline.access.policy import DoorConfig
 from pipeline.capture import CameraConfig
 from pipeline.config.service import FaceStreamConfig
-from pipeline.images import decode_image
 from pipeline.liveness import LivenessConfig
 from pipeline.service.sample import make_sample
 from pipeline.service.service import FaceStreamService, run_service
@@ -71,11 +71,7 @@ def test_a_moving_photo_never_opens_a_door_that_requires_liveness(
     )
     with run_service(config) as service:
         assert service.services.liveness_engine is not None
-        photo = next((sample.gallery / "eileen_collins").iterdir())
-        templates = service.services.enrolment_templates(
-            [(photo.name, decode_image(photo.read_bytes()))]
-        ).templates
-        service.services.enroll("eileen_collins", templates)
+        enrol_sample(service.services, sample)
         service.add_camera(
             CameraConfig(id="front", url=str(sample.video), loop=True, realtime=True)
         )

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from live_support import enrol_sample
 from osdp_support import KEY, ListeningChannel
 from waiting import wait_until
 
@@ -28,7 +29,6 @@ from pipeline.access.credentials import (
 from pipeline.access.policy import DoorConfig
 from pipeline.capture import CameraConfig
 from pipeline.config.service import FaceStreamConfig
-from pipeline.images import decode_image
 from pipeline.liveness.config import LivenessConfig
 from pipeline.service.sample import make_sample
 from pipeline.service.service import FaceStreamService, run_service
@@ -77,11 +77,7 @@ def test_a_recognised_face_reaches_the_panel_as_its_card_number(
         with run_service(config) as service:
             reader = service.access.readers["lab"]
             wait_until(lambda: reader.link_up, 20.0, "the door's OSDP link up")
-            photo = next((sample.gallery / "eileen_collins").iterdir())
-            templates = service.services.enrolment_templates(
-                [(photo.name, decode_image(photo.read_bytes()))]
-            ).templates
-            identity = service.services.enroll("eileen_collins", templates)
+            identity = enrol_sample(service.services, sample)
             with (
                 serve_api(service, TOKEN) as url,
                 httpx.Client(

@@ -13,10 +13,10 @@ import cv2
 import numpy as np
 import pytest
 from browser_support import chromium, sign_in, wait_for
+from live_support import enrol_sample
 
 from pipeline.capture import CameraConfig
 from pipeline.config.service import FaceStreamConfig
-from pipeline.images import decode_image
 from pipeline.service.sample import make_sample
 from pipeline.service.service import FaceStreamService, run_service
 
@@ -33,11 +33,7 @@ def preview_url(tmp_path: Path, serve_api: ServeApi) -> Iterator[str]:
     camera = CameraConfig(id="entrance", url=str(sample.video), loop=True, realtime=True)
     config = FaceStreamConfig(data_dir=tmp_path / "data")
     with run_service(config) as service:
-        photo = next((sample.gallery / "eileen_collins").iterdir())
-        templates = service.services.enrolment_templates(
-            [(photo.name, decode_image(photo.read_bytes()))]
-        ).templates
-        service.services.enroll("eileen_collins", templates)
+        enrol_sample(service.services, sample)
         service.add_camera(camera)
         with serve_api(service, TOKEN) as base_url:
             yield base_url

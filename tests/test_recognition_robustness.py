@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from live_support import enrol_sample
 from waiting import wait_until
 
 from pipeline.access.audit import AuditLog
@@ -19,7 +20,6 @@ from pipeline.access.policy import DoorConfig
 from pipeline.access.recorder import DecisionRecorder
 from pipeline.capture import CameraConfig
 from pipeline.config.service import FaceStreamConfig
-from pipeline.images import decode_image
 from pipeline.liveness.config import LivenessConfig
 from pipeline.service.sample import make_sample
 from pipeline.service.service import run_service
@@ -68,11 +68,7 @@ def test_a_decision_the_audit_log_refuses_is_not_announced(tmp_path: Path) -> No
     damaged = _torn_audit_log(torn_path)
     torn_bytes = torn_path.read_bytes()
     with run_service(config) as service:
-        photo = next((sample.gallery / NAME).iterdir())
-        templates = service.services.enrolment_templates(
-            [(photo.name, decode_image(photo.read_bytes()))]
-        ).templates
-        service.services.enroll(NAME, templates)
+        enrol_sample(service.services, sample)
         service.recorder = DecisionRecorder(damaged, service.bus)  # read at each decision
         registry = service.services.metrics.registry
 

@@ -17,13 +17,13 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from live_support import enrol_sample
 from ports import free_port
 
 from pipeline.access.audit import verify_audit_log
 from pipeline.access.policy import DoorConfig
 from pipeline.capture import CameraConfig
 from pipeline.config.service import FaceStreamConfig, GalleryConfig
-from pipeline.images import decode_image
 from pipeline.liveness.config import LivenessConfig
 from pipeline.redis.server import EmbeddedRedis
 from pipeline.service.sample import SampleFiles, make_sample
@@ -137,11 +137,7 @@ def redis_service(
         ],
     )
     with run_service(config) as service:
-        photo = next((sample.gallery / "eileen_collins").iterdir())
-        templates = service.services.enrolment_templates(
-            [(photo.name, decode_image(photo.read_bytes()))]
-        ).templates
-        service.services.enroll("eileen_collins", templates)
+        enrol_sample(service.services, sample)
         yield service
 
 
