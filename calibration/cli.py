@@ -22,6 +22,7 @@ from calibration.liveness_dataset import (
     default_shared_data,
 )
 from engines.errors import FaceStreamError
+from pipeline.config.service import load_config
 from pipeline.liveness import LivenessConfig
 
 __all__ = ["eval_app", "eval_liveness_command"]
@@ -77,10 +78,42 @@ def eval_liveness_command(  # noqa: PLR0917  (typer maps each parameter to an op
             "backdrop of earlier versions)"
         ),
     ] = True,
+    scale: Annotated[
+        float,
+        typer.Option(
+            min=0.1,
+            max=1.0,
+            help="shrink every clip and image by this factor before judging it (a camera "
+            "farther away: smaller faces)",
+        ),
+    ] = 1.0,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="facestream config whose [liveness] section is judged (on, whatever its "
+            "'enabled' says; --no-cnn, --no-surround and --no-still-path apply on top)",
+        ),
+    ] = None,
     det_plot: Annotated[Path | None, typer.Option(help="write the DET curve PNG here")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON object last")] = False,
 ) -> None:
     """APCER per attack type, BPCER and ACER (ISO/IEC 30107-3) of the liveness stage."""
+    try:
+        liveness = load_config(config).liveness if config is not None else LivenessConfig()
+    except FaceStreamError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    # the flags only turn cues off, on top of the config's own choice
+    cues = {"cnn": cnn, "surround": surround, "still_live": still_path}
+    liveness = LivenessConfig.model_validate(
+        {
+            **liveness.model_dump(),
+            "enabled": True,
+            **{name: False for name, on in cues.items() if not on},
+        }
+    )
     settings = EvalSettings(
         data_dir=data if data is not None else default_shared_data(),
         store_dir=store,
@@ -93,7 +126,8 @@ def eval_liveness_command(  # noqa: PLR0917  (typer maps each parameter to an op
         split=_split(split),
         stills=_stills(stills),
         scene_backgrounds=scenes,
-        liveness=LivenessConfig(enabled=True, cnn=cnn, surround=surround, still_live=still_path),
+        frame_scale=scale,
+        liveness=liveness,
     )
     try:
         report = run_liveness_eval(settings, det_plot=det_plot)

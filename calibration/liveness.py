@@ -47,6 +47,7 @@ from calibration.liveness_dataset import (
     bona_fide_windows,
     judge_real_samples,
     manifest_clips,
+    scaled_item,
     synthetic_clips,
 )
 from engines.models.antispoof import load_liveness_engine
@@ -125,7 +126,7 @@ def run_liveness_eval(settings: EvalSettings, *, det_plot: Path | None = None) -
             clips = list(synthetic_clips(settings, bona_fide_windows(settings, clip_judge)))
         results = []
         for clip in clips:
-            results.append(clip_judge.judge_any(clip))
+            results.append(clip_judge.judge_any(scaled_item(clip, settings.frame_scale)))
             _log.info("%s %s -> %s", clip.label, clip.source, results[-1].liveness.verdict)
         report = iso_metrics(results)
         real = (
@@ -142,6 +143,7 @@ def run_liveness_eval(settings: EvalSettings, *, det_plot: Path | None = None) -
     report["split"] = "manifest" if settings.manifest is not None else settings.split
     report["seed"] = settings.seed
     report["stills"] = settings.stills
+    report["frame_scale"] = settings.frame_scale
     if settings.manifest is None:
         report["backgrounds"] = "scenes" if settings.scene_backgrounds else "plain"
     report["real_samples"] = [item.as_dict() for item in real]

@@ -42,6 +42,7 @@ __all__ = [
     "manifest_label",
     "read_photo",
     "read_video",
+    "scaled_item",
     "scene_photos",
     "split_of_photo",
     "split_of_window",
@@ -89,7 +90,9 @@ class EvalSettings:
     of the shared data ("tune", "report" or "all"; manifests are used whole); stills: how
     images are decided (``calibration.liveness``'s docstring);
     scene_backgrounds: attacks are filmed in front of ``SCENE_PHOTOS`` (else a plain
-    backdrop, as before 2026-12-02's fourth session)."""
+    backdrop, as before 2026-12-02's fourth session); frame_scale: every clip and still is
+    shrunk by this factor before it is judged (what a camera farther away sees: smaller
+    faces, the same scene)."""
 
     data_dir: Path = field(default_factory=default_shared_data)
     store_dir: Path = Path("data")
@@ -107,6 +110,7 @@ class EvalSettings:
     split: Split = "report"
     stills: StillPolicy = "passive"
     scene_backgrounds: bool = True
+    frame_scale: float = 1.0
     liveness: LivenessConfig = field(
         default_factory=lambda: LivenessConfig(enabled=True)  # the eval judges liveness
     )
@@ -372,6 +376,21 @@ def _static_attacks(
     return clips
 
 
+def scaled_item(item: Clip | Still, scale: float) -> Clip | Still:
+    """``item`` with every image shrunk by ``scale`` (0 < scale <= 1; 1 returns it as is)."""
+    if scale == 1.0:
+        return item
+    if isinstance(item, Still):
+        return Still(_scaled(item.image, scale), item.label, item.source)
+    frames = tuple(_scaled(frame, scale) for frame in item.frames)
+    return Clip(frames, item.fps, item.label, item.source)
+
+
+def _scaled(image: npt.NDArray[np.uint8], scale: float) -> npt.NDArray[np.uint8]:
+    size = (max(round(image.shape[1] * scale), 1), max(round(image.shape[0] * scale), 1))
+    return np.asarray(cv2.resize(image, size, interpolation=cv2.INTER_AREA), np.uint8)
+
+
 def _resize_longest(image: npt.NDArray[np.uint8], longest: int) -> npt.NDArray[np.uint8]:
     scale = longest / max(image.shape[:2])
     return _resize(image, round(image.shape[1] * scale)) if scale < 1 else image
@@ -424,5 +443,6 @@ def judge_real_samples(
     for row in _rows(labels):
         image = _resize(read_image_bgr(data_dir / "liveness" / row["path"]), 640)
         label = BONA_FIDE if row["label"] == "live" else row.get("attack_type", "spoof")
-        samples.append(clip_judge.judge_any(_image_item(image, label, row["path"], settings)))
+        item = _image_item(image, label, row["path"], settings)
+        samples.append(clip_judge.judge_any(scaled_item(item, settings.frame_scale)))
     return samples

@@ -416,6 +416,22 @@ def test_eval_decides_manifest_stills_passively_or_as_motionless_clips(
     as_clips = run("--stills", "clip")
     assert as_clips["bpcer"] == 1.0
     assert as_clips["apcer"] == {"print": 0.0, "replay": 0.0}
+    # a config's [liveness] section is what is judged: without the CNN no still is live
+    no_cnn = tmp_path / "no_cnn.toml"
+    no_cnn.write_text("[liveness]\nenabled = false\ncnn = false\n")
+    texture_only = run("--config", str(no_cnn))
+    assert texture_only["bpcer"] == 1.0
+    results = texture_only["results"]
+    assert isinstance(results, list)
+    assert all("cnn" not in item["cues"] for item in results)
+    shrunk = run("--scale", "0.5")
+    assert shrunk["frame_scale"] == 0.5
+    assert shrunk["clips"] == passive["clips"]
+    typo = tmp_path / "typo.toml"
+    typo.write_text("[liveness]\ncnn_wieght = 2.0\n")
+    result = invoke(manifest, "--config", str(typo))
+    assert result.exit_code == 2
+    assert "cnn_wieght" in result.output
     (tmp_path / "real" / "empty.jpg").write_bytes(b"")
     broken = tmp_path / "real" / "broken.csv"
     broken.write_text(manifest.read_text() + "empty.jpg,live\n")
