@@ -1,8 +1,10 @@
 """The still-person path (pipeline/liveness/still.py) through the judge, on real media: a real
 person who barely moves (the Hamilton clip's performer, frames 104-133 at 15 fps, the window
-docs/liveness.md reports as never moving in 3-D) is decided live within 2 s, while a print and
-a screen replay of the same frames, and the real print and phone replay photos held still, are
-never live. Skipped when ../shared/data or the MiniFASNet weights are absent."""
+docs/liveness.md reports as never moving in 3-D) is decided live within 2 s, also when made
+smaller (a podium seen from farther away), while a print and a screen replay of the same frames,
+and the real print and phone replay photos held still, are never live, and the still-person
+path never opens for the print or replay made small. Skipped when ../shared/data or the
+MiniFASNet weights are absent."""
 
 from __future__ import annotations
 
@@ -28,6 +30,20 @@ from pipeline.liveness import Liveness, LivenessConfig, load_liveness_engine
 
 FPS = 15.0
 STILL_WINDOW = slice(104, 134)  # 2 s of the performer standing at the podium
+# the window as read (face ~67 px) and shrunk to a face of ~40 px (below the 64-px still-path
+# minimum of earlier versions, which kept such a person undecided for ever)
+SCALES = [1.0, 0.6]
+
+
+def _scaled(
+    frames: tuple[npt.NDArray[np.uint8], ...], scale: float
+) -> tuple[npt.NDArray[np.uint8], ...]:
+    if scale == 1.0:
+        return frames
+    return tuple(
+        np.asarray(cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA))
+        for frame in frames
+    )
 
 
 @pytest.fixture(scope="module")
@@ -58,11 +74,14 @@ def still_frames(shared_data: Path) -> tuple[npt.NDArray[np.uint8], ...]:
     return tuple(read_video(video, fps=FPS, width=640)[STILL_WINDOW])
 
 
+@pytest.mark.parametrize("scale", SCALES)
 def test_a_still_real_person_is_live_within_two_seconds(
-    clip_judge: ClipJudge, still_frames: tuple[npt.NDArray[np.uint8], ...]
+    clip_judge: ClipJudge, still_frames: tuple[npt.NDArray[np.uint8], ...], scale: float
 ) -> None:
-    result = clip_judge.judge(Clip(still_frames, FPS, "bona_fide", "hamilton@104"))
+    frames = _scaled(still_frames, scale)
+    result = clip_judge.judge(Clip(frames, FPS, "bona_fide", "hamilton@104"))
     assert result.accepted, result.liveness
+    assert result.liveness.cues["still_face_width_px"] < 70 * scale
     assert result.decision_seconds is not None
     assert result.decision_seconds <= 2.0
     # live by the still-person path, not by 3-D motion
@@ -82,6 +101,25 @@ def test_a_static_print_or_replay_of_the_same_person_is_never_live(
         result = clip_judge.judge(clip, trace=trace)
         assert not result.accepted, (clip.label, result.liveness)
         assert all(liveness.verdict != "live" for *_, liveness in trace), clip.label
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5, 6])
+def test_the_still_path_never_opens_for_a_small_static_print_or_replay(
+    clip_judge: ClipJudge, still_frames: tuple[npt.NDArray[np.uint8], ...], seed: int
+) -> None:
+    """Made small, the attacks stay off the still-person path. Not asserted: "never live".
+    Seeds 2 and 6 of the replay are decided live by the parallax path (the screen's moire
+    under noise moves tracked points; CNN 0.50-0.66, just above the veto; seed 6 at the
+    original size too): docs/liveness.md, "Small faces"."""
+    frames = _scaled(still_frames, SCALES[-1])
+    rng = np.random.default_rng(seed)
+    replay = static_replay_attack(frames, frame_count=45, fps=FPS, rng=rng)
+    printed = static_print_attack(frames[0], frame_count=45, fps=FPS, rng=rng)
+    for clip in (replay, printed):
+        trace: list[tuple[int, int, npt.NDArray[np.float32], Liveness]] = []
+        clip_judge.judge(clip, trace=trace)
+        assert trace, clip.label
+        assert all(liveness.cues.get("still_path", 0.0) == 0.0 for *_, liveness in trace)
 
 
 def test_real_print_and_replay_photos_held_still_are_never_live(
