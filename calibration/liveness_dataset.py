@@ -42,6 +42,7 @@ __all__ = [
     "manifest_label",
     "read_photo",
     "read_video",
+    "scaled_image",
     "scaled_item",
     "scene_photos",
     "split_of_photo",
@@ -381,12 +382,14 @@ def scaled_item(item: Clip | Still, scale: float) -> Clip | Still:
     if scale == 1.0:
         return item
     if isinstance(item, Still):
-        return Still(_scaled(item.image, scale), item.label, item.source)
-    frames = tuple(_scaled(frame, scale) for frame in item.frames)
+        return Still(scaled_image(item.image, scale), item.label, item.source)
+    frames = tuple(scaled_image(frame, scale) for frame in item.frames)
     return Clip(frames, item.fps, item.label, item.source)
 
 
-def _scaled(image: npt.NDArray[np.uint8], scale: float) -> npt.NDArray[np.uint8]:
+def scaled_image(image: npt.NDArray[np.uint8], scale: float) -> npt.NDArray[np.uint8]:
+    """``image`` resized by ``scale`` (area interpolation: made smaller, as a farther camera
+    sees it)."""
     size = (max(round(image.shape[1] * scale), 1), max(round(image.shape[0] * scale), 1))
     return np.asarray(cv2.resize(image, size, interpolation=cv2.INTER_AREA), np.uint8)
 

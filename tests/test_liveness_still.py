@@ -19,7 +19,7 @@ import pytest
 
 from calibration.liveness_attacks import Clip
 from calibration.liveness_clips import ClipJudge
-from calibration.liveness_dataset import read_video
+from calibration.liveness_dataset import read_video, scaled_image
 from calibration.liveness_static_attacks import static_print_attack, static_replay_attack
 from engines.base import Engine
 from engines.convert.minifasnet import MINIFASNET_FILES
@@ -38,12 +38,7 @@ SCALES = [1.0, 0.6]
 def _scaled(
     frames: tuple[npt.NDArray[np.uint8], ...], scale: float
 ) -> tuple[npt.NDArray[np.uint8], ...]:
-    if scale == 1.0:
-        return frames
-    return tuple(
-        np.asarray(cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA))
-        for frame in frames
-    )
+    return tuple(scaled_image(frame, scale) for frame in frames)
 
 
 @pytest.fixture(scope="module")
