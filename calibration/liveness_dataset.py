@@ -85,7 +85,8 @@ class EvalSettings:
     """What the evaluation runs on. fps: frame rate clips are sampled at; clip_seconds: length
     of each attack clip (and of manifest stills); bona_fide_seconds / window_stride_seconds:
     length and spacing of the bona fide windows cut from each face track; frame_width_px:
-    attack frames are this wide; max_prints / max_replays: synthetic attacks made (sources
+    synthetic attack frames and manifest images are this wide (manifest videos keep their own
+    size); max_prints / max_replays: synthetic attacks made (sources
     drawn at random with ``seed``); static_attacks: attacks of the second generator
     (``calibration.liveness_static_attacks``), half replays, half prints; split: which half
     of the shared data ("tune", "report" or "all"; manifests are used whole); stills: how
@@ -125,8 +126,10 @@ def _resize(image: npt.NDArray[np.uint8], width: int) -> npt.NDArray[np.uint8]:
     return np.ascontiguousarray(cv2.resize(image, (width, height), interpolation=interpolation))
 
 
-def read_video(path: Path, *, fps: float, width: int) -> list[npt.NDArray[np.uint8]]:
-    """Frames of a video sampled at about ``fps`` and resized to ``width`` (BGR uint8)."""
+def read_video(path: Path, *, fps: float, width: int | None) -> list[npt.NDArray[np.uint8]]:
+    """Frames of a video sampled at about ``fps`` and resized to ``width`` (BGR uint8); with
+    ``width=None`` at the video's own size, as a camera delivers it to the service (narrowed
+    to 1920 px when wider)."""
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         raise PairsFileError(f"{path}: cannot open the video")
@@ -140,7 +143,10 @@ def read_video(path: Path, *, fps: float, width: int) -> list[npt.NDArray[np.uin
             if not ok:
                 break
             if index >= next_kept:
-                frames.append(_resize(np.asarray(frame, np.uint8), width))
+                image = np.asarray(frame, np.uint8)
+                if width is not None or image.shape[1] > _MAX_SOURCE_WIDTH:
+                    image = _resize(image, width or _MAX_SOURCE_WIDTH)
+                frames.append(image)
                 next_kept += step
             index += 1
     finally:
@@ -409,7 +415,9 @@ def manifest_label(label: str) -> str:
 
 def manifest_clips(manifest: Path, settings: EvalSettings) -> list[Clip | Still]:
     """Clips (videos; images too when ``stills = "clip"``) and stills named by a ``path,label``
-    CSV (paths relative to its folder)."""
+    CSV (paths relative to its folder). Videos are judged at their own size (up to 1920 px
+    wide), as the service sees a camera's frames: a 720p recording read at 640 px would halve
+    its faces. Images are resized to ``frame_width_px``."""
     items: list[Clip | Still] = []
     for row in _rows(manifest):
         if "path" not in row or "label" not in row:
@@ -417,7 +425,7 @@ def manifest_clips(manifest: Path, settings: EvalSettings) -> list[Clip | Still]
         path = manifest.parent / row["path"]
         label = manifest_label(row["label"])
         if path.suffix.lower() in _VIDEO_SUFFIXES:
-            frames = tuple(read_video(path, fps=settings.fps, width=settings.frame_width_px))
+            frames = tuple(read_video(path, fps=settings.fps, width=None))
             items.append(Clip(frames, settings.fps, label, row["path"]))
             continue
         image = _resize(read_image_bgr(path), settings.frame_width_px)

@@ -21,7 +21,7 @@ from typer.testing import CliRunner, Result
 from calibration.liveness import iso_metrics
 from calibration.liveness_attacks import Clip, PrintParameters, print_attack
 from calibration.liveness_clips import ClipJudge, ClipResult
-from calibration.liveness_dataset import EvalSettings, read_video, scene_photos
+from calibration.liveness_dataset import EvalSettings, manifest_clips, read_video, scene_photos
 from engines.base import Engine
 from engines.convert.minifasnet import (
     MINIFASNET_FILES,
@@ -383,6 +383,31 @@ def _real_samples_manifest(shared_data: Path, folder: Path) -> Path:
     manifest = folder / "manifest.csv"
     manifest.write_text("\n".join(lines) + "\n")
     return manifest
+
+
+def test_manifest_videos_are_judged_at_their_own_size(tmp_path: Path) -> None:
+    """A door camera's 720p frames reach the judge as they are (a 640-px reading would halve the
+    faces); wider than 1920 px is narrowed to 1920; manifest images keep frame_width_px."""
+    rng = np.random.default_rng(0)
+    rows = ["path,label"]
+    for width, height in ((1280, 720), (2560, 1440)):
+        name = f"clip_{width}.mp4"
+        writer = cv2.VideoWriter(
+            str(tmp_path / name), cv2.VideoWriter.fourcc(*"mp4v"), FPS, (width, height)
+        )
+        for _ in range(5):
+            writer.write(rng.integers(0, 255, (height, width, 3), dtype=np.uint8))
+        writer.release()
+        rows.append(f"{name},bona_fide")
+    cv2.imwrite(str(tmp_path / "photo.png"), rng.integers(0, 255, (900, 1200, 3), dtype=np.uint8))
+    rows.append("photo.png,print")
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("\n".join(rows) + "\n")
+    items = manifest_clips(manifest, EvalSettings(frame_width_px=640))
+    shapes = [
+        item.frames[0].shape if isinstance(item, Clip) else item.image.shape for item in items
+    ]
+    assert shapes == [(720, 1280, 3), (1080, 1920, 3), (480, 640, 3)]
 
 
 def test_eval_decides_manifest_stills_passively_or_as_motionless_clips(
