@@ -449,9 +449,19 @@ def test_eval_decides_manifest_stills_passively_or_as_motionless_clips(
     results = texture_only["results"]
     assert isinstance(results, list)
     assert all("cnn" not in item["cues"] for item in results)
-    shrunk = run("--scale", "0.5")
-    assert shrunk["frame_scale"] == 0.5
+    # shrunk images reach the judge: the CNN scores move (the 2nd live photo 0.97 -> 0.7 at 0.1)
+    shrunk = run("--scale", "0.1")
+    assert shrunk["frame_scale"] == 0.1
     assert shrunk["clips"] == passive["clips"]
+
+    def cnn_scores(report: dict[str, object]) -> list[float]:
+        items = report["results"]
+        assert isinstance(items, list)
+        return [item["cues"]["cnn"] for item in items]
+
+    assert (
+        max(abs(a - b) for a, b in zip(cnn_scores(shrunk), cnn_scores(passive), strict=True)) > 0.1
+    )
     typo = tmp_path / "typo.toml"
     typo.write_text("[liveness]\ncnn_wieght = 2.0\n")
     result = invoke(manifest, "--config", str(typo))
