@@ -243,8 +243,7 @@ def bona_fide_windows(settings: EvalSettings, clip_judge: ClipJudge) -> list[Bon
         if row.get("kind") != "face":
             continue
         path = settings.data_dir / "video" / row["path"]
-        width = min(int(row.get("width") or _MAX_SOURCE_WIDTH), _MAX_SOURCE_WIDTH)
-        frames = read_video(path, fps=settings.fps, width=width)
+        frames = read_video(path, fps=settings.fps, width=None)
         tracks = clip_judge.tracks(frames)
         frame_size = (frames[0].shape[1], frames[0].shape[0])
         eligible = [key for key, value in tracks.items() if len(value) >= _WINDOW_COVERAGE * length]
